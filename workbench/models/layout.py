@@ -1,0 +1,82 @@
+"""The one place that maps TransformerLens names onto Gemma 3 HF parameters.
+
+Edits must land 1:1 on HF tensors (the bridge shares them), so every module that needs a
+parameter by layer asks here instead of spelling out `model.layers.{l}...` itself.
+HF stores transposes of the TransformerLens matrices:
+  W_gate: [d_model, d_mlp] = gate_proj.weight.T   (gate_proj.weight: [d_mlp, d_model])
+  W_in:   [d_model, d_mlp] = up_proj.weight.T     (up_proj.weight:   [d_mlp, d_model])
+  W_out:  [d_mlp, d_model] = down_proj.weight.T   (down_proj.weight: [d_model, d_mlp])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def down_proj_name(layer: int) -> str:
+    return f"model.layers.{layer}.mlp.down_proj.weight"
+
+
+def up_proj_name(layer: int) -> str:
+    return f"model.layers.{layer}.mlp.up_proj.weight"
+
+
+def gate_proj_name(layer: int) -> str:
+    return f"model.layers.{layer}.mlp.gate_proj.weight"
+
+
+def post_ffn_norm_name(layer: int) -> str:
+    return f"model.layers.{layer}.post_feedforward_layernorm.weight"
+
+
+def hook_name(layer: int, site: str) -> str:
+    """TransformerLens hook name, e.g. site='mlp.hook_pre' -> 'blocks.6.mlp.hook_pre'."""
+    return f"blocks.{layer}.{site}"
+
+
+def decoder_layers(hf_model: nn.Module) -> nn.ModuleList:
+    return hf_model.model.layers  # type: ignore[no-any-return]
+
+
+def mlp_module(hf_model: nn.Module, layer: int) -> nn.Module:
+    return decoder_layers(hf_model)[layer].mlp  # type: ignore[no-any-return]
+
+
+def w_out(hf_model: nn.Module, layer: int) -> torch.Tensor:
+    """Value vectors of a layer as a view: [d_mlp, d_model] (rows = neurons)."""
+    return mlp_module(hf_model, layer).down_proj.weight.T
+
+
+def w_gate(hf_model: nn.Module, layer: int) -> torch.Tensor:
+    """Gate keys as a view: [d_model, d_mlp]."""
+    return mlp_module(hf_model, layer).gate_proj.weight.T
+
+
+def w_in(hf_model: nn.Module, layer: int) -> torch.Tensor:
+    """Linear keys as a view: [d_model, d_mlp]."""
+    return mlp_module(hf_model, layer).up_proj.weight.T
+
+
+def rms_gain(norm_weight: torch.Tensor) -> torch.Tensor:
+    """Effective gain of a Gemma RMSNorm, which multiplies by (1 + w): [d_model]."""
+    return 1.0 + norm_weight.float()
+
+
+def post_ffn_gain(hf_model: nn.Module, layer: int) -> torch.Tensor:
+    """gamma_post: the gain the post-feedforward RMSNorm applies to the MLP output: [d_model]."""
+    return rms_gain(decoder_layers(hf_model)[layer].post_feedforward_layernorm.weight.detach())
+
+
+def final_gain(hf_model: nn.Module) -> torch.Tensor:
+    """gamma_f: the gain of the final RMSNorm before the unembedding: [d_model]."""
+    return rms_gain(hf_model.model.norm.weight.detach())
+
+
+def unembed(hf_model: nn.Module) -> torch.Tensor:
+    """U as a view: [d_model, vocab] (tied to the input embedding in Gemma 3)."""
+    return hf_model.lm_head.weight.detach().T
+
+
+def n_layers(hf_model: nn.Module) -> int:
+    return len(decoder_layers(hf_model))
