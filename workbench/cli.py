@@ -1,0 +1,200 @@
+"""`python -m workbench ...`: the same library operations as the app, for scripts and CI.
+
+Every command exits non-zero with a one-line message on bad input (unknown layer, missing
+file, locked store) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from workbench.config import Settings
+
+# Subcommand modules that add their own parsers: (module, function taking the subparsers).
+# A module that is missing (not built yet) is skipped, so the CLI never breaks on it.
+EXTENSIONS = (("workbench.sae.cli", "add_sae_parsers"), ("workbench.edits.cli", "add_parsers"))
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment, shown without a traceback."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if getattr(args, "cache", None):
+        overrides["cache_dir"] = Path(args.cache).expanduser().resolve()
+    if getattr(args, "model", None):
+        overrides["model_source"] = args.model
+    return Settings.from_env(**overrides)
+
+
+def _parse_layers(text: str | None) -> list[int] | None:
+    """'6', '2-8', '0,3,6' or 'all' -> list of layers (None = all)."""
+    if text is None or text == "all":
+        return None
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                layers += list(range(int(lo), int(hi) + 1))
+            else:
+                layers.append(int(part))
+    except ValueError as err:
+        raise UserError(f"--layers {text!r} is not like '6', '2-8', '0,3,6' or 'all'.") from err
+    return layers
+
+
+def load_bundle_for(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from workbench.models import load_bundle, parse_source
+
+    settings = _settings(args)
+    source = parse_source(settings.model_source)
+    print(f"Loading {source.describe()} ...", file=sys.stderr)
+    return settings, load_bundle(source, settings, progress=lambda m: print(m, file=sys.stderr))
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from workbench.corpus import build_concept_set, load_text_corpus, load_wiki
+    from workbench.prepare import (
+        PrepareConfig,
+        build_concept,
+        build_neuron_stats,
+        build_vocab_projections,
+        register_model,
+    )
+    from workbench.progress import TqdmProgress
+    from workbench.store import open_store
+
+    t_start = time.perf_counter()
+    settings, bundle = load_bundle_for(args)
+    cfg = PrepareConfig(
+        layers=_parse_layers(args.layers), k=args.k, stat_tokens=args.tokens,
+        concepts=list(args.concept or PrepareConfig().concepts), force=args.force,
+        lenses=["gain_aware", "reference"] if args.reference_lens else ["gain_aware"],
+    )
+    if cfg.layers:
+        for layer in cfg.layers:
+            if not 0 <= layer < bundle.n_layers:
+                raise UserError(f"Layer {layer} is out of range: the model has layers 0-{bundle.n_layers - 1}.")
+    corpus = load_text_corpus(Path(args.corpus)) if args.corpus else load_wiki("en")
+    store = open_store(settings.store_path)
+    progress = TqdmProgress()
+    reports = []
+    try:
+        register_model(store, bundle)
+        reports += build_vocab_projections(store, bundle, cfg, progress)
+        reports += build_neuron_stats(store, bundle, corpus, cfg, progress)
+        wiki = load_wiki("en")
+        neutral_id = f"{corpus.corpus_id}:{cfg.stat_tokens}"
+        for name in cfg.concepts:
+            if not wiki.has(name):
+                progress.message(f"skipping concept {name!r}: no such title in the corpus")
+                continue
+            concept = build_concept_set(wiki, name, n_positive=cfg.concept_docs, n_negative=2 * cfg.concept_docs)
+            reports.append(build_concept(store, bundle, concept, cfg, progress, neutral_corpus_id=neutral_id))
+    finally:
+        progress.close()
+    built = [r for r in reports if not r.skipped]
+    print("\nSummary")
+    print(f"  model      {bundle.model_id} ({bundle.path}), weights sha256 {bundle.weights_sha256[:16]}...")
+    print(f"  store      {settings.store_path}")
+    by_artefact: dict[str, list[float]] = {}
+    for r in built:
+        by_artefact.setdefault(r.artefact, []).append(r.seconds)
+    for artefact, secs in by_artefact.items():
+        print(f"  built      {artefact}: {len(secs)} slice(s), {sum(secs):.1f} s")
+    skipped = len(reports) - len(built)
+    if skipped:
+        print(f"  up to date {skipped} slice(s) already built (use --force to rebuild)")
+    print(f"  total      {time.perf_counter() - t_start:.1f} s")
+    store.close()
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from workbench.models.embedded import embedded_checkpoint_dir
+    from workbench.models.sources import parse_source
+    from workbench.store import open_store
+
+    settings = _settings(args)
+    source = parse_source(settings.model_source)
+    print(f"model source   {source.describe()}")
+    print(f"cache dir      {settings.cache_dir}")
+    ckpt = embedded_checkpoint_dir(settings.models_dir)
+    print(f"embedded ckpt  {ckpt} ({'built' if (ckpt / 'model.safetensors').exists() else 'not built yet'})")
+    if not settings.store_path.exists():
+        print(f"store          {settings.store_path} (not created yet: run `python -m workbench prepare`)")
+        return 0
+    store = open_store(settings.store_path, read_only=True)
+    print(f"store          {settings.store_path} (schema v{store.schema_version()}, "
+          f"{settings.store_path.stat().st_size / 2**20:.1f} MB)")
+    models = store.models()
+    for row in models.itertuples():
+        print(f"  model {row.model_id}: {row.n_layers} layers, sha256 {str(row.weights_sha256)[:16]}...")
+        builds = store.builds(row.model_id)
+        if builds.empty:
+            print("    nothing built yet")
+        for artefact, group in builds.groupby("artefact"):
+            print(f"    {artefact}: {len(group)} slice(s), {group['seconds'].sum():.1f} s")
+    for table, count in store.table_counts().items():
+        print(f"  table {table:<22} {count:>10,d} rows")
+    store.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__)
+    parser.add_argument("--cache", help="cache dir (default: ./cache or $WORKBENCH_CACHE)")
+    parser.add_argument("--model", help="'embedded' (default), 'tiny', a local folder, or 'hub:<id>'")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="build the SAE-free analyses of a model into the store")
+    p.add_argument("--layers", help="'all' (default), '6', '2-8' or '0,3,6'")
+    p.add_argument("--tokens", type=int, default=20_000, help="corpus tokens for neuron statistics")
+    p.add_argument("--k", type=int, default=30, help="top/bottom tokens per value vector")
+    p.add_argument("--corpus", help="extra text corpus (.txt, one doc per line, or a folder of .txt)")
+    p.add_argument("--concept", action="append", help="corpus title to analyse (repeatable)")
+    p.add_argument("--reference-lens", action="store_true", help="also store the raw (non gain-aware) lens")
+    p.add_argument("--force", action="store_true", help="rebuild slices that are already built")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("info", help="model, cache and store status")
+    p.set_defaults(func=cmd_info)
+
+    for module_name, function in EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name and module_name.startswith(err.name):
+                continue
+            raise
+        add: Callable[[argparse._SubParsersAction], None] = getattr(module, function)
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    for noisy in ("transformers", "transformer_lens", "sae_lens", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("\nInterrupted: finished slices are kept; run the same command again to resume.", file=sys.stderr)
+        return 130
+    except (UserError, ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
