@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,7 +51,9 @@ class Corpus:
         """Exact title, falling back to a case-insensitive match; KeyError names close titles."""
         doc = self._by_title.get(title) or self._by_lower_title.get(title.lower())
         if doc is None:
-            close = self.search_titles(title, limit=5)
+            close = self.search_titles(title, limit=5) or difflib.get_close_matches(
+                title, self.titles, n=5, cutoff=0.75
+            )
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise KeyError(f"No document titled {title!r} in corpus {self.corpus_id!r}.{hint}")
         return doc

@@ -1,0 +1,93 @@
+"""ModelBundle: one shared copy of the weights, HF and TransformerLens agree, pickles refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.models import ModelSource, UnsafeCheckpointError, layout, load_bundle, parse_source
+from workbench.models.hashing import model_weights_sha256, tensor_sha256
+from workbench.models.safety import check_safetensors_folder
+
+
+def test_hf_and_transformerlens_logits_agree(tiny_bundle):
+    ids = tiny_bundle.tokenizer(["The city of Paris is the capital"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        hf = tiny_bundle.hf_model(ids).logits
+        tl = tiny_bundle.bridge(ids)
+    assert torch.allclose(hf, tl, atol=1e-5)
+
+
+def test_editing_hf_down_proj_is_visible_in_transformerlens_and_back(tiny_bundle):
+    hf_w = tiny_bundle.hf_model.model.layers[1].mlp.down_proj.weight
+    tl_w = tiny_bundle.bridge.blocks[1].mlp.W_out
+    assert tl_w.shape == (tiny_bundle.d_mlp, tiny_bundle.d_model)
+    before = hf_w.detach().clone()
+    try:
+        with torch.no_grad():
+            hf_w[3, 5] += 7.0  # HF [d_model, d_mlp] -> TL W_out[5, 3]
+        assert float(tl_w[5, 3]) == pytest.approx(float(before[3, 5]) + 7.0)
+        with torch.no_grad():
+            tl_w[9, 2] = -3.0
+        assert float(hf_w[2, 9]) == -3.0
+    finally:
+        with torch.no_grad():
+            hf_w.copy_(before)
+
+
+def test_bundle_holds_one_copy_of_the_weights(tiny_bundle):
+    hf_ptrs = {p.data_ptr() for p in tiny_bundle.hf_model.parameters()}
+    tl_params = list(tiny_bundle.bridge.parameters())
+    assert tl_params, "the bridge exposes parameters"
+    # Every tensor the bridge holds is storage the HF model already owns.
+    assert {p.untyped_storage().data_ptr() for p in tl_params} <= {
+        p.untyped_storage().data_ptr() for p in tiny_bundle.hf_model.parameters()
+    }
+    assert layout.w_out(tiny_bundle.hf_model, 2).data_ptr() in hf_ptrs
+
+
+def test_weights_hash_is_content_hash(tiny_bundle):
+    assert tiny_bundle.weights_sha256 == model_weights_sha256(tiny_bundle.hf_model)
+    w = tiny_bundle.hf_model.model.layers[0].mlp.down_proj.weight
+    h = tensor_sha256(w)
+    old = w[0, 0].item()
+    with torch.no_grad():
+        w[0, 0] = old + 1.0
+    try:
+        assert tensor_sha256(w) != h
+    finally:
+        with torch.no_grad():
+            w[0, 0] = old
+    assert tensor_sha256(w) == h
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pt", ".pkl"])
+def test_pickle_checkpoints_are_refused(tmp_path: Path, suffix: str, session_settings):
+    (tmp_path / f"pytorch_model{suffix}").write_bytes(b"\x80\x04not really a pickle")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(UnsafeCheckpointError, match="safetensors"):
+        check_safetensors_folder(tmp_path)
+    with pytest.raises(UnsafeCheckpointError):
+        load_bundle(ModelSource("local", str(tmp_path)), session_settings)
+
+
+def test_local_folder_source_loads_the_same_weights(tiny_bundle, session_settings):
+    local = load_bundle(parse_source(str(tiny_bundle.path)), session_settings)
+    assert local.source.kind == "local"
+    assert local.weights_sha256 == tiny_bundle.weights_sha256
+
+
+def test_parse_source():
+    assert parse_source("embedded").kind == "embedded"
+    assert parse_source("tiny").kind == "tiny"
+    assert parse_source("hub:google/gemma-3-270m") == ModelSource("hub", "google/gemma-3-270m")
+    with pytest.raises(ValueError, match="neither"):
+        parse_source("./no/such/folder")
+
+
+def test_hub_source_refused_offline(session_settings, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
+        load_bundle(ModelSource("hub", "google/gemma-3-270m"), session_settings)
