@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from workbench.corpus import load_wiki
 from workbench.lenses import vocab
 from workbench.lenses.activations import (
     CollectConfig,
@@ -16,7 +17,6 @@ from workbench.lenses.activations import (
 from workbench.lenses.concept_vectors import auroc, concept_vectors
 from workbench.lenses.tokens import clean_token_mask
 from workbench.models import layout
-from workbench.corpus import load_wiki
 
 
 def test_project_topk_equals_brute_force():

@@ -10,11 +10,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
-from workbench.prepare import PrepareConfig, build_neuron_stats, build_vocab_projections, register_model
 from workbench.corpus import load_wiki
+from workbench.prepare import PrepareConfig, build_neuron_stats, build_vocab_projections, register_model
 from workbench.store import SCHEMA_VERSION, Store
 
 
@@ -51,7 +52,7 @@ def test_failed_write_rolls_back_to_old_data(tmp_path: Path):
     key = {"model_id": "m", "lens": "gain_aware", "layer": 1}
     store.write_slices("m", "vocab", "layer=1", {"value_vector_tokens": _tokens("m", 1, 4, " old")}, key)
     bad = _tokens("m", 1, 4, " new").rename(columns={"logit": "no_such_column"})
-    with pytest.raises(Exception):
+    with pytest.raises(duckdb.Error):
         store.write_slices("m", "vocab", "layer=1", {"value_vector_tokens": bad}, key)
     assert list(store.df("SELECT token FROM value_vector_tokens")["token"]) == [" old"] * 4
 
