@@ -125,8 +125,8 @@ def load_bundle(
     progress: Callable[[str], None] | None = None,
 ) -> ModelBundle:
     """Load a model source as a ModelBundle (fp32, CPU unless CUDA is available)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     settings = settings or Settings.from_env()
     t0 = time.perf_counter()
