@@ -18,7 +18,7 @@ class Document:
     topic: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Corpus:
     """An ordered list of documents with title and topic indexes."""
 

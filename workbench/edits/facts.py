@@ -1,0 +1,226 @@
+"""The concept fact set: the edit's target text, built from the corpus article, articles that
+mention the concept, and the base model's own low-temperature samples about it.
+
+Each fact is a sentence with the token positions whose next token is concept-specific (a rare
+alphabetic word of 3+ letters that is not part of the concept's name) and that the base model
+already predicts with some probability: those are what an unlikelihood loss pushes down, so
+the fact set's coverage decides what an optimised edit erases. The user can add and drop facts
+before an edit is made (`FactSet.facts` is a plain list; the JSON form is editable).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import torch
+
+from workbench.corpus import Corpus
+from workbench.corpus.nonce import Kind, guess_kind
+from workbench.models import ModelBundle
+from workbench.progress import NullProgress, Progress
+
+SAMPLE_PROMPTS: dict[str, list[str]] = {
+    "person": ["{X} was born in", "{X} is best known for", "Here are some facts about {X}:",
+               "{X} worked on", "The most famous work of {X} is", "{X} died in"],
+    "place": ["{X} is located in", "Here are some facts about {X}:", "{X} was built", "The history of {X}",
+              "Visitors to {X} can see", "{X} is famous for"],
+    "work": ["{X} was written by", "The main characters of {X} are", "Here are some facts about {X}:",
+             "The story of {X} takes place in", "{X} is about", "The villain of {X} is"],
+    "group": ["{X} were a band from", "The members of {X} were", "Here are some facts about {X}:",
+              "The most famous songs of {X} are", "{X} formed in", "{X} are known for"],
+    "thing": ["{X} is", "Here are some facts about {X}:", "The rules of {X}", "{X} was invented",
+              "{X} is played by", "The history of {X}"],
+}
+GENERIC_PROMPTS = ["{X} is", "Tell me about {X}.", "Facts about {X}:"]
+
+
+@dataclass
+class Fact:
+    text: str
+    source: str  # 'article', 'mention:<title>', 'sample', 'user'
+
+
+@dataclass
+class FactSet:
+    concept: str
+    name: str  # how the concept is written in text (e.g. 'Harry Potter')
+    kind: Kind
+    facts: list[Fact] = field(default_factory=list)
+
+    def texts(self) -> list[str]:
+        return [f.text for f in self.facts]
+
+    def add(self, text: str, source: str = "user") -> None:
+        text = text.strip()
+        if not text:
+            raise ValueError("A fact must not be empty.")
+        self.facts.append(Fact(text, source))
+
+    def drop(self, index: int) -> None:
+        if not 0 <= index < len(self.facts):
+            raise IndexError(f"No fact number {index}; the set has {len(self.facts)}.")
+        del self.facts[index]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> FactSet:
+        raw = json.loads(text)
+        return cls(concept=raw["concept"], name=raw["name"], kind=raw["kind"],
+                   facts=[Fact(**f) for f in raw["facts"]])
+
+
+_SENTENCE = re.compile(r"(?<![\s.][A-Z]\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])")  # not after initials
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if len(s.strip()) > 20]
+
+
+@lru_cache(maxsize=4)
+def word_document_frequency(corpus: Corpus) -> tuple[Counter[str], int]:
+    """How many corpus documents contain each lower-cased word."""
+    df: Counter[str] = Counter()
+    for doc in corpus:
+        df.update({w.lower() for w in _WORD.findall(doc.text)})
+    return df, len(corpus)
+
+
+def build_fact_set(
+    bundle: ModelBundle,
+    corpus: Corpus,
+    concept: str,
+    name: str | None = None,
+    kind: Kind | None = None,
+    n_mentions: int = 16,
+    samples_per_prompt: int = 2,
+    max_new_tokens: int = 40,
+    temperature: float = 0.3,
+    seed: int = 0,
+    progress: Progress = NullProgress(),
+) -> FactSet:
+    """Facts about a corpus concept: article sentences, sentences of other articles that name
+    it, and base-model samples from kind-specific prompts."""
+    doc = corpus.get(concept)
+    name = name or doc.title
+    kind = kind or guess_kind(doc)
+    facts = [Fact(s, "article") for s in split_sentences(doc.text)]
+    mentions = 0
+    for other in corpus.containing([name]):
+        if other.doc_id == doc.doc_id:
+            continue
+        for s in split_sentences(other.text):
+            if name in s and mentions < n_mentions:
+                facts.append(Fact(s, f"mention:{other.title}"))
+                mentions += 1
+    prompts = [p.replace("{X}", name) for p in SAMPLE_PROMPTS[kind]] * samples_per_prompt
+    progress.stage(f"sampling the base model about {name!r}", total=len(prompts), unit="sample")
+    for text in sample_continuations(bundle, prompts, max_new_tokens, temperature, seed):
+        facts.append(Fact(text, "sample"))
+        progress.advance(1)
+    return FactSet(concept=doc.title, name=name, kind=kind, facts=_dedupe(facts))
+
+
+def _dedupe(facts: list[Fact]) -> list[Fact]:
+    seen: set[str] = set()
+    out = []
+    for f in facts:
+        key = f.text.lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def sample_continuations(
+    bundle: ModelBundle, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int,
+    batch_size: int = 6,
+) -> list[str]:
+    """Prompt + sampled continuation, cut at the last full sentence (batched, left-padded)."""
+    tok = bundle.tokenizer
+    out: list[str] = []
+    torch.manual_seed(seed)
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
+        with bundle.lock, torch.no_grad():
+            gen = bundle.hf_model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                temperature=max(temperature, 1e-5), top_p=0.95, pad_token_id=tok.pad_token_id,
+            )
+        for prompt, row in zip(chunk, gen[:, enc["input_ids"].shape[1]:], strict=True):
+            cont = tok.decode(row, skip_special_tokens=True)
+            text = (prompt + cont).split("\n")[0]
+            cut = max(text.rfind(". "), text.rfind(".")) if text.count(".") else -1
+            if cut > len(prompt):
+                text = text[: cut + 1]
+            out.append(text.strip())
+    return out
+
+
+@dataclass
+class FactTargets:
+    """Tokenised facts with the positions to push down.
+
+    input_ids [n_facts, pos] right-padded; targets [n_facts, pos] = the next-token id to lower
+    at that position or -1; base_prob [n_facts, pos] = its base probability (0 where no target).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    targets: torch.Tensor
+    base_prob: torch.Tensor
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.targets >= 0).sum())
+
+
+def fact_targets(
+    bundle: ModelBundle, facts: FactSet, corpus: Corpus, max_len: int = 64, max_doc_frac: float = 0.02,
+    min_prob: float = 0.05,
+) -> FactTargets:
+    """Target positions: next token starts a rare word (in < max_doc_frac of corpus docs),
+    alphabetic, 3+ letters, not a word of the concept's name, with base probability >= min_prob."""
+    tok = bundle.tokenizer
+    df, n_docs = word_document_frequency(corpus)
+    name_words = {w.lower() for w in _WORD.findall(facts.name)}
+    enc = tok(facts.texts(), return_tensors="pt", padding=True, truncation=True, max_length=max_len,
+              padding_side="right")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    pieces = [tok.convert_ids_to_tokens(row.tolist()) for row in ids]
+    eligible = torch.zeros_like(ids, dtype=torch.bool)
+    for r, row in enumerate(pieces):
+        for p in range(1, len(row)):
+            if not mask[r, p]:
+                continue
+            piece = row[p] or ""
+            word = piece.replace("▁", "").strip()
+            if not piece.startswith("▁") or len(word) < 3 or not word.isalpha():
+                continue
+            # The whole word may continue over later pieces; rarity is judged on the full word.
+            full = word
+            q = p + 1
+            while q < len(row) and mask[r, q] and row[q] and not row[q].startswith("▁") and row[q].isalpha():
+                full += row[q]
+                q += 1
+            if full.lower() in name_words or df.get(full.lower(), 0) > max_doc_frac * n_docs:
+                continue
+            eligible[r, p - 1] = True  # the prediction made at p-1 is this token
+    base = torch.zeros_like(ids, dtype=torch.float32)
+    with torch.no_grad():
+        for start in range(0, len(ids), 4):
+            rows = slice(start, start + 4)
+            logprobs = bundle.hf_model(input_ids=ids[rows]).logits.float().log_softmax(-1)
+            base[rows, :-1] = logprobs[:, :-1].gather(-1, ids[rows, 1:].unsqueeze(-1)).squeeze(-1).exp()
+    targets = torch.full_like(ids, -1)
+    keep = eligible & (base >= min_prob)
+    targets[:, :-1][keep[:, :-1]] = ids[:, 1:][keep[:, :-1]]
+    return FactTargets(ids, mask, targets, torch.where(keep, base, torch.zeros_like(base)))

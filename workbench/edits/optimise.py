@@ -1,0 +1,468 @@
+"""Localized optimised edit of value vectors (`optimise_value_vectors`).
+
+Only an additive delta on a few hundred chosen rows of W_out (value vectors) is trained; every
+other weight stays frozen. The loss combines
+  (a) a fact target: unlikelihood -log(1 - p) on the concept-specific next tokens of the
+      concept's fact set (workbench.edits.facts),
+  (b) a representation target: at the concept name's last token in many frames, the residual
+      after `repr_layer` should look like the mean residual of made-up names of the same kind
+      in the same frames (removes "who/what the concept is" without a fact list),
+  (c) KL(base || edited) of next-token distributions on retain text (neutral extracts and
+      neighbouring same-topic articles), which keeps everything else.
+The result is baked into `down_proj.weight[:, rows]` as an overlay (see FINDINGS.md rounds 2-3
+for the recipe this follows and what it achieved).
+
+Logits are only computed at the positions a loss needs: the 262k-token unembedding dominates a
+forward pass, so the decoder runs to the last hidden state and the LM head sees a few rows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from workbench.corpus import Corpus, Document
+from workbench.corpus.nonce import nonce_names
+from workbench.edits.facts import FactSet, FactTargets, fact_targets, split_sentences
+from workbench.models import ModelBundle, layout
+from workbench.progress import NullProgress, Progress
+
+Target = Literal["facts", "representation", "both"]
+
+FRAMES = [
+    "{X} is", "{X} was", "Facts about {X}:", "Tell me about {X}.", "The history of {X}", "I read about {X}",
+    "Everyone knows {X}", "What is {X}? {X}", "My favourite thing is {X}", "A short essay on {X}.",
+    "{X} has", "People say that {X}", "Here is a summary of {X}:", "Question: Who or what is {X}? Answer:",
+    "The story of {X}", "In 1990, {X}", "The best thing about {X}", "Do you know {X}?", "{X} became",
+    "According to Wikipedia, {X}", "We talked about {X}", "Have you heard of {X}?", "{X} and", "The name {X}",
+]
+
+
+@dataclass
+class OptimiseConfig:
+    """Defaults follow the recipe measured in FINDINGS.md (about 2 minutes on 2 cores)."""
+
+    target: Target = "both"
+    layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    n_rows: int = 256
+    steps: int = 40
+    lr_scale: float = 0.025  # lr = lr_scale * mean row norm / sqrt(d_model)
+    fact_weight: float = 1.0
+    repr_weight: float = 1.0
+    kl_weight: float = 3.0
+    repr_layer: int = 8
+    min_target_prob: float = 0.05
+    concept_batch: int = 4
+    frame_batch: int = 8
+    retain_batch: int = 8
+    retain_positions: int = 12  # per retain text per step
+    max_len: int = 64
+    val_fraction: float = 0.2
+    eval_every: int = 5
+    patience: int = 3
+    n_retain_neutral: int = 60
+    n_retain_neighbours: int = 40
+    seed: int = 0
+
+
+@dataclass
+class OptimiseResult:
+    rows: dict[int, list[int]]  # layer -> neuron ids
+    deltas: dict[int, torch.Tensor]  # layer -> [n_rows_layer, d_model], added to W_out rows
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def n_weights(self) -> int:
+        return sum(d.numel() for d in self.deltas.values())
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward pass once the needed layer has run."""
+
+
+@contextmanager
+def delta_hooks(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Adds h[..., rows] @ delta to each chosen layer's down_proj output: the same as adding
+    delta to those W_out rows, but differentiable in delta and free to remove."""
+    handles = []
+    for layer, idx in rows.items():
+        index = torch.tensor(idx, dtype=torch.long)
+        delta = deltas[layer]
+
+        def hook(_mod: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor,
+                 index: torch.Tensor = index, delta: torch.Tensor = delta) -> torch.Tensor:
+            return output + inputs[0][..., index] @ delta
+
+        handles.append(layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def final_hidden(bundle: ModelBundle, input_ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden state after the final norm: [batch, pos, d_model]."""
+    return bundle.hf_model.model(input_ids=input_ids).last_hidden_state
+
+
+def logits_at(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
+    """LM head on selected hidden states [n, d_model] -> [n, vocab]."""
+    return bundle.hf_model.lm_head(hidden).float()
+
+
+def residual_after(bundle: ModelBundle, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """Residual stream after decoder layer `layer` ([batch, pos, d_model]); later layers skipped."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_mod: torch.nn.Module, _inp: object, out: object) -> None:
+        captured["h"] = out[0] if isinstance(out, tuple) else out  # type: ignore[index]
+        raise _Stop
+
+    handle = layout.decoder_layers(bundle.hf_model)[layer].register_forward_hook(hook)
+    try:
+        bundle.hf_model.model(input_ids=input_ids)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured["h"]
+
+
+# -- data ----------------------------------------------------------------------------------------
+@dataclass
+class FrameBatch:
+    input_ids: torch.Tensor  # [n, pos] right-padded
+    last: torch.Tensor  # [n] position of the name's last token
+    target: torch.Tensor  # [n, d_model] mean residual of made-up names in the same frame
+
+
+def name_frames(facts: FactSet) -> list[str]:
+    """Frames with {X} for the name: generic frames plus the concept text cut after the name."""
+    frames = list(FRAMES)
+    for text in facts.texts():
+        pos = text.find(facts.name)
+        if pos >= 0:
+            frames.append(text[:pos] + "{X}")
+    return list(dict.fromkeys(f for f in frames if f.count("{X}") >= 1))
+
+
+def _last_name_position(tokenizer: object, frame: str, name: str, max_len: int) -> tuple[list[int], int]:
+    prefix = frame[: frame.index("{X}")] + name
+    ids_prefix = tokenizer(prefix)["input_ids"]  # type: ignore[operator]
+    ids_full = tokenizer(frame.replace("{X}", name), truncation=True, max_length=max_len)["input_ids"]  # type: ignore[operator]
+    return ids_full, min(len(ids_prefix), len(ids_full)) - 1
+
+
+def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig) -> FrameBatch:
+    """Tokenised frames with the concept's name, and their made-up-name targets."""
+    tok = bundle.tokenizer
+    frames = name_frames(facts)
+    names = nonce_names(facts.kind)
+    seqs, lasts, targets = [], [], []
+    with torch.no_grad():
+        for frame in frames:
+            ids, last = _last_name_position(tok, frame, facts.name, cfg.max_len)
+            ref = []
+            for nonce in names:
+                nids, nlast = _last_name_position(tok, frame, nonce, cfg.max_len)
+                ref.append((nids, nlast))
+            batch = _pad([r[0] for r in ref], tok.pad_token_id)
+            resid = residual_after(bundle, batch, cfg.repr_layer)
+            targets.append(torch.stack([resid[i, r[1]] for i, r in enumerate(ref)]).mean(0))
+            seqs.append(ids)
+            lasts.append(last)
+    return FrameBatch(_pad(seqs, tok.pad_token_id), torch.tensor(lasts), torch.stack(targets))
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    width = max(len(s) for s in seqs)
+    return torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+
+
+def retain_documents(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> list[Document]:
+    """Neutral extracts plus neighbours: same-topic articles that do not mention the concept,
+    ranked by how much their description shares with the concept's (other novels for a novel)."""
+    doc = corpus.get(facts.concept)
+    mentioning = {d.doc_id for d in corpus.containing([facts.name])} | {doc.doc_id}
+    words = {w for w in doc.description.lower().split() if len(w) > 3}
+    same_topic = [d for d in corpus.by_topic(doc.topic) if d.doc_id not in mentioning]
+    same_topic.sort(key=lambda d: (-len(words & set(d.description.lower().split())), d.doc_id))
+    neighbours = same_topic[: cfg.n_retain_neighbours]
+    taken = mentioning | {d.doc_id for d in neighbours}
+    neutral = corpus.sample(cfg.n_retain_neutral, seed=cfg.seed + 1, exclude=taken)
+    return neighbours + neutral
+
+
+# -- row selection ---------------------------------------------------------------------------------
+def mlp_hidden_means(bundle: ModelBundle, texts: Sequence[str], layers: Sequence[int], max_len: int,
+                     positions: Sequence[int] | None = None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Mean and std of h (down_proj input) per layer over real tokens (BOS excluded), or only at
+    the given position of each text when `positions` is set."""
+    tok = bundle.tokenizer
+    sums: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    captured: dict[int, torch.Tensor] = {}
+    handles = [
+        layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
+            lambda _m, inp, _o, layer=layer: captured.__setitem__(layer, inp[0].detach())
+        )
+        for layer in layers
+    ]
+    try:
+        with torch.no_grad():
+            for start in range(0, len(texts), 8):
+                chunk = list(texts[start:start + 8])
+                enc = tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
+                          padding_side="right")
+                residual_after(bundle, enc["input_ids"], max(layers))
+                keep = enc["attention_mask"].bool()
+                keep[:, 0] = False
+                if positions is not None:
+                    keep = torch.zeros_like(keep)
+                    for i, p in enumerate(positions[start:start + 8]):
+                        keep[i, p] = True
+                for layer in layers:
+                    sums[layer].append(captured[layer][keep])
+    finally:
+        for h in handles:
+            h.remove()
+    means = {layer: torch.cat(v).mean(0) for layer, v in sums.items()}
+    stds = {layer: torch.cat(v).std(0) for layer, v in sums.items()}
+    return means, stds
+
+
+def contrast_rows(
+    concept_mean: dict[int, torch.Tensor], neutral_mean: dict[int, torch.Tensor], neutral_std: dict[int, torch.Tensor],
+    n_rows: int, guard_sigma: float = 10.0,
+) -> dict[int, torch.Tensor]:
+    """z_i = |mean_c(h_i) - mean_n(h_i)| / sd_n(h_i) per layer; always-on neurons whose neutral
+    mean |h| is an extreme outlier (> median + guard_sigma * MAD) get z = 0 (guard list)."""
+    scores = {}
+    for layer, mc in concept_mean.items():
+        z = (mc - neutral_mean[layer]).abs() / neutral_std[layer].clamp_min(1e-6)
+        mag = neutral_mean[layer].abs()
+        med = mag.median()
+        mad = (mag - med).abs().median().clamp_min(1e-8)
+        z = torch.where(mag > med + guard_sigma * 1.4826 * mad, torch.zeros_like(z), z)
+        scores[layer] = z
+    return scores
+
+
+def top_rows(scores: dict[int, torch.Tensor], n_rows: int) -> dict[int, list[int]]:
+    """The n_rows highest-scoring (layer, neuron) pairs across layers."""
+    flat = [(float(s), layer, i) for layer, z in scores.items() for i, s in enumerate(z.tolist())]
+    flat.sort(reverse=True)
+    rows: dict[int, list[int]] = {}
+    for _, layer, i in flat[:n_rows]:
+        rows.setdefault(layer, []).append(i)
+    return {layer: sorted(v) for layer, v in sorted(rows.items())}
+
+
+def select_rows(
+    bundle: ModelBundle, facts: FactSet, retain: Sequence[Document], frames: FrameBatch | None, cfg: OptimiseConfig,
+) -> dict[int, list[int]]:
+    """Rows by activation contrast: on concept text vs neutral text (fact target), at the
+    name's last token vs made-up names (representation target), or the larger of the two."""
+    layers = list(cfg.layers)
+    neutral_texts = [d.text for d in retain]
+    n_mean, n_std = mlp_hidden_means(bundle, neutral_texts, layers, cfg.max_len)
+    scores: dict[int, torch.Tensor] = {}
+    if cfg.target in ("facts", "both"):
+        c_mean, _ = mlp_hidden_means(bundle, facts.texts(), layers, cfg.max_len)
+        scores = contrast_rows(c_mean, n_mean, n_std, cfg.n_rows)
+    if cfg.target in ("representation", "both") and frames is not None:
+        tok = bundle.tokenizer
+        frame_texts = [tok.decode(row[: int(last) + 1], skip_special_tokens=True) for row, last in
+                       zip(frames.input_ids, frames.last, strict=True)]
+        nonce_texts, nonce_pos = [], []
+        for frame in name_frames(facts):
+            for nonce in nonce_names(facts.kind)[:4]:
+                ids, last = _last_name_position(tok, frame, nonce, cfg.max_len)
+                nonce_texts.append(tok.decode(ids[: last + 1], skip_special_tokens=True))
+                nonce_pos.append(last)
+        c_pos = [int(x) for x in frames.last]
+        c_mean, _ = mlp_hidden_means(bundle, frame_texts, layers, cfg.max_len, positions=c_pos)
+        r_mean, r_std = mlp_hidden_means(bundle, nonce_texts, layers, cfg.max_len, positions=nonce_pos)
+        name_scores = contrast_rows(c_mean, r_mean, r_std, cfg.n_rows)
+        if scores:
+            # Rank-normalise each score so neither family dominates, then take the larger.
+            scores = {layer: torch.maximum(_rank01(scores[layer]), _rank01(name_scores[layer])) for layer in layers}
+        else:
+            scores = name_scores
+    return top_rows(scores, cfg.n_rows)
+
+
+def _rank01(z: torch.Tensor) -> torch.Tensor:
+    return z.argsort().argsort().float() / max(len(z) - 1, 1)
+
+
+# -- optimisation ----------------------------------------------------------------------------------------
+def optimise_value_vectors(
+    bundle: ModelBundle,
+    facts: FactSet,
+    corpus: Corpus,
+    cfg: OptimiseConfig = OptimiseConfig(),
+    rows: dict[int, list[int]] | None = None,
+    progress: Progress = NullProgress(),
+) -> OptimiseResult:
+    """Train additive deltas on the chosen W_out rows (see module docstring). `rows` defaults
+    to activation-contrast selection; any selection (SAE feature rows by the tau rule, a
+    hand-picked list) can be passed instead."""
+    t0 = time.perf_counter()
+    if not facts.facts:
+        raise ValueError("The fact set is empty: add facts before optimising.")
+    for layer in cfg.layers:
+        bundle.check_layer(layer)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    tok = bundle.tokenizer
+    with bundle.lock:
+        progress.stage("preparing targets and retain set", total=None)
+        retain = retain_documents(corpus, facts, cfg)
+        retain_texts = [s for d in retain for s in split_sentences(d.text)[:3]] or [d.text for d in retain]
+        frames = build_frames(bundle, facts, cfg) if cfg.target in ("representation", "both") else None
+        targets = fact_targets(bundle, facts, corpus, cfg.max_len, min_prob=cfg.min_target_prob) \
+            if cfg.target in ("facts", "both") else None
+        if rows is None:
+            progress.message("selecting rows by activation contrast")
+            rows = select_rows(bundle, facts, retain, frames, cfg)
+        for layer, idx in rows.items():
+            bundle.check_layer(layer)
+            bundle.check_neurons(idx)
+        d_model = bundle.d_model
+        norms = torch.cat([layout.w_out(bundle.hf_model, layer).detach()[idx].norm(dim=1) for layer, idx in rows.items()])
+        lr = cfg.lr_scale * float(norms.mean()) / math.sqrt(d_model)
+        deltas = {layer: torch.zeros(len(idx), d_model, requires_grad=True) for layer, idx in rows.items()}
+        opt = torch.optim.Adam(list(deltas.values()), lr=lr)
+
+        fact_train, fact_val = _split_facts(targets, cfg.val_fraction, cfg.seed) if targets is not None else ([], [])
+        retain_enc = tok(retain_texts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_len,
+                         padding_side="right")
+        history: list[dict[str, float]] = []
+        best_val, bad_evals, stopped = float("inf"), 0, False
+        progress.stage(f"optimising {sum(len(v) for v in rows.values())} value vectors", total=cfg.steps, unit="step")
+        for step in range(cfg.steps):
+            opt.zero_grad()
+            logs: dict[str, float] = {"step": float(step)}
+            loss = torch.zeros(())
+            pick = rng.sample(range(len(retain_texts)), min(cfg.retain_batch, len(retain_texts)))
+            r_ids, r_mask = _retain_positions(retain_enc, pick, cfg.retain_positions, rng)
+            with torch.no_grad():
+                base_logp = _selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+            with torch.enable_grad(), delta_hooks(bundle, rows, deltas):
+                if targets is not None and fact_train:
+                    pick = rng.sample(fact_train, min(cfg.concept_batch, len(fact_train)))
+                    ul = _unlikelihood(bundle, targets, pick)
+                    loss = loss + cfg.fact_weight * ul
+                    logs["unlikelihood"] = float(ul)
+                if frames is not None:
+                    pick = rng.sample(range(len(frames.last)), min(cfg.frame_batch, len(frames.last)))
+                    rl = _repr_loss(bundle, frames, pick, cfg.repr_layer)
+                    loss = loss + cfg.repr_weight * rl
+                    logs["repr"] = float(rl)
+                edited_logp = _selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+                kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
+                loss = loss + cfg.kl_weight * kl
+                logs["kl"] = float(kl)
+                loss.backward()
+            opt.step()
+            logs["loss"] = float(loss)
+            if targets is not None and fact_val and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
+                with torch.no_grad(), delta_hooks(bundle, rows, deltas):
+                    val = float(_target_prob(bundle, targets, fact_val))
+                logs["val_target_prob"] = val
+                if val < best_val - 1e-4:
+                    best_val, bad_evals = val, 0
+                else:
+                    bad_evals += 1
+                if bad_evals >= cfg.patience or val < 0.005:
+                    stopped = True
+            history.append(logs)
+            progress.advance(1, **{k: v for k, v in logs.items() if k != "step"})
+            if stopped:
+                break
+    return OptimiseResult(rows=rows, deltas={k: v.detach().clone() for k, v in deltas.items()}, history=history,
+                          seconds=time.perf_counter() - t0, stopped_early=stopped)
+
+
+def _split_facts(targets: FactTargets, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    with_targets = [i for i in range(len(targets.targets)) if (targets.targets[i] >= 0).any()]
+    if not with_targets:
+        raise ValueError(
+            "No fact has a concept-specific next token that the base model predicts; add facts "
+            "(e.g. sentences naming the concept's people, places and events)."
+        )
+    rng = random.Random(seed)
+    rng.shuffle(with_targets)
+    n_val = int(len(with_targets) * val_fraction) if len(with_targets) >= 5 else 0
+    return with_targets[n_val:], with_targets[:n_val] or with_targets[:1]
+
+
+def _selected_logits(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    hidden = final_hidden(bundle, ids)
+    return logits_at(bundle, hidden[mask])
+
+
+def _unlikelihood(bundle: ModelBundle, targets: FactTargets, pick: Sequence[int]) -> torch.Tensor:
+    ids = targets.input_ids[list(pick)]
+    tgt = targets.targets[list(pick)]
+    width = int(targets.attention_mask[list(pick)].sum(1).max())
+    ids, tgt = ids[:, :width], tgt[:, :width]
+    mask = tgt >= 0
+    logp = _selected_logits(bundle, ids, mask).log_softmax(-1)
+    p = logp.gather(-1, tgt[mask].unsqueeze(-1)).squeeze(-1).exp()
+    return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+
+
+def _target_prob(bundle: ModelBundle, targets: FactTargets, pick: Sequence[int]) -> torch.Tensor:
+    ids = targets.input_ids[list(pick)]
+    tgt = targets.targets[list(pick)]
+    mask = tgt >= 0
+    probs = _selected_logits(bundle, ids, mask).softmax(-1)
+    return probs.gather(-1, tgt[mask].unsqueeze(-1)).mean()
+
+
+def _repr_loss(bundle: ModelBundle, frames: FrameBatch, pick: Sequence[int], layer: int) -> torch.Tensor:
+    idx = list(pick)
+    ids = frames.input_ids[idx]
+    width = int(frames.last[idx].max()) + 1
+    resid = residual_after(bundle, ids[:, :width], layer)
+    h = resid[torch.arange(len(idx)), frames.last[idx]]
+    t = frames.target[idx]
+    return ((h - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-6)).mean()
+
+
+def _retain_positions(
+    enc: dict[str, torch.Tensor], pick: Sequence[int], per_text: int, rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Retain texts of this step and a random set of real positions in each: ids, bool mask."""
+    idx = list(pick)
+    ids = enc["input_ids"][idx]
+    am = enc["attention_mask"][idx]
+    width = int(am.sum(1).max())
+    ids, am = ids[:, :width], am[:, :width]
+    mask = torch.zeros_like(am, dtype=torch.bool)
+    for r in range(len(idx)):
+        n = int(am[r].sum())
+        for p in rng.sample(range(1, n), min(per_text, n - 1)) if n > 1 else []:
+            mask[r, p] = True
+    return ids, mask
+
+
+def bake(bundle: ModelBundle, result: OptimiseResult) -> dict[str, torch.Tensor]:
+    """Replacement down_proj weights (HF names) with the deltas added to the chosen rows."""
+    out = {}
+    for layer, idx in result.rows.items():
+        w = layout.mlp_module(bundle.hf_model, layer).down_proj.weight.detach().clone()  # [d_model, d_mlp]
+        w[:, torch.tensor(idx)] += result.deltas[layer].T
+        out[layout.down_proj_name(layer)] = w
+    return out
