@@ -1,0 +1,166 @@
+"""PISCES closed-form rewrite of W_out rows through an SAE (METHODS.md 2(b), steps 4-6).
+
+Pure functions on tensors. The SAE is anything with SAELens's interface: `W_enc [d_in, d_sae]`
+(columns e_f), `W_dec [d_sae, d_in]`, `encode(z [..., d_in]) -> [..., d_sae]` and
+`decode(c [..., d_sae]) -> [..., d_in]`. We always call the SAE's own encode/decode because
+some variants normalise inputs or subtract b_dec.
+
+Modes:
+  'reference'  : the papers' behaviour, steps 4 and 6 on the raw value vector v_i.
+  'gain_aware' : ours; steps 4 and 6 on v~_i = gamma_post * v_i (what the post-FFN RMSNorm lets
+                 reach the residual stream, where the SAE lives), mapped back by / gamma_post.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Schedule = Literal["gemma26", "relative", "none"]
+PiscesMode = Literal["gain_aware", "reference"]
+
+GAIN_EPS = 1e-3  # |gamma_post| below this: that coordinate is not edited (division would explode)
+
+
+class SaeLike(Protocol):
+    """The part of a SAELens SAE that PISCES needs."""
+
+    W_enc: torch.Tensor  # [d_in, d_sae]
+    W_dec: torch.Tensor  # [d_sae, d_in]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, feature_acts: torch.Tensor) -> torch.Tensor: ...
+
+
+def mu_for_layer(mu: float, layer: int, n_layers: int, schedule: Schedule) -> float:
+    """Edit magnitude mu_l for a layer (METHODS 2(b) step 5).
+
+    'gemma26': the released code's ramp for 26-layer Gemma 2: mu*(0.1 + 0.9*l/9) for l < 10.
+    'relative': the same ramp over the same relative depth, ramp_end = round(10*n_layers/26)
+      (7 for 18 layers, giving mu*(0.1 + 0.9*l/6) for l < 7).
+    'none': mu everywhere (the Llama setting).
+    """
+    if schedule == "none":
+        return float(mu)
+    ramp_end = 10 if schedule == "gemma26" else round(10 * n_layers / 26)
+    if ramp_end <= 1 or layer >= ramp_end:
+        return float(mu)
+    return float(mu) * (0.1 + 0.9 * layer / (ramp_end - 1))
+
+
+def feature_row_scores(
+    rows: torch.Tensor,  # [m, d] value vectors (raw v, or gamma*v in gain-aware mode)
+    enc_columns: torch.Tensor,  # [d, n_f] raw encoder columns e_f of the chosen features
+) -> torch.Tensor:  # [m, n_f]
+    """rho_{i,f} = v_i . e_f (no bias, no activation) for every row and feature (step 4)."""
+    return rows.float() @ enc_columns.float()
+
+
+def select_rows(rho: torch.Tensor, tau: float) -> torch.Tensor:  # rho [m, n_f] -> [m, n_f] bool
+    """R_f = {i : |rho_{i,f}| > tau * max_j |rho_{j,f}|}, one column per feature (step 4)."""
+    a = rho.abs()
+    return a > tau * a.max(dim=0, keepdim=True).values
+
+
+@dataclass
+class PiscesResult:
+    """Edited W_out plus what the UI and spec provenance report."""
+
+    w_out: torch.Tensor  # [m, d] edited copy
+    rows: list[int]  # rows actually changed, ascending
+    rows_per_feature: dict[int, list[int]]  # feature id -> selected rows R_f
+    scale: float  # M_l
+    mu_layer: float  # mu_l
+
+
+def pisces_rewrite(
+    w_out: torch.Tensor,  # [m, d] W_out of layer l (rows = value vectors v_i)
+    sae: SaeLike,
+    features: list[int],
+    *,
+    tau: float,
+    mu_layer: float,  # mu_l, already scheduled
+    gamma_post: torch.Tensor | None = None,  # [d]; required for mode 'gain_aware'
+    mode: PiscesMode = "gain_aware",
+    feature_signs: list[int] | None = None,  # s_f per feature; default -1 (feature promotes concept)
+    neuron_signs: dict[int, int] | None = None,  # eta_{l,i}; None = unsigned (eta = +1)
+) -> PiscesResult:
+    """Steps 4-6 of PISCES for the chosen features of one layer; returns an edited copy.
+
+    For each selected row i with features F_i: c = enc(v), eps = v - dec(c), c'_f = s_f * eta_i *
+    mu_l * M_l for f in F_i, v' = dec(c') + eps. Rows whose coefficients do not change are left
+    bit-identical. Missing neuron signs (a tie or an unmeasured row) count as +1, with a warning.
+    """
+    if not features:
+        raise ValueError("PISCES needs at least one SAE feature.")
+    if feature_signs is None:
+        feature_signs = [-1] * len(features)
+    if len(feature_signs) != len(features):
+        raise ValueError(f"Got {len(feature_signs)} feature signs for {len(features)} features.")
+    base = w_out.detach().float()  # [m, d]
+    if mode == "gain_aware":
+        if gamma_post is None:
+            raise ValueError("gain_aware mode needs gamma_post (the post-FFN RMSNorm gain).")
+        gamma = gamma_post.detach().float().to(base.device)  # [d]
+        space = base * gamma  # v~ [m, d]
+    elif mode == "reference":
+        gamma = None
+        space = base
+    else:
+        raise ValueError(f"Unknown PISCES mode {mode!r}; use 'gain_aware' or 'reference'.")
+
+    w_enc = sae.W_enc.detach()
+    enc_cols = w_enc[:, features].float().to(base.device)  # [d, n_f]
+    rho = feature_row_scores(space, enc_cols)  # [m, n_f]
+    chosen = select_rows(rho, tau)  # [m, n_f]
+    scale = float(rho.abs().max())  # M_l = max over features and rows
+    rows_per_feature = {f: torch.nonzero(chosen[:, j]).flatten().tolist() for j, f in enumerate(features)}
+    rows = sorted({i for rs in rows_per_feature.values() for i in rs})
+    out = base.clone()
+    if not rows:
+        return PiscesResult(out, [], rows_per_feature, scale, mu_layer)
+
+    idx = torch.tensor(rows, dtype=torch.long, device=base.device)
+    v = space[idx]  # [r, d]
+    sae_dtype = sae.W_dec.dtype
+    sae_device = sae.W_dec.device
+    with torch.no_grad():
+        c = sae.encode(v.to(sae_device, sae_dtype)).float()  # [r, d_sae]
+        rec = sae.decode(c.to(sae_dtype)).float().to(base.device)  # [r, d]
+        c_new = c.clone()
+        missing: list[int] = []
+        for r, i in enumerate(rows):
+            if neuron_signs is None:
+                eta = 1
+            else:
+                eta = int(neuron_signs.get(i, 0))
+                if eta == 0:
+                    missing.append(i)
+                    eta = 1
+            for j, f in enumerate(features):
+                if chosen[i, j]:
+                    c_new[r, f] = float(feature_signs[j]) * eta * mu_layer * scale
+        rec_new = sae.decode(c_new.to(sae_dtype)).float().to(base.device)  # [r, d]
+    if missing:
+        log.warning("No neuron sign for rows %s (tie or not measured); using +1.", missing[:10])
+    v_new = rec_new + (v - rec)  # dec(c') + eps, in the edit space [r, d]
+    changed = (c_new != c).any(dim=1).tolist()
+    if gamma is None:
+        new_rows = v_new
+    else:
+        ok = gamma.abs() >= GAIN_EPS  # [d]
+        if not bool(ok.all()):
+            log.warning("%d coordinates have |gamma_post| < %g and are left unedited.", int((~ok).sum()), GAIN_EPS)
+        delta = torch.where(ok, (v_new - v) / torch.where(ok, gamma, torch.ones_like(gamma)), 0.0)
+        new_rows = base[idx] + delta
+    kept = [i for i, ch in zip(rows, changed, strict=True) if ch]
+    for r, i in enumerate(rows):
+        if changed[r]:
+            out[i] = new_rows[r]
+    return PiscesResult(out.to(w_out.dtype), kept, rows_per_feature, scale, mu_layer)
