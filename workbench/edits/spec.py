@@ -1,0 +1,449 @@
+"""EditSpec: the JSON unit users share (DESIGN.md "EditSpec").
+
+A spec names the base model (and SAE) by content hash and lists operations in order. Numbers
+go in the JSON; tensors that numbers cannot describe well (a baked delta, a long direction) go
+in a safetensors payload beside it, referenced by tensor name and bound by the payload file's
+SHA-256, so a tampered payload is refused. Every model forbids unknown keys: a typo is an error.
+
+Export the JSON Schema with
+    python -c "from workbench.edits.spec import write_schema; write_schema()"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from workbench import __version__
+from workbench.config import REPO_ROOT
+
+if TYPE_CHECKING:
+    from workbench.models import ModelBundle
+
+SCHEMA_ID = "workbench.edit/1"
+SCHEMA_PATH = REPO_ROOT / "schemas" / "edit-spec.schema.json"
+
+
+class SpecError(ValueError):
+    """A spec that cannot be read or does not fit the model/SAE; the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelRef(_Strict):
+    id: str = Field(description="Model id, e.g. 'gemma-3-270m'.")
+    weights_sha256: str = Field(description="ModelBundle.weights_sha256 of the base weights.")
+
+
+class SaeRef(_Strict):
+    id: str = Field(description="SAE id in the workbench store, e.g. 'local/l6-mlp_out-bt4096'.")
+    sha256: str = Field(description="Content hash of the SAE tensors (sae_sha256).")
+
+
+class PayloadRef(_Strict):
+    file: str = Field(description="safetensors file name, relative to the spec's folder.")
+    sha256: str = Field(description="SHA-256 of the payload file's bytes.")
+    tensors: list[str] = Field(default_factory=list, description="Tensor names it holds.")
+
+
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class RemoveSaeFeatures(_Strict):
+    """PISCES (METHODS 2(b)): rewrite the W_out rows that carry these SAE features."""
+
+    kind: Literal["remove_sae_features"] = "remove_sae_features"
+    layer: NonNegInt
+    features: list[NonNegInt] = Field(min_length=1)
+    tau: float = Field(0.9, gt=0.0, le=1.0, description="Row-selection threshold.")
+    mu: float = Field(16.0, description="Edit magnitude before the layer schedule.")
+    schedule: Literal["gemma26", "relative", "none"] = "relative"
+    signed: bool = Field(True, description="Use neuron signs eta (needs neuron_signs).")
+    mode: Literal["gain_aware", "reference"] = "gain_aware"
+    feature_signs: list[Literal[-1, 1]] | None = Field(
+        None, description="s_f per feature (-1: feature promotes the concept). Default all -1."
+    )
+    neuron_signs: dict[int, Literal[-1, 0, 1]] | None = Field(
+        None, description="eta per W_out row (majority sign of h_i on concept tokens); 0/missing -> +1."
+    )
+    sae: SaeRef | None = Field(None, description="SAE of this layer; default: the spec's sae.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RemoveSaeFeatures:
+        if self.feature_signs is not None and len(self.feature_signs) != len(self.features):
+            raise ValueError(
+                f"feature_signs has {len(self.feature_signs)} entries but features has {len(self.features)}."
+            )
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features lists a feature twice.")
+        return self
+
+
+class AblateValueVectors(_Strict):
+    """Zero, scale or add seeded noise to W_out rows (METHODS 2(c))."""
+
+    kind: Literal["ablate_value_vectors"] = "ablate_value_vectors"
+    layer: NonNegInt
+    neurons: list[NonNegInt] = Field(min_length=1)
+    mode: Literal["zero", "scale", "noise"] = "zero"
+    scale: float = 0.0
+    noise_norm_ratio: float = Field(3.0, ge=0.0)
+    seed: int = 0
+
+
+class ProjectOutDirection(_Strict):
+    """W' = W - alpha (W w) w^T/||w||^2, w = gamma_post * u, on each listed layer (METHODS 2(d))."""
+
+    kind: Literal["project_out_direction"] = "project_out_direction"
+    layers: list[NonNegInt] = Field(min_length=1)
+    direction: list[float] | str = Field(
+        description="u in residual coordinates [d_model], inline or a payload tensor name."
+    )
+    alpha: float = 1.0
+    tau: float | None = Field(None, gt=0.0, le=1.0, description="Edit only rows aligned with u.")
+    gain_aware: bool = Field(True, description="Project w = gamma_post * u (False: u itself).")
+
+
+class PruneNeurons(_Strict):
+    """Zero W_out rows and the matching gate/up keys (METHODS 2(f))."""
+
+    kind: Literal["prune_neurons"] = "prune_neurons"
+    layer: NonNegInt
+    neurons: list[NonNegInt] = Field(min_length=1)
+
+
+class NeuronAdjustLayer(_Strict):
+    layer: NonNegInt
+    neurons: list[NonNegInt] = Field(min_length=1)
+    forget_mean: list[float]
+    forget_std: list[Annotated[float, Field(gt=0.0)]]
+    retain_mean: list[float]
+    retain_std: list[Annotated[float, Field(gt=0.0)]]
+
+    @model_validator(mode="after")
+    def _check(self) -> NeuronAdjustLayer:
+        n = len(self.neurons)
+        for name in ("forget_mean", "forget_std", "retain_mean", "retain_std"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Layer {self.layer}: {name} has {len(getattr(self, name))} values for {n} neurons.")
+        return self
+
+
+class NeuronAdjust(_Strict):
+    """Run-time remap of gate pre-activations (METHODS 2(e)); a hook, not a weight edit."""
+
+    kind: Literal["neuron_adjust"] = "neuron_adjust"
+    runtime: list[NeuronAdjustLayer] = Field(min_length=1)
+    deterministic: bool = True
+    seed: int = 0
+
+
+class ValueVectorDelta(_Strict):
+    layer: NonNegInt
+    rows: list[NonNegInt] = Field(min_length=1)
+    delta: str = Field(description="Payload tensor [len(rows), d_model] added to these W_out rows.")
+
+
+class OptimiseValueVectors(_Strict):
+    """Baked result of an optimisation of W_out rows: apply the stored deltas."""
+
+    kind: Literal["optimise_value_vectors"] = "optimise_value_vectors"
+    targets: list[ValueVectorDelta] = Field(min_length=1)
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Settings of the optimisation that produced the deltas."
+    )
+
+
+Operation = Annotated[
+    RemoveSaeFeatures
+    | AblateValueVectors
+    | ProjectOutDirection
+    | PruneNeurons
+    | NeuronAdjust
+    | OptimiseValueVectors,
+    Field(discriminator="kind"),
+]
+OPERATION_KINDS = [
+    "remove_sae_features",
+    "ablate_value_vectors",
+    "project_out_direction",
+    "prune_neurons",
+    "neuron_adjust",
+    "optimise_value_vectors",
+]
+
+
+class EditSpec(_Strict):
+    """An ordered list of edits of one base model, bound to it (and its SAE) by hash."""
+
+    schema_: Literal["workbench.edit/1"] = Field(SCHEMA_ID, alias="schema")
+    name: str = Field(min_length=1, max_length=200)
+    model: ModelRef
+    sae: SaeRef | None = None
+    operations: list[Operation] = Field(default_factory=list)
+    payload: PayloadRef | None = None
+    created_by: str = Field(default_factory=lambda: f"workbench {__version__}")
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    notes: str = ""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # ---------------------------------------------------------------- JSON
+    def to_json(self, indent: int = 2) -> str:
+        return self.model_dump_json(by_alias=True, indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> EditSpec:
+        """Parse a spec; errors name the offending field path and what is expected."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError(f"The edit spec is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.") from err
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> EditSpec:
+        if not isinstance(raw, dict):
+            raise SpecError("The edit spec must be a JSON object with schema, name, model and operations.")
+        if raw.get("schema") not in (None, SCHEMA_ID):
+            raise SpecError(f"Unsupported spec schema {raw.get('schema')!r}; this workbench reads {SCHEMA_ID!r}.")
+        for i, op in enumerate(raw.get("operations") or []):
+            kind = op.get("kind") if isinstance(op, dict) else None
+            if kind not in OPERATION_KINDS:
+                raise SpecError(
+                    f"operations[{i}] has unknown kind {kind!r}; known kinds: {', '.join(OPERATION_KINDS)}."
+                )
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            raise SpecError(_explain(err)) from err
+
+    def sha256(self) -> str:
+        """Hash of what the spec does (name, provenance and notes excluded), for export metadata."""
+        data = self.model_dump(mode="json", by_alias=True, exclude={"created_by", "created_at", "notes", "name"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    # ---------------------------------------------------------------- checks
+    def payload_names(self) -> set[str]:
+        """Names of the payload tensors the operations reference."""
+        names: set[str] = set()
+        for op in self.operations:
+            if isinstance(op, ProjectOutDirection) and isinstance(op.direction, str):
+                names.add(op.direction)
+            if isinstance(op, OptimiseValueVectors):
+                names.update(t.delta for t in op.targets)
+        return names
+
+    def sae_for(self, op: RemoveSaeFeatures) -> SaeRef:
+        ref = op.sae or self.sae
+        if ref is None:
+            raise SpecError(f"remove_sae_features on layer {op.layer} names no SAE (set spec.sae or op.sae).")
+        return ref
+
+    def validate_for(
+        self,
+        bundle: ModelBundle,
+        sae: Any | dict[int, Any] | None = None,
+        payload: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Check the spec fits this model (hash, layers, neurons), the SAE(s) (hash, feature
+        ids) and the payload (every referenced tensor present, right shape).
+
+        `sae` is one SAE object (used for every layer) or {layer: SAE}. Raises SpecError.
+        """
+        if self.model.weights_sha256 != bundle.weights_sha256:
+            raise SpecError(
+                f"This edit was made for model {self.model.id!r} with weights "
+                f"{self.model.weights_sha256[:12]}..., but the loaded model {bundle.model_id!r} has "
+                f"{bundle.weights_sha256[:12]}...; load the same checkpoint to apply it."
+            )
+        d_model = bundle.d_model
+        for i, op in enumerate(self.operations):
+            where = f"operations[{i}] ({op.kind})"
+            try:
+                for layer in _op_layers(op):
+                    bundle.check_layer(layer)
+                for neurons in _op_neurons(op):
+                    bundle.check_neurons(neurons)
+            except ValueError as err:
+                raise SpecError(f"{where}: {err}") from err
+            if isinstance(op, ProjectOutDirection) and isinstance(op.direction, list) and len(op.direction) != d_model:
+                raise SpecError(f"{where}: direction has {len(op.direction)} values; d_model is {d_model}.")
+            if isinstance(op, RemoveSaeFeatures) and sae is not None:
+                ref = self.sae_for(op)
+                obj = sae.get(op.layer) if isinstance(sae, dict) else sae
+                if obj is None:
+                    raise SpecError(f"{where}: no SAE given for layer {op.layer}.")
+                check_sae(ref, obj, where)
+                d_sae = int(obj.W_enc.shape[1])
+                bad = [f for f in op.features if f >= d_sae]
+                if bad:
+                    raise SpecError(f"{where}: features {bad[:5]} are out of range: the SAE has {d_sae} features.")
+                if int(obj.W_enc.shape[0]) != d_model:
+                    raise SpecError(f"{where}: the SAE reads d_in={obj.W_enc.shape[0]}, the model has d_model={d_model}.")
+        needed = self.payload_names()
+        if needed:
+            if payload is None:
+                raise SpecError(f"The spec references payload tensors {sorted(needed)} but no payload was given.")
+            missing = sorted(needed - set(payload))
+            if missing:
+                raise SpecError(f"The payload lacks tensors {missing}.")
+        for op in self.operations:
+            if isinstance(op, ProjectOutDirection) and isinstance(op.direction, str) and payload is not None:
+                shape = tuple(payload[op.direction].shape)
+                if shape != (d_model,):
+                    raise SpecError(f"Payload direction {op.direction!r} has shape {shape}; expected ({d_model},).")
+            if isinstance(op, OptimiseValueVectors) and payload is not None:
+                for t in op.targets:
+                    shape = tuple(payload[t.delta].shape)
+                    if shape != (len(t.rows), d_model):
+                        raise SpecError(
+                            f"Payload delta {t.delta!r} has shape {shape}; expected ({len(t.rows)}, {d_model})."
+                        )
+
+
+def _op_layers(op: Any) -> list[int]:
+    if isinstance(op, ProjectOutDirection):
+        return list(op.layers)
+    if isinstance(op, NeuronAdjust):
+        return [r.layer for r in op.runtime]
+    if isinstance(op, OptimiseValueVectors):
+        return [t.layer for t in op.targets]
+    return [op.layer]
+
+
+def _op_neurons(op: Any) -> list[list[int]]:
+    if isinstance(op, AblateValueVectors | PruneNeurons):
+        return [op.neurons]
+    if isinstance(op, NeuronAdjust):
+        return [r.neurons for r in op.runtime]
+    if isinstance(op, OptimiseValueVectors):
+        return [t.rows for t in op.targets]
+    if isinstance(op, RemoveSaeFeatures) and op.neuron_signs:
+        return [list(op.neuron_signs)]
+    return []
+
+
+def _explain(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors()[:8]:
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in OPERATION_KINDS))
+        lines.append(f"{loc or 'spec'}: {e['msg']}")
+    more = "" if err.error_count() <= 8 else f" (and {err.error_count() - 8} more)"
+    return "The edit spec is invalid: " + "; ".join(lines) + more + "."
+
+
+# -------------------------------------------------------------------- SAE hash
+def sae_sha256(sae: Any) -> str:
+    """Content hash of an SAE: its state_dict tensors (name order, float32 bytes).
+
+    Objects without a state_dict (test doubles) hash W_enc, W_dec and any b_enc/b_dec/threshold.
+    """
+    from workbench.models.hashing import named_tensors_sha256
+
+    if hasattr(sae, "state_dict"):
+        return named_tensors_sha256(sae.state_dict().items())
+    named = [(n, getattr(sae, n)) for n in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if hasattr(sae, n)]
+    return named_tensors_sha256(named)
+
+
+def check_sae(ref: SaeRef, sae: Any, where: str = "spec") -> None:
+    got = sae_sha256(sae)
+    if got != ref.sha256:
+        raise SpecError(
+            f"{where}: SAE {ref.id!r} has hash {got[:12]}... but the spec was made with "
+            f"{ref.sha256[:12]}...; load the SAE the edit was made with."
+        )
+
+
+# -------------------------------------------------------------------- files
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_spec(spec: EditSpec, path: Path, payload: dict[str, torch.Tensor] | None = None) -> EditSpec:
+    """Write spec JSON (and its payload as `<stem>.payload.safetensors` beside it); returns the
+    spec with the payload reference (name, sha256) filled in. Files are written via a temp name
+    then renamed, so a crash leaves no half file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    spec = spec.model_copy(deep=True)
+    if payload:
+        missing = sorted(spec.payload_names() - set(payload))
+        if missing:
+            raise SpecError(f"The payload lacks tensors {missing} that the operations reference.")
+        pfile = path.with_name(path.stem + ".payload.safetensors")
+        tmp = pfile.with_name(pfile.name + ".tmp")
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in payload.items()}, str(tmp))
+        digest = file_sha256(tmp)
+        tmp.replace(pfile)
+        spec.payload = PayloadRef(file=pfile.name, sha256=digest, tensors=sorted(payload))
+    elif spec.payload_names():
+        raise SpecError(f"The operations reference payload tensors {sorted(spec.payload_names())}; pass payload=.")
+    else:
+        spec.payload = None
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(spec.to_json())
+    tmp.replace(path)
+    return spec
+
+
+def load_spec(path: Path) -> tuple[EditSpec, dict[str, torch.Tensor]]:
+    """Read a spec and its payload; refuse a payload whose bytes do not match the spec's hash."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"Cannot read the edit spec {path}: {err.strerror}.") from err
+    spec = EditSpec.from_json(text)
+    payload: dict[str, torch.Tensor] = {}
+    if spec.payload is not None:
+        pfile = path.parent / spec.payload.file
+        if Path(spec.payload.file).name != spec.payload.file:
+            raise SpecError(f"Payload file {spec.payload.file!r} must be a plain file name beside the spec.")
+        if not pfile.exists():
+            raise SpecError(f"The spec's payload {pfile} is missing; keep it beside the JSON file.")
+        digest = file_sha256(pfile)
+        if digest != spec.payload.sha256:
+            raise SpecError(
+                f"The payload {pfile.name} has hash {digest[:12]}... but the spec expects "
+                f"{spec.payload.sha256[:12]}...: it was changed or belongs to another spec."
+            )
+        try:
+            payload = load_file(str(pfile))
+        except SafetensorError as err:
+            raise SpecError(f"The payload {pfile.name} is not a valid safetensors file: {err}.") from err
+    missing = sorted(spec.payload_names() - set(payload))
+    if missing:
+        raise SpecError(f"The payload lacks tensors {missing} that the operations reference.")
+    return spec, payload
+
+
+# -------------------------------------------------------------------- schema
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of EditSpec (as the JSON files look: 'schema' key, by alias)."""
+    schema = TypeAdapter(EditSpec).json_schema(by_alias=True)
+    schema["$id"] = SCHEMA_ID
+    return schema
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    return Path(path)
