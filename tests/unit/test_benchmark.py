@@ -1,0 +1,123 @@
+"""Benchmark math and batched runners on tiny synthetic inputs and the tiny random Gemma 3."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from workbench.benchmark.build import mentions, substitute
+from workbench.benchmark.probe import ConceptProbe
+from workbench.benchmark.runner import (
+    answer_token_ids,
+    greedy_continuations,
+    logprobs_at,
+    next_tokens,
+    text_logprobs,
+)
+from workbench.benchmark.schema import DevConcept, ProbePrompt
+from workbench.benchmark.scoring import contains_any, harmonic_mean, perplexity, topk_kl
+
+PROMPTS = ["The city of", "A river in the north", "The", "It was built in the year"]
+
+
+def test_contains_any_is_case_and_punctuation_insensitive() -> None:
+    assert contains_any(" Rowling, and the series", ["rowling"])
+    assert contains_any(" H2O.\n", ["H2O"])
+    assert not contains_any(" the Potter family", ["Dursley"])
+    assert not contains_any(" anything", [""])
+
+
+def test_harmonic_mean_zero_rule() -> None:
+    assert harmonic_mean([1.0, 1.0]) == 1.0
+    assert harmonic_mean([0.5, 1.0]) == pytest.approx(2 / 3)
+    assert harmonic_mean([0.9, 0.0]) == 0.0
+    assert harmonic_mean([0.9, -0.2]) == 0.0
+    assert harmonic_mean([0.9, float("nan")]) == 0.0
+
+
+def test_topk_kl_equals_full_kl_when_k_covers_vocab_and_bounds_it_otherwise() -> None:
+    g = torch.Generator().manual_seed(0)
+    p = torch.log_softmax(torch.randn(5, 50, generator=g), -1)
+    q = torch.log_softmax(torch.randn(5, 50, generator=g), -1)
+    full = (p.exp() * (p - q)).sum(-1)
+    for k, exact in ((50, True), (10, False)):
+        lp, ids = p.topk(k, -1)
+        rest = torch.log1p(-lp.exp().sum(-1).clamp(max=1 - 1e-7))
+        approx = topk_kl(lp, rest, q.gather(-1, ids))
+        if exact:
+            assert torch.allclose(approx.float(), full, atol=1e-5)
+        else:
+            assert (approx.float() <= full + 1e-6).all()
+
+
+def test_substitute_replaces_whole_words_longest_first() -> None:
+    mapping = {"Albert Einstein": "Walter Brenner", "Einstein": "Brenner"}
+    assert substitute("Albert Einstein met Einstein's wife", mapping) == "Walter Brenner met Brenner's wife"
+    assert substitute("Einsteinium is an element", mapping) == "Einsteinium is an element"
+    assert mentions("The Beatles' drummer", ["Beatles"])
+    assert not mentions("Beatlesque music", ["Beatles"])
+
+
+def test_schemas_reject_unknown_keys_and_missing_fake_names() -> None:
+    with pytest.raises(ValidationError):
+        ProbePrompt(prompt="a", answer="b", anwser="typo")
+    with pytest.raises(ValidationError, match="no replacement"):
+        DevConcept(
+            name="X", title="X", kind="k", aliases=["X", "Xs"], fake_names=[{"X": "Y"}],
+            cloze=[], questions=[], neighbours=[], fact_paragraph="",
+        )
+
+
+def test_concept_probe_round_trips_json() -> None:
+    probe = ConceptProbe(
+        name="X", source="user", cloze=[ProbePrompt(prompt="X is", answer="a")], fact_paragraph="X is a thing."
+    )
+    assert ConceptProbe.model_validate_json(probe.model_dump_json()) == probe
+    assert probe.reintro_prompts()[0].prompt == "X is a thing.\n\nX is"
+
+
+def test_planted_answer_is_scored_correct(tiny_bundle) -> None:
+    """The model's own greedy token as the answer scores correct; another token does not."""
+    plain = next_tokens(tiny_bundle, PROMPTS, ["x"] * len(PROMPTS))
+    tok = tiny_bundle.tokenizer
+    checked = 0
+    for prompt, nt in zip(PROMPTS, plain, strict=True):
+        text = tok.decode([nt.top_id])
+        if not text.startswith(" ") or answer_token_ids(tok, text)[0] != nt.top_id:
+            continue  # only tokens that round-trip as " word" can be planted
+        planted = next_tokens(tiny_bundle, [prompt], [text])[0]
+        assert planted.top_id == planted.answer_id
+        lp = torch.log_softmax(tiny_bundle.hf_model(**tok(prompt, return_tensors="pt")).logits[0, -1], -1)
+        assert planted.answer_prob == pytest.approx(math.exp(float(lp.max())), rel=1e-4)
+        checked += 1
+    assert checked, "no prompt had a plantable greedy token"
+
+
+def test_batched_results_equal_one_at_a_time(tiny_bundle) -> None:
+    batched = next_tokens(tiny_bundle, PROMPTS + PROMPTS[:1], ["the"] * 5)
+    single = [next_tokens(tiny_bundle, [p], ["the"])[0] for p in PROMPTS]
+    for b, s in zip(batched, single, strict=False):
+        assert b.top_id == s.top_id
+        assert b.answer_prob == pytest.approx(s.answer_prob, rel=1e-4)
+    conts = greedy_continuations(tiny_bundle, PROMPTS, max_new_tokens=4)
+    assert conts[1] == greedy_continuations(tiny_bundle, [PROMPTS[1]], max_new_tokens=4)[0]
+
+
+@torch.no_grad()
+def test_perplexity_matches_direct_computation(tiny_bundle) -> None:
+    texts = ["The river flows through the city and into the sea.", "A short one.", "Another text of some length here."]
+    tok_lp, dist = text_logprobs(tiny_bundle, texts, max_tokens=16, batch_size=2, top_k=8)
+    nll, n = 0.0, 0
+    for t in texts:
+        ids = tiny_bundle.tokenizer(t, return_tensors="pt").input_ids[:, :16]
+        out = tiny_bundle.hf_model(input_ids=ids, labels=ids)
+        nll += float(out.loss) * (ids.shape[1] - 1)
+        n += ids.shape[1] - 1
+    assert tok_lp.numel() == n == dist.ids.shape[0]
+    assert perplexity(tok_lp) == pytest.approx(math.exp(nll / n), rel=1e-4)
+    again, at_ids = logprobs_at(tiny_bundle, texts, dist.ids, max_tokens=16, batch_size=3)
+    assert torch.allclose(again, tok_lp, atol=1e-5)
+    assert torch.allclose(at_ids, dist.logprobs, atol=1e-5)
