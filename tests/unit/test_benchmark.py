@@ -79,21 +79,16 @@ def test_concept_probe_round_trips_json() -> None:
     assert probe.reintro_prompts()[0].prompt == "X is a thing.\n\nX is"
 
 
-def test_planted_answer_is_scored_correct(tiny_bundle) -> None:
-    """The model's own greedy token as the answer scores correct; another token does not."""
-    plain = next_tokens(tiny_bundle, PROMPTS, ["x"] * len(PROMPTS))
+@torch.no_grad()
+def test_answer_prob_and_first_token_match_direct_forward(tiny_bundle) -> None:
     tok = tiny_bundle.tokenizer
-    checked = 0
-    for prompt, nt in zip(PROMPTS, plain, strict=True):
-        text = tok.decode([nt.top_id])
-        if not text.startswith(" ") or answer_token_ids(tok, text)[0] != nt.top_id:
-            continue  # only tokens that round-trip as " word" can be planted
-        planted = next_tokens(tiny_bundle, [prompt], [text])[0]
-        assert planted.top_id == planted.answer_id
-        lp = torch.log_softmax(tiny_bundle.hf_model(**tok(prompt, return_tensors="pt")).logits[0, -1], -1)
-        assert planted.answer_prob == pytest.approx(math.exp(float(lp.max())), rel=1e-4)
-        checked += 1
-    assert checked, "no prompt had a plantable greedy token"
+    for answer in ("river", "the"):
+        for prompt, nt in zip(PROMPTS, next_tokens(tiny_bundle, PROMPTS, [answer] * len(PROMPTS)), strict=True):
+            lp = torch.log_softmax(tiny_bundle.hf_model(**tok(prompt, return_tensors="pt")).logits[0, -1], -1)
+            aid = answer_token_ids(tok, answer)[0]
+            assert nt.answer_id == aid
+            assert nt.top_id == int(lp.argmax())
+            assert nt.answer_prob == pytest.approx(math.exp(float(lp[aid])), rel=1e-4)
 
 
 def test_batched_results_equal_one_at_a_time(tiny_bundle) -> None:

@@ -29,7 +29,8 @@ def perplexity(token_logprobs: torch.Tensor) -> float:
     """exp of the mean negative log-likelihood per token.  token_logprobs: [positions]"""
     if token_logprobs.numel() == 0:
         raise ValueError("Perplexity of zero tokens is undefined.")
-    return math.exp(-float(token_logprobs.double().mean()))
+    nll = -float(token_logprobs.double().mean())
+    return math.exp(nll) if nll < 700 else math.inf
 
 
 def topk_kl(

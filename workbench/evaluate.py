@@ -1,0 +1,344 @@
+"""The scorecard: efficacy, specificity, fluency and robustness of an edit, before vs after.
+
+    card = evaluate(bundle, "Harry Potter", edit_context=lambda: apply_overlay(bundle, overlay))
+    card.rows()      # table rows for the UI
+    card.to_json()   # stored with the edit
+
+The base side is cached per (weights hash, probe, options), so evaluating many edits of one
+concept only runs the edited side. METHODS 2(i): same prompts and greedy decoding on both
+sides; aggregate = HM(forget, Spec, Coh), any term <= 0 gives 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from workbench.benchmark.probe import ConceptProbe, build_probe
+from workbench.benchmark.runner import greedy_continuations, logprobs_at, next_tokens, text_logprobs
+from workbench.benchmark.schema import ProbePrompt
+from workbench.benchmark.scoring import contains_any, harmonic_mean, mean, perplexity, topk_kl
+from workbench.corpus import Corpus, load_wiki
+from workbench.models import ModelBundle
+
+EditContext = Callable[[], AbstractContextManager[Any]]
+PROMPT_SETS = ("cloze", "questions", "neighbours", "general", "others", "reintro")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How much to run. Continuations are the slow part: `others` is first-token only by default."""
+
+    max_new_tokens: int = 8
+    continuation_sets: tuple[str, ...] = ("cloze", "questions", "neighbours", "general", "reintro")
+    neutral_max_tokens: int = 128
+    kl_top_k: int = 64
+    generation_tokens: int = 24
+    # verdict thresholds (METHODS 2(i), relative to base)
+    forget_max_ratio: float = 0.25
+    general_max_drop: float = 0.05
+    neighbour_max_drop: float = 0.10
+    others_max_drop: float = 0.05
+    ppl_max_ratio: float = 1.05
+    spec_min: float = 0.9
+
+
+@dataclass
+class PromptOutcome:
+    prompt: str
+    answer: str
+    dependence: str
+    top_token: str
+    first_token_correct: bool
+    answer_prob: float
+    continuation: str | None  # None when not generated for this set
+    contains: bool | None
+
+    @property
+    def answered(self) -> bool:
+        """First token right, or the continuation contains an accepted string."""
+        return self.first_token_correct or bool(self.contains)
+
+
+@dataclass
+class Measurements:
+    """One side (base or edited) of a scorecard."""
+
+    outcomes: dict[str, list[PromptOutcome]]
+    neutral_token_logprobs: torch.Tensor  # [positions]
+    generations: list[str]
+    kl_per_position: torch.Tensor | None = None  # [positions], edited side only
+    base_topk: Any = None  # TopKDist, base side only
+
+    @property
+    def perplexity(self) -> float:
+        return perplexity(self.neutral_token_logprobs)
+
+
+@dataclass
+class MetricRow:
+    group: str  # efficacy | specificity | fluency | robustness
+    metric: str
+    before: float
+    after: float
+    n: int
+    want: str  # "low" or "= base"
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+
+@dataclass
+class Scorecard:
+    concept: str
+    probe_source: str
+    model_weights_sha256: str
+    metrics: list[MetricRow]
+    score: float
+    score_terms: dict[str, float]
+    verdicts: list[str]
+    generations: list[dict[str, str]]
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The metric table as plain rows (before, after, delta rounded)."""
+        return [
+            {
+                "group": m.group,
+                "metric": m.metric,
+                "before": _r(m.before),
+                "after": _r(m.after),
+                "delta": _r(m.delta),
+                "n": m.n,
+                "want": m.want,
+            }
+            for m in self.metrics
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["metrics"] = self.rows()
+        d["score"] = _r(self.score)
+        d["score_terms"] = {k: _r(v) for k, v in self.score_terms.items()}
+        return d
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def metric(self, name: str) -> MetricRow:
+        for m in self.metrics:
+            if m.metric == name:
+                return m
+        raise KeyError(f"No metric {name!r}; have {[m.metric for m in self.metrics]}.")
+
+
+def _r(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def prompt_sets(probe: ConceptProbe) -> dict[str, list[ProbePrompt]]:
+    return {
+        "cloze": probe.cloze,
+        "questions": probe.questions,
+        "neighbours": probe.neighbours,
+        "general": probe.general,
+        "others": probe.others,
+        "reintro": probe.reintro_prompts(),
+    }
+
+
+def measure(
+    bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions(), base: Measurements | None = None
+) -> Measurements:
+    """Run every probe prompt, the neutral text and the generations on the current weights.
+
+    With `base` given (the edited side), KL(base || edited) is computed on the neutral text."""
+    sets = prompt_sets(probe)
+    flat = [(name, p) for name in PROMPT_SETS for p in sets[name]]
+    nts = next_tokens(bundle, [p.prompt for _, p in flat], [p.answer for _, p in flat])
+    gen_idx = [i for i, (name, _) in enumerate(flat) if name in options.continuation_sets]
+    conts = greedy_continuations(bundle, [flat[i][1].prompt for i in gen_idx], options.max_new_tokens)
+    cont_of = dict(zip(gen_idx, conts, strict=True))
+    outcomes: dict[str, list[PromptOutcome]] = {name: [] for name in PROMPT_SETS}
+    for i, ((name, p), nt) in enumerate(zip(flat, nts, strict=True)):
+        cont = cont_of.get(i)
+        outcomes[name].append(
+            PromptOutcome(
+                prompt=p.prompt,
+                answer=p.answer,
+                dependence=p.dependence,
+                top_token=nt.top_text,
+                first_token_correct=nt.top_id == nt.answer_id,
+                answer_prob=nt.answer_prob,
+                continuation=cont,
+                contains=None if cont is None else contains_any(cont, p.accepted),
+            )
+        )
+    generations = greedy_continuations(bundle, probe.generation_prompts, options.generation_tokens)
+    if base is None:
+        tok_lp, dist = text_logprobs(bundle, probe.neutral_texts, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k)
+        return Measurements(outcomes, tok_lp, generations, base_topk=dist)
+    tok_lp, at_ids = logprobs_at(bundle, probe.neutral_texts, base.base_topk.ids, options.neutral_max_tokens, batch_size=2)
+    kl = topk_kl(base.base_topk.logprobs, base.base_topk.rest_logprob, at_ids)
+    return Measurements(outcomes, tok_lp, generations, kl_per_position=kl)
+
+
+_BASE_CACHE: dict[str, Measurements] = {}
+
+
+def base_measurements(bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions()) -> Measurements:
+    """Base-side measurements, cached per (weights hash, probe, options) for this process."""
+    key = hashlib.sha256(
+        json.dumps([bundle.weights_sha256, probe.digest(), asdict(options)], sort_keys=True).encode()
+    ).hexdigest()
+    if key not in _BASE_CACHE:
+        _BASE_CACHE[key] = measure(bundle, probe, options)
+    return _BASE_CACHE[key]
+
+
+def _acc(outs: list[PromptOutcome], attr: str = "answered", dependence: str | None = None) -> tuple[float, int]:
+    sel = [o for o in outs if dependence is None or o.dependence == dependence]
+    if attr == "contains":
+        sel = [o for o in sel if o.contains is not None]
+    return mean([float(bool(getattr(o, attr))) for o in sel]), len(sel)
+
+
+def compare(probe: ConceptProbe, base: Measurements, edited: Measurements, options: EvalOptions = EvalOptions()) -> tuple[list[MetricRow], float, dict[str, float], list[str]]:
+    """Metric rows, aggregate score, its terms and verdict sentences from the two sides."""
+    rows: list[MetricRow] = []
+
+    def add(group: str, metric: str, fn: Callable[[Measurements], tuple[float, int]], want: str) -> None:
+        b, n = fn(base)
+        a, _ = fn(edited)
+        if n:
+            rows.append(MetricRow(group, metric, b, a, n, want))
+
+    concept = lambda m: m.outcomes["cloze"] + m.outcomes["questions"]  # noqa: E731
+    add("efficacy", "concept answered", lambda m: _acc(concept(m)), "low")
+    add("efficacy", "concept first-token acc", lambda m: _acc(concept(m), "first_token_correct"), "low")
+    add("efficacy", "concept continuation acc", lambda m: _acc(concept(m), "contains"), "low")
+    add("efficacy", "concept answer prob", lambda m: (mean([o.answer_prob for o in concept(m)]), len(concept(m))), "low")
+    for dep in ("name-dependent", "cue-answerable", "name-free"):
+        add("efficacy", f"cloze answered ({dep})", lambda m, d=dep: _acc(m.outcomes["cloze"] + m.outcomes["questions"], dependence=d), "low")
+    add("efficacy", "questions answered", lambda m: _acc(m.outcomes["questions"]), "low")
+    add("specificity", "neighbours answered", lambda m: _acc(m.outcomes["neighbours"]), "= base")
+    add("specificity", "neighbours answer prob", lambda m: (mean([o.answer_prob for o in m.outcomes["neighbours"]]), len(m.outcomes["neighbours"])), "= base")
+    add("specificity", "general answered", lambda m: _acc(m.outcomes["general"]), "= base")
+    add("specificity", "other concepts first-token acc", lambda m: _acc(m.outcomes["others"], "first_token_correct"), "= base")
+    add("robustness", "re-introduced in context answered", lambda m: _acc(m.outcomes["reintro"]), "= base (ICL)")
+    in_ctx = [contains_any(probe.fact_paragraph, [p.answer]) for p in probe.cloze + probe.questions] if probe.fact_paragraph else []
+
+    def reintro_split(m: Measurements, stated: bool) -> tuple[float, int]:
+        outs = [o for o, s in zip(m.outcomes["reintro"], in_ctx, strict=True) if s == stated]
+        return _acc(outs)
+
+    add("robustness", "re-introduced, answer not in context", lambda m: reintro_split(m, False), "low")
+    ppl_b, ppl_a = base.perplexity, edited.perplexity
+    n_tok = int(base.neutral_token_logprobs.numel())
+    rows.append(MetricRow("fluency", "neutral perplexity", ppl_b, ppl_a, n_tok, "= base"))
+    kl = float(edited.kl_per_position.mean()) if edited.kl_per_position is not None else float("nan")
+    rows.append(MetricRow("fluency", "mean KL(base||edited) neutral", 0.0, kl, n_tok, "= 0"))
+
+    by = {r.metric: r for r in rows}
+    acc = by["concept answered"]
+    forget = 1.0 - acc.after / acc.before if acc.before > 0 else 0.0
+    terms_spec = [math.exp(-kl)]
+    if "neighbours answered" in by and by["neighbours answered"].before > 0:
+        terms_spec.append(by["neighbours answered"].after / by["neighbours answered"].before)
+    spec = harmonic_mean(terms_spec)
+    coh = min(1.0, ppl_b / ppl_a)
+    terms = {"forget": forget, "specificity": spec, "coherence": coh}
+    score = harmonic_mean(list(terms.values()))
+
+    verdicts = []
+
+    def flag(ok: bool, text_ok: str, text_fail: str) -> None:
+        verdicts.append(("PASS: " + text_ok) if ok else ("FAIL: " + text_fail))
+
+    if acc.before == 0:
+        verdicts.append("FAIL: the base model answers none of the concept prompts, so there is nothing to erase; edit the probe")
+    else:
+        flag(acc.after <= options.forget_max_ratio * acc.before,
+             f"concept answered {acc.after:.2f} <= {options.forget_max_ratio:.2f} x base {acc.before:.2f}",
+             f"concept still answered {acc.after:.2f} > {options.forget_max_ratio:.2f} x base {acc.before:.2f}")
+    for metric, limit in (("general answered", options.general_max_drop), ("neighbours answered", options.neighbour_max_drop), ("other concepts first-token acc", options.others_max_drop)):
+        if metric in by:
+            drop = by[metric].before - by[metric].after
+            flag(drop <= limit, f"{metric} dropped {drop:.2f} <= {limit:.2f}", f"{metric} dropped {drop:.2f} > {limit:.2f}")
+    ratio = ppl_a / ppl_b
+    flag(ratio <= options.ppl_max_ratio, f"perplexity ratio {ratio:.3f} <= {options.ppl_max_ratio}", f"perplexity ratio {ratio:.3f} > {options.ppl_max_ratio}")
+    flag(spec >= options.spec_min, f"specificity {spec:.2f} >= {options.spec_min}", f"specificity {spec:.2f} < {options.spec_min}")
+    if "re-introduced in context answered" in by:
+        r = by["re-introduced in context answered"]
+        verdicts.append(f"INFO: with the facts in context {r.after:.2f} answered (base {r.before:.2f}); recovery from context is in-context learning, not a failure")
+    return rows, score, terms, verdicts
+
+
+def prompt_table(base: Measurements, edited: Measurements) -> list[dict[str, Any]]:
+    """One row per prompt: what the base and the edited model did."""
+    out = []
+    for name in PROMPT_SETS:
+        for b, a in zip(base.outcomes[name], edited.outcomes[name], strict=True):
+            out.append(
+                {
+                    "set": name,
+                    "prompt": b.prompt,
+                    "answer": b.answer,
+                    "dependence": b.dependence,
+                    "before_top": b.top_token,
+                    "after_top": a.top_token,
+                    "before_prob": round(b.answer_prob, 4),
+                    "after_prob": round(a.answer_prob, 4),
+                    "before_continuation": b.continuation,
+                    "after_continuation": a.continuation,
+                    "before_answered": b.answered,
+                    "after_answered": a.answered,
+                }
+            )
+    return out
+
+
+def evaluate(
+    bundle: ModelBundle,
+    concept: str | ConceptProbe,
+    edit_context: EditContext | None = None,
+    corpus: Corpus | None = None,
+    options: EvalOptions = EvalOptions(),
+) -> Scorecard:
+    """Scorecard of an edit of one concept.
+
+    `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
+    or a ready ConceptProbe. `edit_context()` must return a context manager that applies the
+    edit and restores the weights on exit; None scores the base against itself."""
+    probe = concept if isinstance(concept, ConceptProbe) else build_probe(bundle, corpus or load_wiki("en"), concept)
+    with bundle.lock:
+        base = base_measurements(bundle, probe, options)
+        if edit_context is None:
+            edited = measure(bundle, probe, options, base=base)
+        else:
+            with edit_context():
+                edited = measure(bundle, probe, options, base=base)
+    rows, score, terms, verdicts = compare(probe, base, edited, options)
+    gens = [
+        {"prompt": p, "before": b, "after": a}
+        for p, b, a in zip(probe.generation_prompts, base.generations, edited.generations, strict=True)
+    ]
+    return Scorecard(
+        concept=probe.name,
+        probe_source=probe.source,
+        model_weights_sha256=bundle.weights_sha256,
+        metrics=rows,
+        score=score,
+        score_terms=terms,
+        verdicts=verdicts,
+        generations=gens,
+        prompts=prompt_table(base, edited),
+    )
