@@ -27,15 +27,18 @@ def named_tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
 
 
 def model_weights_sha256(model: torch.nn.Module) -> str:
-    """Hash of every parameter (tied weights once), independent of the file format."""
-    return named_tensors_sha256(model.named_parameters())
+    """Hash of every parameter (tied weights once) by canonical HF name, independent of the file
+    format and of whether the TransformerLens bridge has wrapped the modules."""
+    from workbench.models.layout import canonical_name
+
+    return named_tensors_sha256((canonical_name(n), p) for n, p in model.named_parameters())
 
 
 def cached_folder_hash(folder: Path, model: torch.nn.Module) -> str:
     """The weights hash of a checkpoint folder, cached beside it keyed by file size and mtime."""
     files = sorted(folder.glob("*.safetensors"))
     key = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    sidecar = folder / "workbench-weights-sha256.json"
+    sidecar = folder / "workbench-weights-sha256.v2.json"
     if sidecar.exists():
         try:
             cached = json.loads(sidecar.read_text())

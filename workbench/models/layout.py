@@ -80,3 +80,33 @@ def unembed(hf_model: nn.Module) -> torch.Tensor:
 
 def n_layers(hf_model: nn.Module) -> int:
     return len(decoder_layers(hf_model))
+
+
+WRAPPER = "._original_component"
+
+
+def canonical_name(name: str) -> str:
+    """HF parameter name without the TransformerLens bridge's wrapper segments.
+
+    Booting the bridge wraps the HF modules in place, so `named_parameters()` reports e.g.
+    'model.layers.0._original_component.mlp...'; specs, hashes and exported checkpoints use
+    the plain HF names ('model.layers.0.mlp.down_proj.weight').
+    """
+    return name.replace(WRAPPER, "")
+
+
+def named_parameters(hf_model: nn.Module) -> dict[str, torch.nn.Parameter]:
+    """Parameters by canonical HF name (tied weights once)."""
+    return {canonical_name(n): p for n, p in hf_model.named_parameters()}
+
+
+def parameter(hf_model: nn.Module, name: str) -> torch.nn.Parameter:
+    params = named_parameters(hf_model)
+    if name not in params:
+        raise KeyError(f"The model has no parameter {name!r}.")
+    return params[name]
+
+
+def canonical_state_dict(hf_model: nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict with canonical names, for saving a checkpoint plain transformers can load."""
+    return {canonical_name(n): t for n, t in hf_model.state_dict().items()}

@@ -1,0 +1,98 @@
+"""optimise_value_vectors on the tiny model: the loss falls, only chosen rows change, the
+baked weights reproduce the hooked model; fact sets are editable and round-trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.corpus import load_wiki
+from workbench.edits.facts import Fact, FactSet, fact_targets, split_sentences
+from workbench.edits.optimise import OptimiseConfig, bake, contrast_rows, delta_hooks, optimise_value_vectors, top_rows
+from workbench.models import layout
+
+
+@pytest.fixture(scope="module")
+def facts() -> FactSet:
+    doc = load_wiki("en").get("Harry Potter")
+    return FactSet(concept=doc.title, name="Harry Potter", kind="work",
+                   facts=[Fact(s, "article") for s in split_sentences(doc.text)])
+
+
+def _cfg(**kw: object) -> OptimiseConfig:
+    base = dict(layers=(0, 1, 2), n_rows=24, steps=12, min_target_prob=0.0, repr_layer=2, n_retain_neutral=8,
+                n_retain_neighbours=4, eval_every=100, lr_scale=0.5, kl_weight=0.1)
+    base.update(kw)
+    return OptimiseConfig(**base)  # type: ignore[arg-type]
+
+
+def test_sentence_split_keeps_initials():
+    assert split_sentences("Written by J. K. Rowling in 1997. It sold well in many places.") == [
+        "Written by J. K. Rowling in 1997.", "It sold well in many places."]
+
+
+def test_fact_set_edit_and_json_round_trip(facts: FactSet):
+    fs = FactSet.from_json(facts.to_json())
+    n = len(fs.facts)
+    fs.add("Harry Potter rides a broom called Nimbus.")
+    fs.drop(0)
+    assert len(fs.facts) == n and fs.facts[-1].source == "user"
+    with pytest.raises(ValueError):
+        fs.add("   ")
+
+
+def test_fact_targets_skip_name_and_common_words(tiny_bundle, facts: FactSet):
+    t = fact_targets(tiny_bundle, facts, load_wiki("en"), min_prob=0.0)
+    assert t.n_targets > 5
+    tok = tiny_bundle.tokenizer
+    words = {tok.decode([int(x)]).strip().lower() for x in t.targets[t.targets >= 0]}
+    assert "harry" not in words and "potter" not in words and "the" not in words
+
+
+@pytest.mark.parametrize("target", ["facts", "representation"])
+def test_loss_falls_and_only_chosen_rows_change(tiny_bundle, facts: FactSet, target: str):
+    before = {layer: layout.w_out(tiny_bundle.hf_model, layer).detach().clone() for layer in range(4)}
+    result = optimise_value_vectors(tiny_bundle, facts, load_wiki("en"), _cfg(target=target))
+    key = "unlikelihood" if target == "facts" else "repr"
+    first = sum(h[key] for h in result.history[:3]) / 3
+    last = sum(h[key] for h in result.history[-3:]) / 3
+    assert last < first
+    for layer in range(4):  # optimisation itself never touches the weights
+        assert torch.equal(layout.w_out(tiny_bundle.hf_model, layer), before[layer])
+    baked = bake(tiny_bundle, result)
+    for layer, idx in result.rows.items():
+        new_w_out = baked[layout.down_proj_name(layer)].T
+        changed = (new_w_out != before[layer]).any(dim=1).nonzero().flatten().tolist()
+        assert set(changed) <= set(idx) and changed
+    assert sum(len(v) for v in result.rows.values()) == 24
+
+
+def test_baked_weights_reproduce_hooked_logits(tiny_bundle, facts: FactSet):
+    result = optimise_value_vectors(tiny_bundle, facts, load_wiki("en"), _cfg(target="facts", steps=4))
+    ids = tiny_bundle.tokenizer(["Harry Potter is a student at a school"], return_tensors="pt").input_ids
+    with torch.no_grad(), delta_hooks(tiny_bundle, result.rows, result.deltas):
+        hooked = tiny_bundle.hf_model(ids).logits
+    baked = bake(tiny_bundle, result)
+    params = layout.named_parameters(tiny_bundle.hf_model)
+    saved = {name: params[name].data for name in baked}
+    try:
+        for name, w in baked.items():
+            params[name].data = w
+        with torch.no_grad():
+            direct = tiny_bundle.hf_model(ids).logits
+    finally:
+        for name, w in saved.items():
+            params[name].data = w
+    assert torch.allclose(hooked, direct, atol=1e-4)
+
+
+def test_contrast_rows_ranks_planted_neuron_and_guards_always_on():
+    mean_n = {0: torch.zeros(10)}
+    std_n = {0: torch.ones(10)}
+    mean_c = {0: torch.zeros(10)}
+    mean_c[0][3] = 5.0
+    mean_c[0][7] = 50.0
+    mean_n[0][7] = 1000.0  # always-on, massive neuron: guarded
+    mean_n[0][:7] = 0.1
+    scores = contrast_rows(mean_c, mean_n, std_n, n_rows=1)
+    assert top_rows(scores, 1) == {0: [3]}
