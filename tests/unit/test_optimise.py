@@ -8,7 +8,14 @@ import torch
 
 from workbench.corpus import load_wiki
 from workbench.edits.facts import Fact, FactSet, fact_targets, split_sentences
-from workbench.edits.optimise import OptimiseConfig, bake, contrast_rows, delta_hooks, optimise_value_vectors, top_rows
+from workbench.edits.optimise import (
+    OptimiseConfig,
+    bake,
+    contrast_rows,
+    delta_hooks,
+    optimise_value_vectors,
+    top_rows,
+)
 from workbench.models import layout
 
 
