@@ -1,0 +1,112 @@
+"""Export an edited checkpoint: base weights with an overlay baked in, loadable by plain
+`transformers.AutoModelForCausalLM.from_pretrained(DIR)`.
+
+The folder holds model.safetensors (same tensor names as the base checkpoint; metadata names
+the base weights hash, the spec hash and the edited weights hash), config.json, the
+generation config, the tokenizer files and the spec as workbench-edit.json. It is written to
+a temporary folder beside the target and renamed, so a crash never leaves a half checkpoint.
+Run-time operations (neuron_adjust) are hooks, not weights, and cannot be exported.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.edits.overlay import Overlay, apply_overlay, resolve_attr
+from workbench.edits.spec import EditSpec
+from workbench.models.hashing import model_weights_sha256
+
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_SPEC = "workbench-edit.json"
+
+
+def checkpoint_keys(folder: Path) -> list[str]:
+    """Tensor names stored in a checkpoint folder's safetensors files (the names to write back)."""
+    from safetensors import safe_open
+
+    keys: list[str] = []
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(f), "pt") as st:
+            keys.extend(st.keys())
+    if not keys:
+        raise FileNotFoundError(f"{folder} has no safetensors weights to take tensor names from.")
+    return keys
+
+
+def edited_state(bundle: Any, overlay: Overlay) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint's tensors with the overlay applied (names as in the base checkpoint), and
+    the edited weights hash (what `ModelBundle.weights_sha256` will be after reloading).
+
+    Holds the lock only while collecting references; the returned tensors stay valid after revert.
+    """
+    keys = checkpoint_keys(bundle.path)
+    with apply_overlay(bundle, overlay):
+        tensors = {k: resolve_attr(bundle.hf_model, k).detach() for k in keys}
+        digest = model_weights_sha256(bundle.hf_model)
+    return tensors, digest
+
+
+def export_checkpoint(
+    bundle: Any,
+    overlay: Overlay,
+    spec: EditSpec,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write the edited checkpoint folder `out_dir`; returns its path."""
+    from safetensors.torch import save_file
+
+    if overlay.has_runtime:
+        raise ValueError(
+            "This edit has run-time operations (neuron_adjust) that are hooks, not weights, so they "
+            "cannot be exported into a checkpoint; remove them or export the spec instead."
+        )
+    if overlay.spec_sha256 is not None and overlay.spec_sha256 != spec.sha256():
+        raise ValueError("The overlay was not compiled from this spec; compile the spec again before exporting.")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tensors, edited_sha = edited_state(bundle, overlay)
+    metadata = {
+        "format": "pt",
+        "workbench.base_weights_sha256": bundle.weights_sha256,
+        "workbench.edited_weights_sha256": edited_sha,
+        "workbench.spec_sha256": spec.sha256(),
+        "workbench.spec_name": spec.name,
+    }
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp / EXPORT_WEIGHTS), metadata=metadata)
+        bundle.hf_model.config.save_pretrained(str(tmp))
+        gen_cfg = getattr(bundle.hf_model, "generation_config", None)
+        if gen_cfg is not None:
+            gen_cfg.save_pretrained(str(tmp))
+        bundle.tokenizer.save_pretrained(str(tmp))
+        (tmp / EXPORT_SPEC).write_text(spec.to_json())
+        if out_dir.exists():
+            trash = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            out_dir.rename(trash)
+            tmp.rename(out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_export_metadata(folder: Path) -> dict[str, str]:
+    """The workbench metadata header of an exported checkpoint."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / EXPORT_WEIGHTS), "pt") as st:
+        return dict(st.metadata() or {})
