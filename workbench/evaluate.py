@@ -156,7 +156,10 @@ def prompt_sets(probe: ConceptProbe) -> dict[str, list[ProbePrompt]]:
 
 
 def measure(
-    bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions(), base: Measurements | None = None
+    bundle: ModelBundle,
+    probe: ConceptProbe,
+    options: EvalOptions = EvalOptions(),
+    base: Measurements | None = None,
 ) -> Measurements:
     """Run every probe prompt, the neutral text and the generations on the current weights.
 
@@ -176,7 +179,7 @@ def measure(
                 answer=p.answer,
                 dependence=p.dependence,
                 top_token=nt.top_text,
-                first_token_correct=nt.top_id == nt.answer_id,
+                first_token_correct=nt.first_token_correct,
                 answer_prob=nt.answer_prob,
                 continuation=cont,
                 contains=None if cont is None else contains_any(cont, p.accepted),
@@ -184,9 +187,13 @@ def measure(
         )
     generations = greedy_continuations(bundle, probe.generation_prompts, options.generation_tokens)
     if base is None:
-        tok_lp, dist = text_logprobs(bundle, probe.neutral_texts, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k)
+        tok_lp, dist = text_logprobs(
+            bundle, probe.neutral_texts, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k
+        )
         return Measurements(outcomes, tok_lp, generations, base_topk=dist)
-    tok_lp, at_ids = logprobs_at(bundle, probe.neutral_texts, base.base_topk.ids, options.neutral_max_tokens, batch_size=2)
+    tok_lp, at_ids = logprobs_at(
+        bundle, probe.neutral_texts, base.base_topk.ids, options.neutral_max_tokens, batch_size=2
+    )
     kl = topk_kl(base.base_topk.logprobs, base.base_topk.rest_logprob, at_ids)
     return Measurements(outcomes, tok_lp, generations, kl_per_position=kl)
 
@@ -194,7 +201,9 @@ def measure(
 _BASE_CACHE: dict[str, Measurements] = {}
 
 
-def base_measurements(bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions()) -> Measurements:
+def base_measurements(
+    bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions()
+) -> Measurements:
     """Base-side measurements, cached per (weights hash, probe, options) for this process."""
     key = hashlib.sha256(
         json.dumps([bundle.weights_sha256, probe.digest(), asdict(options)], sort_keys=True).encode()
@@ -204,14 +213,18 @@ def base_measurements(bundle: ModelBundle, probe: ConceptProbe, options: EvalOpt
     return _BASE_CACHE[key]
 
 
-def _acc(outs: list[PromptOutcome], attr: str = "answered", dependence: str | None = None) -> tuple[float, int]:
+def _acc(
+    outs: list[PromptOutcome], attr: str = "answered", dependence: str | None = None
+) -> tuple[float, int]:
     sel = [o for o in outs if dependence is None or o.dependence == dependence]
     if attr == "contains":
         sel = [o for o in sel if o.contains is not None]
     return mean([float(bool(getattr(o, attr))) for o in sel]), len(sel)
 
 
-def compare(probe: ConceptProbe, base: Measurements, edited: Measurements, options: EvalOptions = EvalOptions()) -> tuple[list[MetricRow], float, dict[str, float], list[str]]:
+def compare(
+    probe: ConceptProbe, base: Measurements, edited: Measurements, options: EvalOptions = EvalOptions()
+) -> tuple[list[MetricRow], float, dict[str, float], list[str]]:
     """Metric rows, aggregate score, its terms and verdict sentences from the two sides."""
     rows: list[MetricRow] = []
 
@@ -225,16 +238,45 @@ def compare(probe: ConceptProbe, base: Measurements, edited: Measurements, optio
     add("efficacy", "concept answered", lambda m: _acc(concept(m)), "low")
     add("efficacy", "concept first-token acc", lambda m: _acc(concept(m), "first_token_correct"), "low")
     add("efficacy", "concept continuation acc", lambda m: _acc(concept(m), "contains"), "low")
-    add("efficacy", "concept answer prob", lambda m: (mean([o.answer_prob for o in concept(m)]), len(concept(m))), "low")
+    add(
+        "efficacy",
+        "concept answer prob",
+        lambda m: (mean([o.answer_prob for o in concept(m)]), len(concept(m))),
+        "low",
+    )
     for dep in ("name-dependent", "cue-answerable", "name-free"):
-        add("efficacy", f"cloze answered ({dep})", lambda m, d=dep: _acc(m.outcomes["cloze"] + m.outcomes["questions"], dependence=d), "low")
+        add(
+            "efficacy",
+            f"cloze answered ({dep})",
+            lambda m, d=dep: _acc(m.outcomes["cloze"] + m.outcomes["questions"], dependence=d),
+            "low",
+        )
     add("efficacy", "questions answered", lambda m: _acc(m.outcomes["questions"]), "low")
     add("specificity", "neighbours answered", lambda m: _acc(m.outcomes["neighbours"]), "= base")
-    add("specificity", "neighbours answer prob", lambda m: (mean([o.answer_prob for o in m.outcomes["neighbours"]]), len(m.outcomes["neighbours"])), "= base")
+    add(
+        "specificity",
+        "neighbours answer prob",
+        lambda m: (mean([o.answer_prob for o in m.outcomes["neighbours"]]), len(m.outcomes["neighbours"])),
+        "= base",
+    )
     add("specificity", "general answered", lambda m: _acc(m.outcomes["general"]), "= base")
-    add("specificity", "other concepts first-token acc", lambda m: _acc(m.outcomes["others"], "first_token_correct"), "= base")
-    add("robustness", "re-introduced in context answered", lambda m: _acc(m.outcomes["reintro"]), "= base (ICL)")
-    in_ctx = [contains_any(probe.fact_paragraph, [p.answer]) for p in probe.cloze + probe.questions] if probe.fact_paragraph else []
+    add(
+        "specificity",
+        "other concepts first-token acc",
+        lambda m: _acc(m.outcomes["others"], "first_token_correct"),
+        "= base",
+    )
+    add(
+        "robustness",
+        "re-introduced in context answered",
+        lambda m: _acc(m.outcomes["reintro"]),
+        "= base (ICL)",
+    )
+    in_ctx = (
+        [contains_any(probe.fact_paragraph, [p.answer]) for p in probe.cloze + probe.questions]
+        if probe.fact_paragraph
+        else []
+    )
 
     def reintro_split(m: Measurements, stated: bool) -> tuple[float, int]:
         outs = [o for o, s in zip(m.outcomes["reintro"], in_ctx, strict=True) if s == stated]
@@ -264,21 +306,43 @@ def compare(probe: ConceptProbe, base: Measurements, edited: Measurements, optio
         verdicts.append(("PASS: " + text_ok) if ok else ("FAIL: " + text_fail))
 
     if acc.before == 0:
-        verdicts.append("FAIL: the base model answers none of the concept prompts, so there is nothing to erase; edit the probe")
+        verdicts.append(
+            "FAIL: the base model answers none of the concept prompts, so there is nothing to erase; edit the probe"
+        )
     else:
-        flag(acc.after <= options.forget_max_ratio * acc.before,
-             f"concept answered {acc.after:.2f} <= {options.forget_max_ratio:.2f} x base {acc.before:.2f}",
-             f"concept still answered {acc.after:.2f} > {options.forget_max_ratio:.2f} x base {acc.before:.2f}")
-    for metric, limit in (("general answered", options.general_max_drop), ("neighbours answered", options.neighbour_max_drop), ("other concepts first-token acc", options.others_max_drop)):
+        flag(
+            acc.after <= options.forget_max_ratio * acc.before,
+            f"concept answered {acc.after:.2f} <= {options.forget_max_ratio:.2f} x base {acc.before:.2f}",
+            f"concept still answered {acc.after:.2f} > {options.forget_max_ratio:.2f} x base {acc.before:.2f}",
+        )
+    for metric, limit in (
+        ("general answered", options.general_max_drop),
+        ("neighbours answered", options.neighbour_max_drop),
+        ("other concepts first-token acc", options.others_max_drop),
+    ):
         if metric in by:
             drop = by[metric].before - by[metric].after
-            flag(drop <= limit, f"{metric} dropped {drop:.2f} <= {limit:.2f}", f"{metric} dropped {drop:.2f} > {limit:.2f}")
+            flag(
+                drop <= limit,
+                f"{metric} dropped {drop:.2f} <= {limit:.2f}",
+                f"{metric} dropped {drop:.2f} > {limit:.2f}",
+            )
     ratio = ppl_a / ppl_b
-    flag(ratio <= options.ppl_max_ratio, f"perplexity ratio {ratio:.3f} <= {options.ppl_max_ratio}", f"perplexity ratio {ratio:.3f} > {options.ppl_max_ratio}")
-    flag(spec >= options.spec_min, f"specificity {spec:.2f} >= {options.spec_min}", f"specificity {spec:.2f} < {options.spec_min}")
+    flag(
+        ratio <= options.ppl_max_ratio,
+        f"perplexity ratio {ratio:.3f} <= {options.ppl_max_ratio}",
+        f"perplexity ratio {ratio:.3f} > {options.ppl_max_ratio}",
+    )
+    flag(
+        spec >= options.spec_min,
+        f"specificity {spec:.2f} >= {options.spec_min}",
+        f"specificity {spec:.2f} < {options.spec_min}",
+    )
     if "re-introduced in context answered" in by:
         r = by["re-introduced in context answered"]
-        verdicts.append(f"INFO: with the facts in context {r.after:.2f} answered (base {r.before:.2f}); recovery from context is in-context learning, not a failure")
+        verdicts.append(
+            f"INFO: with the facts in context {r.after:.2f} answered (base {r.before:.2f}); recovery from context is in-context learning, not a failure"
+        )
     return rows, score, terms, verdicts
 
 
@@ -318,7 +382,11 @@ def evaluate(
     `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
     or a ready ConceptProbe. `edit_context()` must return a context manager that applies the
     edit and restores the weights on exit; None scores the base against itself."""
-    probe = concept if isinstance(concept, ConceptProbe) else build_probe(bundle, corpus or load_wiki("en"), concept)
+    probe = (
+        concept
+        if isinstance(concept, ConceptProbe)
+        else build_probe(bundle, corpus or load_wiki("en"), concept)
+    )
     with bundle.lock:
         base = base_measurements(bundle, probe, options)
         if edit_context is None:

@@ -66,14 +66,24 @@ def test_schemas_reject_unknown_keys_and_missing_fake_names() -> None:
         ProbePrompt(prompt="a", answer="b", anwser="typo")
     with pytest.raises(ValidationError, match="no replacement"):
         DevConcept(
-            name="X", title="X", kind="k", aliases=["X", "Xs"], fake_names=[{"X": "Y"}],
-            cloze=[], questions=[], neighbours=[], fact_paragraph="",
+            name="X",
+            title="X",
+            kind="k",
+            aliases=["X", "Xs"],
+            fake_names=[{"X": "Y"}],
+            cloze=[],
+            questions=[],
+            neighbours=[],
+            fact_paragraph="",
         )
 
 
 def test_concept_probe_round_trips_json() -> None:
     probe = ConceptProbe(
-        name="X", source="user", cloze=[ProbePrompt(prompt="X is", answer="a")], fact_paragraph="X is a thing."
+        name="X",
+        source="user",
+        cloze=[ProbePrompt(prompt="X is", answer="a")],
+        fact_paragraph="X is a thing.",
     )
     assert ConceptProbe.model_validate_json(probe.model_dump_json()) == probe
     assert probe.reintro_prompts()[0].prompt == "X is a thing.\n\nX is"
@@ -83,7 +93,9 @@ def test_concept_probe_round_trips_json() -> None:
 def test_answer_prob_and_first_token_match_direct_forward(tiny_bundle) -> None:
     tok = tiny_bundle.tokenizer
     for answer in ("river", "the"):
-        for prompt, nt in zip(PROMPTS, next_tokens(tiny_bundle, PROMPTS, [answer] * len(PROMPTS)), strict=True):
+        for prompt, nt in zip(
+            PROMPTS, next_tokens(tiny_bundle, PROMPTS, [answer] * len(PROMPTS)), strict=True
+        ):
             lp = torch.log_softmax(tiny_bundle.hf_model(**tok(prompt, return_tensors="pt")).logits[0, -1], -1)
             aid = answer_token_ids(tok, answer)[0]
             assert nt.answer_id == aid
@@ -103,7 +115,11 @@ def test_batched_results_equal_one_at_a_time(tiny_bundle) -> None:
 
 @torch.no_grad()
 def test_perplexity_matches_direct_computation(tiny_bundle) -> None:
-    texts = ["The river flows through the city and into the sea.", "A short one.", "Another text of some length here."]
+    texts = [
+        "The river flows through the city and into the sea.",
+        "A short one.",
+        "Another text of some length here.",
+    ]
     tok_lp, dist = text_logprobs(tiny_bundle, texts, max_tokens=16, batch_size=2, top_k=8)
     nll, n = 0.0, 0
     for t in texts:

@@ -38,7 +38,10 @@ def _probe(bundle) -> ConceptProbe:
         general=right,
         others=right[1:],
         fact_paragraph="The city of river is a river city.",
-        neutral_texts=["The river flows through the city and into the sea.", "A second neutral text about farming."],
+        neutral_texts=[
+            "The river flows through the city and into the sea.",
+            "A second neutral text about farming.",
+        ],
         generation_prompts=["The city of"],
     )
 
@@ -65,7 +68,9 @@ def test_planting_context_moves_after_side_only(tiny_bundle) -> None:
     probe = _probe(tiny_bundle)
     emb_before = tiny_bundle.hf_model.get_input_embeddings().weight.clone()
     plain = evaluate(tiny_bundle, probe, options=OPTIONS)
-    planted = evaluate(tiny_bundle, probe, edit_context=lambda: plant(tiny_bundle, PLANTED_PROMPT, "river"), options=OPTIONS)
+    planted = evaluate(
+        tiny_bundle, probe, edit_context=lambda: plant(tiny_bundle, PLANTED_PROMPT, "river"), options=OPTIONS
+    )
     assert torch.equal(tiny_bundle.hf_model.get_input_embeddings().weight, emb_before)
 
     # no edit: after == before, KL 0, a run that does not erase scores 0 with a FAIL verdict

@@ -63,7 +63,7 @@ def judge(bundle: ModelBundle, prompts: list[ProbePrompt]) -> list[tuple[Any, st
     nts = next_tokens(bundle, [p.prompt for p in prompts], [p.answer for p in prompts])
     conts = greedy_continuations(bundle, [p.prompt for p in prompts], MAX_NEW_TOKENS)
     return [
-        (nt, c, nt.top_id == nt.answer_id, contains_any(c, p.accepted))
+        (nt, c, nt.first_token_correct, contains_any(c, p.accepted))
         for nt, c, p in zip(nts, conts, prompts, strict=True)
     ]
 
@@ -133,7 +133,12 @@ def build(bundle: ModelBundle, candidates_path: Path = CANDIDATES, command: str 
             )
         )
     general = records.get(("general", None), [])
-    counts = {"candidates": len(sections), "kept": len(kept), "general": len(general), "floor_prompts": len(floor_jobs)}
+    counts = {
+        "candidates": len(sections),
+        "kept": len(kept),
+        "general": len(general),
+        "floor_prompts": len(floor_jobs),
+    }
     for c in concepts:
         counts[f"{c.name} cloze"] = len(c.cloze)
         counts[f"{c.name} questions"] = len(c.questions)
@@ -143,7 +148,9 @@ def build(bundle: ModelBundle, candidates_path: Path = CANDIDATES, command: str 
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         model_id=bundle.model_id,
         model_weights_sha256=bundle.weights_sha256,
-        candidates_file=str(candidates_path.relative_to(HERE.parent.parent)) if candidates_path.is_relative_to(HERE.parent.parent) else str(candidates_path),
+        candidates_file=str(candidates_path.relative_to(HERE.parent.parent))
+        if candidates_path.is_relative_to(HERE.parent.parent)
+        else str(candidates_path),
         candidates_sha256=hashlib.sha256(candidates_path.read_bytes()).hexdigest(),
         keep_rule=KEEP_RULE,
         floor_rule=FLOOR_RULE,
@@ -165,12 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=DEVBENCH)
     ap.add_argument("--candidates", type=Path, default=CANDIDATES)
     ap.add_argument("--source", default="embedded", help="model source kind (default: embedded)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     bundle = load_bundle(ModelSource(args.source))
-    bench = build(bundle, args.candidates, command="python -m workbench.benchmark.build " + " ".join(argv or []))
+    bench = build(
+        bundle, args.candidates, command="python -m workbench.benchmark.build " + " ".join(argv or [])
+    )
     args.out.write_text(bench.model_dump_json(indent=1) + "\n", encoding="utf-8")
     log.info("wrote %s: %s", args.out, bench.provenance.counts)
 

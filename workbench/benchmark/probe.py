@@ -30,12 +30,18 @@ class ConceptProbe(_Strict):
     source: str = Field(description="'devbench' or 'corpus:<title>' or 'user'.")
     aliases: list[str] = Field(default_factory=list, description="Surface forms of the concept's name.")
     cloze: list[ProbePrompt] = Field(description="Concept facts as cloze prompts (efficacy).")
-    questions: list[ProbePrompt] = Field(default_factory=list, description="'Q: ...\\nA:' questions (efficacy).")
+    questions: list[ProbePrompt] = Field(
+        default_factory=list, description="'Q: ...\\nA:' questions (efficacy)."
+    )
     neighbours: list[ProbePrompt] = Field(default_factory=list, description="Related but different concepts.")
     general: list[ProbePrompt] = Field(default_factory=list, description="Shared general knowledge.")
     others: list[ProbePrompt] = Field(default_factory=list, description="Other dev concepts' prompts.")
-    fact_paragraph: str = Field(default="", description="Re-introduced in context before each concept prompt.")
-    neutral_texts: list[str] = Field(default_factory=list, description="Held-out neutral text (perplexity, KL).")
+    fact_paragraph: str = Field(
+        default="", description="Re-introduced in context before each concept prompt."
+    )
+    neutral_texts: list[str] = Field(
+        default_factory=list, description="Held-out neutral text (perplexity, KL)."
+    )
     generation_prompts: list[str] = Field(default_factory=list, description="Shown side by side, greedy.")
 
     def digest(self) -> str:
@@ -54,11 +60,22 @@ class ConceptProbe(_Strict):
 def neutral_sample(corpus: Corpus, n: int = 8, seed: int = 0, avoid: list[str] | None = None) -> list[str]:
     """A fixed sample of corpus texts that mention none of the `avoid` terms."""
     avoid = avoid or []
-    pool = [d for d in corpus.sample(4 * n + 40, seed=seed) if not mentions(d.text, avoid) and d.title not in avoid]
+    pool = [
+        d
+        for d in corpus.sample(4 * n + 40, seed=seed)
+        if not mentions(d.text, avoid) and d.title not in avoid
+    ]
     return [d.text for d in pool[:n]]
 
 
-_MEASURED = {"base_top_token", "base_answer_prob", "base_first_token_correct", "base_continuation", "base_contains", "floor_correct"}
+_MEASURED = {
+    "base_top_token",
+    "base_answer_prob",
+    "base_first_token_correct",
+    "base_continuation",
+    "base_contains",
+    "floor_correct",
+}
 
 
 def _plain(p: ProbePrompt) -> ProbePrompt:
@@ -110,7 +127,9 @@ def _doc_freq(corpus_id: str, corpus: Corpus) -> dict[str, float]:
 _WORD = re.compile(r"[A-Za-z0-9][\w'’-]*")
 
 
-def cloze_candidates(doc: Document, corpus: Corpus, max_sentences: int = 30, per_sentence: int = 3) -> list[ProbePrompt]:
+def cloze_candidates(
+    doc: Document, corpus: Corpus, max_sentences: int = 30, per_sentence: int = 3
+) -> list[ProbePrompt]:
     """Prompts cut from a document's sentences just before a capitalised, numeric or rare word.
 
     Each prompt starts with the title when its sentence does not name it, so it is about the
@@ -142,7 +161,7 @@ def keep_base_correct(bundle: ModelBundle, candidates: list[ProbePrompt], limit:
     if not candidates:
         return []
     nts = next_tokens(bundle, [p.prompt for p in candidates], [p.answer for p in candidates])
-    kept = [p for p, nt in zip(candidates, nts, strict=True) if nt.top_id == nt.answer_id]
+    kept = [p for p, nt in zip(candidates, nts, strict=True) if nt.first_token_correct]
     return kept[:limit]
 
 
@@ -165,7 +184,9 @@ def probe_from_corpus(
         raise ValueError(
             f"The base model predicts none of the cloze prompts cut from {doc.title!r}; write prompts by hand."
         )
-    same_topic = [d for d in corpus.by_topic(doc.topic) if d.doc_id != doc.doc_id and not mentions(d.text, aliases)]
+    same_topic = [
+        d for d in corpus.by_topic(doc.topic) if d.doc_id != doc.doc_id and not mentions(d.text, aliases)
+    ]
     random.Random(seed).shuffle(same_topic)
     neighbour_cands = [p for d in same_topic[:n_neighbour_docs] for p in cloze_candidates(d, corpus, 3, 1)]
     neighbours = keep_base_correct(bundle, neighbour_cands, 2 * n_neighbour_docs)
@@ -179,12 +200,17 @@ def probe_from_corpus(
         general=[_plain(p) for p in bench.general] if bench else [],
         others=_others(bench, doc.title, 6) if bench else [],
         fact_paragraph=doc.text[:1500],
-        neutral_texts=neutral_sample(corpus, n_neutral, seed=seed, avoid=aliases + (_dev_terms(bench) if bench else [])),
-        generation_prompts=[f"{name} is", f"Here are some facts about {name}:"] + [p.prompt for p in cloze[:2]],
+        neutral_texts=neutral_sample(
+            corpus, n_neutral, seed=seed, avoid=aliases + (_dev_terms(bench) if bench else [])
+        ),
+        generation_prompts=[f"{name} is", f"Here are some facts about {name}:"]
+        + [p.prompt for p in cloze[:2]],
     )
 
 
-def build_probe(bundle: ModelBundle, corpus: Corpus, concept: str, bench: DevBench | None = None) -> ConceptProbe:
+def build_probe(
+    bundle: ModelBundle, corpus: Corpus, concept: str, bench: DevBench | None = None
+) -> ConceptProbe:
     """Dev-benchmark probe when the concept is in it, else one built from its corpus article."""
     if bench is None and DEVBENCH.exists():
         bench = load_devbench(DEVBENCH)

@@ -25,6 +25,12 @@ class NextToken:
     top_text: str
     answer_id: int  # first token of " " + answer
     answer_prob: float  # p(answer_id | prompt)
+    answer_informative: bool = True  # False when the answer's first token is only whitespace (" 11" -> " ")
+
+    @property
+    def first_token_correct(self) -> bool:
+        """Greedy token is the answer's first token, and that token is more than whitespace."""
+        return self.top_id == self.answer_id and self.answer_informative
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,9 @@ def last_logprobs(bundle: ModelBundle, prompts: Sequence[str], batch_size: int =
     return out
 
 
-def next_tokens(bundle: ModelBundle, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 32) -> list[NextToken]:
+def next_tokens(
+    bundle: ModelBundle, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 32
+) -> list[NextToken]:
     """Greedy next token and the probability of each answer's first token."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
@@ -92,7 +100,8 @@ def next_tokens(bundle: ModelBundle, prompts: Sequence[str], answers: Sequence[s
     for i, ans in enumerate(answers):
         aid = answer_token_ids(tok, ans)[0]
         top = int(lp[i].argmax())
-        out.append(NextToken(top, tok.decode([top]), aid, math.exp(float(lp[i, aid]))))
+        informative = bool(tok.decode([aid]).strip())
+        out.append(NextToken(top, tok.decode([top]), aid, math.exp(float(lp[i, aid])), informative))
     return out
 
 
@@ -144,12 +153,18 @@ def text_logprobs(
     parts = [p for p in per_text if p is not None]
     return (
         torch.cat([p[0] for p in parts]),
-        TopKDist(torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]), torch.cat([p[3] for p in parts])),
+        TopKDist(
+            torch.cat([p[1] for p in parts]),
+            torch.cat([p[2] for p in parts]),
+            torch.cat([p[3] for p in parts]),
+        ),
     )
 
 
 @torch.no_grad()
-def logprobs_at(bundle: ModelBundle, texts: Sequence[str], ids: torch.Tensor, max_tokens: int = 128, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def logprobs_at(
+    bundle: ModelBundle, texts: Sequence[str], ids: torch.Tensor, max_tokens: int = 128, batch_size: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token log-likelihoods and the edited log-probs of the given top-k ids (from a base TopKDist).
 
     Returns (token_logprobs [positions], logprobs_of_ids [positions, k]), positions in the same
@@ -162,7 +177,9 @@ def logprobs_at(bundle: ModelBundle, texts: Sequence[str], ids: torch.Tensor, ma
     sel_out = torch.empty(offsets[-1], ids.shape[1])
     for idx in _by_length(seqs, batch_size):
         t = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
-        lp = torch.log_softmax(bundle.hf_model(input_ids=t).logits[:, :-1].float(), dim=-1)  # [b, pos-1, vocab]
+        lp = torch.log_softmax(
+            bundle.hf_model(input_ids=t).logits[:, :-1].float(), dim=-1
+        )  # [b, pos-1, vocab]
         tok_lp = lp.gather(-1, t[:, 1:].unsqueeze(-1)).squeeze(-1)  # [b, pos-1]
         for row, i in enumerate(idx):
             a, b = offsets[i], offsets[i + 1]

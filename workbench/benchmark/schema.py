@@ -63,7 +63,9 @@ class DevConcept(_Strict):
         for fake in self.fake_names:
             missing = set(self.aliases) - set(fake)
             if missing:
-                raise ValueError(f"{self.name}: made-up name {fake} has no replacement for {sorted(missing)}.")
+                raise ValueError(
+                    f"{self.name}: made-up name {fake} has no replacement for {sorted(missing)}."
+                )
         return self
 
 
@@ -89,4 +91,6 @@ class DevBench(_Strict):
         for c in self.concepts:
             if c.name.lower() == name.lower() or c.title.lower() == name.lower():
                 return c
-        raise KeyError(f"{name!r} is not a dev-benchmark concept; choose one of {[c.name for c in self.concepts]}.")
+        raise KeyError(
+            f"{name!r} is not a dev-benchmark concept; choose one of {[c.name for c in self.concepts]}."
+        )
