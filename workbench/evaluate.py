@@ -247,7 +247,7 @@ def compare(
     for dep in ("name-dependent", "cue-answerable", "name-free"):
         add(
             "efficacy",
-            f"cloze answered ({dep})",
+            f"concept answered ({dep})",
             lambda m, d=dep: _acc(m.outcomes["cloze"] + m.outcomes["questions"], dependence=d),
             "low",
         )

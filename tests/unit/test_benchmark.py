@@ -8,7 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from workbench.benchmark.build import mentions, substitute
+from workbench.benchmark.names import mentions, substitute
 from workbench.benchmark.probe import ConceptProbe
 from workbench.benchmark.runner import (
     answer_token_ids,

@@ -10,7 +10,6 @@ import argparse
 import hashlib
 import json
 import logging
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import torch
 
+from workbench.benchmark.devbench import CANDIDATES, DEVBENCH, HERE
+from workbench.benchmark.names import mentions, substitute
 from workbench.benchmark.runner import greedy_continuations, next_tokens
 from workbench.benchmark.schema import BasePromptRecord, DevBench, DevConcept, ProbePrompt, Provenance
 from workbench.benchmark.scoring import contains_any
@@ -25,9 +26,6 @@ from workbench.models import ModelBundle, ModelSource, load_bundle
 
 log = logging.getLogger(__name__)
 
-HERE = Path(__file__).resolve().parent
-CANDIDATES = HERE / "candidates.json"
-DEVBENCH = HERE / "devbench.json"
 MAX_NEW_TOKENS = 8
 KEEP_RULE = (
     "kept if the base model's greedy next token equals the answer's first token, or its greedy "
@@ -45,17 +43,6 @@ def parse_item(item: list[Any]) -> ProbePrompt:
     if len(item) not in (2, 3):
         raise ValueError(f"A candidate must be [prompt, answer] or [prompt, answer, [accepted]]: {item!r}")
     return ProbePrompt(prompt=item[0], answer=item[1], accept=list(item[2]) if len(item) == 3 else [])
-
-
-def substitute(text: str, mapping: dict[str, str]) -> str:
-    """Replace whole-word occurrences of each alias (longest first) by its replacement."""
-    aliases = sorted(mapping, key=len, reverse=True)
-    pattern = re.compile("|".join(rf"(?<!\w){re.escape(a)}(?!\w)" for a in aliases))
-    return pattern.sub(lambda m: mapping[m.group(0)], text)
-
-
-def mentions(text: str, aliases: list[str]) -> bool:
-    return any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", text) for a in aliases)
 
 
 def judge(bundle: ModelBundle, prompts: list[ProbePrompt]) -> list[tuple[Any, str, bool, bool]]:
@@ -158,13 +145,6 @@ def build(bundle: ModelBundle, candidates_path: Path = CANDIDATES, command: str 
         counts=counts,
     )
     return DevBench(provenance=provenance, concepts=concepts, general=general)
-
-
-def load_devbench(path: Path = DEVBENCH) -> DevBench:
-    """Load and validate the dev benchmark file (unknown keys are errors)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; build it with `python -m workbench.benchmark.build`.")
-    return DevBench.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> None:

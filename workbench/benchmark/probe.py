@@ -14,7 +14,8 @@ from functools import lru_cache
 
 from pydantic import Field
 
-from workbench.benchmark.build import DEVBENCH, load_devbench, mentions
+from workbench.benchmark.devbench import DEVBENCH, load_devbench
+from workbench.benchmark.names import mentions
 from workbench.benchmark.runner import next_tokens
 from workbench.benchmark.schema import DevBench, ProbePrompt, _Strict
 from workbench.corpus import Corpus, Document
