@@ -132,3 +132,16 @@ def test_perplexity_matches_direct_computation(tiny_bundle) -> None:
     again, at_ids = logprobs_at(tiny_bundle, texts, dist.ids, max_tokens=16, batch_size=3)
     assert torch.allclose(again, tok_lp, atol=1e-5)
     assert torch.allclose(at_ids, dist.logprobs, atol=1e-5)
+
+
+def test_cloze_candidates_cut_before_capitalised_or_rare_words() -> None:
+    from workbench.benchmark.probe import cloze_candidates
+    from workbench.corpus import Corpus, Document
+
+    doc = Document(1, "Zorbland", "Zorbland is a small country in the north of Europe. Its capital city is Quaxville.")
+    corpus = Corpus("t", [doc, Document(2, "Other", "A plain text about the north and a city.")])
+    cands = cloze_candidates(doc, corpus)
+    pairs = [(c.prompt, c.answer) for c in cands]
+    assert ("Zorbland is a small country in the north of", "Europe") in pairs
+    assert ("Zorbland: Its capital city is", "Quaxville") in pairs
+    assert all(c.prompt.startswith("Zorbland") for c in cands)
