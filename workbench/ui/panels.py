@@ -1,0 +1,99 @@
+"""Reusable page pieces: the job panel (live progress from job files), the edit sidebar."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from workbench.jobs import JobStatus
+from workbench.ui import draft as drafts
+from workbench.ui import resources
+
+
+def _job_line(job: JobStatus) -> None:
+    icon = {"running": "⏳", "done": "✅", "failed": "❌", "interrupted": "⚠️"}[job.state]
+    head = f"{icon} **{job.title}** · {job.state} · {job.elapsed_s:.0f} s"
+    st.markdown(head)
+    if job.state == "running":
+        frac = job.fraction
+        done = f"{job.done:,.0f}" + (f" / {job.total:,.0f}" if job.total else "")
+        text = f"{job.stage} — {done} {job.unit}"
+        if frac is None:
+            st.caption(text)
+        else:
+            st.progress(frac, text=text)
+    elif job.state == "done":
+        st.caption(job.summary)
+    elif job.state == "failed":
+        st.error(f"{job.title} failed: {job.error}")
+    else:
+        st.caption("The server stopped while this job ran; finished slices are kept, start it again to resume.")
+
+
+def job_panel(kinds: tuple[str, ...] | None = None, limit: int = 5) -> None:
+    """Live list of jobs; refreshes itself every second while one runs."""
+
+    @st.fragment(run_every=1.0)
+    def _panel() -> None:
+        jobs = [j for j in resources.jobs().jobs(limit=50) if kinds is None or j.kind in kinds][:limit]
+        if not jobs:
+            st.caption("No background jobs yet.")
+            return
+        for job in jobs:
+            _job_line(job)
+        finished = st.session_state.setdefault("_seen_running", set())
+        for job in jobs:  # a job that just finished: rerun the page once so its results show
+            if job.state == "running":
+                finished.add(job.job_id)
+            elif job.job_id in finished:
+                finished.discard(job.job_id)
+                st.rerun(scope="app")
+
+    _panel()
+
+
+def start_job(kind: str, title: str, fn: object) -> None:
+    from workbench.jobs import JobBusyError
+
+    try:
+        job_id = resources.jobs().start(kind, title, fn)  # type: ignore[arg-type]
+    except JobBusyError as err:
+        st.warning(str(err))
+        return
+    st.session_state.setdefault("_seen_running", set()).add(job_id)
+    st.toast(f"Started: {title}")
+    time.sleep(0.05)
+
+
+def add_to_edit(op: object) -> None:
+    d = drafts.draft()
+    d.add(op)
+    st.toast(f"Added to the edit: {drafts.describe(op)}")
+
+
+def edit_sidebar() -> None:
+    d = drafts.draft()
+    with st.sidebar:
+        st.markdown(f"**Your edit** · {len(d.operations)} operation(s)")
+        for op in d.operations[-6:]:
+            st.caption("• " + drafts.describe(op))
+        if d.operations:
+            st.page_link("pages/4_Edit_and_preview.py", label="Open Edit & preview", icon="✏️")
+
+
+def need_bundle_and_store() -> tuple[object, object]:
+    """The shared bundle and store, or stop the page with a clear message."""
+    from workbench.store import StoreBusyError
+
+    try:
+        bundle = resources.bundle()
+    except Exception as err:  # noqa: BLE001 - shown to the user
+        st.error(f"The model could not be loaded: {err}")
+        st.stop()
+    try:
+        store = resources.store()
+    except StoreBusyError as err:
+        st.error(str(err))
+        st.stop()
+    return bundle, store

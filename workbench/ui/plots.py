@@ -1,0 +1,67 @@
+"""Plotly figures for the pages (data in, figure out; nothing computed beyond layout)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+POS, NEG, NEUTRAL = "#d62728", "#1f77b4", "#7f7f7f"
+
+
+def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
+                      template="plotly_white", legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def token_bars(tokens: pd.DataFrame, title: str, n: int = 15) -> go.Figure:
+    """Horizontal bars of top (red) and bottom (blue) tokens; `tokens` has side, rank, token, logit."""
+    top = tokens[tokens["side"] == "top"].sort_values("rank").head(n)
+    bottom = tokens[tokens["side"] == "bottom"].sort_values("rank").head(n)
+    fig = go.Figure()
+    fig.add_bar(y=[repr(t) for t in top["token"]][::-1], x=list(top["logit"])[::-1], orientation="h",
+                marker_color=POS, name="top tokens (promoted)")
+    fig.add_bar(y=[repr(t) for t in bottom["token"]][::-1], x=list(bottom["logit"])[::-1], orientation="h",
+                marker_color=NEG, name="bottom tokens (suppressed)")
+    fig.update_yaxes(type="category")
+    return _layout(fig, title, height=max(320, 22 * (len(top) + len(bottom)) + 80))
+
+
+def overlaid_histograms(hists: dict[str, dict[str, object]], title: str) -> go.Figure:
+    """Normalised step histograms, one per corpus label: {label: {'edges', 'counts'}}."""
+    colors = {"concept": POS, "neutral": NEG, "corpus": NEUTRAL}
+    fig = go.Figure()
+    for label, h in hists.items():
+        edges = np.asarray(h["edges"], dtype=float)
+        counts = np.asarray(h["counts"], dtype=float)
+        density = counts / max(counts.sum(), 1.0)
+        centres = (edges[:-1] + edges[1:]) / 2 if len(edges) == len(counts) + 1 else np.arange(len(counts))
+        fig.add_scatter(x=centres, y=density, mode="lines", line_shape="hvh", fill="tozeroy", opacity=0.5,
+                        name=f"{label} (n={int(counts.sum()):,})",
+                        line=dict(color=colors.get(label.split()[0], None)))
+    fig.update_xaxes(title="gate pre-activation")
+    fig.update_yaxes(title="fraction of tokens")
+    return _layout(fig, title)
+
+
+def line_by_layer(frame: pd.DataFrame, y: str, color: str, title: str, y_range: Sequence[float] | None = None) -> go.Figure:
+    fig = go.Figure()
+    for key, rows in frame.groupby(color):
+        rows = rows.sort_values("layer")
+        fig.add_scatter(x=rows["layer"], y=rows[y], mode="lines+markers", name=str(key))
+    fig.update_xaxes(title="layer", dtick=1)
+    fig.update_yaxes(title=y, range=list(y_range) if y_range else None)
+    return _layout(fig, title, height=320)
+
+
+def effect_bars(contrast: pd.DataFrame, title: str, n: int = 30) -> go.Figure:
+    rows = contrast.head(n)
+    labels = [f"L{int(r.layer)}/{int(r.neuron)}" for r in rows.itertuples()]
+    fig = go.Figure(go.Bar(x=labels, y=rows["effect_size"],
+                           marker_color=[POS if v > 0 else NEG for v in rows["effect_size"]]))
+    fig.update_xaxes(type="category", title="layer/neuron")
+    fig.update_yaxes(title="effect size (concept vs neutral)")
+    return _layout(fig, title, height=320)

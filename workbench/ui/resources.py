@@ -1,0 +1,56 @@
+"""Process-wide resources shared by every session: one model bundle, one Store (DuckDB allows
+one writing process), one JobManager, the embedded corpus. Loaded once via st.cache_resource."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from workbench.config import Settings
+from workbench.jobs import JobManager
+from workbench.models import ModelBundle, load_bundle, parse_source
+from workbench.store import Store, open_store
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@st.cache_resource(show_spinner="Loading the model (about 45 s the first time, seconds after) ...")
+def _bundle(source_text: str, cache_dir: str) -> ModelBundle:
+    return load_bundle(parse_source(source_text), Settings.from_env(model_source=source_text))
+
+
+def bundle(source_text: str | None = None) -> ModelBundle:
+    return _bundle(source_text or current_source(), str(settings().cache_dir))
+
+
+@st.cache_resource(show_spinner="Opening the store ...")
+def _store(path: str) -> Store:
+    return open_store(settings().store_path, retries=4)
+
+
+def store() -> Store:
+    return _store(str(settings().store_path))
+
+
+@st.cache_resource
+def _jobs(path: str) -> JobManager:
+    return JobManager(settings().jobs_dir)
+
+
+def jobs() -> JobManager:
+    return _jobs(str(settings().jobs_dir))
+
+
+@st.cache_resource(show_spinner="Loading the corpus ...")
+def wiki() -> Any:
+    from workbench.corpus import load_wiki
+
+    return load_wiki("en")
+
+
+def current_source() -> str:
+    """The model source this session uses (Home page choice, else the server default)."""
+    return str(st.session_state.get("model_source") or settings().model_source)
