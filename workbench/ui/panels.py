@@ -79,7 +79,7 @@ def edit_sidebar() -> None:
         for op in d.operations[-6:]:
             st.caption("• " + drafts.describe(op))
         if d.operations:
-            st.page_link("pages/4_Edit_and_preview.py", label="Open Edit & preview", icon="✏️")
+            st.caption("Review and preview it on **Edit & preview**.")
 
 
 def need_bundle_and_store() -> tuple[object, object]:
