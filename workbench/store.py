@@ -386,3 +386,190 @@ def open_store(path: Path, read_only: bool = False, retries: int = 0, wait_s: fl
                 raise
             time.sleep(wait_s)
     raise AssertionError("unreachable")
+
+
+# =============================================================================================
+# SAE catalogue (issue 4): tables saes, features, feature_tokens, feature_examples,
+# row_feature_scores, feature_contrast, and their queries. Migration 1 -> 2 is appended to
+# MIGRATIONS; one SAE's catalogue is replaced in a single transaction.
+# =============================================================================================
+MIGRATIONS.append(
+    # 1 -> 2: SAE catalogue
+    """
+    CREATE TABLE saes (
+        sae_id VARCHAR PRIMARY KEY, model_id VARCHAR, hook VARCHAR, layer INTEGER,
+        d_sae INTEGER, k DOUBLE, architecture VARCHAR, source VARCHAR, trained_on VARCHAR,
+        metrics_json VARCHAR, path VARCHAR, sha256 VARCHAR, lens VARCHAR, corpus_id VARCHAR,
+        n_tokens BIGINT, seconds DOUBLE, built_at TIMESTAMP DEFAULT current_timestamp);
+    CREATE TABLE features (
+        sae_id VARCHAR, feature INTEGER, density REAL, max_act REAL, mean_act REAL,
+        label VARCHAR, auto_label VARCHAR, top_tokens VARCHAR[], bottom_tokens VARCHAR[],
+        search_text VARCHAR, PRIMARY KEY (sae_id, feature));
+    CREATE TABLE feature_tokens (
+        sae_id VARCHAR, feature INTEGER, side VARCHAR, rank SMALLINT, token_id INTEGER,
+        token VARCHAR, token_norm VARCHAR, logit REAL);
+    CREATE TABLE feature_examples (
+        sae_id VARCHAR, feature INTEGER, rank SMALLINT, doc_id INTEGER, title VARCHAR,
+        topic VARCHAR, token_pos INTEGER, token VARCHAR, activation REAL, snippet VARCHAR);
+    CREATE TABLE row_feature_scores (
+        sae_id VARCHAR, layer INTEGER, neuron INTEGER, feature INTEGER, score REAL,
+        row_rank SMALLINT, feature_rank SMALLINT);
+    CREATE TABLE feature_contrast (
+        sae_id VARCHAR, concept_id VARCHAR, feature INTEGER, mean_pos REAL, mean_neg REAL,
+        freq_pos REAL, freq_neg REAL, diff REAL);
+    CREATE INDEX ft_token ON feature_tokens (token_norm);
+    CREATE INDEX fe_feature ON feature_examples (sae_id, feature);
+    CREATE INDEX rfs_row ON row_feature_scores (sae_id, neuron);
+    CREATE INDEX rfs_feature ON row_feature_scores (sae_id, feature);
+    CREATE INDEX fc_concept ON feature_contrast (sae_id, concept_id)
+    """
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+SAE_TABLES = ("features", "feature_tokens", "feature_examples", "row_feature_scores", "feature_contrast")
+
+
+def _norm_token(token: str) -> str:
+    return token.strip().lower()
+
+
+def save_sae_catalogue(
+    store: Store,
+    sae_row: dict[str, Any],
+    features: pd.DataFrame,
+    tokens: pd.DataFrame,
+    examples: pd.DataFrame,
+    row_scores: pd.DataFrame | None = None,
+) -> None:
+    """Replace everything stored about sae_row['sae_id'] in ONE transaction (all or nothing).
+
+    sae_row keys: sae_id, model_id, hook, layer, d_sae, k, architecture, source, trained_on,
+    metrics_json, path, sha256, lens, corpus_id, n_tokens, seconds. Labels a user has set
+    (label != auto_label) survive a rebuild."""
+    sae_id = sae_row["sae_id"]
+    feats = features.copy()
+    feats["sae_id"] = sae_id
+    feats["auto_label"] = feats["label"]
+    feats["search_text"] = (feats["label"] + " | " + feats["top_tokens"].map(" ".join)).str.lower()
+    toks = tokens.copy()
+    toks["sae_id"] = sae_id
+    toks["token_norm"] = toks["token"].map(_norm_token)
+    exs = examples.copy()
+    exs["sae_id"] = sae_id
+    frames = {"features": feats, "feature_tokens": toks, "feature_examples": exs}
+    if row_scores is not None:
+        rs = row_scores.copy()
+        rs["sae_id"] = sae_id
+        frames["row_feature_scores"] = rs
+    cols = ["sae_id", "model_id", "hook", "layer", "d_sae", "k", "architecture", "source",
+            "trained_on", "metrics_json", "path", "sha256", "lens", "corpus_id", "n_tokens", "seconds"]
+    with store.transaction() as cur:
+        kept = cur.execute(
+            "SELECT feature, label FROM features WHERE sae_id = ? AND label IS DISTINCT FROM auto_label",
+            [sae_id]).fetchall()
+        for table in frames:
+            cur.execute(f"DELETE FROM {table} WHERE sae_id = ?", [sae_id])
+            frame = frames[table]
+            if len(frame):
+                cur.register("incoming", frame)
+                names = ", ".join(c for c in frame.columns)
+                cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM incoming")
+                cur.unregister("incoming")
+        for feature, label in kept:
+            cur.execute("UPDATE features SET label = ? WHERE sae_id = ? AND feature = ?",
+                        [label, sae_id, feature])
+        cur.execute(f"INSERT OR REPLACE INTO saes ({', '.join(cols)}, built_at) VALUES "
+                    f"({', '.join('?' for _ in cols)}, current_timestamp)", [sae_row.get(c) for c in cols])
+
+
+def save_feature_contrast(store: Store, sae_id: str, concept_id: str, contrast: pd.DataFrame) -> None:
+    frame = contrast[["feature", "mean_pos", "mean_neg", "freq_pos", "freq_neg", "diff"]].copy()
+    frame["sae_id"] = sae_id
+    frame["concept_id"] = concept_id
+    with store.transaction() as cur:
+        cur.execute("DELETE FROM feature_contrast WHERE sae_id = ? AND concept_id = ?", [sae_id, concept_id])
+        cur.register("incoming", frame)
+        names = ", ".join(frame.columns)
+        cur.execute(f"INSERT INTO feature_contrast ({names}) SELECT {names} FROM incoming")
+        cur.unregister("incoming")
+
+
+def list_saes(store: Store, model_id: str | None = None) -> pd.DataFrame:
+    sql = ("SELECT sae_id, model_id, hook, layer, d_sae, k, architecture, source, metrics_json, "
+           "sha256, corpus_id, n_tokens, built_at FROM saes")
+    if model_id is None:
+        return store.df(sql + " ORDER BY built_at")
+    return store.df(sql + " WHERE model_id = ? ORDER BY built_at", [model_id])
+
+
+def search_features(store: Store, sae_id: str, text: str, limit: int = 50) -> pd.DataFrame:
+    """Features whose vocab tokens equal `text` (case/space-insensitive; best rank first), then
+    features whose label or top tokens contain it. Columns: feature, label, density, max_act,
+    match ('token' | 'label'), side, rank, logit, top_tokens."""
+    q = _norm_token(text)
+    if not q:
+        raise ValueError("Search text is empty.")
+    by_token = store.df(
+        "SELECT t.feature, f.label, f.density, f.max_act, 'token' AS match, t.side, t.rank, "
+        "t.logit, f.top_tokens FROM feature_tokens t JOIN features f USING (sae_id, feature) "
+        "WHERE t.token_norm = ? AND t.sae_id = ? ORDER BY t.rank, abs(t.logit) DESC LIMIT ?",
+        [q, sae_id, limit])
+    by_label = store.df(
+        "SELECT feature, label, density, max_act, 'label' AS match, NULL AS side, NULL AS rank, "
+        "NULL AS logit, top_tokens FROM features WHERE sae_id = ? AND search_text LIKE ? "
+        "ORDER BY max_act DESC LIMIT ?",
+        [sae_id, f"%{q}%", limit])
+    out = pd.concat([by_token, by_label], ignore_index=True) if len(by_label) else by_token
+    return out.drop_duplicates("feature").head(limit).reset_index(drop=True)
+
+
+def feature_detail(store: Store, sae_id: str, feature: int) -> dict[str, Any]:
+    """One feature: its row of `features`, its tokens and its examples."""
+    row = store.df("SELECT * FROM features WHERE sae_id = ? AND feature = ?", [sae_id, feature])
+    if row.empty:
+        raise KeyError(f"SAE {sae_id!r} has no catalogued feature {feature}.")
+    return {
+        **row.iloc[0].to_dict(),
+        "tokens": store.df("SELECT side, rank, token_id, token, logit FROM feature_tokens WHERE "
+                           "sae_id = ? AND feature = ? ORDER BY side DESC, rank", [sae_id, feature]),
+        "examples": store.df("SELECT rank, doc_id, title, topic, token_pos, token, activation, snippet "
+                             "FROM feature_examples WHERE sae_id = ? AND feature = ? ORDER BY rank",
+                             [sae_id, feature]),
+    }
+
+
+def features_of_row(store: Store, sae_id: str, neuron: int, limit: int = 16) -> pd.DataFrame:
+    """Features with the largest |s[i, f]| for W_out row `neuron` (stored top scores)."""
+    return store.df(
+        "SELECT r.feature, r.score, r.row_rank, f.label, f.top_tokens FROM row_feature_scores r "
+        "JOIN features f USING (sae_id, feature) WHERE r.sae_id = ? AND r.neuron = ? "
+        "AND r.row_rank >= 0 ORDER BY abs(r.score) DESC LIMIT ?", [sae_id, neuron, limit])
+
+
+def rows_of_feature(store: Store, sae_id: str, feature: int, limit: int = 16) -> pd.DataFrame:
+    """W_out rows with the largest |s[i, f]| for `feature` (stored top scores)."""
+    return store.df(
+        "SELECT neuron, score, feature_rank FROM row_feature_scores WHERE sae_id = ? AND feature = ? "
+        "AND feature_rank >= 0 ORDER BY abs(score) DESC LIMIT ?", [sae_id, feature, limit])
+
+
+def features_by_contrast(store: Store, sae_id: str, concept_id: str, limit: int = 50) -> pd.DataFrame:
+    """Features ranked by mean activation on the concept's documents minus neutral ones."""
+    return store.df(
+        "SELECT c.feature, c.mean_pos, c.mean_neg, c.freq_pos, c.freq_neg, c.diff, f.label, "
+        "f.top_tokens FROM feature_contrast c JOIN features f USING (sae_id, feature) "
+        "WHERE c.sae_id = ? AND c.concept_id = ? ORDER BY c.diff DESC LIMIT ?",
+        [sae_id, concept_id, limit])
+
+
+def set_feature_label(store: Store, sae_id: str, feature: int, label: str) -> None:
+    label = label.strip()
+    if not label:
+        raise ValueError("A feature label cannot be empty.")
+    with store.transaction() as cur:
+        n = cur.execute("SELECT count(*) FROM features WHERE sae_id = ? AND feature = ?",
+                        [sae_id, feature]).fetchone()
+        if not n or not n[0]:
+            raise KeyError(f"SAE {sae_id!r} has no catalogued feature {feature}.")
+        cur.execute("UPDATE features SET label = ?, search_text = lower(? || ' | ' || "
+                    "array_to_string(top_tokens, ' ')) WHERE sae_id = ? AND feature = ?",
+                    [label, label, sae_id, feature])

@@ -1,0 +1,50 @@
+"""Catalogue an SAE into the store: features, vocab tokens, examples and row scores of one
+SAE written in a single transaction (the side-effect edge of workbench.sae.catalogue)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from workbench.corpus.documents import Document
+from workbench.progress import NullProgress, Progress
+from workbench.sae.catalogue import FeatureCatalogue, Lens, SAESite, build_catalogue, row_feature_scores
+
+
+def index_sae(
+    store: Any,
+    bundle: Any,
+    sae: Any,
+    sae_id: str,
+    sha256: str,
+    documents: list[Document],
+    corpus_id: str = "wiki-en",
+    max_tokens: int = 50_000,
+    source: str = "local",
+    path: Path | None = None,
+    metrics: dict[str, Any] | None = None,
+    lens: Lens = "gain_aware",
+    progress: Progress | None = None,
+) -> FeatureCatalogue:
+    """Build the catalogue (one corpus sweep) and the row scores, then store both at once."""
+    from workbench.store import save_sae_catalogue
+
+    progress = progress or NullProgress()
+    cat = build_catalogue(bundle, sae, sae_id, documents, corpus_id=corpus_id,
+                          max_tokens=max_tokens, lens=lens, progress=progress)
+    site = SAESite.of_sae(sae)
+    with bundle.lock:
+        scores = row_feature_scores(bundle.hf_model, sae, lens=lens)
+    k = getattr(sae.cfg, "k", None)
+    save_sae_catalogue(
+        store,
+        {"sae_id": sae_id, "model_id": bundle.model_id, "hook": site.hook_name, "layer": site.layer,
+         "d_sae": cat.d_sae, "k": float(k) if k is not None else (metrics or {}).get("l0"),
+         "architecture": sae.cfg.architecture(), "source": source,
+         "trained_on": corpus_id, "metrics_json": json.dumps(metrics or {}),
+         "path": str(path) if path else None, "sha256": sha256, "lens": lens,
+         "corpus_id": corpus_id, "n_tokens": cat.n_tokens, "seconds": cat.seconds},
+        cat.features, cat.tokens, cat.examples, scores,
+    )
+    return cat

@@ -1,0 +1,400 @@
+"""Local SAE training with SAELens's own runner, on the bundle's TransformerBridge (one copy of
+the weights) and the corpus text.
+
+`LanguageModelSAETrainingRunner(override_model=bundle.bridge, override_dataset=Dataset)` works
+as is: the bridge offers the `run_with_cache(names_filter, stop_at_layer, prepend_bos)`,
+`to_tokens`, `tokenizer` and `cfg.device` the activation store uses, so no HookedTransformer
+copy of the weights is made. Each run is cached once per (model weights, hook, config) under
+`cache/saes/<sae_id>/` in SAELens's save format, plus `workbench_metrics.json` with held-out
+metrics we compute ourselves (SAELens computes none without wandb).
+
+Sites (`SAETrainConfig.site`), all of layer `layer`:
+  hook_mlp_out   post-FFN-norm MLP output, what reaches the residual (default; PISCES' site)
+  mlp.hook_out   raw MLP output o = h @ W_out, before the post-FFN RMSNorm   [d_model]
+  mlp.hook_post  input of down_proj (neuron coefficients h)                   [d_mlp]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from workbench.config import Settings
+from workbench.progress import NullProgress, Progress
+
+log = logging.getLogger(__name__)
+
+Site = Literal["hook_mlp_out", "mlp.hook_out", "mlp.hook_post"]
+SITES: tuple[Site, ...] = ("hook_mlp_out", "mlp.hook_out", "mlp.hook_post")
+Architecture = Literal["batchtopk", "topk"]
+METRICS_FILE = "workbench_metrics.json"
+TRAIN_CONFIG_FILE = "workbench_train_config.json"
+_SITE_SHORT = {"hook_mlp_out": "mlp_out", "mlp.hook_out": "mlp_raw", "mlp.hook_post": "mlp_post"}
+
+
+@dataclass(frozen=True)
+class SAETrainConfig:
+    """What to train. Defaults train one layer of the embedded model in ~15 min on 2 cores
+    (FINDINGS: ~1k tok/s for d_sae 4096; 20k tokens give a useless SAE, 800k a usable one)."""
+
+    layer: int = 6
+    site: Site = "hook_mlp_out"
+    architecture: Architecture = "batchtopk"
+    width: int = 4096
+    k: int = 32
+    tokens: int = 800_000
+    context_size: int = 128
+    train_batch_tokens: int = 4096
+    lr: float = 3e-4
+    store_batch_prompts: int = 16
+    # Activation buffer, in training batches (SAELens sizes its mixing buffer as
+    # n_batches_in_buffer * context_size tokens; we derive n_batches_in_buffer from this).
+    buffer_train_batches: int = 4
+    norm_batches: int = 30
+    # Steps without firing before a feature counts as dead and the aux-k loss starts to revive
+    # it. SAELens's default (1000 steps = 4M tokens) is longer than our whole run.
+    dead_feature_window: int = 40
+    aux_loss_coefficient: float = 1.0
+    corpus: str = "en"
+    holdout_docs: int = 300
+    eval_tokens: int = 40_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            raise ValueError(f"Unknown SAE site {self.site!r}; choose one of {SITES}.")
+        if self.architecture not in ("batchtopk", "topk"):
+            raise ValueError(f"Unknown architecture {self.architecture!r}; choose batchtopk or topk.")
+        if self.width < 2 or self.k < 1 or self.k > self.width:
+            raise ValueError(f"Need 1 <= k <= width (got width {self.width}, k {self.k}).")
+        if self.tokens < self.train_batch_tokens:
+            raise ValueError(f"tokens ({self.tokens}) must be at least one batch ({self.train_batch_tokens}).")
+        if self.layer < 0:
+            raise ValueError(f"Layer must be >= 0 (got {self.layer}).")
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.{self.site}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAETrainConfig:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"Unknown SAE training options: {sorted(unknown)}.")
+        return cls(**data)
+
+    def config_hash(self, weights_sha256: str) -> str:
+        blob = json.dumps({"weights": weights_sha256, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def sae_id(self, model_id: str, weights_sha256: str) -> str:
+        """Stable, filesystem-safe id, e.g. 'gemma-3-270m.l6.mlp_out.batchtopk4096.k32.ab12cd34ef'."""
+        safe_model = "".join(c if c.isalnum() or c in "-_" else "-" for c in model_id)
+        return (
+            f"{safe_model}.l{self.layer}.{_SITE_SHORT[self.site]}.{self.architecture}{self.width}"
+            f".k{self.k}.{self.config_hash(weights_sha256)}"
+        )
+
+
+@dataclass
+class SAEMetrics:
+    """Held-out quality of an SAE (computed by `evaluate_sae`, not by SAELens)."""
+
+    explained_variance: float
+    l0: float
+    dead_fraction: float
+    dense_fraction: float  # features active on more than 10% of tokens
+    mse: float
+    eval_tokens: int
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    loss_first: float | None = None
+    loss_last: float | None = None
+    losses: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainedSAE:
+    sae: Any  # sae_lens.SAE (a BatchTopK SAE is saved and loaded as JumpReLU)
+    sae_id: str
+    path: Path
+    sha256: str
+    metrics: SAEMetrics
+    config: SAETrainConfig
+    # The trainer's final weights as SAELens saves them for inference (None when the SAE came
+    # from the cache): lets a test prove the saved folder loads back bit-identical.
+    trained_state: dict[str, torch.Tensor] | None = None
+
+
+def split_texts(texts: Sequence[str], holdout_docs: int, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded split of corpus texts into (train, held-out)."""
+    import random
+
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    n_hold = min(holdout_docs, max(1, len(texts) // 10))
+    hold = [texts[i] for i in order[:n_hold]]
+    train = [texts[i] for i in order[n_hold:]]
+    return train, hold
+
+
+def train_sae(
+    bundle: Any,
+    cfg: SAETrainConfig = SAETrainConfig(),
+    settings: Settings | None = None,
+    texts: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> TrainedSAE:
+    """Train (or load the cached result of) one SAE with SAELens's runner.
+
+    `texts` defaults to the embedded Wikipedia corpus `cfg.corpus`; a seeded `holdout_docs`
+    slice is kept out of training for the metrics. The folder appears atomically (temp dir +
+    rename), so an interrupted run leaves nothing half-written.
+    """
+    from workbench.sae.sources import load_local_sae
+
+    settings = settings or Settings.from_env()
+    progress = progress or NullProgress()
+    bundle.check_layer(cfg.layer)
+    sae_id = cfg.sae_id(bundle.model_id, bundle.weights_sha256)
+    target = settings.saes_dir / sae_id
+    if target.exists() and not force:
+        if (target / METRICS_FILE).exists():
+            sae, _, digest = load_local_sae(target)
+            metrics = SAEMetrics(**json.loads((target / METRICS_FILE).read_text())["metrics"])
+            progress.message(f"SAE {sae_id} already trained; loaded from {target}.")
+            return TrainedSAE(sae, sae_id, target, digest, metrics, cfg)
+    if texts is None:
+        from workbench.corpus.wiki import load_wiki
+
+        texts = load_wiki(cfg.corpus).texts()
+    train_texts, held_out = split_texts(list(texts), cfg.holdout_docs, cfg.seed)
+
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    runner = _build_runner(bundle, cfg, train_texts, tmp)
+    losses = _attach_progress(runner, cfg, progress)
+    progress.stage(f"Estimating activation norm ({cfg.norm_batches} batches)", total=None)
+    trained = runner.run()
+    trained_state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
+    trained.process_state_dict_for_saving_inference(trained_state)
+    train_seconds = time.perf_counter() - t0
+    progress.stage("Held-out metrics", total=cfg.eval_tokens, unit="tok")
+    from sae_lens import SAE
+
+    sae = SAE.load_from_disk(str(tmp), device="cpu")
+    metrics = evaluate_sae(bundle, sae, cfg.hook_name, held_out, max_tokens=cfg.eval_tokens,
+                           context_size=cfg.context_size, progress=progress)
+    metrics.train_seconds = round(train_seconds, 1)
+    metrics.train_tokens = cfg.tokens
+    metrics.losses = [round(x, 6) for x in losses]
+    metrics.loss_first = losses[0] if losses else None
+    metrics.loss_last = losses[-1] if losses else None
+    (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps({
+        "sae_id": sae_id, "model_id": bundle.model_id, "weights_sha256": bundle.weights_sha256,
+        "hook_name": cfg.hook_name, "config": cfg.to_dict()}, indent=1))
+    (tmp / METRICS_FILE).write_text(json.dumps({"sae_id": sae_id, "metrics": metrics.to_dict()}, indent=1))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    progress.close()
+    sae, _, digest = load_local_sae(target)
+    return TrainedSAE(sae, sae_id, target, digest, metrics, cfg, trained_state)
+
+
+def _build_runner(bundle: Any, cfg: SAETrainConfig, texts: list[str], output: Path) -> Any:
+    import datasets
+    from sae_lens import (
+        BatchTopKTrainingSAEConfig,
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        LoggingConfig,
+        TopKTrainingSAEConfig,
+    )
+
+    d_in = bundle.d_mlp if cfg.site == "mlp.hook_post" else bundle.d_model
+    sae_cls = BatchTopKTrainingSAEConfig if cfg.architecture == "batchtopk" else TopKTrainingSAEConfig
+    sae_cfg = sae_cls(
+        d_in=d_in,
+        d_sae=cfg.width,
+        k=cfg.k,
+        aux_loss_coefficient=cfg.aux_loss_coefficient,
+        normalize_activations="expected_average_only_in",
+        dtype="float32",
+        device="cpu",
+    )
+    runner_cfg = LanguageModelSAERunnerConfig(
+        sae=sae_cfg,
+        model_name=bundle.model_id,
+        model_class_name="TransformerBridge",
+        hook_name=cfg.hook_name,
+        dataset_path="",
+        streaming=False,
+        is_dataset_tokenized=False,
+        context_size=cfg.context_size,
+        training_tokens=cfg.tokens,
+        store_batch_size_prompts=cfg.store_batch_prompts,
+        n_batches_in_buffer=-(-cfg.buffer_train_batches * cfg.train_batch_tokens // cfg.context_size),
+        train_batch_size_tokens=cfg.train_batch_tokens,
+        lr=cfg.lr,
+        device="cpu",
+        seed=cfg.seed,
+        dtype="float32",
+        prepend_bos=True,
+        exclude_special_tokens=True,
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 1),
+        n_batches_for_norm_estimate=cfg.norm_batches,
+        logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None,
+        output_path=str(output),
+        verbose=False,
+    )
+    torch.manual_seed(cfg.seed)
+    dataset = datasets.Dataset.from_dict({"text": texts})
+
+    class _Runner(LanguageModelSAETrainingRunner):  # type: ignore[misc]
+        def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:
+            # SAELens installs SIGINT/SIGTERM handlers, which only the main thread may do;
+            # the app runs builds in worker threads.
+            if threading.current_thread() is threading.main_thread():
+                return super().run_trainer_with_interruption_handling(trainer)
+            return trainer.fit()
+
+    runner = _Runner(runner_cfg, override_dataset=dataset, override_model=bundle.bridge)
+    # Forward passes read the shared weights: hold the model lock per batch so an edit preview
+    # (apply -> generate -> revert under the same lock) never leaks into the activations.
+    store = runner.activations_store
+    original = store.get_activations
+
+    def locked_get_activations(batch_tokens: torch.Tensor) -> torch.Tensor:
+        with bundle.lock:
+            return original(batch_tokens)
+
+    store.get_activations = locked_get_activations
+    return runner
+
+
+def _attach_progress(runner: Any, cfg: SAETrainConfig, progress: Progress) -> list[float]:
+    """Report tokens, loss and explained variance of every training step through `progress`
+    by wrapping the SAE's `training_forward_pass` (the hook SAELens itself uses for
+    torch.compile). Returns the list the per-step losses are appended to."""
+    losses: list[float] = []
+    sae = runner.sae
+    forward = sae.training_forward_pass
+    state = {"started": False}
+
+    def reporting_forward(step_input: Any) -> Any:
+        out = forward(step_input)
+        if not state["started"]:
+            progress.stage(f"Training SAE on {cfg.hook_name}", total=cfg.tokens, unit="tok")
+            state["started"] = True
+        with torch.no_grad():
+            x = out.sae_in.detach()
+            resid = (x - out.sae_out.detach()).pow(2).sum()
+            var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+            ev = float(1 - resid / var)
+            l0 = float((out.feature_acts.detach() > 0).float().sum(-1).mean())
+        # Reconstruction loss only: the aux-k term grows while it revives dead features.
+        mse = out.losses.get("mse_loss", out.loss)
+        loss = float(mse() if callable(mse) else mse)
+        losses.append(loss)
+        progress.advance(int(x.shape[0]), mse=loss, ev=ev, l0=l0)
+        return out
+
+    sae.training_forward_pass = reporting_forward
+    return losses
+
+
+@torch.no_grad()
+def collect_activations(
+    bundle: Any,
+    hook_name: str,
+    texts: Sequence[str],
+    max_tokens: int,
+    context_size: int = 128,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Activations at a hook for real (non-pad, non-BOS) tokens: [n_tokens, d_in]."""
+    from workbench.corpus.batches import token_batches
+
+    layer = int(hook_name.split(".")[1])
+    out: list[torch.Tensor] = []
+    n = 0
+    for batch in token_batches(bundle.tokenizer, texts, max_len=context_size, batch_size=batch_size,
+                               max_tokens=max_tokens):
+        with bundle.lock:
+            _, cache = bundle.bridge.run_with_cache(
+                batch.input_ids, names_filter=[hook_name], stop_at_layer=layer + 1,
+                attention_mask=batch.attention_mask,
+            )
+        acts = cache[hook_name]  # [batch, pos, d_in]
+        keep = batch.attention_mask.bool().clone()
+        keep[:, 0] = False  # BOS
+        sel = acts[keep].float()
+        out.append(sel)
+        n += sel.shape[0]
+        if progress is not None:
+            progress.advance(sel.shape[0])
+        if n >= max_tokens:
+            break
+    if not out:
+        raise ValueError("No tokens to evaluate the SAE on.")
+    return torch.cat(out)[:max_tokens]
+
+
+@torch.no_grad()
+def evaluate_sae(
+    bundle: Any,
+    sae: Any,
+    hook_name: str,
+    texts: Sequence[str],
+    max_tokens: int = 40_000,
+    context_size: int = 128,
+    progress: Progress | None = None,
+) -> SAEMetrics:
+    """Explained variance, L0, dead and dense fractions and MSE on held-out text."""
+    acts = collect_activations(bundle, hook_name, texts, max_tokens, context_size, progress=progress)
+    d_sae = int(sae.cfg.d_sae)
+    fired = torch.zeros(d_sae)
+    l0_sum = 0.0
+    sq_err = 0.0
+    total = acts.shape[0]
+    mean = acts.mean(0)
+    var = float((acts - mean).pow(2).sum())
+    for start in range(0, total, 2048):
+        x = acts[start : start + 2048]
+        feats = sae.encode(x)
+        recon = sae.decode(feats)
+        active = feats > 0
+        fired += active.float().sum(0)
+        l0_sum += float(active.float().sum())
+        sq_err += float((x - recon).pow(2).sum())
+    density = fired / total
+    return SAEMetrics(
+        explained_variance=round(1 - sq_err / max(var, 1e-12), 5),
+        l0=round(l0_sum / total, 3),
+        dead_fraction=round(float((fired == 0).float().mean()), 5),
+        dense_fraction=round(float((density > 0.1).float().mean()), 5),
+        mse=sq_err / (total * acts.shape[1]),
+        eval_tokens=int(total),
+    )
