@@ -43,10 +43,12 @@ chosen = view[view["label"].isin(picked)]
 e1, e2, e3 = st.columns(3)
 if e1.button("Ablate (zero W_out rows)", key="nr_add_ablate", disabled=chosen.empty):
     for lay, rows in chosen.groupby("layer"):
-        panels.add_to_edit(drafts.ablate(int(lay), [int(n) for n in rows["neuron"]]))
+        panels.add_to_edit(drafts.ablate(int(lay), [int(n) for n in rows["neuron"]]), rerun=False)
+    st.rerun()
 if e2.button("Prune (rows and keys)", key="nr_add_prune", disabled=chosen.empty):
     for lay, rows in chosen.groupby("layer"):
-        panels.add_to_edit(drafts.prune(int(lay), [int(n) for n in rows["neuron"]]))
+        panels.add_to_edit(drafts.prune(int(lay), [int(n) for n in rows["neuron"]]), rerun=False)
+    st.rerun()
 if e3.button("Neuron adjust (run-time remap)", key="nr_add_adjust", disabled=chosen.empty,
              help="Maps each neuron's concept-time activation distribution onto its neutral one (a hook, not a weight edit)."):
     panels.add_to_edit(drafts.neuron_adjust(chosen))

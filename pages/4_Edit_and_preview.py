@@ -165,7 +165,7 @@ with i1:
     if ready:
         spec = ready[0]
         st.download_button("Download edit spec (JSON)", spec.to_json(), file_name=f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', spec.name)}.json",  # type: ignore[attr-defined]
-                           mime="application/json", key="ed_download")
+                           mime="application/json", key="ed_download", on_click="ignore")
         if st.button("Export edited checkpoint (safetensors)", key="ed_export"):
             from workbench.jobs import export_job
 

@@ -66,14 +66,19 @@ def start_job(kind: str, title: str, fn: object) -> None:
     time.sleep(0.05)
 
 
-def add_to_edit(op: object) -> None:
+def add_to_edit(op: object, rerun: bool = True) -> None:
+    """Append to this session's edit; rerun so the sidebar (drawn first) shows it at once."""
     d = drafts.draft()
     d.add(op)
-    st.toast(f"Added to the edit: {drafts.describe(op)}")
+    st.session_state.setdefault("_toasts", []).append(f"Added to the edit: {drafts.describe(op)}")
+    if rerun:
+        st.rerun()
 
 
 def edit_sidebar() -> None:
     d = drafts.draft()
+    for text in st.session_state.pop("_toasts", []):
+        st.toast(text)
     with st.sidebar:
         st.markdown(f"**Your edit** · {len(d.operations)} operation(s)")
         for op in d.operations[-6:]:
