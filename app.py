@@ -15,7 +15,7 @@ from workbench.ui import panels, resources
 st.set_page_config(page_title="Concept-erasure workbench", page_icon="🧽", layout="wide")
 
 settings = resources.settings()
-st.title("🧽 Concept-erasure workbench")
+st.title("Concept-erasure workbench")
 st.caption("Find, inspect and surgically remove knowledge stored in a language model's MLP weights.")
 
 # ---------------------------------------------------------------- model source

@@ -9,7 +9,7 @@ from workbench.ui import draft as drafts
 from workbench.ui import panels, plots
 
 st.set_page_config(page_title="Feature browser · workbench", page_icon="🔎", layout="wide")
-st.title("🔎 Feature browser")
+st.title("Feature browser")
 bundle, store = panels.need_bundle_and_store()
 panels.edit_sidebar()
 model_id = bundle.model_id  # type: ignore[attr-defined]

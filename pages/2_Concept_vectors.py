@@ -13,7 +13,7 @@ from workbench.ui import draft as drafts
 from workbench.ui import panels, plots, resources
 
 st.set_page_config(page_title="Concept vectors · workbench", page_icon="🧭", layout="wide")
-st.title("🧭 Concept vectors")
+st.title("Concept vectors")
 bundle, store = panels.need_bundle_and_store()
 panels.edit_sidebar()
 model_id = bundle.model_id  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from workbench.ui import draft as drafts
 from workbench.ui import panels, resources
 
 st.set_page_config(page_title="Edit & preview · workbench", page_icon="✏️", layout="wide")
-st.title("✏️ Edit & preview")
+st.title("Edit & preview")
 bundle, store = panels.need_bundle_and_store()
 settings = resources.settings()
 d = drafts.draft()
@@ -126,6 +126,7 @@ if st.button("Generate", key="ed_generate", type="primary"):
             slot.markdown(f"{prompt}**{text}**")
             st.session_state.setdefault("ed_history", []).append({"model": "edited" if ov else "base",
                                                                    "prompt": prompt, "output": text})
+        st.caption("Generated base and edited continuations (greedy, same prompt).")
     except ValueError as err:
         st.error(str(err))
 

@@ -34,7 +34,7 @@ def wait_idle(page) -> None:  # type: ignore[no-untyped-def]
 
 def generate(page) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text("Edited model").first.wait_for(timeout=WAIT)
+    page.get_by_text("Generated base and edited continuations").wait_for(timeout=WAIT)
     wait_idle(page)
 
 
@@ -42,10 +42,11 @@ def test_search_add_preview_export_and_isolation(server: str, browser, search_to
     ctx_a, a = open_app(browser, server)
     ctx_b, b = open_app(browser, server)
     try:
+        a.get_by_text("Cache and store").wait_for(timeout=WAIT)
         wait_idle(a)
         a.screenshot(path=str(artifacts / "01-home.png"), full_page=True)
 
-        goto(a, "Feature browser", "🔎 Feature browser")
+        goto(a, "Feature browser", "Feature browser")
         box = a.get_by_label("Search tokens")
         box.fill(search_token)
         box.press("Enter")
@@ -56,18 +57,18 @@ def test_search_add_preview_export_and_isolation(server: str, browser, search_to
         wait_idle(a)
         a.screenshot(path=str(artifacts / "02-feature-browser.png"), full_page=True)
 
-        goto(a, "Concept vectors", "🧭 Concept vectors")
+        goto(a, "Concept vectors", "Concept vectors")
         a.screenshot(path=str(artifacts / "03-concept-vectors.png"), full_page=True)
-        goto(a, "Neurons", "🧠 Neurons")
+        goto(a, "Neurons", "Neurons")
         a.screenshot(path=str(artifacts / "04-neurons.png"), full_page=True)
 
-        goto(a, "Edit and preview", "✏️ Edit & preview")
+        goto(a, "Edit and preview", "Edit & preview")
         a.get_by_text("Operations (1)").wait_for(timeout=WAIT)
         generate(a)
         a.screenshot(path=str(artifacts / "05-edit-preview.png"), full_page=True)
 
         # The other session, at the same time: its edit is empty and its preview is the base model.
-        goto(b, "Edit and preview", "✏️ Edit & preview")
+        goto(b, "Edit and preview", "Edit & preview")
         b.get_by_text("Operations (0)").wait_for(timeout=WAIT)
         assert b.get_by_text("Your edit is empty").count() == 1
         generate(b)
