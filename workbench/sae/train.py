@@ -315,7 +315,8 @@ def _attach_progress(runner: Any, cfg: SAETrainConfig, progress: Progress) -> li
             l0 = float((out.feature_acts.detach() > 0).float().sum(-1).mean())
         # Reconstruction loss only: the aux-k term grows while it revives dead features.
         mse = out.losses.get("mse_loss", out.loss)
-        loss = float(mse() if callable(mse) else mse)
+        mse = mse() if callable(mse) else mse
+        loss = float(mse.detach() if isinstance(mse, torch.Tensor) else mse)
         losses.append(loss)
         progress.advance(int(x.shape[0]), mse=loss, ev=ev, l0=l0)
         return out
