@@ -19,8 +19,16 @@ import torch
 
 from workbench.corpus import ConceptSet, Corpus
 from workbench.lenses import vocab
-from workbench.lenses.activations import CollectConfig, RunningStats, collect_stats, effect_size, stats_table
-from workbench.lenses.concept_vectors import concept_vectors, doc_means, mlp_hidden_to_residual
+from workbench.lenses.activations import (
+    CollectConfig,
+    RunningStats,
+    StatsCollector,
+    collect_stats,
+    effect_size,
+    run_pass,
+    stats_table,
+)
+from workbench.lenses.concept_vectors import DocMeansCollector, concept_vectors, mlp_hidden_to_residual
 from workbench.lenses.tokens import clean_token_mask, vocab_strings
 from workbench.models import ModelBundle, layout
 from workbench.progress import NullProgress, Progress
@@ -38,7 +46,7 @@ class PrepareConfig:
     stat_site: str = "mlp.hook_pre"
     corpus_docs: int = 2_000
     concepts: list[str] = field(default_factory=lambda: ["Harry Potter", "Paris"])
-    concept_docs: int = 48
+    concept_docs: int = 32
     force: bool = False
 
 
@@ -188,15 +196,10 @@ def build_concept(
     pos_texts = [d.text for d in concept.positive]
     neg_texts = [d.text for d in concept.negative]
     edges = _existing_edges(store, bundle.model_id, neutral_corpus_id, cfg.stat_site, layers)
-    progress.stage(f"concept '{concept.name}': activations ({len(pos_texts)} concept + {len(neg_texts)} neutral docs, 2 passes)", unit="tok")
-    collect = CollectConfig(site=cfg.stat_site, max_tokens=10**9)
-    pos_stats = collect_stats(bundle.bridge, bundle.tokenizer, pos_texts, layers, collect, edges=edges,
-                              on_batch=progress.advance)
-    neg_stats = collect_stats(bundle.bridge, bundle.tokenizer, neg_texts, layers, collect,
-                              edges={layer: s.edges for layer, s in pos_stats.items()},  # type: ignore[misc]
-                              on_batch=progress.advance)
-    pos_means = doc_means(bundle.bridge, bundle.tokenizer, pos_texts, layers, on_batch=progress.advance)
-    neg_means = doc_means(bundle.bridge, bundle.tokenizer, neg_texts, layers, on_batch=progress.advance)
+    progress.stage(f"concept '{concept.name}': activations ({len(pos_texts)} concept + {len(neg_texts)} neutral docs, 1 pass each)", unit="tok")
+    pos_stats, pos_means = _concept_pass(bundle, pos_texts, layers, cfg.stat_site, edges, progress)
+    neg_stats, neg_means = _concept_pass(bundle, neg_texts, layers, cfg.stat_site,
+                                         {layer: s.edges for layer, s in pos_stats.items()}, progress)  # type: ignore[misc]
     contrast = []
     for layer in layers:
         p, n = pos_stats[layer], neg_stats[layer]
@@ -226,6 +229,17 @@ def build_concept(
                                key={"model_id": bundle.model_id, "corpus_id": corpus_id,
                                     "site": cfg.stat_site, "layer": layer})
     return BuildReport(artefact, "all", seconds, len(frames["neuron_contrast"]))
+
+
+def _concept_pass(
+    bundle: ModelBundle, texts: list[str], layers: list[int], site: str,
+    edges: dict[int, torch.Tensor] | None, progress: Progress,
+) -> tuple[dict[int, RunningStats], dict[str, torch.Tensor]]:
+    """One forward pass: neuron statistics of `site` and per-document concept-vector means."""
+    stats = StatsCollector(layers, site, edges=edges)
+    means = DocMeansCollector(layers)
+    run_pass(bundle.bridge, bundle.tokenizer, texts, [stats, means], on_batch=progress.advance)
+    return stats.stats, means.result()
 
 
 def _existing_edges(

@@ -10,8 +10,9 @@ dropped too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -134,6 +135,66 @@ class CollectConfig:
     bins: int = 64
 
 
+class Collector(Protocol):
+    """Consumes the cached activations of each batch of a pass (see run_pass)."""
+
+    hook_names: set[str]
+    max_layer: int
+
+    def update(self, cache: Mapping[str, torch.Tensor], keep: torch.Tensor) -> None: ...
+
+
+class StatsCollector:
+    """RunningStats of one hook site for each layer."""
+
+    def __init__(self, layers: Sequence[int], site: str, bins: int = 64,
+                 edges: dict[int, torch.Tensor] | None = None) -> None:
+        self.names = {f"blocks.{layer}.{site}": layer for layer in sorted(set(layers))}
+        self.hook_names = set(self.names)
+        self.max_layer = max(self.names.values())
+        self.bins = bins
+        self.edges = edges or {}
+        self.stats: dict[int, RunningStats] = {}
+
+    def update(self, cache: Mapping[str, torch.Tensor], keep: torch.Tensor) -> None:
+        for name, layer in self.names.items():
+            acts = cache[name][keep]  # [tokens, width]
+            if layer not in self.stats:
+                self.stats[layer] = RunningStats(width=acts.shape[1], bins=self.bins, edges=self.edges.get(layer))
+            self.stats[layer].update(acts)
+
+
+def run_pass(
+    bridge: torch.nn.Module,
+    tokenizer: object,
+    texts: Sequence[str],
+    collectors: Sequence[Collector],
+    max_len: int = 128,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """One forward pass over texts feeding every collector; stops after the last layer any
+    collector needs. Returns the number of real tokens seen."""
+    names = set().union(*(c.hook_names for c in collectors))
+    stop = max(c.max_layer for c in collectors) + 1
+    seen = 0
+    with torch.no_grad():
+        for batch in token_batches(tokenizer, texts, max_len, batch_size, max_tokens):
+            _, cache = bridge.run_with_cache(  # type: ignore[operator]
+                batch.input_ids, stop_at_layer=stop, names_filter=lambda n: n in names
+            )
+            keep = real_token_mask(batch.attention_mask)
+            for c in collectors:
+                c.update(cache, keep)
+            seen += int(keep.sum())
+            if on_batch is not None:
+                on_batch(int(keep.sum()))
+    if seen == 0:
+        raise ValueError("No tokens were collected: the texts are empty after tokenisation.")
+    return seen
+
+
 def collect_stats(
     bridge: torch.nn.Module,
     tokenizer: object,
@@ -144,29 +205,9 @@ def collect_stats(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[int, RunningStats]:
     """One pass over texts; per layer, RunningStats of cfg.site over real tokens."""
-    layers = sorted(set(layers))
-    names = {f"blocks.{layer}.{cfg.site}": layer for layer in layers}
-    stats: dict[int, RunningStats] = {}
-    with torch.no_grad():
-        for batch in token_batches(tokenizer, texts, cfg.max_len, cfg.batch_size, cfg.max_tokens):
-            _, cache = bridge.run_with_cache(  # type: ignore[operator]
-                batch.input_ids,
-                stop_at_layer=max(layers) + 1,
-                names_filter=lambda n: n in names,
-            )
-            keep = real_token_mask(batch.attention_mask)
-            for name, layer in names.items():
-                acts = cache[name][keep]  # [tokens, width]
-                if layer not in stats:
-                    stats[layer] = RunningStats(
-                        width=acts.shape[1], bins=cfg.bins, edges=(edges or {}).get(layer)
-                    )
-                stats[layer].update(acts)
-            if on_batch is not None:
-                on_batch(int(keep.sum()))
-    if not stats:
-        raise ValueError("No tokens were collected: the texts are empty after tokenisation.")
-    return stats
+    collector = StatsCollector(layers, cfg.site, cfg.bins, edges)
+    run_pass(bridge, tokenizer, texts, [collector], cfg.max_len, cfg.batch_size, cfg.max_tokens, on_batch)
+    return collector.stats
 
 
 def stats_table(stats: RunningStats) -> dict[str, np.ndarray]:

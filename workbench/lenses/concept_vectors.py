@@ -8,13 +8,12 @@ does not dominate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from workbench.corpus.batches import token_batches
-from workbench.lenses.activations import real_token_mask
+from workbench.lenses.activations import run_pass
 
 SITES = {"resid": "hook_resid_post", "mlp_hidden": "mlp.hook_post"}
 
@@ -25,6 +24,34 @@ class ConceptVectors:
     layers: list[int]
     vectors: torch.Tensor  # [n_layers, width]: mean(pos) - mean(neg)
     auroc: torch.Tensor  # [n_layers]: held-out AUROC of the projection onto the direction
+
+
+class DocMeansCollector:
+    """Per-document mean activation at each site and layer (see lenses.activations.run_pass)."""
+
+    def __init__(self, layers: Sequence[int], sites: Sequence[str] = ("resid", "mlp_hidden")) -> None:
+        self.layers = sorted(set(layers))
+        self.sites = list(sites)
+        self.wanted = {f"blocks.{layer}.{SITES[s]}": (s, i) for s in sites for i, layer in enumerate(self.layers)}
+        self.hook_names = set(self.wanted)
+        self.max_layer = max(self.layers)
+        self._parts: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
+
+    def update(self, cache: Mapping[str, torch.Tensor], keep: torch.Tensor) -> None:
+        weights = keep.float()  # [b, p]
+        denom = weights.sum(1).clamp_min(1)[:, None]  # [b, 1]
+        per_site: dict[str, list[torch.Tensor | None]] = {s: [None] * len(self.layers) for s in self.sites}
+        for name, (site, i) in self.wanted.items():
+            acts = cache[name].float()  # [b, p, width]
+            if site == "resid":
+                acts = acts / acts.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
+            per_site[site][i] = (acts * weights[..., None]).sum(1) / denom  # [b, width]
+        for site in self.sites:
+            self._parts[site].append(torch.stack(per_site[site], dim=1))  # type: ignore[arg-type]
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """{site: [n_docs, n_layers, width]}."""
+        return {s: torch.cat(v) for s, v in self._parts.items()}
 
 
 def doc_means(
@@ -38,27 +65,9 @@ def doc_means(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-document mean activation: {site: [n_docs, n_layers, width]}."""
-    layers = sorted(set(layers))
-    wanted = {f"blocks.{layer}.{SITES[s]}": (s, i) for s in sites for i, layer in enumerate(layers)}
-    out: dict[str, list[torch.Tensor]] = {s: [] for s in sites}
-    with torch.no_grad():
-        for batch in token_batches(tokenizer, texts, max_len, batch_size):
-            _, cache = bridge.run_with_cache(  # type: ignore[operator]
-                batch.input_ids, stop_at_layer=max(layers) + 1, names_filter=lambda n: n in wanted
-            )
-            keep = real_token_mask(batch.attention_mask).float()  # [b, p]
-            denom = keep.sum(1).clamp_min(1)[:, None]  # [b, 1]
-            per_site: dict[str, list[torch.Tensor]] = {s: [None] * len(layers) for s in sites}  # type: ignore[list-item]
-            for name, (site, i) in wanted.items():
-                acts = cache[name].float()  # [b, p, width]
-                if site == "resid":
-                    acts = acts / acts.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-6)
-                per_site[site][i] = (acts * keep[..., None]).sum(1) / denom  # [b, width]
-            for site in sites:
-                out[site].append(torch.stack(per_site[site], dim=1))  # [b, L, width]
-            if on_batch is not None:
-                on_batch(int(keep.sum()))
-    return {s: torch.cat(v) for s, v in out.items()}
+    collector = DocMeansCollector(layers, sites)
+    run_pass(bridge, tokenizer, texts, [collector], max_len, batch_size, on_batch=on_batch)
+    return collector.result()
 
 
 def auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
