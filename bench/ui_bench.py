@@ -12,13 +12,15 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
+from workbench.config import REPO_ROOT
+
 PAGES = ["app.py", "pages/1_Feature_browser.py", "pages/2_Concept_vectors.py", "pages/3_Neurons.py",
          "pages/4_Edit_and_preview.py"]
 
 
 def run_page(page: str) -> float:
     t0 = time.perf_counter()
-    at = AppTest.from_file(page, default_timeout=300).run()
+    at = AppTest.from_file(str(REPO_ROOT / page), default_timeout=300).run()
     assert not at.exception, [e.value for e in at.exception]
     return time.perf_counter() - t0
 
