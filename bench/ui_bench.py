@@ -1,7 +1,7 @@
 """UI latency on the tiny model: AppTest run time of each page (warm, shared resources loaded)
 and how long starting a background build blocks the request. Prints numbers side by side.
 
-    WORKBENCH_MODEL=tiny WORKBENCH_CACHE=DIR python bench/ui_bench.py   # DIR prepared with `prepare`
+    WORKBENCH_MODEL=tiny WORKBENCH_CACHE=DIR PYTHONPATH=. python bench/ui_bench.py   # DIR prepared with `prepare`
 """
 
 from __future__ import annotations
