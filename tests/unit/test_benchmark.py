@@ -138,7 +138,9 @@ def test_cloze_candidates_cut_before_capitalised_or_rare_words() -> None:
     from workbench.benchmark.probe import cloze_candidates
     from workbench.corpus import Corpus, Document
 
-    doc = Document(1, "Zorbland", "Zorbland is a small country in the north of Europe. Its capital city is Quaxville.")
+    doc = Document(
+        1, "Zorbland", "Zorbland is a small country in the north of Europe. Its capital city is Quaxville."
+    )
     corpus = Corpus("t", [doc, Document(2, "Other", "A plain text about the north and a city.")])
     cands = cloze_candidates(doc, corpus)
     pairs = [(c.prompt, c.answer) for c in cands]
