@@ -502,24 +502,39 @@ def list_saes(store: Store, model_id: str | None = None) -> pd.DataFrame:
 
 
 def search_features(store: Store, sae_id: str, text: str, limit: int = 50) -> pd.DataFrame:
-    """Features whose vocab tokens equal `text` (case/space-insensitive; best rank first), then
-    features whose label or top tokens contain it. Columns: feature, label, density, max_act,
-    match ('token' | 'label'), side, rank, logit, top_tokens."""
+    """Features for a word, best evidence first; live features (density > 0) before dead ones:
+    1. 'fires_on': the word is one of the feature's top-activating tokens in the corpus;
+    2. 'token': the word is among the top/bottom vocab tokens of the decoder direction;
+    3. 'label': the label or the top vocab tokens contain the text.
+    Matching ignores case and surrounding spaces. Columns: feature, label, density, max_act,
+    match, side, rank, logit, top_tokens."""
     q = _norm_token(text)
     if not q:
         raise ValueError("Search text is empty.")
+    fires_on = store.df(
+        "SELECT e.feature, f.label, f.density, f.max_act, 'fires_on' AS match, NULL AS side, "
+        "min(e.rank) AS rank, max(e.activation) AS logit, f.top_tokens FROM feature_examples e "
+        "JOIN features f USING (sae_id, feature) WHERE e.sae_id = ? AND lower(trim(e.token)) = ? "
+        "GROUP BY e.feature, f.label, f.density, f.max_act, f.top_tokens "
+        "ORDER BY count(*) DESC, max(e.activation) DESC LIMIT ?",
+        [sae_id, q, limit])
     by_token = store.df(
         "SELECT t.feature, f.label, f.density, f.max_act, 'token' AS match, t.side, t.rank, "
         "t.logit, f.top_tokens FROM feature_tokens t JOIN features f USING (sae_id, feature) "
-        "WHERE t.token_norm = ? AND t.sae_id = ? ORDER BY t.rank, abs(t.logit) DESC LIMIT ?",
+        "WHERE t.token_norm = ? AND t.sae_id = ? "
+        "ORDER BY f.density > 0 DESC, t.rank, abs(t.logit) DESC LIMIT ?",
         [q, sae_id, limit])
     by_label = store.df(
         "SELECT feature, label, density, max_act, 'label' AS match, NULL AS side, NULL AS rank, "
         "NULL AS logit, top_tokens FROM features WHERE sae_id = ? AND search_text LIKE ? "
-        "ORDER BY max_act DESC LIMIT ?",
+        "ORDER BY density > 0 DESC, max_act DESC LIMIT ?",
         [sae_id, f"%{q}%", limit])
-    out = pd.concat([by_token, by_label], ignore_index=True) if len(by_label) else by_token
-    return out.drop_duplicates("feature").head(limit).reset_index(drop=True)
+    parts = [p for p in (fires_on, by_token, by_label) if len(p)]
+    if not parts:
+        return by_token
+    out = pd.concat(parts, ignore_index=True).drop_duplicates("feature")
+    live = out[out["density"] > 0]
+    return pd.concat([live, out[out["density"] <= 0]]).head(limit).reset_index(drop=True)
 
 
 def feature_detail(store: Store, sae_id: str, feature: int) -> dict[str, Any]:

@@ -269,9 +269,12 @@ def _token_frame(proj: Any, strings: Sequence[str], d_sae: int) -> pd.DataFrame:
 
 
 def auto_labels(examples: pd.DataFrame, top_tokens: list[list[str]], d_sae: int, n: int = 3) -> list[str]:
-    """Label = the most frequent activating tokens of the top examples (ties by activation);
-    a feature with no example gets 'dead · ' + its top vocab tokens."""
+    """Label = 'what it fires on -> what it promotes': the most frequent activating tokens of
+    the top examples (ties by activation), then the first vocab tokens of the decoder
+    direction. Many mid-layer features fire on function tokens (' from', "'") and are told
+    apart by what they write, so both halves matter. A feature with no example is 'dead'."""
     labels = [""] * d_sae
+    promotes = [" ".join(t.strip() for t in top_tokens[f][:n] if t.strip()) for f in range(d_sae)]
     if len(examples):
         for f, group in examples.groupby("feature", sort=False):
             counts: Counter[str] = Counter()
@@ -281,10 +284,10 @@ def auto_labels(examples: pd.DataFrame, top_tokens: list[list[str]], d_sae: int,
                 counts[t] += 1
                 weight[t] = weight.get(t, 0.0) + float(act)
             best = sorted(counts, key=lambda t: (-counts[t], -weight[t]))[:n]
-            labels[int(f)] = " / ".join(best)
+            labels[int(f)] = " / ".join(best) + " → " + promotes[int(f)]
     for f in range(d_sae):
         if not labels[f]:
-            labels[f] = "dead · " + " ".join(t.strip() for t in top_tokens[f][:n])
+            labels[f] = "dead · → " + promotes[f]
     return labels
 
 

@@ -163,7 +163,12 @@ def cmd_features_search(args: argparse.Namespace) -> int:
         store.close()
     _say(f"{len(hits)} feature(s) of {sae_id} matching {args.text!r} ({ms:.1f} ms)", err=True)
     for row in hits.itertuples():
-        where = f"{row.side} #{int(row.rank)} logit {row.logit:.2f}" if row.match == "token" else "label/tokens"
+        if row.match == "token":
+            where = f"vocab {row.side} #{int(row.rank)} logit {row.logit:.2f}"
+        elif row.match == "fires_on":
+            where = f"fires on it, act {row.logit:.1f}"
+        else:
+            where = "label/tokens"
         tops = " ".join(list(row.top_tokens)[:8])
         _say(f"  f{row.feature:<6} {row.label[:40]:<40} density {row.density:.4f} max {row.max_act:.1f}  "
               f"[{where}]  top: {tops}")
