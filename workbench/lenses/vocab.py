@@ -32,47 +32,62 @@ class VocabProjection:
     std: torch.Tensor  # [n]
 
 
+@dataclass
+class VocabStats:
+    """The eligible token ids and the two moments of their unembedding columns, computed once
+    per (unembedding, mask) and shared by every projection."""
+
+    ids: torch.Tensor  # [count] eligible token ids
+    col_sum: torch.Tensor  # [d_model] float64: sum of eligible columns
+    gram: torch.Tensor  # [d_model, d_model] float64: U_e U_e^T
+
+
+def vocab_stats(unembed: torch.Tensor, mask: torch.Tensor | None = None, chunk: int = 16384) -> VocabStats:
+    ids = torch.arange(unembed.shape[1]) if mask is None else mask.nonzero().flatten()
+    if len(ids) == 0:
+        raise ValueError("The token mask excludes the whole vocabulary.")
+    col_sum = torch.zeros(unembed.shape[0], dtype=torch.float64)
+    gram = torch.zeros(unembed.shape[0], unembed.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(ids), chunk):
+            cols = unembed[:, ids[start : start + chunk]].float()  # [d_model, c]
+            col_sum += cols.sum(1, dtype=torch.float64)
+            gram += (cols @ cols.T).double()
+    return VocabStats(ids, col_sum, gram)
+
+
 def project_topk(
     vectors: torch.Tensor,  # [n, d_model], already multiplied by every gain
     unembed: torch.Tensor,  # [d_model, vocab]
     k: int = 30,
     mask: torch.Tensor | None = None,  # [vocab] bool, True = eligible token
     chunk: int = 16384,
+    stats: VocabStats | None = None,
 ) -> VocabProjection:
-    """Running top/bottom-k over vocabulary chunks: memory O(n * (chunk + k)), not O(n * vocab)."""
+    """Running top/bottom-k over chunks of the eligible tokens: memory O(n * (chunk + k)), not
+    O(n * vocab). Mean and std over the eligible tokens come from the column moments
+    (sum_t z.u_t = z.(sum_t u_t); sum_t (z.u_t)^2 = z G z with G = U U^T), not from the logits."""
+    stats = stats or vocab_stats(unembed, mask, chunk)
     n = vectors.shape[0]
-    vocab = unembed.shape[1]
     vectors = vectors.float()
     top_v = torch.full((n, k), -torch.inf)
     top_i = torch.zeros((n, k), dtype=torch.long)
     bot_v = torch.full((n, k), torch.inf)
     bot_i = torch.zeros((n, k), dtype=torch.long)
-    total = torch.zeros(n, dtype=torch.float64)
-    total_sq = torch.zeros(n, dtype=torch.float64)
-    count = 0
+    count = len(stats.ids)
     with torch.no_grad():
-        for start in range(0, vocab, chunk):
-            stop = min(start + chunk, vocab)
-            logits = vectors @ unembed[:, start:stop].float()  # [n, c]
-            ids = torch.arange(start, stop)
-            if mask is not None:
-                keep = mask[start:stop]
-                if not keep.any():
-                    continue
-                logits = logits[:, keep]
-                ids = ids[keep]
-            total += logits.sum(1, dtype=torch.float64)
-            total_sq += (logits.double() ** 2).sum(1)
-            count += logits.shape[1]
+        for start in range(0, count, chunk):
+            ids = stats.ids[start : start + chunk]
+            logits = vectors @ unembed[:, ids].float()  # [n, c]
             kk = min(k, logits.shape[1])
             cv, ci = logits.topk(kk, dim=1)
             top_v, top_i = _merge(top_v, top_i, cv, ids[ci], k, largest=True)
             cv, ci = logits.topk(kk, dim=1, largest=False)
             bot_v, bot_i = _merge(bot_v, bot_i, cv, ids[ci], k, largest=False)
-    if count == 0:
-        raise ValueError("The token mask excludes the whole vocabulary.")
-    mean = total / count
-    std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+        z = vectors.double()
+        mean = (z @ stats.col_sum) / count
+        sq = ((z @ stats.gram) * z).sum(1) / count
+    std = (sq - mean**2).clamp_min(0).sqrt()
     return VocabProjection(top_i, top_v, bot_i, bot_v, mean.float(), std.float())
 
 
@@ -110,9 +125,10 @@ def iter_layer_projections(
 ) -> Iterator[tuple[int, torch.Tensor, VocabProjection]]:
     """Yield (layer, value-vector norms [d_mlp], projection) one layer at a time."""
     unembed = layout.unembed(hf_model)
+    stats = vocab_stats(unembed, mask, chunk) if layers else None
     for layer in layers:
         rows = value_vector_directions(hf_model, layer, lens)
         norms = layout.w_out(hf_model, layer).detach().float().norm(dim=1)
-        yield layer, norms, project_topk(rows, unembed, k=k, mask=mask, chunk=chunk)
+        yield layer, norms, project_topk(rows, unembed, k=k, mask=mask, chunk=chunk, stats=stats)
         if on_layer is not None:
             on_layer(layer)
