@@ -23,8 +23,8 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import torch
 
@@ -70,6 +70,13 @@ class OptimiseConfig:
     n_retain_neutral: int = 60
     n_retain_neighbours: int = 40
     seed: int = 0
+
+    def fitted(self, n_layers: int) -> OptimiseConfig:
+        """The same recipe on a model with fewer layers: layers and repr_layer clipped to it."""
+        from dataclasses import replace
+
+        layers = tuple(layer for layer in self.layers if layer < n_layers) or (n_layers - 1,)
+        return replace(self, layers=layers, repr_layer=min(self.repr_layer, n_layers - 1))
 
 
 @dataclass
@@ -466,3 +473,18 @@ def bake(bundle: ModelBundle, result: OptimiseResult) -> dict[str, torch.Tensor]
         w[:, torch.tensor(idx)] += result.deltas[layer].T
         out[layout.down_proj_name(layer)] = w
     return out
+
+
+def to_operation(result: OptimiseResult, cfg: OptimiseConfig) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The spec operation (OptimiseValueVectors) and its safetensors payload for a result."""
+    from workbench.edits.spec import OptimiseValueVectors, ValueVectorDelta
+
+    payload = {f"optimise.l{layer}.delta": result.deltas[layer].contiguous() for layer in result.rows}
+    params = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in asdict(cfg).items()}
+    params.update(steps_run=len(result.history), seconds=round(result.seconds, 1), stopped_early=result.stopped_early)
+    op = OptimiseValueVectors(
+        targets=[ValueVectorDelta(layer=layer, rows=rows, delta=f"optimise.l{layer}.delta")
+                 for layer, rows in result.rows.items()],
+        params=params,
+    )
+    return op, payload

@@ -1,0 +1,204 @@
+"""Erasure method comparison on the dev benchmark: every method on every chosen concept, one
+table (concept accuracy first-token / continuation, split by name-dependence; neighbours;
+general; other concepts; perplexity change; re-introduction; weights changed; wall time).
+
+    python bench/erasure.py --concepts "Harry Potter,Eiffel Tower" --methods optimise-both,ablate
+    python bench/erasure.py --all            # all dev concepts x all methods (hours on 2 cores)
+
+Rows are appended to cache/erasure/results.jsonl as they finish, so a long run can be stopped
+and its finished rows kept; `--table` reprints the table from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from workbench.benchmark.devbench import load_devbench  # noqa: E402
+from workbench.corpus import Corpus, load_wiki  # noqa: E402
+from workbench.corpus.concept import slug  # noqa: E402
+from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
+from workbench.edits.optimise import (  # noqa: E402
+    OptimiseConfig,
+    mlp_hidden_means,
+    optimise_value_vectors,
+    retain_documents,
+    select_rows,
+    to_operation,
+)
+from workbench.edits.overlay import apply_overlay, compile_spec  # noqa: E402
+from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection  # noqa: E402
+from workbench.evaluate import evaluate  # noqa: E402
+from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
+from workbench.progress import TqdmProgress  # noqa: E402
+
+OUT = ROOT / "cache" / "erasure"
+Method = Callable[[ModelBundle, Corpus, FactSet], tuple[list[Any], dict[str, torch.Tensor]]]
+
+
+def _optimise(target: str) -> Method:
+    def run(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> tuple[list[Any], dict[str, torch.Tensor]]:
+        cfg = OptimiseConfig(target=target).fitted(bundle.n_layers)  # type: ignore[arg-type]
+        result = optimise_value_vectors(bundle, facts, corpus, cfg, progress=TqdmProgress())
+        op, payload = to_operation(result, cfg)
+        return [op], payload
+    return run
+
+
+def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> tuple[list[Any], dict[str, torch.Tensor]]:
+    """Zero the 256 value vectors of layers 2-8 with the largest activation contrast."""
+    cfg = OptimiseConfig(target="facts", layers=(2, 3, 4, 5, 6, 7, 8)).fitted(bundle.n_layers)
+    rows = select_rows(bundle, facts, retain_documents(corpus, facts, cfg), None, cfg)
+    return [AblateValueVectors(layer=layer, neurons=idx, mode="zero") for layer, idx in rows.items()], {}
+
+
+def _project(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> tuple[list[Any], dict[str, torch.Tensor]]:
+    """Project the concept-vs-neutral difference of MLP outputs (mean h @ W_out at layer 6,
+    residual coordinates) out of the value vectors of layers 2-6, rows with large cosine only."""
+    cfg = OptimiseConfig()
+    neutral = [d.text for d in retain_documents(corpus, facts, cfg)]
+    layer = min(6, bundle.n_layers - 1)
+    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), [layer], cfg.max_len)
+    n_mean, _ = mlp_hidden_means(bundle, neutral, [layer], cfg.max_len)
+    from workbench.models import layout
+
+    direction = (c_mean[layer] - n_mean[layer]) @ layout.w_out(bundle.hf_model, layer).detach().float()
+    direction = direction / direction.norm()
+    return [ProjectOutDirection(layers=list(range(min(2, layer), layer + 1)), direction=direction.tolist(), alpha=1.0, tau=0.5)], {}
+
+
+METHODS: dict[str, Method] = {
+    "optimise-both": _optimise("both"),
+    "optimise-facts": _optimise("facts"),
+    "optimise-repr": _optimise("representation"),
+    "ablate": _ablate,
+    "project": _project,
+}
+
+
+def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
+    """Built once per concept and cached, so every method edits with the same target text."""
+    path = OUT / f"facts-{bundle.model_id}-{slug(concept)}.json"
+    if path.exists():
+        return FactSet.from_json(path.read_text())
+    facts = build_fact_set(bundle, corpus, concept, progress=TqdmProgress())
+    path.write_text(facts.to_json())
+    return facts
+
+
+def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str) -> dict[str, Any]:
+    facts = fact_set_for(bundle, corpus, concept)
+    t0 = time.perf_counter()
+    ops, payload = METHODS[method](bundle, corpus, facts)
+    edit_s = time.perf_counter() - t0
+    spec = EditSpec(name=f"{method}:{concept}", model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
+                    operations=ops, notes=f"bench/erasure.py {method}")
+    overlay = compile_spec(spec, bundle, payload=payload or None)
+    n_weights = sum(int((t != b).sum()) for t, b in _changed(bundle, overlay))
+    t1 = time.perf_counter()
+    card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay))
+    eval_s = time.perf_counter() - t1
+    m = {r["metric"]: r for r in card.rows()}
+
+    def pick(name: str, side: str = "after") -> float | None:
+        return m[name][side] if name in m else None
+
+    ppl_b, ppl_a = pick("neutral perplexity", "before"), pick("neutral perplexity")
+    return {
+        "concept": concept, "method": method,
+        "concept_first": pick("concept first-token acc"), "concept_cont": pick("concept continuation acc"),
+        "concept_answered": pick("concept answered"),
+        "name_dep": pick("concept answered (name-dependent)"), "cue": pick("concept answered (cue-answerable)"),
+        "neighbours": pick("neighbours answered"), "general": pick("general answered"),
+        "others": pick("other concepts first-token acc"),
+        "others_base": pick("other concepts first-token acc", "before"),
+        "ppl_change_pct": 100 * (ppl_a / ppl_b - 1) if ppl_a and ppl_b else None,
+        "reintro": pick("re-introduced in context answered"),
+        "reintro_not_stated": pick("re-introduced, answer not in context"),
+        "answer_prob_before": pick("concept answer prob", "before"), "answer_prob_after": pick("concept answer prob"),
+        "weights_changed": n_weights, "edit_s": round(edit_s, 1), "eval_s": round(eval_s, 1),
+        "score": card.score, "verdicts": card.verdicts,
+    }
+
+
+def _changed(bundle: ModelBundle, overlay: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from workbench.edits.overlay import resolve_attr
+
+    return [(t, resolve_attr(bundle.hf_model, name).detach()) for name, t in overlay.tensors.items()]
+
+
+COLUMNS = [("concept", 20), ("method", 14), ("concept_first", 6), ("concept_cont", 6), ("name_dep", 6), ("cue", 6),
+           ("neighbours", 6), ("general", 6), ("others", 6), ("ppl_change_pct", 7), ("reintro", 6),
+           ("weights_changed", 9), ("edit_s", 7)]
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = " ".join(f"{name[:w]:>{w}}" for name, w in COLUMNS)
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        cells = []
+        for name, w in COLUMNS:
+            v = r.get(name)
+            cells.append(f"{v:>{w}.2f}" if isinstance(v, float) else f"{str(v)[:w]:>{w}}")
+        print(" ".join(cells))
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r)
+    print("\nmean over concepts")
+    for method, group in by_method.items():
+        means = {}
+        for name, _ in COLUMNS[2:]:
+            vals = [g[name] for g in group if isinstance(g.get(name), int | float)]
+            means[name] = sum(vals) / len(vals) if vals else None
+        print(f"{'(' + str(len(group)) + ' concepts)':>20} {method:>14} " + " ".join(
+            f"{means[n]:>{w}.2f}" if means[n] is not None else f"{'-':>{w}}" for n, w in COLUMNS[2:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concepts", default="Harry Potter")
+    parser.add_argument("--methods", default="optimise-both")
+    parser.add_argument("--all", action="store_true")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--table", action="store_true", help="only print the table of finished rows")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = OUT / f"results-{args.model}.jsonl"
+    if args.table:
+        print_table([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
+        return
+    concepts = [c.title for c in load_devbench().concepts] if args.all else [c.strip() for c in args.concepts.split(",")]
+    methods = list(METHODS) if args.all else [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    bundle = load_bundle(parse_source(args.model))
+    corpus = load_wiki("en")
+    rows = []
+    for concept in concepts:
+        for method in methods:
+            print(f"\n=== {concept} / {method} ===", flush=True)
+            row = run_one(bundle, corpus, concept, method)
+            rows.append(row)
+            with results.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
