@@ -511,30 +511,31 @@ def search_features(store: Store, sae_id: str, text: str, limit: int = 50) -> pd
     q = _norm_token(text)
     if not q:
         raise ValueError("Search text is empty.")
-    fires_on = store.df(
-        "SELECT e.feature, f.label, f.density, f.max_act, 'fires_on' AS match, NULL AS side, "
-        "min(e.rank) AS rank, max(e.activation) AS logit, f.top_tokens FROM feature_examples e "
-        "JOIN features f USING (sae_id, feature) WHERE e.sae_id = ? AND lower(trim(e.token)) = ? "
-        "GROUP BY e.feature, f.label, f.density, f.max_act, f.top_tokens "
-        "ORDER BY count(*) DESC, max(e.activation) DESC LIMIT ?",
-        [sae_id, q, limit])
-    by_token = store.df(
-        "SELECT t.feature, f.label, f.density, f.max_act, 'token' AS match, t.side, t.rank, "
-        "t.logit, f.top_tokens FROM feature_tokens t JOIN features f USING (sae_id, feature) "
-        "WHERE t.token_norm = ? AND t.sae_id = ? "
-        "ORDER BY f.density > 0 DESC, t.rank, abs(t.logit) DESC LIMIT ?",
-        [q, sae_id, limit])
-    by_label = store.df(
-        "SELECT feature, label, density, max_act, 'label' AS match, NULL AS side, NULL AS rank, "
-        "NULL AS logit, top_tokens FROM features WHERE sae_id = ? AND search_text LIKE ? "
-        "ORDER BY density > 0 DESC, max_act DESC LIMIT ?",
-        [sae_id, f"%{q}%", limit])
-    parts = [p for p in (fires_on, by_token, by_label) if len(p)]
-    if not parts:
-        return by_token
-    out = pd.concat(parts, ignore_index=True).drop_duplicates("feature")
-    live = out[out["density"] > 0]
-    return pd.concat([live, out[out["density"] <= 0]]).head(limit).reset_index(drop=True)
+    # One statement (each round trip costs ~5 ms): candidates from the three sources, the best
+    # match per feature kept, live features first, then by source priority.
+    return store.cur.execute(
+        """
+        WITH hits AS (
+            SELECT feature, 0 AS priority, 'fires_on' AS match, NULL AS side,
+                   min(rank) AS rank, max(activation) AS logit, -count(*) AS tiebreak
+            FROM feature_examples WHERE sae_id = $sae AND lower(trim(token)) = $q
+            GROUP BY feature
+            UNION ALL
+            SELECT feature, 1, 'token', side, rank, logit, rank
+            FROM feature_tokens WHERE sae_id = $sae AND token_norm = $q
+            UNION ALL
+            SELECT feature, 2, 'label', NULL, NULL, NULL, 0
+            FROM features WHERE sae_id = $sae AND search_text LIKE $like)
+        SELECT h.feature, f.label, f.density, f.max_act, h.match, h.side, h.rank, h.logit,
+               f.top_tokens
+        FROM hits h JOIN features f ON f.sae_id = $sae AND f.feature = h.feature
+        QUALIFY row_number() OVER (PARTITION BY h.feature ORDER BY h.priority, h.tiebreak) = 1
+        ORDER BY f.density > 0 DESC, h.priority, h.tiebreak, abs(h.logit) DESC NULLS LAST,
+                 f.max_act DESC
+        LIMIT $limit
+        """,
+        {"sae": sae_id, "q": q, "like": f"%{q}%", "limit": limit},
+    ).df()
 
 
 def feature_detail(store: Store, sae_id: str, feature: int) -> dict[str, Any]:
