@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,62 +30,14 @@ from workbench.benchmark.devbench import load_devbench  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
-from workbench.edits.optimise import (  # noqa: E402
-    OptimiseConfig,
-    mlp_hidden_means,
-    optimise_value_vectors,
-    retain_documents,
-    select_rows,
-    to_operation,
-)
-from workbench.edits.overlay import apply_overlay, compile_spec  # noqa: E402
-from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection  # noqa: E402
+from workbench.edits.methods import METHODS  # noqa: E402
+from workbench.edits.overlay import apply_overlay, compile_spec, resolve_attr  # noqa: E402
+from workbench.edits.spec import EditSpec, ModelRef  # noqa: E402
 from workbench.evaluate import evaluate  # noqa: E402
 from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
 from workbench.progress import TqdmProgress  # noqa: E402
 
 OUT = ROOT / "cache" / "erasure"
-Method = Callable[[ModelBundle, Corpus, FactSet], tuple[list[Any], dict[str, torch.Tensor]]]
-
-
-def _optimise(target: str) -> Method:
-    def run(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> tuple[list[Any], dict[str, torch.Tensor]]:
-        cfg = OptimiseConfig(target=target).fitted(bundle.n_layers)  # type: ignore[arg-type]
-        result = optimise_value_vectors(bundle, facts, corpus, cfg, progress=TqdmProgress())
-        op, payload = to_operation(result, cfg)
-        return [op], payload
-    return run
-
-
-def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> tuple[list[Any], dict[str, torch.Tensor]]:
-    """Zero the 256 value vectors of layers 2-8 with the largest activation contrast."""
-    cfg = OptimiseConfig(target="facts", layers=(2, 3, 4, 5, 6, 7, 8)).fitted(bundle.n_layers)
-    rows = select_rows(bundle, facts, retain_documents(corpus, facts, cfg), None, cfg)
-    return [AblateValueVectors(layer=layer, neurons=idx, mode="zero") for layer, idx in rows.items()], {}
-
-
-def _project(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> tuple[list[Any], dict[str, torch.Tensor]]:
-    """Project the concept-vs-neutral difference of MLP outputs (mean h @ W_out at layer 6,
-    residual coordinates) out of the value vectors of layers 2-6, rows with large cosine only."""
-    cfg = OptimiseConfig()
-    neutral = [d.text for d in retain_documents(corpus, facts, cfg)]
-    layer = min(6, bundle.n_layers - 1)
-    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), [layer], cfg.max_len)
-    n_mean, _ = mlp_hidden_means(bundle, neutral, [layer], cfg.max_len)
-    from workbench.models import layout
-
-    direction = (c_mean[layer] - n_mean[layer]) @ layout.w_out(bundle.hf_model, layer).detach().float()
-    direction = direction / direction.norm()
-    return [ProjectOutDirection(layers=list(range(min(2, layer), layer + 1)), direction=direction.tolist(), alpha=1.0, tau=0.5)], {}
-
-
-METHODS: dict[str, Method] = {
-    "optimise-both": _optimise("both"),
-    "optimise-facts": _optimise("facts"),
-    "optimise-repr": _optimise("representation"),
-    "ablate": _ablate,
-    "project": _project,
-}
 
 
 def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
@@ -102,7 +53,7 @@ def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
 def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
     t0 = time.perf_counter()
-    ops, payload = METHODS[method](bundle, corpus, facts)
+    ops, payload = METHODS[method](bundle, corpus, facts, TqdmProgress())
     edit_s = time.perf_counter() - t0
     spec = EditSpec(name=f"{method}:{concept}", model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
                     operations=ops, notes=f"bench/erasure.py {method}")
@@ -135,8 +86,6 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str) -> d
 
 
 def _changed(bundle: ModelBundle, overlay: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from workbench.edits.overlay import resolve_attr
-
     return [(t, resolve_attr(bundle.hf_model, name).detach()) for name, t in overlay.tensors.items()]
 
 

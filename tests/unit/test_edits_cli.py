@@ -1,0 +1,84 @@
+"""Edits CLI end to end on the tiny model: erase -> spec + payload, apply, evaluate inputs,
+export-checkpoint, and every bad-input case exits 2 with a sentence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.cli import main
+from workbench.config import Settings
+from workbench.corpus import load_wiki
+from workbench.edits.methods import METHODS, erase
+from workbench.edits.overlay import apply_overlay, compile_spec
+from workbench.edits.spec import load_spec
+
+
+@pytest.fixture
+def cli_cache(settings: Settings) -> str:
+    return str(settings.cache_dir)
+
+
+def run(cache: str, *args: str) -> int:
+    return main(["--model", "tiny", "--cache", cache, *args])
+
+
+def test_erase_writes_a_spec_that_applies_and_exports(cli_cache: str, tmp_path: Path, capsys):
+    out = tmp_path / "hp.json"
+    assert run(cli_cache, "erase", "--concept", "Harry Potter", "--method", "ablate", "--out", str(out), "--no-eval") == 0
+    spec, payload = load_spec(out)
+    assert spec.operations and spec.operations[0].kind == "ablate_value_vectors"
+    facts = json.loads(out.with_suffix(".facts.json").read_text())
+    assert facts["concept"] == "Harry Potter" and facts["facts"]
+    assert run(cli_cache, "apply", str(out), "--prompt", "Harry Potter is", "--max-new-tokens", "4") == 0
+    assert "edited:" in capsys.readouterr().out
+    ckpt = tmp_path / "ckpt"
+    assert run(cli_cache, "export-checkpoint", str(out), "--out", str(ckpt)) == 0
+    assert (ckpt / "model.safetensors").exists() or list(ckpt.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("content,suffix,message", [
+    ('{"schema": ', ".json", "not valid JSON"),
+    ("not used", ".pkl", "pickle"),
+    (None, ".json", "does not exist"),
+])
+def test_bad_spec_inputs_exit_2_with_a_sentence(cli_cache: str, tmp_path: Path, capsys, content, suffix, message):
+    path = tmp_path / f"spec{suffix}"
+    if content is not None:
+        path.write_text(content)
+    assert run(cli_cache, "apply", str(path), "--prompt", "x") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_spec_for_another_model_is_refused(cli_cache: str, tmp_path: Path, capsys):
+    out = tmp_path / "hp.json"
+    assert run(cli_cache, "erase", "--concept", "Harry Potter", "--method", "ablate", "--out", str(out), "--no-eval") == 0
+    raw = json.loads(out.read_text())
+    raw["model"]["weights_sha256"] = "0" * 64
+    out.write_text(json.dumps(raw))
+    assert run(cli_cache, "apply", str(out), "--prompt", "x") == 2
+    assert "weights" in capsys.readouterr().err.lower()
+
+
+def test_unknown_concept_suggests_titles(cli_cache: str, tmp_path: Path, capsys):
+    assert run(cli_cache, "erase", "--concept", "Harry Pottr", "--out", str(tmp_path / "x.json")) == 2
+    assert "Did you mean" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["ablate", "project"])
+def test_methods_change_only_what_they_claim(tiny_bundle, method: str):
+    result = erase(tiny_bundle, load_wiki("en"), "Paris", method=method)
+    overlay = compile_spec(result.spec, tiny_bundle, payload=result.payload or None)
+    ids = tiny_bundle.tokenizer(["Paris is the capital of France"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = tiny_bundle.hf_model(ids).logits
+        with apply_overlay(tiny_bundle, overlay):
+            during = tiny_bundle.hf_model(ids).logits
+        after = tiny_bundle.hf_model(ids).logits
+    assert not torch.equal(before, during)
+    assert torch.equal(before, after)
+    assert all(".mlp.down_proj" in name for name in overlay.tensors)
+    assert method in METHODS

@@ -1,0 +1,167 @@
+"""CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint` (loaded by workbench/cli.py).
+
+The same library calls as the app's Edit & preview page: methods.erase, spec.save_spec /
+load_spec, overlay.compile_spec, generate.stream_generate, evaluate.evaluate,
+export.export_checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from workbench.models.safety import refuse_pickle_file
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from workbench.edits.methods import DEFAULT_METHOD, METHODS
+
+    p = sub.add_parser("erase", help="erase a corpus concept: fact set -> edit spec (+ payload) -> scorecard")
+    p.add_argument("--concept", required=True, help="a title of the embedded corpus, e.g. 'Harry Potter'")
+    p.add_argument("--out", required=True, help="where to write the spec JSON (payload goes beside it)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
+    p.add_argument("--steps", type=int, help="optimisation steps (optimise-* methods)")
+    p.add_argument("--facts", help="a fact-set JSON (edited by hand) instead of building one")
+    p.add_argument("--no-eval", action="store_true", help="skip the scorecard")
+    p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("apply", help="base vs edited generations of a spec")
+    p.add_argument("spec")
+    p.add_argument("--prompt", action="append", required=True, help="repeatable")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("evaluate", help="scorecard of a spec for a concept")
+    p.add_argument("spec")
+    p.add_argument("--concept", required=True)
+    p.add_argument("--json", help="also write the scorecard JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export-checkpoint", help="write an edited safetensors checkpoint folder")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+
+def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]:
+    """Bundle, spec, payload and compiled overlay; every failure is a UserError sentence."""
+    from workbench.cli import UserError, load_bundle_for
+    from workbench.edits.overlay import compile_spec
+    from workbench.edits.spec import SpecError, load_spec
+
+    path = Path(path_text)
+    try:
+        refuse_pickle_file(path)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    if not path.exists():
+        raise UserError(f"Spec file {path} does not exist.")
+    try:
+        spec, payload = load_spec(path)
+    except SpecError as err:
+        raise UserError(str(err)) from err
+    _, bundle = load_bundle_for(args)
+    try:
+        spec.validate_for(bundle, payload=payload)
+        overlay = compile_spec(spec, bundle, payload=payload or None)
+    except (SpecError, ValueError) as err:
+        raise UserError(str(err)) from err
+    return bundle, spec, payload, overlay
+
+
+def print_scorecard(card: Any) -> None:
+    print(f"\nScorecard: {card.concept}  (score {card.score:.3f}; terms "
+          + ", ".join(f"{k} {v:.2f}" for k, v in card.score_terms.items()) + ")")
+    print(f"{'group':<12} {'metric':<40} {'before':>8} {'after':>8} {'delta':>8} {'n':>5}  want")
+    for r in card.rows():
+        fmt = lambda v: f"{v:8.3f}" if isinstance(v, int | float) else f"{'-':>8}"  # noqa: E731
+        print(f"{r['group']:<12} {r['metric']:<40} {fmt(r['before'])} {fmt(r['after'])} {fmt(r['delta'])} {r['n']:>5}  {r['want']}")
+    for v in card.verdicts:
+        print(f"  {v}")
+    for g in card.generations[:2]:
+        print(f"\n  prompt: {g['prompt']}\n  before: {g['before']}\n  after:  {g['after']}")
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from workbench.cli import UserError, load_bundle_for
+    from workbench.corpus import load_wiki
+    from workbench.edits.facts import FactSet
+    from workbench.edits.methods import erase
+    from workbench.edits.overlay import apply_overlay, compile_spec
+    from workbench.edits.spec import save_spec
+    from workbench.evaluate import evaluate
+    from workbench.progress import TqdmProgress
+
+    corpus = load_wiki("en")
+    try:
+        corpus.get(args.concept)
+    except KeyError as err:
+        raise UserError(err.args[0]) from err
+    facts = FactSet.from_json(Path(args.facts).read_text()) if args.facts else None
+    _, bundle = load_bundle_for(args)
+    progress = TqdmProgress()
+    result = erase(bundle, corpus, args.concept, args.method, facts=facts, steps=args.steps, progress=progress)
+    progress.close()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spec = save_spec(result.spec, out, payload=result.payload or None)
+    facts_path = out.with_suffix(".facts.json")
+    facts_path.write_text(result.facts.to_json())
+    print(f"wrote {out} ({len(spec.operations)} operation(s)"
+          + (f", payload {spec.payload.file}" if spec.payload else "") + f") in {result.seconds:.0f} s; "
+          f"fact set ({len(result.facts.facts)} facts, editable) in {facts_path}")
+    if not args.no_eval:
+        overlay = compile_spec(spec, bundle, payload=result.payload or None)
+        card = evaluate(bundle, args.concept, edit_context=lambda: apply_overlay(bundle, overlay), corpus=corpus)
+        print_scorecard(card)
+        out.with_suffix(".scorecard.json").write_text(card.to_json())
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from workbench.cli import UserError
+    from workbench.generate import GenerationResult, SamplingParams, stream_generate
+
+    bundle, spec, _, overlay = _load(args, args.spec)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens)
+    for prompt in args.prompt:
+        print(f"\nprompt: {prompt}")
+        for label, ov in (("base  ", None), ("edited", overlay)):
+            result = GenerationResult(prompt=prompt, edited=ov is not None)
+            sys.stdout.write(f"  {label}: ")
+            try:
+                for piece in stream_generate(bundle, prompt, ov, params, result=result):
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+            except ValueError as err:
+                raise UserError(str(err)) from err
+            print(f"   [{result.tokens_per_second:.1f} tok/s, {result.stop_reason}]")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from workbench.edits.overlay import apply_overlay
+    from workbench.evaluate import evaluate
+
+    bundle, _, _, overlay = _load(args, args.spec)
+    card = evaluate(bundle, args.concept, edit_context=lambda: apply_overlay(bundle, overlay))
+    print_scorecard(card)
+    if args.json:
+        Path(args.json).write_text(card.to_json())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from workbench.cli import UserError
+    from workbench.export import export_checkpoint
+
+    bundle, spec, _, overlay = _load(args, args.spec)
+    try:
+        out = export_checkpoint(bundle, overlay, spec, Path(args.out), overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as err:
+        raise UserError(str(err)) from err
+    print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
