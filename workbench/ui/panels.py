@@ -87,10 +87,31 @@ def edit_sidebar() -> None:
             st.caption("Review and preview it on **Edit & preview**.")
 
 
+def require_access() -> None:
+    """On a shared server with WORKBENCH_PASSWORD set, ask for it once per session (constant-time
+    comparison); without it the app is open (a laptop, or a server behind Streamlit's OIDC login)."""
+    import hmac
+    import os
+
+    password = os.environ.get("WORKBENCH_PASSWORD", "")
+    if not password or st.session_state.get("access_granted"):
+        return
+    st.info("This workbench server asks for an access password.")
+    given = st.text_input("Access password", type="password", key="access_password")
+    if given and hmac.compare_digest(given.encode(), password.encode()):
+        st.session_state["access_granted"] = True
+        st.rerun()
+    if given:
+        st.error("Wrong password.")
+    st.stop()
+
+
 def need_bundle_and_store() -> tuple[object, object]:
-    """The shared bundle and store, or stop the page with a clear message."""
+    """The shared bundle and store, or stop the page with a clear message (after the access
+    check on a password-protected server)."""
     from workbench.store import StoreBusyError
 
+    require_access()
     try:
         bundle = resources.bundle()
     except Exception as err:  # noqa: BLE001 - shown to the user
