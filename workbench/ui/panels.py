@@ -89,10 +89,15 @@ def edit_sidebar() -> None:
 
 def require_access() -> None:
     """On a shared server with WORKBENCH_PASSWORD set, ask for it once per session (constant-time
-    comparison); without it the app is open (a laptop, or a server behind Streamlit's OIDC login)."""
+    comparison); with WORKBENCH_OIDC=1, require Streamlit's OIDC login ([auth] in secrets.toml);
+    with neither the app is open (a laptop)."""
     import hmac
     import os
 
+    if os.environ.get("WORKBENCH_OIDC") and not st.user.is_logged_in:
+        st.info("This workbench server asks you to log in (OIDC, configured in .streamlit/secrets.toml).")
+        st.button("Log in", on_click=st.login)
+        st.stop()
     password = os.environ.get("WORKBENCH_PASSWORD", "")
     if not password or st.session_state.get("access_granted"):
         return
