@@ -27,12 +27,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from workbench.benchmark.devbench import load_devbench  # noqa: E402
+from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
-from workbench.edits.methods import METHODS  # noqa: E402
+from workbench.edits.methods import METHODS, erase  # noqa: E402
 from workbench.edits.overlay import apply_overlay, compile_spec, resolve_attr  # noqa: E402
-from workbench.edits.spec import EditSpec, ModelRef  # noqa: E402
+from workbench.edits.pisces_search import local_sae_loader  # noqa: E402
 from workbench.evaluate import evaluate  # noqa: E402
 from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
 from workbench.progress import TqdmProgress  # noqa: E402
@@ -53,11 +54,10 @@ def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
 def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
     t0 = time.perf_counter()
-    ops, payload = METHODS[method](bundle, corpus, facts, TqdmProgress())
+    result = erase(bundle, corpus, concept, method, facts=facts, progress=TqdmProgress())
     edit_s = time.perf_counter() - t0
-    spec = EditSpec(name=f"{method}:{concept}", model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
-                    operations=ops, notes=f"bench/erasure.py {method}")
-    overlay = compile_spec(spec, bundle, payload=payload or None)
+    overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
+                           payload=result.payload or None)
     n_weights = sum(int((t != b).sum()) for t, b in _changed(bundle, overlay))
     t1 = time.perf_counter()
     card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay))

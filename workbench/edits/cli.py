@@ -50,6 +50,7 @@ def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]
     """Bundle, spec, payload and compiled overlay; every failure is a UserError sentence."""
     from workbench.cli import UserError, load_bundle_for
     from workbench.edits.overlay import compile_spec
+    from workbench.edits.pisces_search import local_sae_loader
     from workbench.edits.spec import SpecError, load_spec
 
     path = Path(path_text)
@@ -63,10 +64,10 @@ def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]
         spec, payload = load_spec(path)
     except SpecError as err:
         raise UserError(str(err)) from err
-    _, bundle = load_bundle_for(args)
+    settings, bundle = load_bundle_for(args)
     try:
         spec.validate_for(bundle, payload=payload)
-        overlay = compile_spec(spec, bundle, payload=payload or None)
+        overlay = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir), payload=payload or None)
     except (SpecError, ValueError) as err:
         raise UserError(str(err)) from err
     return bundle, spec, payload, overlay
@@ -91,6 +92,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from workbench.edits.facts import FactSet
     from workbench.edits.methods import erase
     from workbench.edits.overlay import apply_overlay, compile_spec
+    from workbench.edits.pisces_search import local_sae_loader
     from workbench.edits.spec import save_spec
     from workbench.evaluate import evaluate
     from workbench.progress import TqdmProgress
@@ -101,7 +103,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     except KeyError as err:
         raise UserError(err.args[0]) from err
     facts = FactSet.from_json(Path(args.facts).read_text()) if args.facts else None
-    _, bundle = load_bundle_for(args)
+    settings, bundle = load_bundle_for(args)
     progress = TqdmProgress()
     result = erase(bundle, corpus, args.concept, args.method, facts=facts, steps=args.steps, progress=progress)
     progress.close()
@@ -114,7 +116,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
           + (f", payload {spec.payload.file}" if spec.payload else "") + f") in {result.seconds:.0f} s; "
           f"fact set ({len(result.facts.facts)} facts, editable) in {facts_path}")
     if not args.no_eval:
-        overlay = compile_spec(spec, bundle, payload=result.payload or None)
+        overlay = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir),
+                               payload=result.payload or None)
         card = evaluate(bundle, args.concept, edit_context=lambda: apply_overlay(bundle, overlay), corpus=corpus)
         print_scorecard(card)
         out.with_suffix(".scorecard.json").write_text(card.to_json())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,16 +25,26 @@ from workbench.edits.optimise import (
     select_rows,
     to_operation,
 )
-from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection
+from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection, SaeRef
 from workbench.models import ModelBundle, layout
 from workbench.progress import NullProgress, Progress
 
-Method = Callable[[ModelBundle, Corpus, FactSet, Progress], tuple[list[Any], dict[str, torch.Tensor]]]
+
+@dataclass
+class MethodOutput:
+    """What a method contributes to a spec: operations, payload tensors, the SAE it used."""
+
+    operations: list[Any]
+    payload: dict[str, torch.Tensor] = field(default_factory=dict)
+    sae: SaeRef | None = None
+
+
+Method = Callable[[ModelBundle, Corpus, FactSet, Progress], MethodOutput]
 DEFAULT_METHOD = "optimise-both"
 
 
 def _optimise(target: str, steps: int | None = None) -> Method:
-    def run(bundle: ModelBundle, corpus: Corpus, facts: FactSet, progress: Progress) -> tuple[list[Any], dict[str, torch.Tensor]]:
+    def run(bundle: ModelBundle, corpus: Corpus, facts: FactSet, progress: Progress) -> MethodOutput:
         cfg = OptimiseConfig(target=target).fitted(bundle.n_layers)  # type: ignore[arg-type]
         if steps is not None:
             from dataclasses import replace
@@ -42,20 +52,20 @@ def _optimise(target: str, steps: int | None = None) -> Method:
             cfg = replace(cfg, steps=steps)
         result = optimise_value_vectors(bundle, facts, corpus, cfg, progress=progress)
         op, payload = to_operation(result, cfg)
-        return [op], payload
+        return MethodOutput([op], payload)
 
     return run
 
 
-def ablate_contrast_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, progress: Progress) -> tuple[list[Any], dict[str, torch.Tensor]]:
+def ablate_contrast_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, progress: Progress) -> MethodOutput:
     """Zero the 256 value vectors of layers 2-8 with the largest activation contrast (ConceptVectors-style)."""
     cfg = OptimiseConfig(target="facts", layers=(2, 3, 4, 5, 6, 7, 8)).fitted(bundle.n_layers)
     progress.stage("selecting rows by activation contrast")
     rows = select_rows(bundle, facts, retain_documents(corpus, facts, cfg), None, cfg)
-    return [AblateValueVectors(layer=layer, neurons=idx, mode="zero") for layer, idx in rows.items()], {}
+    return MethodOutput([AblateValueVectors(layer=layer, neurons=idx, mode="zero") for layer, idx in rows.items()])
 
 
-def project_concept_direction(bundle: ModelBundle, corpus: Corpus, facts: FactSet, progress: Progress) -> tuple[list[Any], dict[str, torch.Tensor]]:
+def project_concept_direction(bundle: ModelBundle, corpus: Corpus, facts: FactSet, progress: Progress) -> MethodOutput:
     """Project the concept-vs-neutral difference of the layer-6 MLP output (residual
     coordinates) out of the value vectors of layers 2-6, rows with large cosine only (tau 0.5)."""
     cfg = OptimiseConfig()
@@ -67,14 +77,24 @@ def project_concept_direction(bundle: ModelBundle, corpus: Corpus, facts: FactSe
     direction = (c_mean[layer] - n_mean[layer]) @ layout.w_out(bundle.hf_model, layer).detach().float()
     direction = direction / direction.norm()
     layers = list(range(min(2, layer), layer + 1))
-    return [ProjectOutDirection(layers=layers, direction=direction.tolist(), alpha=1.0, tau=0.5)], {}
+    return MethodOutput([ProjectOutDirection(layers=layers, direction=direction.tolist(), alpha=1.0, tau=0.5)])
 
 
 OPTIMISE_TARGETS = {"optimise-both": "both", "optimise-facts": "facts", "optimise-repr": "representation"}
+def pisces_features(bundle: ModelBundle, corpus: Corpus, facts: FactSet, progress: Progress) -> MethodOutput:
+    """PISCES closed form with the newest local layer-6 SAE (candidates, signs, tau x mu search)."""
+    from workbench.config import Settings
+    from workbench.edits.pisces_search import pisces_erase
+
+    result = pisces_erase(bundle, corpus, facts, Settings.from_env().saes_dir, progress=progress)
+    return MethodOutput(list(result.spec.operations), sae=result.spec.sae)
+
+
 METHODS: dict[str, Method] = {
     **{name: _optimise(target) for name, target in OPTIMISE_TARGETS.items()},
     "ablate": ablate_contrast_rows,
     "project": project_concept_direction,
+    "pisces": pisces_features,
 }
 
 
@@ -102,11 +122,12 @@ def erase(
     facts = facts or build_fact_set(bundle, corpus, concept, progress=progress)
     run = _optimise(OPTIMISE_TARGETS[method], steps) if steps is not None and method in OPTIMISE_TARGETS \
         else METHODS[method]
-    ops, payload = run(bundle, corpus, facts, progress)
+    out = run(bundle, corpus, facts, progress)
     spec = EditSpec(
         name=f"erase {facts.concept} ({method})",
         model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
-        operations=ops,
+        sae=out.sae,
+        operations=out.operations,
         notes=f"workbench erase --concept {facts.concept!r} --method {method}; {len(facts.facts)} facts",
     )
-    return EraseResult(spec=spec, payload=payload, facts=facts, seconds=time.perf_counter() - t0)
+    return EraseResult(spec=spec, payload=out.payload, facts=facts, seconds=time.perf_counter() - t0)

@@ -364,7 +364,7 @@ def optimise_value_vectors(
             pick = rng.sample(range(len(retain_texts)), min(cfg.retain_batch, len(retain_texts)))
             r_ids, r_mask = _retain_positions(retain_enc, pick, cfg.retain_positions, rng)
             with torch.no_grad():
-                base_logp = _selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+                base_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
             with torch.enable_grad(), delta_hooks(bundle, rows, deltas):
                 if targets is not None and fact_train:
                     pick = rng.sample(fact_train, min(cfg.concept_batch, len(fact_train)))
@@ -376,7 +376,7 @@ def optimise_value_vectors(
                     rl = _repr_loss(bundle, frames, pick, cfg.repr_layer)
                     loss = loss + cfg.repr_weight * rl
                     logs["repr"] = float(rl)
-                edited_logp = _selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+                edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
                 kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
                 loss = loss + cfg.kl_weight * kl
                 logs["kl"] = float(kl)
@@ -414,7 +414,7 @@ def _split_facts(targets: FactTargets, val_fraction: float, seed: int) -> tuple[
     return with_targets[n_val:], with_targets[:n_val] or with_targets[:1]
 
 
-def _selected_logits(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def selected_logits(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     hidden = final_hidden(bundle, ids)
     return logits_at(bundle, hidden[mask])
 
@@ -425,7 +425,7 @@ def _unlikelihood(bundle: ModelBundle, targets: FactTargets, pick: Sequence[int]
     width = int(targets.attention_mask[list(pick)].sum(1).max())
     ids, tgt = ids[:, :width], tgt[:, :width]
     mask = tgt >= 0
-    logp = _selected_logits(bundle, ids, mask).log_softmax(-1)
+    logp = selected_logits(bundle, ids, mask).log_softmax(-1)
     p = logp.gather(-1, tgt[mask].unsqueeze(-1)).squeeze(-1).exp()
     return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
 
@@ -434,7 +434,7 @@ def _target_prob(bundle: ModelBundle, targets: FactTargets, pick: Sequence[int])
     ids = targets.input_ids[list(pick)]
     tgt = targets.targets[list(pick)]
     mask = tgt >= 0
-    probs = _selected_logits(bundle, ids, mask).softmax(-1)
+    probs = selected_logits(bundle, ids, mask).softmax(-1)
     return probs.gather(-1, tgt[mask].unsqueeze(-1)).mean()
 
 

@@ -1,0 +1,183 @@
+"""PISCES erasure pipeline (METHODS 2(b)): candidate features with their evidence, neuron
+signs, a default selection and a small tau x mu search, ending in a remove_sae_features spec.
+
+Candidates are ranked by activation contrast on the fact set vs retain text (FINDINGS: vocab
+projection alone finds no concept features in a small SAE here); each carries its vocab match
+to the concept tokens and the effect of removing it alone (tau 0.9, mu 16) on the fact set's
+concept-token probability. The search scores HM(efficacy, specificity) with efficacy = the
+relative drop of that probability and specificity = exp(-KL(base || edited)) on retain text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.corpus import Corpus
+from workbench.edits.facts import FactSet, FactTargets, fact_targets
+from workbench.edits.optimise import OptimiseConfig, retain_documents, selected_logits
+from workbench.edits.overlay import apply_overlay, compile_spec
+from workbench.edits.spec import EditSpec, ModelRef, RemoveSaeFeatures, SaeRef, sae_sha256
+from workbench.lenses.vocab import project_topk
+from workbench.models import ModelBundle, layout
+from workbench.progress import NullProgress, Progress
+
+
+@dataclass
+class FeatureCandidate:
+    feature: int
+    act_concept: float  # mean activation on fact-set tokens
+    act_neutral: float  # mean activation on retain tokens
+    vocab_hits: int  # concept tokens among the decoder direction's top-50 tokens
+    removal_effect: float = float("nan")  # relative change of concept-token prob when removed alone
+    selected: bool = False
+    dropped_by: str = ""
+
+
+@dataclass
+class PiscesResult:
+    spec: EditSpec
+    candidates: list[FeatureCandidate]
+    grid: list[dict[str, float]]
+
+
+def find_local_sae(saes_dir: Path, model_id: str, layer: int) -> Path:
+    """The newest local SAE folder for this model and layer (trained by `sae train`)."""
+    folders = sorted((p for p in Path(saes_dir).glob(f"{model_id}.l{layer}.*") if p.is_dir()
+                      and (p / "sae_weights.safetensors").exists()), key=lambda p: p.stat().st_mtime)
+    if not folders:
+        raise FileNotFoundError(f"No local SAE for {model_id} layer {layer} in {saes_dir}; "
+                                f"train one with `python -m workbench sae train --layer {layer}`.")
+    return folders[-1]
+
+
+def _feature_means(bundle: ModelBundle, sae: Any, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """Mean SAE activation over the real tokens of a batch: [d_sae]."""
+    hook = f"blocks.{layer}.hook_mlp_out"
+    with torch.no_grad():
+        _, cache = bundle.bridge.run_with_cache(ids, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
+        keep = mask.bool().clone()
+        keep[:, 0] = False
+        return sae.encode(cache[hook][keep].float()).mean(0)
+
+
+def neuron_signs(bundle: ModelBundle, targets: FactTargets, layer: int) -> dict[int, int]:
+    """eta_i: majority sign of h_i (down_proj input) at the positions that predict a concept token."""
+    captured: dict[str, torch.Tensor] = {}
+    handle = layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
+        lambda _m, inp, _o: captured.__setitem__("h", inp[0].detach()))
+    try:
+        with torch.no_grad():
+            bundle.hf_model.model(input_ids=targets.input_ids)
+    finally:
+        handle.remove()
+    h = captured["h"][targets.targets >= 0]  # [n_positions, d_mlp]
+    votes = torch.sign(h).sum(0)
+    return {i: (1 if v >= 0 else -1) for i, v in enumerate(votes.tolist())}
+
+
+def _concept_prob(bundle: ModelBundle, targets: FactTargets) -> float:
+    mask = targets.targets >= 0
+    with torch.no_grad():
+        probs = selected_logits(bundle, targets.input_ids, mask).softmax(-1)
+    return float(probs.gather(-1, targets.targets[mask].unsqueeze(-1)).mean())
+
+
+def _retain_kl(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor, base_logp: torch.Tensor) -> float:
+    with torch.no_grad():
+        logp = selected_logits(bundle, ids, mask).log_softmax(-1)
+    return float((base_logp.exp() * (base_logp - logp)).sum(-1).mean())
+
+
+def pisces_erase(
+    bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6,
+    n_candidates: int = 8, n_select: int = 4, taus: tuple[float, ...] = (0.9, 0.7, 0.5),
+    mus: tuple[float, ...] = (8.0, 16.0, 32.0), progress: Progress = NullProgress(),
+) -> PiscesResult:
+    from workbench.sae.sources import load_local_sae
+
+    sae, sae_id, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer))
+    ref = SaeRef(id=sae_id, sha256=sae_sha256(sae))
+    targets = fact_targets(bundle, facts, corpus)
+    if targets.n_targets == 0:
+        raise ValueError("The fact set has no concept-specific tokens the base model predicts; add facts.")
+    cfg = OptimiseConfig()
+    retain = [d.text[:400] for d in retain_documents(corpus, facts, cfg)[:24]]
+    enc = bundle.tokenizer(retain, return_tensors="pt", padding=True, truncation=True, max_length=64, padding_side="right")
+    r_ids, r_mask = enc["input_ids"], enc["attention_mask"].bool()
+    r_mask[:, 0] = False
+    with torch.no_grad():
+        base_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+    base_prob = _concept_prob(bundle, targets)
+
+    progress.stage("PISCES: candidate features by activation contrast")
+    act_c = _feature_means(bundle, sae, targets.input_ids, targets.attention_mask, layer)
+    act_n = _feature_means(bundle, sae, r_ids, enc["attention_mask"], layer)
+    order = (act_c - act_n).argsort(descending=True)[:n_candidates].tolist()
+    concept_ids = set(targets.targets[targets.targets >= 0].tolist())
+    w_dec = sae.W_dec.detach().float()[order] * layout.final_gain(bundle.hf_model)
+    proj = project_topk(w_dec, layout.unembed(bundle.hf_model), k=50)
+    candidates = [FeatureCandidate(f, float(act_c[f]), float(act_n[f]),
+                                   len(concept_ids & set(proj.top_ids[i].tolist())))
+                  for i, f in enumerate(order)]
+    signs = neuron_signs(bundle, targets, layer)
+    model_ref = ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256)
+
+    def loader(_ref: SaeRef, _layer: int) -> Any:
+        return sae
+
+    def spec_for(features: list[int], tau: float, mu: float) -> EditSpec:
+        return EditSpec(name=f"pisces {facts.concept}", model=model_ref, sae=ref, operations=[
+            RemoveSaeFeatures(layer=layer, features=features, tau=tau, mu=mu, neuron_signs=signs)])
+
+    progress.stage("PISCES: removing each candidate alone (tau 0.9, mu 16)", total=len(candidates))
+    for c in candidates:
+        overlay = compile_spec(spec_for([c.feature], 0.9, 16.0), bundle, sae_loader=loader)
+        with apply_overlay(bundle, overlay):
+            c.removal_effect = _concept_prob(bundle, targets) / max(base_prob, 1e-9) - 1.0
+        if c.act_concept <= 0:
+            c.dropped_by = "never fires on the concept text"
+        elif c.removal_effect >= 0:
+            c.dropped_by = "removing it does not lower the concept tokens"
+        progress.advance(1)
+    kept = sorted((c for c in candidates if not c.dropped_by), key=lambda c: c.removal_effect)[:n_select]
+    for c in kept:
+        c.selected = True
+    if not kept:
+        raise ValueError("No candidate feature lowers the concept tokens when removed; this SAE has no "
+                         "usable feature for the concept (see the candidate table).")
+    features = [c.feature for c in kept]
+    grid: list[dict[str, float]] = []
+    progress.stage("PISCES: tau x mu search", total=len(taus) * len(mus))
+    for tau in taus:
+        for mu in mus:
+            overlay = compile_spec(spec_for(features, tau, mu), bundle, sae_loader=loader)
+            with apply_overlay(bundle, overlay):
+                prob = _concept_prob(bundle, targets)
+                kl = _retain_kl(bundle, r_ids, r_mask, base_logp)
+            efficacy = max(0.0, 1.0 - prob / max(base_prob, 1e-9))
+            specificity = math.exp(-kl)
+            score = 0.0 if efficacy <= 0 else 2 / (1 / efficacy + 1 / specificity)
+            grid.append({"tau": tau, "mu": mu, "concept_prob": prob, "kl": kl, "efficacy": efficacy,
+                         "specificity": specificity, "score": score, "rows": float(len(overlay.rows))})
+            progress.advance(1)
+    best = max(grid, key=lambda g: g["score"])
+    return PiscesResult(spec=spec_for(features, best["tau"], best["mu"]), candidates=candidates, grid=grid)
+
+
+def local_sae_loader(saes_dir: Path) -> Any:
+    """An overlay `sae_loader` that loads a spec's SAE by id from the local SAE folder (cached)."""
+    from workbench.sae.sources import load_local_sae
+
+    cache: dict[str, Any] = {}
+
+    def load(ref: SaeRef, _layer: int) -> Any:
+        if ref.id not in cache:
+            cache[ref.id] = load_local_sae(Path(saes_dir) / ref.id)[0]
+        return cache[ref.id]
+
+    return load
