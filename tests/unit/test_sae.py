@@ -268,3 +268,31 @@ def test_interrupted_catalogue_write_leaves_store_consistent(tmp_path, trained, 
                            catalogue.examples, bad_scores)
     assert store.table_counts() == before
     store.close()
+
+
+# -- PISCES erase pipeline on the tiny SAE ----------------------------------------------------------
+def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
+    from workbench.edits.facts import Fact, FactSet, split_sentences
+    from workbench.edits.overlay import apply_overlay, compile_spec
+    from workbench.edits.pisces_search import local_sae_loader, pisces_erase
+
+    corpus = load_wiki("en")
+    doc = corpus.get("Paris")
+    facts = FactSet(concept=doc.title, name="Paris", kind="place",
+                    facts=[Fact(s, "article") for s in split_sentences(doc.text)])
+    try:  # min_target_prob 0: the random tiny model gives every token a small probability
+        result = pisces_erase(tiny_bundle, corpus, facts, sae_settings.saes_dir, layer=TINY_CFG.layer,
+                              n_candidates=4, n_select=2, taus=(0.9, 0.5), mus=(8.0,), min_target_prob=0.0)
+    except ValueError as err:  # no candidate lowers the concept on a random model: a clear sentence
+        assert "No candidate feature" in str(err)
+        pytest.skip("no candidate lowered the concept on the random tiny model")
+    assert len(result.candidates) == 4 and len(result.grid) == 2
+    assert all(c.dropped_by or c.selected or c.removal_effect == c.removal_effect for c in result.candidates)
+    op = result.spec.operations[0]
+    assert op.kind == "remove_sae_features" and op.neuron_signs
+    overlay = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
+    before = {n: p.detach().clone() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
+    with apply_overlay(tiny_bundle, overlay):
+        pass
+    after = {n: p.detach() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
+    assert all(torch.equal(before[n], after[n]) for n in before)

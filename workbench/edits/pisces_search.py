@@ -96,13 +96,14 @@ def _retain_kl(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor, base_
 def pisces_erase(
     bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6,
     n_candidates: int = 8, n_select: int = 4, taus: tuple[float, ...] = (0.9, 0.7, 0.5),
-    mus: tuple[float, ...] = (8.0, 16.0, 32.0), progress: Progress = NullProgress(),
+    mus: tuple[float, ...] = (8.0, 16.0, 32.0), min_target_prob: float = 0.05,
+    progress: Progress = NullProgress(),
 ) -> PiscesResult:
     from workbench.sae.sources import load_local_sae
 
     sae, sae_id, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer))
     ref = SaeRef(id=sae_id, sha256=sae_sha256(sae))
-    targets = fact_targets(bundle, facts, corpus)
+    targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
     if targets.n_targets == 0:
         raise ValueError("The fact set has no concept-specific tokens the base model predicts; add facts.")
     cfg = OptimiseConfig()
