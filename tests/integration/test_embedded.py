@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from workbench.lenses import vocab
 from workbench.lenses.tokens import clean_token_mask, vocab_strings
 from workbench.models import layout
-
-import pytest
 
 pytestmark = pytest.mark.integration
 
