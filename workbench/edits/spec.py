@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from workbench import __version__
 from workbench.config import REPO_ROOT
+from workbench.models.hashing import file_sha256
 
 if TYPE_CHECKING:
     from workbench.models import ModelBundle
@@ -365,14 +366,6 @@ def check_sae(ref: SaeRef, sae: Any, where: str = "spec") -> None:
 
 
 # -------------------------------------------------------------------- files
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_spec(spec: EditSpec, path: Path, payload: dict[str, torch.Tensor] | None = None) -> EditSpec:
     """Write spec JSON (and its payload as `<stem>.payload.safetensors` beside it); returns the
     spec with the payload reference (name, sha256) filled in. Files are written via a temp name

@@ -10,6 +10,15 @@ from pathlib import Path
 import torch
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def tensor_sha256(t: torch.Tensor) -> str:
     """SHA-256 of a tensor's values as contiguous float32 little-endian bytes."""
     data = t.detach().to(torch.float32).contiguous().cpu().numpy()

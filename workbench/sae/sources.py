@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from workbench.models.hashing import file_sha256
+
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
@@ -20,14 +22,6 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 class SAELoadError(RuntimeError):
     """An SAE could not be loaded; the message says what to do."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_sae_folder(path: Path) -> None:
