@@ -12,7 +12,7 @@ import torch
 from workbench.cli import main
 from workbench.config import Settings
 from workbench.corpus import load_wiki
-from workbench.edits.methods import METHODS, erase
+from workbench.edits.erase import METHODS, EraseOptions, erase
 from workbench.edits.overlay import apply_overlay, compile_spec
 from workbench.edits.spec import load_spec
 
@@ -33,11 +33,21 @@ def test_erase_writes_a_spec_that_applies_and_exports(cli_cache: str, tmp_path: 
     assert spec.operations and spec.operations[0].kind == "ablate_value_vectors"
     facts = json.loads(out.with_suffix(".facts.json").read_text())
     assert facts["concept"] == "Harry Potter" and facts["facts"]
+    printed = capsys.readouterr().out
+    assert "Candidates (top 10" in printed and "contrast z" in printed
     assert run(cli_cache, "apply", str(out), "--prompt", "Harry Potter is", "--max-new-tokens", "4") == 0
     assert "edited:" in capsys.readouterr().out
+    assert run(cli_cache, "evaluate", str(out), "--concept", "Harry Potter", "--json", str(tmp_path / "card.json")) == 0
+    assert "Scorecard: Harry Potter" in capsys.readouterr().out
+    assert json.loads((tmp_path / "card.json").read_text())["concept"]
+    assert run(cli_cache, "evaluate", str(out), "--concept", "Harry Pottr") == 2
+    assert "Did you mean" in capsys.readouterr().err
     ckpt = tmp_path / "ckpt"
     assert run(cli_cache, "export-checkpoint", str(out), "--out", str(ckpt)) == 0
     assert (ckpt / "model.safetensors").exists() or list(ckpt.glob("*.safetensors"))
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(ckpt).config.num_hidden_layers == 4  # plain transformers loads it
 
 
 @pytest.mark.parametrize("content,suffix,message", [
@@ -61,6 +71,9 @@ def test_spec_for_another_model_is_refused(cli_cache: str, tmp_path: Path, capsy
     out.write_text(json.dumps(raw))
     assert run(cli_cache, "apply", str(out), "--prompt", "x") == 2
     assert "weights" in capsys.readouterr().err.lower()
+    assert run(cli_cache, "evaluate", str(out), "--concept", "Harry Potter") == 2
+    assert "weights" in capsys.readouterr().err.lower()
+    assert run(cli_cache, "export-checkpoint", str(out), "--out", str(tmp_path / "ckpt")) == 2
 
 
 def test_unknown_concept_suggests_titles(cli_cache: str, tmp_path: Path, capsys):
@@ -70,7 +83,7 @@ def test_unknown_concept_suggests_titles(cli_cache: str, tmp_path: Path, capsys)
 
 @pytest.mark.parametrize("method", ["ablate", "project"])
 def test_methods_change_only_what_they_claim(tiny_bundle, method: str):
-    result = erase(tiny_bundle, load_wiki("en"), "Paris", method=method)
+    result = erase(tiny_bundle, load_wiki("en"), "Paris", method=method, options=EraseOptions(score=False))
     overlay = compile_spec(result.spec, tiny_bundle, payload=result.payload or None)
     ids = tiny_bundle.tokenizer(["Paris is the capital of France"], return_tensors="pt").input_ids
     with torch.no_grad():

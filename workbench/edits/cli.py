@@ -1,6 +1,6 @@
 """CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint` (loaded by workbench/cli.py).
 
-The same library calls as the app's Edit & preview page: methods.erase, spec.save_spec /
+The same library calls as the app's Edit & preview page: erase.erase, spec.save_spec /
 load_spec, overlay.compile_spec, generate.stream_generate, evaluate.evaluate,
 export.export_checkpoint.
 """
@@ -16,13 +16,15 @@ from workbench.models.safety import refuse_pickle_file
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from workbench.edits.methods import DEFAULT_METHOD, METHODS
+    from workbench.edits.erase import DEFAULT_METHOD, METHODS
 
     p = sub.add_parser("erase", help="erase a corpus concept: fact set -> edit spec (+ payload) -> scorecard")
     p.add_argument("--concept", required=True, help="a title of the embedded corpus, e.g. 'Harry Potter'")
     p.add_argument("--out", required=True, help="where to write the spec JSON (payload goes beside it)")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
-    p.add_argument("--steps", type=int, help="optimisation steps (optimise-* methods)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                   help=f"erasure method (default {DEFAULT_METHOD}; pisces needs a local layer-6 SAE)")
+    p.add_argument("--steps", type=int, help="optimisation steps (method optimise)")
+    p.add_argument("--candidates", type=int, default=10, help="candidate rows/features to print")
     p.add_argument("--facts", help="a fact-set JSON (edited by hand) instead of building one")
     p.add_argument("--no-eval", action="store_true", help="skip the scorecard")
     p.set_defaults(func=cmd_erase)
@@ -86,15 +88,25 @@ def print_scorecard(card: Any) -> None:
         print(f"\n  prompt: {g['prompt']}\n  before: {g['before']}\n  after:  {g['after']}")
 
 
+def print_candidates(candidates: list[Any], n: int) -> None:
+    from dataclasses import asdict
+
+    if not candidates or n <= 0:
+        return
+    rows = [asdict(c) for c in candidates[:n]]
+    cols = list(rows[0])
+    print(f"\nCandidates (top {len(rows)} of {len(candidates)}):")
+    print("  " + "  ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print("  " + "  ".join(f"{r[c]:>14.4g}" if isinstance(r[c], float) else f"{str(r[c]):>14}" for c in cols))
+
+
 def cmd_erase(args: argparse.Namespace) -> int:
     from workbench.cli import UserError, load_bundle_for
     from workbench.corpus import load_wiki
+    from workbench.edits.erase import EraseOptions, erase
     from workbench.edits.facts import FactSet
-    from workbench.edits.methods import erase
-    from workbench.edits.overlay import apply_overlay, compile_spec
-    from workbench.edits.pisces_search import local_sae_loader
     from workbench.edits.spec import save_spec
-    from workbench.evaluate import evaluate
     from workbench.progress import TqdmProgress
 
     corpus = load_wiki("en")
@@ -102,25 +114,33 @@ def cmd_erase(args: argparse.Namespace) -> int:
         corpus.get(args.concept)
     except KeyError as err:
         raise UserError(err.args[0]) from err
-    facts = FactSet.from_json(Path(args.facts).read_text()) if args.facts else None
-    settings, bundle = load_bundle_for(args)
+    facts = None
+    if args.facts:
+        try:
+            facts = FactSet.from_json(Path(args.facts).read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"Cannot read the fact set {args.facts}: {err}") from err
+    _, bundle = load_bundle_for(args)
     progress = TqdmProgress()
-    result = erase(bundle, corpus, args.concept, args.method, facts=facts, steps=args.steps, progress=progress)
-    progress.close()
+    try:
+        result = erase(bundle, corpus, args.concept, args.method, progress, fact_set=facts,
+                       options=EraseOptions(steps=args.steps, score=not args.no_eval))
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    finally:
+        progress.close()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     spec = save_spec(result.spec, out, payload=result.payload or None)
     facts_path = out.with_suffix(".facts.json")
-    facts_path.write_text(result.facts.to_json())
+    facts_path.write_text(result.fact_set.to_json())
     print(f"wrote {out} ({len(spec.operations)} operation(s)"
           + (f", payload {spec.payload.file}" if spec.payload else "") + f") in {result.seconds:.0f} s; "
-          f"fact set ({len(result.facts.facts)} facts, editable) in {facts_path}")
-    if not args.no_eval:
-        overlay = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir),
-                               payload=result.payload or None)
-        card = evaluate(bundle, args.concept, edit_context=lambda: apply_overlay(bundle, overlay), corpus=corpus)
-        print_scorecard(card)
-        out.with_suffix(".scorecard.json").write_text(card.to_json())
+          f"fact set ({len(result.fact_set.facts)} facts, editable) in {facts_path}")
+    print_candidates(result.candidates, args.candidates)
+    if result.scorecard is not None:
+        print_scorecard(result.scorecard)
+        out.with_suffix(".scorecard.json").write_text(result.scorecard.to_json())
     return 0
 
 
@@ -146,11 +166,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from workbench.cli import UserError
     from workbench.edits.overlay import apply_overlay
     from workbench.evaluate import evaluate
 
     bundle, _, _, overlay = _load(args, args.spec)
-    card = evaluate(bundle, args.concept, edit_context=lambda: apply_overlay(bundle, overlay))
+    try:
+        card = evaluate(bundle, args.concept, edit_context=lambda: apply_overlay(bundle, overlay))
+    except KeyError as err:
+        raise UserError(err.args[0] if err.args else f"Unknown concept {args.concept!r}.") from err
     print_scorecard(card)
     if args.json:
         Path(args.json).write_text(card.to_json())

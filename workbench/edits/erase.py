@@ -1,0 +1,218 @@
+"""The concept-erasure pipeline: corpus concept -> fact set -> method -> EditSpec (+ payload)
+-> candidate table -> scorecard.
+
+    result = erase(bundle, corpus, "Harry Potter")               # method "optimise" (default)
+    save_spec(result.spec, "hp.json", payload=result.payload or None)
+
+Methods (METHODS.md section 2):
+  optimise  localized optimisation of ~256 value vectors, fact + representation targets together
+            (OptimiseConfig target 'both'); one OptimiseValueVectors op + a payload of deltas.
+            The best method on the dev benchmark (bench/erasure.py).
+  pisces    2(b) with the newest local layer-6 SAE: candidate features with their evidence, neuron
+            signs at concept-token positions, a default selection, a tau x mu search on
+            HM(efficacy, specificity). Needs `python -m workbench sae train --layer 6` first.
+  ablate    zero the value vectors with the largest concept-vs-neutral activation contrast.
+  project   project the concept's difference-of-means direction out of W_out (2(d)).
+
+Every method returns a candidate table of plain dataclasses (rows or SAE features, with the
+evidence that chose them) so the app and CLI can show why the edit touches what it touches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.corpus import Corpus
+from workbench.edits.facts import FactSet, build_fact_set
+from workbench.edits.optimise import (
+    OptimiseConfig,
+    contrast_rows,
+    mlp_hidden_means,
+    optimise_value_vectors,
+    retain_documents,
+    to_operation,
+)
+from workbench.edits.overlay import apply_overlay, compile_spec
+from workbench.edits.pisces_search import FeatureCandidate
+from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection, SaeRef
+from workbench.evaluate import EvalOptions, Scorecard, evaluate
+from workbench.models import ModelBundle, layout
+from workbench.progress import NullProgress, Progress
+
+DEFAULT_METHOD = "optimise"
+ABLATE_LAYERS = (2, 3, 4, 5, 6, 7, 8)
+PROJECT_LAYER = 6  # difference of means taken at this layer's MLP, projected out of layers 2..6
+PROJECT_TAU = 0.5
+
+
+@dataclass
+class RowCandidate:
+    """One value vector (W_out row) a method considered, with the number that ranked it."""
+
+    layer: int
+    neuron: int
+    score: float
+    evidence: str  # what `score` is, e.g. "contrast z", "|delta| / |v|", "|cos(v~, u)| / max"
+    selected: bool = True
+
+
+Candidate = RowCandidate | FeatureCandidate
+
+
+@dataclass
+class EraseOptions:
+    """Knobs of the pipeline; defaults are what the CLI and app use."""
+
+    steps: int | None = None  # optimisation steps ('optimise'); None = OptimiseConfig default
+    optimise: OptimiseConfig | None = None  # full config for 'optimise'; None = target 'both', fitted
+    n_rows: int = 256  # rows edited by 'optimise' and 'ablate'
+    runners_up: int = 32  # unselected rows listed after the selected ones ('ablate')
+    saes_dir: Path | None = None  # where 'pisces' finds its SAE; None = Settings.from_env().saes_dir
+    pisces: dict[str, Any] = field(default_factory=dict)  # pisces_erase overrides (layer, taus, mus, ...)
+    score: bool = True  # run the scorecard (evaluate) at the end
+    eval_options: EvalOptions = field(default_factory=EvalOptions)
+
+
+@dataclass
+class MethodRun:
+    operations: list[Any]
+    payload: dict[str, torch.Tensor] = field(default_factory=dict)
+    candidates: list[Any] = field(default_factory=list)
+    sae: SaeRef | None = None
+    sae_loader: Callable[[SaeRef, int], Any] | None = None
+    grid: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class EraseResult:
+    spec: EditSpec
+    payload: dict[str, torch.Tensor]  # safetensors payload of the spec ({} for weight-free ops)
+    fact_set: FactSet
+    candidates: list[Any]  # RowCandidate or FeatureCandidate rows, selected first
+    scorecard: Scorecard | None
+    grid: list[dict[str, float]] = field(default_factory=list)  # PISCES tau x mu search
+    seconds: float = 0.0
+
+    def candidate_rows(self) -> list[dict[str, Any]]:
+        """The candidate table as plain dicts (UI tables, JSON)."""
+        from dataclasses import asdict
+
+        return [asdict(c) for c in self.candidates]
+
+
+MethodFn = Callable[[ModelBundle, Corpus, FactSet, EraseOptions, Progress], MethodRun]
+
+
+def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    cfg = opts.optimise or replace(OptimiseConfig(target="both").fitted(bundle.n_layers), n_rows=opts.n_rows)
+    if opts.steps is not None:
+        cfg = replace(cfg, steps=opts.steps)
+    result = optimise_value_vectors(bundle, facts, corpus, cfg, progress=progress)
+    op, payload = to_operation(result, cfg)
+    candidates = []
+    for layer, rows in result.rows.items():
+        v = layout.w_out(bundle.hf_model, layer).detach().float()[rows]  # [r, d]
+        rel = result.deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [r]
+        candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(rows, rel.tolist(), strict=True)]
+    candidates.sort(key=lambda c: -c.score)
+    return MethodRun([op], payload, candidates)
+
+
+def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    cfg = OptimiseConfig(target="facts", layers=ABLATE_LAYERS).fitted(bundle.n_layers)
+    progress.stage("ablate: activation contrast, concept vs neutral text")
+    retain = [d.text for d in retain_documents(corpus, facts, cfg)]
+    n_mean, n_std = mlp_hidden_means(bundle, retain, list(cfg.layers), cfg.max_len)
+    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), list(cfg.layers), cfg.max_len)
+    scores = contrast_rows(c_mean, n_mean, n_std, opts.n_rows)
+    flat = sorted(((float(s), layer, i) for layer, z in scores.items() for i, s in enumerate(z.tolist())), reverse=True)
+    candidates = [RowCandidate(layer, i, s, "contrast z", selected=k < opts.n_rows)
+                  for k, (s, layer, i) in enumerate(flat[: opts.n_rows + opts.runners_up])]
+    rows: dict[int, list[int]] = {}
+    for c in candidates:
+        if c.selected:
+            rows.setdefault(c.layer, []).append(c.neuron)
+    ops = [AblateValueVectors(layer=layer, neurons=sorted(idx), mode="zero") for layer, idx in sorted(rows.items())]
+    return MethodRun(ops, candidates=candidates)
+
+
+def _project(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    cfg = OptimiseConfig()
+    layer = min(PROJECT_LAYER, bundle.n_layers - 1)
+    progress.stage("project: difference of means, concept vs neutral text")
+    neutral = [d.text for d in retain_documents(corpus, facts, cfg)]
+    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), [layer], cfg.max_len)
+    n_mean, _ = mlp_hidden_means(bundle, neutral, [layer], cfg.max_len)
+    u = (c_mean[layer] - n_mean[layer]) @ layout.w_out(bundle.hf_model, layer).detach().float()  # [d_model]
+    u = u / u.norm()
+    layers = list(range(min(2, layer), layer + 1))
+    candidates = []
+    for lay in layers:  # the rows project_out will edit: |cos(gamma * v_i, u)| >= tau * max
+        vt = layout.w_out(bundle.hf_model, lay).detach().float() * layout.post_ffn_gain(bundle.hf_model, lay)  # [m, d]
+        cos = (vt @ u).abs() / vt.norm(dim=1).clamp_min(1e-12)  # [m]
+        rel = cos / cos.max()
+        candidates += [RowCandidate(lay, int(i), float(rel[i]), "|cos(v~, u)| / max") for i in
+                       torch.nonzero(rel >= PROJECT_TAU).flatten().tolist()]
+    candidates.sort(key=lambda c: -c.score)
+    op = ProjectOutDirection(layers=layers, direction=u.tolist(), alpha=1.0, tau=PROJECT_TAU)
+    return MethodRun([op], candidates=candidates)
+
+
+def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    from workbench.config import Settings
+    from workbench.edits.pisces_search import local_sae_loader, pisces_erase
+
+    saes_dir = opts.saes_dir or Settings.from_env().saes_dir
+    result = pisces_erase(bundle, corpus, facts, saes_dir, progress=progress, **opts.pisces)
+    candidates = sorted(result.candidates, key=lambda c: (not c.selected, c.removal_effect))
+    return MethodRun(list(result.spec.operations), candidates=candidates, sae=result.spec.sae,
+                     sae_loader=local_sae_loader(saes_dir), grid=result.grid)
+
+
+METHODS: dict[str, MethodFn] = {"optimise": _optimise, "pisces": _pisces, "ablate": _ablate, "project": _project}
+
+
+def erase(
+    bundle: ModelBundle,
+    corpus: Corpus,
+    concept: str,
+    method: str = DEFAULT_METHOD,
+    progress: Progress = NullProgress(),
+    *,
+    fact_set: FactSet | None = None,
+    options: EraseOptions = EraseOptions(),
+) -> EraseResult:
+    """Erase one corpus concept (any title of `corpus`) with one method.
+
+    `fact_set` replaces the built one (the user may have edited it). Raises ValueError with a
+    sentence for an unknown method or a title the corpus does not have."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown erasure method {method!r}; choose one of {', '.join(METHODS)}.")
+    try:
+        corpus.get(concept)
+    except KeyError as err:
+        raise ValueError(err.args[0] if err.args else f"No corpus article titled {concept!r}.") from err
+    t0 = time.perf_counter()
+    facts = fact_set or build_fact_set(bundle, corpus, concept, progress=progress)
+    run = METHODS[method](bundle, corpus, facts, options, progress)
+    spec = EditSpec(
+        name=f"erase {facts.concept} ({method})",
+        model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
+        sae=run.sae,
+        operations=run.operations,
+        notes=f"workbench erase --concept {facts.concept!r} --method {method}; {len(facts.facts)} facts",
+    )
+    card = None
+    if options.score:
+        progress.stage("scorecard")
+        overlay = compile_spec(spec, bundle, sae_loader=run.sae_loader, payload=run.payload or None)
+        card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay), corpus=corpus,
+                        options=options.eval_options)
+    return EraseResult(spec=spec, payload=run.payload, fact_set=facts, candidates=run.candidates, scorecard=card,
+                       grid=run.grid, seconds=time.perf_counter() - t0)
