@@ -1,9 +1,12 @@
 """Edits benchmark, measured side by side in one run:
 - edited vs unedited greedy generation tokens/s through workbench.generate (target >= 0.95),
 - HF generate vs TransformerLens bridge generate tokens/s (previews must use the fast path),
-- apply + revert time of a 3-layer spec vs one forward pass (target < 0.1x).
+- apply + revert time of a 3-layer PISCES-like spec vs one forward pass (target < 0.1x): PISCES
+  (remove_sae_features) on layer 6 with the newest local SAE plus ablations on layers 4 and 8, or
+  ablations on all three when there is no local SAE,
+- wall time of `erase` end to end (fact set, method, scorecard), per stage.
 
-    python bench/edits_bench.py [--model embedded] [--tokens 24]
+    python bench/edits_bench.py [--model embedded] [--tokens 24] [--erase-steps N | --no-erase]
 """
 
 from __future__ import annotations
@@ -20,20 +23,58 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from workbench.config import Settings  # noqa: E402
 from workbench.edits.overlay import apply_overlay, compile_spec  # noqa: E402
-from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef  # noqa: E402
+from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, RemoveSaeFeatures, SaeRef  # noqa: E402
 from workbench.generate import GenerationResult, SamplingParams, stream_generate  # noqa: E402
 from workbench.models import load_bundle, parse_source  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
 
 
-def three_layer_spec(bundle) -> EditSpec:  # type: ignore[no-untyped-def]
-    layers = [min(layer, bundle.n_layers - 1) for layer in (4, 6, 8)]
-    return EditSpec(
-        name="bench 3-layer", model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
-        operations=[AblateValueVectors(layer=layer, neurons=list(range(0, 64)), mode="zero") for layer in sorted(set(layers))],
-    )
+def three_layer_spec(bundle, saes_dir: Path):  # type: ignore[no-untyped-def]
+    """(spec, sae_loader, label): PISCES on layer 6 + ablations on 4 and 8, or three ablations."""
+    from workbench.edits.pisces_search import find_local_sae, local_sae_loader
+    from workbench.edits.spec import sae_sha256
+
+    model = ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256)
+    layers = sorted({min(layer, bundle.n_layers - 1) for layer in (4, 6, 8)})
+    ablate = [AblateValueVectors(layer=layer, neurons=list(range(0, 64)), mode="zero") for layer in layers]
+    try:
+        folder = find_local_sae(saes_dir, bundle.model_id, 6)
+    except FileNotFoundError:
+        return EditSpec(name="bench 3-layer", model=model, operations=ablate), None, "ablate x3 (no local SAE)"
+    loader = local_sae_loader(saes_dir)
+    ref = SaeRef(id=folder.name, sha256="0" * 64)
+    ref = SaeRef(id=folder.name, sha256=sae_sha256(loader(ref, 6)))
+    ops = [op for op in ablate if op.layer != 6] + [RemoveSaeFeatures(layer=6, features=[0, 1, 2, 3], tau=0.7,
+                                                                         signed=False)]
+    return EditSpec(name="bench 3-layer pisces", model=model, sae=ref, operations=ops), loader, \
+        f"PISCES l6 ({folder.name}) + ablate l4, l8"
+
+
+class StageTimer:
+    """A Progress that records the wall time of each stage."""
+
+    def __init__(self) -> None:
+        self.stages: list[tuple[str, float]] = []
+        self._name: str | None = None
+        self._t = time.perf_counter()
+
+    def stage(self, name: str, total: int | None = None, unit: str = "it") -> None:
+        self.close()
+        self._name, self._t = name, time.perf_counter()
+
+    def advance(self, n: int = 1, **info: object) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._name is not None:
+            self.stages.append((self._name, time.perf_counter() - self._t))
+            self._name = None
 
 
 def gen_tps(bundle, overlay, tokens: int) -> float:  # type: ignore[no-untyped-def]
@@ -48,9 +89,16 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--tokens", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concept", default="Harry Potter")
+    parser.add_argument("--erase-method", default="optimise")
+    parser.add_argument("--erase-steps", type=int, help="optimisation steps (default: OptimiseConfig's)")
+    parser.add_argument("--no-erase", action="store_true", help="skip the end-to-end erase timing")
     args = parser.parse_args()
-    bundle = load_bundle(parse_source(args.model))
-    overlay = compile_spec(three_layer_spec(bundle), bundle)
+    settings = Settings.from_env()
+    bundle = load_bundle(parse_source(args.model), settings)
+    spec, sae_loader, label = three_layer_spec(bundle, settings.saes_dir)
+    overlay = compile_spec(spec, bundle, sae_loader=sae_loader)
+    print(f"3-layer spec: {label}")
     print(f"load avg {os.getloadavg()[0]:.1f}, torch threads {torch.get_num_threads()}")
 
     gen_tps(bundle, None, 4)  # warm-up (first call builds caches)
@@ -96,6 +144,22 @@ def main() -> None:
     print(f"apply+revert of a 3-layer spec: {swap * 1000:.1f} ms with sha256 verification, "
           f"{swap_nv * 1000:.2f} ms without; one forward pass ({ids.shape[1]} tokens) {fwd * 1000:.0f} ms; "
           f"ratio {swap / fwd:.3f} / {swap_nv / fwd:.4f} (target < 0.1)")
+
+    if not args.no_erase:
+        from workbench.corpus import load_wiki
+        from workbench.edits.erase import EraseOptions, erase
+
+        timer = StageTimer()
+        t = time.perf_counter()
+        result = erase(bundle, load_wiki("en"), args.concept, args.erase_method, timer,
+                       options=EraseOptions(steps=args.erase_steps))
+        timer.close()
+        total = time.perf_counter() - t
+        steps = result.spec.operations[0].params.get("steps_run", "-") if args.erase_method == "optimise" else "-"
+        print(f"erase {args.concept!r} --method {args.erase_method} end to end: {total:.0f} s "
+              f"(steps run {steps}; scorecard score {result.scorecard.score:.3f})" if result.scorecard else "")
+        for name, seconds in timer.stages:
+            print(f"  {seconds:7.1f} s  {name}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workbench.corpus import load_wiki
-from workbench.edits.methods import erase
+from workbench.edits.erase import EraseOptions, erase
 from workbench.edits.overlay import apply_overlay, compile_spec
 from workbench.edits.spec import load_spec, save_spec
 from workbench.models.hashing import tensor_sha256
@@ -36,7 +36,8 @@ def _greedy(bundle, prompt: str) -> int:
 
 def test_erasure_lowers_concept_and_keeps_unrelated(embedded_bundle, tmp_path: Path):
     bundle = embedded_bundle
-    result = erase(bundle, load_wiki("en"), "Harry Potter", steps=12)
+    result = erase(bundle, load_wiki("en"), "Harry Potter", options=EraseOptions(steps=12, score=False))
+    assert result.spec.operations[0].kind == "optimise_value_vectors" and result.payload
     save_spec(result.spec, tmp_path / "hp.json", payload=result.payload)
     spec, payload = load_spec(tmp_path / "hp.json")
     overlay = compile_spec(spec, bundle, payload=payload)
