@@ -95,3 +95,9 @@ def test_methods_change_only_what_they_claim(tiny_bundle, method: str):
     assert torch.equal(before, after)
     assert all(".mlp.down_proj" in name for name in overlay.tensors)
     assert method in METHODS
+
+
+def test_pisces_without_a_local_sae_says_how_to_train_one(cli_cache: str, tmp_path: Path, capsys):
+    assert run(cli_cache, "erase", "--concept", "Paris", "--method", "pisces", "--out", str(tmp_path / "p.json")) == 2
+    err = capsys.readouterr().err
+    assert "No local SAE" in err and "sae train" in err

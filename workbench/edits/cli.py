@@ -120,11 +120,12 @@ def cmd_erase(args: argparse.Namespace) -> int:
             facts = FactSet.from_json(Path(args.facts).read_text())
         except (OSError, ValueError) as err:
             raise UserError(f"Cannot read the fact set {args.facts}: {err}") from err
-    _, bundle = load_bundle_for(args)
+    settings, bundle = load_bundle_for(args)
     progress = TqdmProgress()
     try:
         result = erase(bundle, corpus, args.concept, args.method, progress, fact_set=facts,
-                       options=EraseOptions(steps=args.steps, score=not args.no_eval))
+                       options=EraseOptions(steps=args.steps, score=not args.no_eval,
+                                            saes_dir=settings.saes_dir))
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from err
     finally:
