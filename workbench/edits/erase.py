@@ -8,6 +8,9 @@ Methods (METHODS.md section 2):
   optimise  localized optimisation of ~256 value vectors, fact + representation targets together
             (OptimiseConfig target 'both'); one OptimiseValueVectors op + a payload of deltas.
             The best method on the dev benchmark (bench/erasure.py).
+  optimise-facts / optimise-repr
+            the same with only the fact (unlikelihood) or only the representation target; kept
+            so the bench can compare the two halves of the default.
   pisces    2(b) with the newest local layer-6 SAE: candidate features with their evidence, neuron
             signs at concept-token positions, a default selection, a tau x mu search on
             HM(efficacy, specificity). Needs `python -m workbench sae train --layer 6` first.
@@ -32,6 +35,7 @@ from workbench.corpus import Corpus
 from workbench.edits.facts import FactSet, build_fact_set
 from workbench.edits.optimise import (
     OptimiseConfig,
+    Target,
     contrast_rows,
     mlp_hidden_means,
     optimise_value_vectors,
@@ -109,8 +113,16 @@ class EraseResult:
 MethodFn = Callable[[ModelBundle, Corpus, FactSet, EraseOptions, Progress], MethodRun]
 
 
-def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
-    cfg = opts.optimise or replace(OptimiseConfig(target="both").fitted(bundle.n_layers), n_rows=opts.n_rows)
+def _optimise_target(target: Target) -> MethodFn:
+    def run(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+        return _optimise(bundle, corpus, facts, opts, progress, target)
+
+    return run
+
+
+def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress,
+              target: Target = "both") -> MethodRun:
+    cfg = opts.optimise or replace(OptimiseConfig(target=target).fitted(bundle.n_layers), n_rows=opts.n_rows)
     if opts.steps is not None:
         cfg = replace(cfg, steps=opts.steps)
     result = optimise_value_vectors(bundle, facts, corpus, cfg, progress=progress)
@@ -175,7 +187,14 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
                      sae_loader=local_sae_loader(saes_dir), grid=result.grid)
 
 
-METHODS: dict[str, MethodFn] = {"optimise": _optimise, "pisces": _pisces, "ablate": _ablate, "project": _project}
+METHODS: dict[str, MethodFn] = {
+    "optimise": _optimise,
+    "pisces": _pisces,
+    "ablate": _ablate,
+    "project": _project,
+    "optimise-facts": _optimise_target("facts"),
+    "optimise-repr": _optimise_target("representation"),
+}
 
 
 def erase(
