@@ -98,6 +98,15 @@ def test_revert_on_exceptions(tiny_bundle: ModelBundle, exc: BaseException) -> N
     assert all_hashes(tiny_bundle) == before
 
 
+@pytest.mark.parametrize("verify", ["restore", "full", "none"])
+def test_every_verify_mode_reverts_bit_exactly(tiny_bundle: ModelBundle, verify: str) -> None:
+    before = all_hashes(tiny_bundle)
+    ov = compile_spec(spec_for(tiny_bundle, [{"kind": "ablate_value_vectors", "layer": 1, "neurons": [0, 5]}]), tiny_bundle)
+    with apply_overlay(tiny_bundle, ov, verify=verify):  # type: ignore[arg-type]
+        assert all_hashes(tiny_bundle) != before
+    assert all_hashes(tiny_bundle) == before
+
+
 def test_prune_equals_zeroing_the_coefficient(tiny_bundle: ModelBundle) -> None:
     """Causal: pruning neuron i must equal forcing h_i = 0 (the input of down_proj) in the base."""
     layer, neurons = 2, [10, 20, 30]
@@ -249,8 +258,9 @@ def test_revert_detects_tampering(tiny_bundle: ModelBundle) -> None:
     original = param.data
     saved = original.clone()
     try:
-        with pytest.raises(OverlayError, match="Revert failed"), apply_overlay(tiny_bundle, ov):
-            # simulate a buggy caller that writes into the (swapped-out) base storage
+        with pytest.raises(OverlayError, match="Revert failed"), apply_overlay(tiny_bundle, ov, verify="full"):
+            # simulate a buggy caller that writes into the (swapped-out) base storage; only the
+            # "full" check re-hashes after the revert (the default checks the storage came back)
             original[0, 0] += 1.0
     finally:
         original.copy_(saved)

@@ -370,19 +370,19 @@ def optimise_value_vectors(
                     pick = rng.sample(fact_train, min(cfg.concept_batch, len(fact_train)))
                     ul = _unlikelihood(bundle, targets, pick)
                     loss = loss + cfg.fact_weight * ul
-                    logs["unlikelihood"] = float(ul)
+                    logs["unlikelihood"] = ul.item()
                 if frames is not None:
                     pick = rng.sample(range(len(frames.last)), min(cfg.frame_batch, len(frames.last)))
                     rl = _repr_loss(bundle, frames, pick, cfg.repr_layer)
                     loss = loss + cfg.repr_weight * rl
-                    logs["repr"] = float(rl)
+                    logs["repr"] = rl.item()
                 edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
                 kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
                 loss = loss + cfg.kl_weight * kl
-                logs["kl"] = float(kl)
+                logs["kl"] = kl.item()
                 loss.backward()
             opt.step()
-            logs["loss"] = float(loss)
+            logs["loss"] = loss.item()
             if targets is not None and fact_val and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
                 with torch.no_grad(), delta_hooks(bundle, rows, deltas):
                     val = float(_target_prob(bundle, targets, fact_val))
