@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import re
 
-import pandas as pd
 import streamlit as st
 
+from workbench.edits.overlay import compile_spec
+from workbench.edits.pisces_search import local_sae_loader
+from workbench.edits.spec import SpecError, pack_payload
 from workbench.ui import draft as drafts
 from workbench.ui import panels, resources
 
@@ -21,21 +23,14 @@ bundle, store = panels.need_bundle_and_store()
 settings = resources.settings()
 d = drafts.draft()
 
-try:
-    from workbench.edits.overlay import compile_spec
-    from workbench.edits.spec import SpecError
-except ImportError:
-    st.info("The edit engine (workbench.edits) isn't built yet; this page needs it.")
-    st.stop()
-
 # ---------------------------------------------------------------- the operation list
 n1, n2 = st.columns([1, 2])
 d.name = n1.text_input("Edit name", value=d.name, key="ed_name", max_chars=200)
 d.notes = n2.text_input("Notes", value=d.notes, key="ed_notes")
 st.subheader(f"Operations ({len(d.operations)})")
 if not d.operations:
-    st.info("Your edit is empty. Add operations from the Feature browser, Concept vectors or Neurons pages, "
-            "or import a spec below.")
+    st.info("Your edit is empty. Erase a concept on **Erase a concept**, add operations from the Feature "
+            "browser, Concept vectors or Neurons pages, or import a spec below.")
 for i, op in enumerate(list(d.operations)):
     row = st.container(border=True)
     c0, c1, c2, c3 = row.columns([8, 1, 1, 1])
@@ -82,7 +77,7 @@ def compiled() -> tuple[object, object] | None:
         return cache[1], cache[2]
     spec = d.to_spec(bundle)
     with st.spinner("Compiling the edit ..."):
-        overlay = compile_spec(spec, bundle)
+        overlay = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir), payload=d.payload or None)
     st.session_state["ed_compiled"] = (key, spec, overlay)
     return spec, overlay
 
@@ -153,10 +148,7 @@ else:
         panels.job_panel(kinds=("scorecard",), limit=1)
         card = resources.jobs().result(job_id)
         if card is not None:
-            st.metric("score (harmonic mean of forget, specificity, coherence)", f"{card.score:.3f}")
-            st.dataframe(pd.DataFrame(card.rows()), hide_index=True, width="stretch")
-            for verdict in card.verdicts:
-                st.caption("• " + verdict)
+            panels.scorecard_view(card)
 
 # ---------------------------------------------------------------- import / export
 st.subheader("Import / export")
@@ -165,8 +157,17 @@ with i1:
     st.markdown("**Export**")
     if ready:
         spec = ready[0]
-        st.download_button("Download edit spec (JSON)", spec.to_json(), file_name=f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', spec.name)}.json",  # type: ignore[attr-defined]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)  # type: ignore[attr-defined]
+        payload_bytes = None
+        if spec.payload_names():  # type: ignore[attr-defined]
+            spec, payload_bytes = pack_payload(spec, d.payload, f"{stem}.payload.safetensors")  # type: ignore[arg-type]
+        st.download_button("Download edit spec (JSON)", spec.to_json(), file_name=f"{stem}.json",  # type: ignore[attr-defined]
                            mime="application/json", key="ed_download", on_click="ignore")
+        if payload_bytes is not None:
+            st.download_button("Download its payload (safetensors)", payload_bytes,
+                               file_name=f"{stem}.payload.safetensors", mime="application/octet-stream",
+                               key="ed_download_payload", on_click="ignore",
+                               help="The spec names this file by SHA-256; keep the two files together.")
         if st.button("Export edited checkpoint (safetensors)", key="ed_export"):
             from workbench.jobs import export_job
 
@@ -177,17 +178,20 @@ with i1:
         st.caption("Add operations to export them.")
 with i2:
     st.markdown("**Import** (replaces your current operations)")
-    upload = st.file_uploader("Edit spec JSON", key="ed_upload",
-                              help=f"At most {limits.max_upload_bytes // 1024 // 1024} MB; checked against this model.")
+    uploads = st.file_uploader(
+        "Edit spec JSON (and its .safetensors payload, if it has one)", key="ed_upload", accept_multiple_files=True,
+        help=f"At most {limits.max_upload_bytes // 1024 // 1024} MB per file; checked against this model.")
     pasted = st.text_area("…or paste spec JSON", key="ed_paste", height=100)
-    if st.button("Import", key="ed_import", disabled=upload is None and not pasted.strip()):
-        data = upload.getvalue() if upload is not None else pasted.encode("utf-8")
+    if st.button("Import", key="ed_import", disabled=not uploads and not pasted.strip()):
         try:
-            loaded = drafts.read_uploaded_spec(data, bundle, limits)
+            spec_bytes, payload_data = drafts.split_uploads([(f.name, f.getvalue()) for f in uploads or []])
+            if spec_bytes is None:
+                spec_bytes = pasted.encode("utf-8")
+            loaded, loaded_payload = drafts.read_uploaded_spec(spec_bytes, bundle, limits, payload_data)
         except SpecError as err:
             st.error(f"Not imported: {err}")
         else:
-            d.load_spec(loaded)
+            d.load_spec(loaded, loaded_payload)
             for key in ("ed_name", "ed_notes"):
                 st.session_state.pop(key, None)
             st.success(f"Imported '{loaded.name}' with {len(loaded.operations)} operation(s).")

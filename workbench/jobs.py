@@ -251,3 +251,30 @@ def export_job(bundle: Any, overlay: Any, spec: Any, out_dir: Path, store: Any |
         return f"exported to {path}"
 
     return run
+
+
+def fact_set_job(bundle: Any, corpus: Any, concept: str) -> JobFn:
+    """Build a concept's fact set (edits.facts.build_fact_set); the result is the FactSet, which the
+    page shows for editing before the erasure runs."""
+
+    def run(progress: FileProgress) -> tuple[str, Any]:
+        from workbench.edits.facts import build_fact_set
+
+        facts = build_fact_set(bundle, corpus, concept, progress=progress)
+        return f"{len(facts.facts)} facts about '{facts.concept}'", facts
+
+    return run
+
+
+def erase_job(bundle: Any, corpus: Any, concept: str, method: str, fact_set: Any | None, options: Any) -> JobFn:
+    """Run the erase pipeline (edits.erase.erase); the result is the EraseResult (spec, payload,
+    candidates, scorecard)."""
+
+    def run(progress: FileProgress) -> tuple[str, Any]:
+        from workbench.edits.erase import erase
+
+        result = erase(bundle, corpus, concept, method, progress, fact_set=fact_set, options=options)
+        score = f", score {result.scorecard.score:.3f}" if result.scorecard is not None else ""
+        return f"erased '{concept}' with {method} in {result.seconds:.0f} s{score}", result
+
+    return run

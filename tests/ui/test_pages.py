@@ -186,8 +186,120 @@ def test_upload_checks_refuse_pickle_huge_and_binary(shared: dict) -> None:
         read_uploaded_spec(b" " * 1001, shared["bundle"], limits)
     with pytest.raises(SpecError, match="not UTF-8"):
         read_uploaded_spec(b"\xff\xfe\x00", shared["bundle"], limits)
-    spec = read_uploaded_spec(_spec_json(shared).encode(), shared["bundle"], Limits())
-    assert spec.name == "imported"
+    spec, payload = read_uploaded_spec(_spec_json(shared).encode(), shared["bundle"], Limits())
+    assert spec.name == "imported" and payload == {}
+
+
+def _payload_spec(shared: dict) -> tuple[str, bytes, dict]:
+    """An optimise_value_vectors spec packed with its payload, as the Edit page exports it."""
+    import torch
+
+    from workbench.edits.spec import OptimiseValueVectors, ValueVectorDelta, pack_payload
+
+    bundle = shared["bundle"]
+    tensors = {"optimise.l1.delta": torch.randn(2, bundle.d_model, generator=torch.Generator().manual_seed(0))}
+    d = EditDraft(name="with-payload")
+    d.add_with_payload([OptimiseValueVectors(targets=[ValueVectorDelta(layer=1, rows=[3, 4], delta="optimise.l1.delta")])],
+                       tensors)
+    spec, data = pack_payload(d.to_spec(bundle), d.payload, "with-payload.payload.safetensors")
+    return spec.to_json(), data, tensors
+
+
+def test_uploads_with_a_payload_round_trip_and_tampering_is_refused(shared: dict) -> None:
+    import torch
+
+    from workbench.config import Limits
+    from workbench.edits.spec import SpecError
+    from workbench.ui.draft import read_uploaded_spec, split_uploads
+
+    text, data, tensors = _payload_spec(shared)
+    spec_bytes, payload_bytes = split_uploads([("e.json", text.encode()), ("e.payload.safetensors", data)])
+    assert spec_bytes == text.encode() and payload_bytes == data
+    spec, payload = read_uploaded_spec(spec_bytes, shared["bundle"], Limits(), payload_bytes)
+    assert torch.equal(payload["optimise.l1.delta"], tensors["optimise.l1.delta"])
+    with pytest.raises(SpecError, match="needs its payload file"):
+        read_uploaded_spec(spec_bytes, shared["bundle"], Limits())
+    tampered = bytearray(data)
+    tampered[-1] ^= 1
+    with pytest.raises(SpecError, match="changed or belongs to another spec"):
+        read_uploaded_spec(spec_bytes, shared["bundle"], Limits(), bytes(tampered))
+    with pytest.raises(SpecError, match="never unpickles"):
+        read_uploaded_spec(spec_bytes, shared["bundle"], Limits(), PICKLED_INT)
+    with pytest.raises(SpecError, match="one spec JSON"):
+        split_uploads([("a.json", b"{}"), ("b.json", b"{}")])
+
+
+def test_draft_merges_payloads_and_binds_one_sae() -> None:
+    import torch
+
+    from workbench.edits.spec import OptimiseValueVectors, SaeRef, ValueVectorDelta
+
+    op = OptimiseValueVectors(targets=[ValueVectorDelta(layer=1, rows=[0], delta="optimise.l1.delta")])
+    d = EditDraft()
+    d.add_with_payload([op], {"optimise.l1.delta": torch.zeros(1, 4)})
+    d.add_with_payload([op], {"optimise.l1.delta": torch.ones(1, 4)})  # a second erasure, same names
+    names = [t.delta for o in d.operations for t in o.targets]
+    assert len(set(names)) == 2 and set(names) == set(d.payload)
+    assert sorted(float(d.payload[n].sum()) for n in names) == [0.0, 4.0]
+    d.use_sae(SaeRef(id="a", sha256="0"))
+    d.add(drafts_remove_features())
+    with pytest.raises(ValueError, match="one edit uses one SAE"):
+        d.use_sae(SaeRef(id="b", sha256="1"))
+    d.clear()
+    assert d.payload == {} and d.sae is None
+
+
+def drafts_remove_features():  # type: ignore[no-untyped-def]
+    from workbench.ui.draft import remove_features
+
+    return remove_features(6, [1, 2])
+
+
+def test_edit_page_offers_the_payload_download(shared: dict) -> None:
+    from workbench.edits.spec import EditSpec
+    from workbench.ui.draft import read_uploaded_spec
+
+    text, data, _ = _payload_spec(shared)
+    from workbench.config import Limits
+
+    spec, payload = read_uploaded_spec(text.encode(), shared["bundle"], Limits(), data)
+    d = EditDraft()
+    d.load_spec(spec, payload)
+    at = ok(app("pages/4_Edit_and_preview.py", d))
+    assert any("Compiled: 1 tensor(s) replaced, 2 row(s)" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert len(at.get("download_button")) == 2
+    assert EditSpec.from_json(text).payload is not None
+
+
+def test_erase_page_builds_facts_erases_and_fills_the_edit(shared: dict) -> None:
+    from workbench.ui import resources
+
+    manager = resources.jobs()
+    at = ok(app("pages/5_Erase_a_concept.py", EditDraft()))
+    at.text_input(key="er_query").input("Paris").run()
+    assert at.selectbox(key="er_concept").value == "Paris"
+    assert at.button(key="er_run").disabled  # no fact set yet
+    at.button(key="er_build_facts").click().run()
+    job = at.session_state["er_facts_job"]
+    assert manager.wait(job, timeout_s=300).state == "done"
+    at.run()
+    facts = at.session_state["er_facts"]
+    assert facts.concept == "Paris" and len(facts.facts) >= 3
+    # the representation target: the random tiny model predicts no fact token with p >= 0.05
+    at.selectbox(key="er_method").set_value("optimise-repr").run()
+    at.slider(key="er_steps").set_value(5).run()
+    at.checkbox(key="er_score").uncheck().run()
+    at.button(key="er_run").click().run()
+    job = at.session_state["er_job"]
+    final = manager.wait(job, timeout_s=600)
+    assert final is not None and final.state == "done", final
+    at.run()
+    ok(at)
+    assert "4 · Result" in [s.value for s in at.subheader]
+    at.button(key="er_replace").click().run()
+    d = at.session_state["edit_draft"]
+    assert [op.kind for op in d.operations] == ["optimise_value_vectors"]
+    assert set(d.payload) == {t.delta for t in d.operations[0].targets}
 
 
 def test_sessions_do_not_share_edits(shared: dict) -> None:

@@ -181,7 +181,8 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
     from workbench.edits.pisces_search import local_sae_loader, pisces_erase
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
-    result = pisces_erase(bundle, corpus, facts, saes_dir, progress=progress, **opts.pisces)
+    with bundle.lock:  # its feature statistics must read the base weights, not another user's overlay
+        result = pisces_erase(bundle, corpus, facts, saes_dir, progress=progress, **opts.pisces)
     candidates = sorted(result.candidates, key=lambda c: (not c.selected, c.removal_effect))
     return MethodRun(list(result.spec.operations), candidates=candidates, sae=result.spec.sae,
                      sae_loader=local_sae_loader(saes_dir), grid=result.grid)

@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from workbench import __version__
 from workbench.config import REPO_ROOT
-from workbench.models.hashing import file_sha256
 
 if TYPE_CHECKING:
     from workbench.models import ModelBundle
@@ -366,26 +365,60 @@ def check_sae(ref: SaeRef, sae: Any, where: str = "spec") -> None:
 
 
 # -------------------------------------------------------------------- files
+def pack_payload(spec: EditSpec, payload: dict[str, torch.Tensor], file_name: str) -> tuple[EditSpec, bytes]:
+    """The payload as safetensors bytes and a copy of `spec` bound to them (file name, sha256,
+    tensor names). Only the tensors the operations reference are kept."""
+    from safetensors.torch import save
+
+    needed = spec.payload_names()
+    missing = sorted(needed - set(payload))
+    if missing:
+        raise SpecError(f"The payload lacks tensors {missing} that the operations reference.")
+    if Path(file_name).name != file_name:
+        raise SpecError(f"Payload file {file_name!r} must be a plain file name.")
+    data = save({k: payload[k].detach().float().contiguous().cpu() for k in sorted(needed)})
+    spec = spec.model_copy(deep=True)
+    spec.payload = PayloadRef(file=file_name, sha256=hashlib.sha256(data).hexdigest(), tensors=sorted(needed))
+    return spec, data
+
+
+def unpack_payload(spec: EditSpec, data: bytes) -> dict[str, torch.Tensor]:
+    """Tensors of a payload file's bytes, refused unless they are the bytes the spec names."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    if spec.payload is None:
+        raise SpecError("This spec names no payload file; it needs none.")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != spec.payload.sha256:
+        raise SpecError(
+            f"The payload {spec.payload.file} has hash {digest[:12]}... but the spec expects "
+            f"{spec.payload.sha256[:12]}...: it was changed or belongs to another spec."
+        )
+    try:
+        payload = load(data)
+    except SafetensorError as err:
+        raise SpecError(f"The payload {spec.payload.file} is not a valid safetensors file: {err}.") from err
+    missing = sorted(spec.payload_names() - set(payload))
+    if missing:
+        raise SpecError(f"The payload lacks tensors {missing} that the operations reference.")
+    return payload
+
+
 def save_spec(spec: EditSpec, path: Path, payload: dict[str, torch.Tensor] | None = None) -> EditSpec:
     """Write spec JSON (and its payload as `<stem>.payload.safetensors` beside it); returns the
     spec with the payload reference (name, sha256) filled in. Files are written via a temp name
     then renamed, so a crash leaves no half file."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     spec = spec.model_copy(deep=True)
-    if payload:
-        missing = sorted(spec.payload_names() - set(payload))
-        if missing:
-            raise SpecError(f"The payload lacks tensors {missing} that the operations reference.")
+    if spec.payload_names():
+        if not payload:
+            raise SpecError(f"The operations reference payload tensors {sorted(spec.payload_names())}; pass payload=.")
         pfile = path.with_name(path.stem + ".payload.safetensors")
+        spec, data = pack_payload(spec, payload, pfile.name)
         tmp = pfile.with_name(pfile.name + ".tmp")
-        save_file({k: v.detach().float().contiguous().cpu() for k, v in payload.items()}, str(tmp))
-        digest = file_sha256(tmp)
+        tmp.write_bytes(data)
         tmp.replace(pfile)
-        spec.payload = PayloadRef(file=pfile.name, sha256=digest, tensors=sorted(payload))
-    elif spec.payload_names():
-        raise SpecError(f"The operations reference payload tensors {sorted(spec.payload_names())}; pass payload=.")
     else:
         spec.payload = None
     tmp = path.with_name(path.name + ".tmp")
@@ -396,8 +429,6 @@ def save_spec(spec: EditSpec, path: Path, payload: dict[str, torch.Tensor] | Non
 
 def load_spec(path: Path) -> tuple[EditSpec, dict[str, torch.Tensor]]:
     """Read a spec and its payload; refuse a payload whose bytes do not match the spec's hash."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     path = Path(path)
     try:
@@ -412,16 +443,7 @@ def load_spec(path: Path) -> tuple[EditSpec, dict[str, torch.Tensor]]:
             raise SpecError(f"Payload file {spec.payload.file!r} must be a plain file name beside the spec.")
         if not pfile.exists():
             raise SpecError(f"The spec's payload {pfile} is missing; keep it beside the JSON file.")
-        digest = file_sha256(pfile)
-        if digest != spec.payload.sha256:
-            raise SpecError(
-                f"The payload {pfile.name} has hash {digest[:12]}... but the spec expects "
-                f"{spec.payload.sha256[:12]}...: it was changed or belongs to another spec."
-            )
-        try:
-            payload = load_file(str(pfile))
-        except SafetensorError as err:
-            raise SpecError(f"The payload {pfile.name} is not a valid safetensors file: {err}.") from err
+        payload = unpack_payload(spec, pfile.read_bytes())
     missing = sorted(spec.payload_names() - set(payload))
     if missing:
         raise SpecError(f"The payload lacks tensors {missing} that the operations reference.")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import torch
 
 from workbench.config import Limits
 
@@ -23,6 +24,8 @@ class EditDraft:
     name: str = "my-edit"
     notes: str = ""
     operations: list[Any] = field(default_factory=list)  # pydantic operation models, in order
+    sae: Any = None  # SaeRef of the remove_sae_features operations (one SAE per edit)
+    payload: dict[str, torch.Tensor] = field(default_factory=dict)  # tensors the operations name
     version: int = 0  # bumped on every change (compiled overlays are cached per version)
 
     def add(self, op: Any) -> None:
@@ -46,20 +49,54 @@ class EditDraft:
 
     def clear(self) -> None:
         self.operations.clear()
+        self.payload.clear()
+        self.sae = None
+        self.version += 1
+
+    def use_sae(self, ref: Any) -> None:
+        """Bind the edit to one SAE (id + sha256). Refused when its SAE operations use another."""
+        uses_sae = any(op.kind == "remove_sae_features" for op in self.operations)
+        if self.sae is not None and ref != self.sae and uses_sae:
+            raise ValueError(f"This edit already removes features of SAE {self.sae.id!r}; one edit uses one "
+                             "SAE. Remove those operations first, or start a new edit.")
+        self.sae = ref
+
+    def add_with_payload(self, ops: list[Any], payload: dict[str, torch.Tensor]) -> None:
+        """Append operations that name payload tensors (e.g. an erase result), renaming tensors
+        whose names the edit already uses so two erasures can be combined."""
+        from workbench.edits.spec import OptimiseValueVectors, ProjectOutDirection
+
+        taken = set(self.payload)
+        prefix = "" if not taken & set(payload) else f"e{self.version}."
+        renamed: list[Any] = []
+        for op in ops:
+            op = op.model_copy(deep=True)
+            if prefix and isinstance(op, OptimiseValueVectors):
+                for t in op.targets:
+                    t.delta = prefix + t.delta
+            if prefix and isinstance(op, ProjectOutDirection) and isinstance(op.direction, str):
+                op.direction = prefix + op.direction
+            renamed.append(op)
+        self.payload.update({prefix + k: v for k, v in payload.items()})
+        self.operations.extend(renamed)
         self.version += 1
 
     def to_spec(self, bundle: Any) -> Any:
         from workbench.edits.spec import EditSpec, ModelRef
 
+        uses_sae = any(op.kind == "remove_sae_features" for op in self.operations)
         return EditSpec(
             name=self.name.strip() or "my-edit", notes=self.notes,
             model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
+            sae=self.sae if uses_sae else None,
             operations=[op.model_copy(deep=True) for op in self.operations],
         )
 
-    def load_spec(self, spec: Any) -> None:
+    def load_spec(self, spec: Any, payload: dict[str, torch.Tensor] | None = None) -> None:
         self.name, self.notes = spec.name, spec.notes
         self.operations = [op.model_copy(deep=True) for op in spec.operations]
+        self.sae = spec.sae
+        self.payload = dict(payload or {})
         self.version += 1
 
 
@@ -78,6 +115,11 @@ def describe(op: Any) -> str:
         return "neuron adjust (run-time) " + ", ".join(parts)
     if kind == "remove_sae_features":
         return f"remove SAE features {_short(op.features)} at layer {op.layer} (tau {op.tau:g}, mu {op.mu:g})"
+    if kind == "optimise_value_vectors":
+        rows = sum(len(t.rows) for t in op.targets)
+        layers = [t.layer for t in op.targets]
+        target = op.params.get("target", "")
+        return f"optimised deltas on {rows} value vectors in layers {_short(layers)}" + (f" ({target} target)" if target else "")
     return kind
 
 
@@ -129,28 +171,52 @@ def remove_features(layer: int, features: list[int], tau: float = 0.9, mu: float
 
 
 # --------------------------------------------------------------------- uploads
-def read_uploaded_spec(data: bytes, bundle: Any, limits: Limits) -> Any:
-    """Parse and check an uploaded spec file; raises SpecError with a sentence to act on."""
-    from workbench.edits.spec import EditSpec, SpecError
+def _check_upload_bytes(data: bytes, limits: Limits, what: str) -> None:
+    from workbench.edits.spec import SpecError
 
     if len(data) > limits.max_upload_bytes:
         raise SpecError(
-            f"The file has {len(data):,} bytes; the upload limit is {limits.max_upload_bytes:,} bytes. "
-            "An edit spec is a small JSON file."
+            f"The {what} has {len(data):,} bytes; the upload limit is {limits.max_upload_bytes:,} bytes."
         )
     if data.startswith(PICKLE_MAGIC):
-        raise SpecError("This looks like a pickle or torch checkpoint; the workbench never unpickles "
-                        "uploads. Upload the edit spec JSON instead.")
+        raise SpecError(f"The {what} looks like a pickle or torch checkpoint; the workbench never unpickles "
+                        "uploads. Upload the edit spec JSON (and its .safetensors payload).")
+
+
+def read_uploaded_spec(data: bytes, bundle: Any, limits: Limits,
+                       payload_data: bytes | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Parse and check an uploaded spec (and its payload file's bytes when it names one);
+    returns (spec, payload). Raises SpecError with a sentence to act on."""
+    from workbench.edits.spec import EditSpec, SpecError, unpack_payload
+
+    _check_upload_bytes(data, limits, "spec file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise SpecError(f"The file is not UTF-8 text (byte {err.start}); upload the edit spec JSON.") from err
     spec = EditSpec.from_json(text)
+    payload: dict[str, torch.Tensor] = {}
     if spec.payload is not None or spec.payload_names():
-        raise SpecError("This spec needs a safetensors payload file beside it; uploads of specs with "
-                        "payloads are not supported in the app yet (use the CLI).")
-    spec.validate_for(bundle)
-    return spec
+        if spec.payload is None:
+            raise SpecError("The spec's operations reference payload tensors but the spec names no payload file.")
+        if payload_data is None:
+            raise SpecError(f"This spec needs its payload file {spec.payload.file!r} (safetensors): upload it "
+                            "together with the JSON.")
+        _check_upload_bytes(payload_data, limits, "payload file")
+        payload = unpack_payload(spec, payload_data)
+    spec.validate_for(bundle, payload=payload or None)
+    return spec, payload
+
+
+def split_uploads(files: list[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """(spec bytes, payload bytes) from uploaded (name, bytes) pairs, told apart by extension."""
+    from workbench.edits.spec import SpecError
+
+    specs = [d for n, d in files if not n.lower().endswith(".safetensors")]
+    payloads = [d for n, d in files if n.lower().endswith(".safetensors")]
+    if len(specs) > 1 or len(payloads) > 1:
+        raise SpecError("Upload one spec JSON and at most one .safetensors payload.")
+    return (specs[0] if specs else None), (payloads[0] if payloads else None)
 
 
 def draft() -> EditDraft:

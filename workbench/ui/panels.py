@@ -66,6 +66,23 @@ def start_job(kind: str, title: str, fn: object) -> None:
     time.sleep(0.05)
 
 
+def scorecard_view(card: object) -> None:
+    """A scorecard as the pages show it: the score, the verdict sentences (what broke is said
+    plainly), the metric table (before / after / delta) and the side-by-side generations."""
+    import pandas as pd
+
+    c = card  # workbench.evaluate.Scorecard
+    m1, m2 = st.columns([1, 3])
+    m1.metric("score (harmonic mean of forget, specificity, coherence)", f"{c.score:.3f}")  # type: ignore[attr-defined]
+    with m2:
+        for verdict in c.verdicts:  # type: ignore[attr-defined]
+            st.markdown("• " + verdict)
+    st.dataframe(pd.DataFrame(c.rows()), hide_index=True, width="stretch")  # type: ignore[attr-defined]
+    if c.generations:  # type: ignore[attr-defined]
+        with st.expander(f"Generations, base vs edited ({len(c.generations)})"):  # type: ignore[attr-defined]
+            st.dataframe(pd.DataFrame(c.generations), hide_index=True, width="stretch")  # type: ignore[attr-defined]
+
+
 def add_to_edit(op: object, rerun: bool = True) -> None:
     """Append to this session's edit; rerun so the sidebar (drawn first) shows it at once."""
     d = drafts.draft()

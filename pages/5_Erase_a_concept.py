@@ -1,0 +1,156 @@
+"""Erase a concept: pick a corpus title, review and edit its fact set (the edit's target), run
+an erasure method as a background job, read its scorecard and the rows/features it touched, then
+take the result into your edit for previews and export.
+
+The same pipeline as `python -m workbench erase` (workbench.edits.erase)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from workbench.edits.erase import DEFAULT_METHOD, METHODS, EraseOptions
+from workbench.evaluate import EvalOptions
+from workbench.jobs import erase_job, fact_set_job
+from workbench.ui import draft as drafts
+from workbench.ui import erase as ui_erase
+from workbench.ui import panels, resources
+
+st.set_page_config(page_title="Erase a concept · workbench", page_icon="🧽", layout="wide")
+st.title("Erase a concept")
+st.caption("Remove one concept's knowledge from the MLP weights and measure what else it costs. "
+           "The fact set decides what gets erased: read it, drop wrong facts, add missing ones.")
+bundle, store = panels.need_bundle_and_store()
+panels.edit_sidebar()
+settings = resources.settings()
+corpus = resources.wiki()
+jobs = resources.jobs()
+
+# ---------------------------------------------------------------- 1. concept
+st.subheader("1 · Concept")
+c1, c2 = st.columns([2, 3])
+query = c1.text_input("Search corpus titles", value=st.session_state.get("er_query", "Harry Potter"),
+                      key="er_query", placeholder="e.g. Eiffel Tower, Albert Einstein, Minecraft")
+matches = corpus.search_titles(query, limit=30) if query.strip() else []
+if query.strip() and not matches:
+    try:
+        matches = [corpus.get(query).title]
+    except KeyError as err:
+        c2.warning(err.args[0])
+concept = c2.selectbox("Corpus article", matches, key="er_concept", disabled=not matches,
+                       help="Any title of the embedded Wikipedia-summary corpus (10k articles).")
+if concept:
+    doc = corpus.get(concept)
+    with c2.expander(f"Article · {doc.topic}"):
+        st.write(doc.text)
+
+# ---------------------------------------------------------------- 2. fact set
+st.subheader("2 · Fact set")
+facts_job = st.session_state.get("er_facts_job")
+facts = st.session_state.get("er_facts")
+if facts is not None and concept and facts.concept != concept:
+    st.info(f"The fact set below is for '{facts.concept}'; build one for '{concept}' to erase it.")
+b1, b2 = st.columns([1, 3])
+if b1.button("Build fact set", key="er_build_facts", disabled=not concept, type="primary" if facts is None else "secondary"):
+    panels.start_job("facts", f"Fact set '{concept}'", fact_set_job(bundle, corpus, str(concept)))
+    st.session_state["er_facts_job"] = jobs.running("facts")
+    st.session_state.pop("er_facts", None)
+    facts = None
+b2.caption("Sentences of the article, sentences of articles that name the concept, and the model's own "
+           "low-temperature samples about it (~30-60 s on the embedded model).")
+if facts_job:
+    panels.job_panel(kinds=("facts",), limit=1)
+    built = jobs.result(facts_job)
+    if built is not None and st.session_state.get("er_facts_from") != facts_job:
+        st.session_state["er_facts"] = built
+        st.session_state["er_facts_from"] = facts_job
+        st.session_state.pop("er_facts_table", None)
+        facts = built
+if facts is not None:
+    edited = st.data_editor(
+        ui_erase.facts_frame(facts), key="er_facts_table", num_rows="dynamic", hide_index=True, width="stretch",
+        column_config={"keep": st.column_config.CheckboxColumn("keep", default=True, width="small"),
+                       "text": st.column_config.TextColumn("fact", width="large"),
+                       "source": st.column_config.TextColumn("source", disabled=True, width="small")},
+    )
+    try:
+        chosen = ui_erase.facts_from_frame(facts, edited)
+    except ValueError as err:
+        st.error(str(err))
+        chosen = None
+    else:
+        st.caption(f"{len(chosen.facts)} of {len(facts.facts)} facts kept · name {chosen.name!r} · kind {chosen.kind}. "
+                   "Add a row to add a fact; untick to drop one.")
+        st.download_button("Download fact set (JSON)", chosen.to_json(), file_name=f"{chosen.concept}.facts.json",
+                           mime="application/json", key="er_facts_download", on_click="ignore")
+else:
+    chosen = None
+
+# ---------------------------------------------------------------- 3. method and run
+st.subheader("3 · Erase")
+m1, m2 = st.columns([2, 3])
+names = list(METHODS)
+method = m1.selectbox("Method", names, index=names.index(DEFAULT_METHOD), key="er_method",
+                      format_func=lambda m: ui_erase.METHOD_INFO[m].label if m in ui_erase.METHOD_INFO else m)
+info = ui_erase.METHOD_INFO.get(method)
+if info:
+    m2.caption(info.help)
+blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id) if info and info.needs_sae else None  # type: ignore[attr-defined]
+if blocked:
+    m2.warning(blocked)
+o1, o2 = st.columns(2)
+steps = o1.slider("Optimisation steps", 5, 80, 40, 5, key="er_steps", disabled=not method.startswith("optimise"),
+                  help="Adam steps on the row deltas; early stopping on a validation split of the fact set.")
+score = o2.checkbox("Run the scorecard afterwards", value=True, key="er_score",
+                    help="Concept, neighbours, general knowledge, perplexity, re-introduction in context (~1.5 min).")
+ready = chosen is not None and facts is not None and concept and facts.concept == concept and not blocked
+if st.button("Erase", key="er_run", type="primary", disabled=not ready):
+    options = EraseOptions(steps=int(steps) if method.startswith("optimise") else None, saes_dir=settings.saes_dir,
+                           score=bool(score), eval_options=EvalOptions())
+    panels.start_job("erase", f"Erase '{concept}' ({method})",
+                     erase_job(bundle, corpus, str(concept), method, chosen, options))
+    st.session_state["er_job"] = jobs.running("erase")
+if not ready and chosen is None:
+    st.caption("Build (and review) the fact set first.")
+
+# ---------------------------------------------------------------- 4. result
+er_job = st.session_state.get("er_job")
+if er_job:
+    panels.job_panel(kinds=("erase",), limit=1)
+    result = jobs.result(er_job)
+    if result is not None:
+        st.subheader("4 · Result")
+        spec = result.spec
+        st.markdown(f"**{spec.name}** · {len(spec.operations)} operation(s) · "
+                    f"{sum(t.numel() for t in result.payload.values()):,} payload numbers · {result.seconds:.0f} s")
+        if result.scorecard is not None:
+            panels.scorecard_view(result.scorecard)
+        else:
+            st.caption("No scorecard was run; score it on Edit & preview.")
+        with st.expander(f"What the edit touches ({len(result.candidates)} candidates, selected first)"):
+            st.dataframe(ui_erase.candidates_frame(result.candidates), hide_index=True, width="stretch", height=300)
+        if result.grid:
+            with st.expander("PISCES tau x mu search"):
+                st.dataframe(result.grid, hide_index=True, width="stretch")
+        a1, a2, a3 = st.columns(3)
+        take = None
+        if a1.button("Replace my edit with this", key="er_replace", type="primary"):
+            take = "replace"
+        if a2.button("Add to my edit", key="er_add"):
+            take = "add"
+        if take:
+            d = drafts.draft()
+            try:
+                if spec.sae is not None:
+                    d.use_sae(spec.sae)
+            except ValueError as err:
+                st.error(str(err))
+            else:
+                if take == "replace":
+                    d.load_spec(spec, result.payload)
+                else:
+                    d.add_with_payload(list(spec.operations), result.payload)
+                st.session_state.setdefault("_toasts", []).append(
+                    f"Your edit now has {len(d.operations)} operation(s): preview and export it on Edit & preview.")
+                st.rerun()  # the sidebar (drawn first) shows the new edit
+        if a3.button("Open Edit & preview ✏️", key="er_open_edit"):
+            st.switch_page("pages/4_Edit_and_preview.py")
