@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--table", action="store_true", help="only print the table of finished rows")
+    parser.add_argument("--tag", default="", help="label appended to the method name in the rows (a variant)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = OUT / f"results-{args.model}.jsonl"
@@ -142,6 +143,8 @@ def main() -> None:
         for method in methods:
             print(f"\n=== {concept} / {method} ===", flush=True)
             row = run_one(bundle, corpus, concept, method)
+            if args.tag:
+                row["method"] = f"{method}:{args.tag}"
             rows.append(row)
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -103,3 +103,29 @@ def test_contrast_rows_ranks_planted_neuron_and_guards_always_on():
     mean_n[0][:7] = 0.1
     scores = contrast_rows(mean_c, mean_n, std_n, n_rows=1)
     assert top_rows(scores, 1) == {0: [3]}
+
+
+def test_collision_mask_marks_positions_before_target_tokens() -> None:
+    from workbench.edits.optimise import collision_mask
+
+    ids = torch.tensor([[2, 7, 9, 7, 0], [2, 5, 5, 5, 5]])
+    am = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    got = collision_mask(ids, am, [7])
+    assert got.tolist() == [[True, False, True, False, False], [False] * 5]
+    assert not collision_mask(ids, am, []).any()
+
+
+def test_retain_batch_takes_its_share_of_colliding_texts_and_keeps_their_positions() -> None:
+    import random
+
+    from workbench.edits.optimise import _retain_batch, _retain_positions
+
+    rng = random.Random(0)
+    pick = _retain_batch([0, 1], [2, 3, 4, 5], size=4, share=0.5, rng=rng)
+    assert sorted(pick[:2]) == [0, 1] and set(pick[2:]) <= {2, 3, 4, 5} and len(set(pick)) == 4
+    assert sorted(_retain_batch([0, 1, 2], [3], size=4, share=0.25, rng=rng)) == [0, 1, 2, 3]
+    enc = {"input_ids": torch.arange(12).reshape(2, 6), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    always = torch.zeros(2, 6, dtype=torch.bool)
+    always[1, 3] = True
+    _, mask = _retain_positions(enc, [1, 0], per_text=2, rng=rng, always=always)
+    assert mask[0, 3] and mask.sum(1).tolist() == [2, 2]

@@ -7,8 +7,11 @@ other weight stays frozen. The loss combines
   (b) a representation target: at the concept name's last token in many frames, the residual
       after `repr_layer` should look like the mean residual of made-up names of the same kind
       in the same frames (removes "who/what the concept is" without a fact list),
-  (c) KL(base || edited) of next-token distributions on retain text (neutral extracts and
-      neighbouring same-topic articles), which keeps everything else.
+  (c) KL(base || edited) of next-token distributions on retain text (neutral extracts,
+      neighbouring same-topic articles, and "collision" articles that use the fact target
+      words about something else), which keeps everything else. Every retain position whose
+      next token is a fact target token is always in the KL: that is where unlearning a word
+      would leak into other concepts (e.g. 'France' after 'The Louvre is in Paris,').
 The result is baked into `down_proj.weight[:, rows]` as an overlay (see FINDINGS.md rounds 2-3
 for the recipe this follows and what it achieved).
 
@@ -69,6 +72,11 @@ class OptimiseConfig:
     patience: int = 3
     n_retain_neutral: int = 60
     n_retain_neighbours: int = 40
+    # Collision retain (issue 8): corpus articles that use the fact target words without being
+    # about the concept, and in every retain text the positions whose next token is a target
+    # token: there the unlikelihood would leak to other contexts, so KL holds the base there.
+    n_retain_collisions: int = 40
+    collision_share: float = 0.5  # of each retain batch, texts that contain a collision
     seed: int = 0
 
     def fitted(self, n_layers: int) -> OptimiseConfig:
@@ -334,11 +342,14 @@ def optimise_value_vectors(
     tok = bundle.tokenizer
     with bundle.lock:
         progress.stage("preparing targets and retain set", total=None)
-        retain = retain_documents(corpus, facts, cfg)
-        retain_texts = [s for d in retain for s in split_sentences(d.text)[:3]] or [d.text for d in retain]
-        frames = build_frames(bundle, facts, cfg) if cfg.target in ("representation", "both") else None
         targets = fact_targets(bundle, facts, corpus, cfg.max_len, min_prob=cfg.min_target_prob) \
             if cfg.target in ("facts", "both") else None
+        target_ids = sorted({int(t) for t in targets.targets[targets.targets >= 0].tolist()}) if targets else []
+        retain = retain_documents(corpus, facts, cfg)
+        retain += collision_documents(corpus, facts, bundle.tokenizer, target_ids, cfg,
+                                      exclude={d.doc_id for d in retain})
+        retain_texts = [s for d in retain for s in split_sentences(d.text)[:3]] or [d.text for d in retain]
+        frames = build_frames(bundle, facts, cfg) if cfg.target in ("representation", "both") else None
         if rows is None:
             progress.message("selecting rows by activation contrast")
             rows = select_rows(bundle, facts, retain, frames, cfg)
@@ -354,6 +365,11 @@ def optimise_value_vectors(
         fact_train, fact_val = _split_facts(targets, cfg.val_fraction, cfg.seed) if targets is not None else ([], [])
         retain_enc = tok(retain_texts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_len,
                          padding_side="right")
+        collide = collision_mask(retain_enc["input_ids"], retain_enc["attention_mask"], target_ids)  # [n, pos]
+        colliding = [i for i in range(len(retain_texts)) if bool(collide[i].any())]
+        plain = [i for i in range(len(retain_texts)) if not bool(collide[i].any())]
+        progress.message(f"retain: {len(retain_texts)} texts, {len(colliding)} with {int(collide.sum())} "
+                         f"target-token positions")
         history: list[dict[str, float]] = []
         best_val, bad_evals, stopped = float("inf"), 0, False
         progress.stage(f"optimising {sum(len(v) for v in rows.values())} value vectors", total=cfg.steps, unit="step")
@@ -361,8 +377,8 @@ def optimise_value_vectors(
             opt.zero_grad()
             logs: dict[str, float] = {"step": float(step)}
             loss = torch.zeros(())
-            pick = rng.sample(range(len(retain_texts)), min(cfg.retain_batch, len(retain_texts)))
-            r_ids, r_mask = _retain_positions(retain_enc, pick, cfg.retain_positions, rng)
+            pick = _retain_batch(colliding, plain, cfg.retain_batch, cfg.collision_share, rng)
+            r_ids, r_mask = _retain_positions(retain_enc, pick, cfg.retain_positions, rng, collide)
             with torch.no_grad():
                 base_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
             with torch.enable_grad(), delta_hooks(bundle, rows, deltas):
@@ -448,19 +464,64 @@ def _repr_loss(bundle: ModelBundle, frames: FrameBatch, pick: Sequence[int], lay
     return ((h - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-6)).mean()
 
 
+def collision_mask(ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: Sequence[int]) -> torch.Tensor:
+    """[n, pos] True at p when the real token at p+1 is a fact target token (the prediction made
+    at p is one the unlikelihood pushes down)."""
+    out = torch.zeros_like(ids, dtype=torch.bool)
+    if not target_ids:
+        return out
+    hit = torch.isin(ids[:, 1:], torch.tensor(list(target_ids), dtype=ids.dtype)) & attention_mask[:, 1:].bool()
+    out[:, :-1] = hit
+    return out
+
+
+def collision_documents(corpus: Corpus, facts: FactSet, tokenizer: Any, target_ids: Sequence[int],
+                        cfg: OptimiseConfig, exclude: set[str]) -> list[Document]:
+    """Articles that use the fact target words but do not name the concept, most target words
+    first: the text where unlearning those words would show up as collateral damage."""
+    if not target_ids or cfg.n_retain_collisions <= 0:
+        return []
+    words = sorted({w for w in (tokenizer.decode([t]).strip() for t in target_ids) if len(w) >= 3 and w.isalpha()})
+    if not words:
+        return []
+    mentioning = {d.doc_id for d in corpus.containing([facts.name])}
+    found = [d for d in corpus.containing(words) if d.doc_id not in mentioning and d.doc_id not in exclude]
+    found.sort(key=lambda d: (-sum(w in d.text for w in words), d.doc_id))
+    return found[: cfg.n_retain_collisions]
+
+
+def _retain_batch(colliding: Sequence[int], plain: Sequence[int], size: int, share: float,
+                  rng: random.Random) -> list[int]:
+    """Retain texts of one step: `share` of them (when there are any) contain a collision."""
+    n_col = min(len(colliding), round(size * share)) if colliding else 0
+    pick = rng.sample(list(colliding), n_col)
+    rest = min(len(plain), size - n_col)
+    pick += rng.sample(list(plain), rest)
+    if len(pick) < size:  # few plain texts: fill from the colliding ones
+        left = [i for i in colliding if i not in pick]
+        pick += rng.sample(left, min(len(left), size - len(pick)))
+    return pick
+
+
 def _retain_positions(
-    enc: dict[str, torch.Tensor], pick: Sequence[int], per_text: int, rng: random.Random
+    enc: dict[str, torch.Tensor], pick: Sequence[int], per_text: int, rng: random.Random,
+    always: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Retain texts of this step and a random set of real positions in each: ids, bool mask."""
+    """Retain texts of this step and their KL positions: every `always` position (collisions,
+    up to per_text) plus random real positions up to per_text. Returns ids, bool mask."""
     idx = list(pick)
     ids = enc["input_ids"][idx]
     am = enc["attention_mask"][idx]
     width = int(am.sum(1).max())
     ids, am = ids[:, :width], am[:, :width]
     mask = torch.zeros_like(am, dtype=torch.bool)
-    for r in range(len(idx)):
+    for r, row in enumerate(idx):
         n = int(am[r].sum())
-        for p in rng.sample(range(1, n), min(per_text, n - 1)) if n > 1 else []:
+        fixed = torch.nonzero(always[row, :width]).flatten().tolist()[:per_text] if always is not None else []
+        for p in fixed:
+            mask[r, p] = True
+        free = [p for p in range(1, n) if p not in fixed]
+        for p in rng.sample(free, min(per_text - len(fixed), len(free))) if free else []:
             mask[r, p] = True
     return ids, mask
 
