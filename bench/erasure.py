@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.erase import METHODS, EraseOptions, erase  # noqa: E402
 from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
+from workbench.edits.optimise import OptimiseConfig  # noqa: E402
 from workbench.edits.overlay import apply_overlay, compile_spec, resolve_attr  # noqa: E402
 from workbench.edits.pisces_search import local_sae_loader  # noqa: E402
 from workbench.evaluate import evaluate  # noqa: E402
@@ -51,10 +53,27 @@ def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
     return facts
 
 
-def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str) -> dict[str, Any]:
+def optimise_overrides(pairs: list[str], n_layers: int) -> OptimiseConfig | None:
+    """OptimiseConfig from FIELD=VALUE strings (values typed like the field's default)."""
+    if not pairs:
+        return None
+    base = OptimiseConfig().fitted(n_layers)
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        if not hasattr(base, key):
+            sys.exit(f"OptimiseConfig has no field {key!r}")
+        default = getattr(base, key)
+        changes[key] = tuple(int(x) for x in raw.split(",")) if isinstance(default, tuple) else type(default)(raw)
+    return replace(base, **changes)
+
+
+def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
+            optimise: OptimiseConfig | None = None) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
     t0 = time.perf_counter()
-    result = erase(bundle, corpus, concept, method, TqdmProgress(), fact_set=facts, options=EraseOptions(score=False))
+    result = erase(bundle, corpus, concept, method, TqdmProgress(), fact_set=facts,
+                   options=EraseOptions(score=False, optimise=optimise))
     edit_s = time.perf_counter() - t0
     overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
                            payload=result.payload or None)
@@ -125,6 +144,8 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--table", action="store_true", help="only print the table of finished rows")
     parser.add_argument("--tag", default="", help="label appended to the method name in the rows (a variant)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="OptimiseConfig override for the optimise methods, e.g. --set steps=60")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = OUT / f"results-{args.model}.jsonl"
@@ -142,7 +163,7 @@ def main() -> None:
     for concept in concepts:
         for method in methods:
             print(f"\n=== {concept} / {method} ===", flush=True)
-            row = run_one(bundle, corpus, concept, method)
+            row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers))
             if args.tag:
                 row["method"] = f"{method}:{args.tag}"
             rows.append(row)

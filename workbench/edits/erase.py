@@ -74,7 +74,7 @@ class EraseOptions:
     """Knobs of the pipeline; defaults are what the CLI and app use."""
 
     steps: int | None = None  # optimisation steps ('optimise'); None = OptimiseConfig default
-    optimise: OptimiseConfig | None = None  # full config for 'optimise'; None = target 'both', fitted
+    optimise: OptimiseConfig | None = None  # settings for the optimise methods (target set by the method)
     n_rows: int = 256  # rows edited by 'optimise' and 'ablate'
     runners_up: int = 32  # unselected rows listed after the selected ones ('ablate')
     saes_dir: Path | None = None  # where 'pisces' finds its SAE; None = Settings.from_env().saes_dir
@@ -122,7 +122,8 @@ def _optimise_target(target: Target) -> MethodFn:
 
 def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress,
               target: Target = "both") -> MethodRun:
-    cfg = opts.optimise or replace(OptimiseConfig(target=target).fitted(bundle.n_layers), n_rows=opts.n_rows)
+    # the method decides the target; opts.optimise carries every other setting
+    cfg = replace(opts.optimise or replace(OptimiseConfig().fitted(bundle.n_layers), n_rows=opts.n_rows), target=target)
     if opts.steps is not None:
         cfg = replace(cfg, steps=opts.steps)
     result = optimise_value_vectors(bundle, facts, corpus, cfg, progress=progress)
