@@ -296,3 +296,26 @@ def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, tra
         pass
     after = {n: p.detach() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_sae_feature_rows_feed_the_localized_optimisation(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
+    """'pisces-rows': the rows come from the SAE (features by contrast, tau rule), only they change."""
+    from workbench.edits.erase import EraseOptions, erase
+    from workbench.edits.optimise import OptimiseConfig
+    from workbench.edits.pisces_search import FeatureCandidate
+    from workbench.sae.catalogue import tau_rows
+
+    layer = TINY_CFG.layer
+    cfg = OptimiseConfig(layers=(layer,), steps=2, min_target_prob=0.0, repr_layer=layer, n_retain_neutral=6,
+                         n_retain_neighbours=2, n_retain_collisions=2, eval_every=100, lr_scale=0.5)
+    options = EraseOptions(optimise=cfg, n_rows=12, saes_dir=sae_settings.saes_dir, score=False,
+                           pisces={"layer": layer, "n_features": 6, "tau": 0.5, "min_target_prob": 0.0})
+    result = erase(tiny_bundle, load_wiki("en"), "Paris", "pisces-rows", options=options)
+    features = [c for c in result.candidates if isinstance(c, FeatureCandidate)]
+    chosen = [c.feature for c in features if c.selected]
+    assert chosen and len(features) <= 6
+    union: set[int] = set()
+    for f in chosen:
+        union |= {int(i) for i in tau_rows(tiny_bundle.hf_model, trained.sae, f, 0.5)["neuron"]}
+    (target,) = result.spec.operations[0].targets
+    assert target.layer == layer and 0 < len(target.rows) <= 12 and set(target.rows) <= union

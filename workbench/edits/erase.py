@@ -8,6 +8,9 @@ Methods (METHODS.md section 2):
   optimise  localized optimisation of ~256 value vectors, fact + representation targets together
             (OptimiseConfig target 'both'); one OptimiseValueVectors op + a payload of deltas.
             The best method on the dev benchmark (bench/erasure.py).
+  pisces-rows
+            PISCES's row selection (SAE features firing on the fact set, their rows by the tau
+            rule) as the rows of the localized optimisation, instead of activation contrast.
   optimise-facts / optimise-repr
             the same with only the fact (unlikelihood) or only the representation target; kept
             so the bench can compare the two halves of the default.
@@ -121,20 +124,33 @@ def _optimise_target(target: Target) -> MethodFn:
 
 
 def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress,
-              target: Target = "both") -> MethodRun:
+              target: Target = "both", rows: dict[int, list[int]] | None = None) -> MethodRun:
     # the method decides the target; opts.optimise carries every other setting
     cfg = replace(opts.optimise or replace(OptimiseConfig().fitted(bundle.n_layers), n_rows=opts.n_rows), target=target)
     if opts.steps is not None:
         cfg = replace(cfg, steps=opts.steps)
-    result = optimise_value_vectors(bundle, facts, corpus, cfg, progress=progress)
+    result = optimise_value_vectors(bundle, facts, corpus, cfg, rows=rows, progress=progress)
     op, payload = to_operation(result, cfg)
     candidates = []
-    for layer, rows in result.rows.items():
-        v = layout.w_out(bundle.hf_model, layer).detach().float()[rows]  # [r, d]
+    for layer, idx in result.rows.items():
+        v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [r, d]
         rel = result.deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [r]
-        candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(rows, rel.tolist(), strict=True)]
+        candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(idx, rel.tolist(), strict=True)]
     candidates.sort(key=lambda c: -c.score)
     return MethodRun([op], payload, candidates)
+
+
+def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions,
+                 progress: Progress) -> MethodRun:
+    from workbench.config import Settings
+    from workbench.edits.pisces_search import sae_feature_rows
+
+    saes_dir = opts.saes_dir or Settings.from_env().saes_dir
+    progress.stage("SAE features by contrast on the fact set -> their W_out rows (tau rule)")
+    rows, features = sae_feature_rows(bundle, corpus, facts, saes_dir, max_rows=opts.n_rows, **opts.pisces)
+    run = _optimise(bundle, corpus, facts, opts, progress, "both", rows)
+    run.candidates = [*sorted(features, key=lambda c: not c.selected), *run.candidates]
+    return run
 
 
 def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
@@ -196,6 +212,7 @@ METHODS: dict[str, MethodFn] = {
     "project": _project,
     "optimise-facts": _optimise_target("facts"),
     "optimise-repr": _optimise_target("representation"),
+    "pisces-rows": _pisces_rows,
 }
 
 

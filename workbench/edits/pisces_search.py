@@ -93,6 +93,52 @@ def _retain_kl(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor, base_
     return float((base_logp.exp() * (base_logp - logp)).sum(-1).mean())
 
 
+def contrast_candidates(bundle: ModelBundle, sae: Any, targets: FactTargets, r_ids: torch.Tensor,
+                        r_attention: torch.Tensor, layer: int, n: int) -> list[FeatureCandidate]:
+    """The n SAE features whose mean activation on the fact set most exceeds that on retain
+    text, with how many concept target tokens each decoder direction promotes (top 50)."""
+    act_c = _feature_means(bundle, sae, targets.input_ids, targets.attention_mask, layer)
+    act_n = _feature_means(bundle, sae, r_ids, r_attention, layer)
+    order = (act_c - act_n).argsort(descending=True)[:n].tolist()
+    concept_ids = set(targets.targets[targets.targets >= 0].tolist())
+    w_dec = sae.W_dec.detach().float()[order] * layout.final_gain(bundle.hf_model)
+    proj = project_topk(w_dec, layout.unembed(bundle.hf_model), k=50)
+    return [FeatureCandidate(f, float(act_c[f]), float(act_n[f]), len(concept_ids & set(proj.top_ids[i].tolist())))
+            for i, f in enumerate(order)]
+
+
+def sae_feature_rows(
+    bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6, n_features: int = 16,
+    tau: float = 0.5, max_rows: int = 256, min_target_prob: float = 0.05,
+) -> tuple[dict[int, list[int]], list[FeatureCandidate]]:
+    """PISCES's row selection as the rows of a localized optimisation: the SAE features that fire
+    most on the fact set vs retain text, and for each the W_out rows of the tau rule (strongest
+    first), pooled up to max_rows. Returns ({layer: rows}, the features with selected marked)."""
+    from workbench.sae.catalogue import tau_rows
+    from workbench.sae.sources import load_local_sae
+
+    sae, _, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer))
+    targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
+    retain = [d.text[:400] for d in retain_documents(corpus, facts, OptimiseConfig())[:24]]
+    enc = bundle.tokenizer(retain, return_tensors="pt", padding=True, truncation=True, max_length=64, padding_side="right")
+    with bundle.lock:
+        candidates = contrast_candidates(bundle, sae, targets, enc["input_ids"], enc["attention_mask"], layer, n_features)
+    rows: list[int] = []
+    for c in candidates:
+        if c.act_concept <= c.act_neutral:
+            c.dropped_by = "fires no more on the concept than on retain text"
+            continue
+        new = [int(i) for i in tau_rows(bundle.hf_model, sae, c.feature, tau)["neuron"] if int(i) not in rows]
+        rows += new[: max_rows - len(rows)]
+        c.selected = bool(new)
+        if len(rows) >= max_rows:
+            break
+    if not rows:
+        raise ValueError("No SAE feature fires more on the concept's facts than on retain text; this SAE "
+                         "offers no rows for the concept.")
+    return {layer: sorted(rows)}, candidates
+
+
 def pisces_erase(
     bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6,
     n_candidates: int = 8, n_select: int = 4, taus: tuple[float, ...] = (0.9, 0.7, 0.5),
@@ -116,15 +162,7 @@ def pisces_erase(
     base_prob = _concept_prob(bundle, targets)
 
     progress.stage("PISCES: candidate features by activation contrast")
-    act_c = _feature_means(bundle, sae, targets.input_ids, targets.attention_mask, layer)
-    act_n = _feature_means(bundle, sae, r_ids, enc["attention_mask"], layer)
-    order = (act_c - act_n).argsort(descending=True)[:n_candidates].tolist()
-    concept_ids = set(targets.targets[targets.targets >= 0].tolist())
-    w_dec = sae.W_dec.detach().float()[order] * layout.final_gain(bundle.hf_model)
-    proj = project_topk(w_dec, layout.unembed(bundle.hf_model), k=50)
-    candidates = [FeatureCandidate(f, float(act_c[f]), float(act_n[f]),
-                                   len(concept_ids & set(proj.top_ids[i].tolist())))
-                  for i, f in enumerate(order)]
+    candidates = contrast_candidates(bundle, sae, targets, r_ids, enc["attention_mask"], layer, n_candidates)
     signs = neuron_signs(bundle, targets, layer)
     model_ref = ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256)
 

@@ -42,6 +42,10 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
         "tau x mu search. Needs a local SAE of layer 6 (Home → Train an SAE). With our 270M SAE it was "
         "not specific (perplexity +34% on Harry Potter).", needs_sae=True),
+    "pisces-rows": MethodInfo(
+        "SAE feature rows + localized optimisation",
+        "PISCES's selection (SAE features that fire on the fact set; their W_out rows by the tau rule) "
+        "as the rows the localized optimisation edits. Needs a local SAE of layer 6.", needs_sae=True),
     "ablate": MethodInfo(
         "Zero contrast-ranked value vectors",
         "Zeroes the 256 W_out rows that fire most on the concept vs neutral text (ConceptVectors-style). "
