@@ -69,8 +69,10 @@ def optimise_overrides(pairs: list[str], n_layers: int) -> OptimiseConfig | None
 
 
 def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
-            optimise: OptimiseConfig | None = None) -> dict[str, Any]:
+            optimise: OptimiseConfig | None = None, key_names: list[str] | None = None) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
+    if key_names:
+        facts = replace(facts, key_names=key_names)
     t0 = time.perf_counter()
     result = erase(bundle, corpus, concept, method, TqdmProgress(), fact_set=facts,
                    options=EraseOptions(score=False, optimise=optimise))
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--table", action="store_true", help="only print the table of finished rows")
     parser.add_argument("--tag", default="", help="label appended to the method name in the rows (a variant)")
+    parser.add_argument("--key-names", default="", help="comma-separated FactSet.key_names for this run's concepts")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="OptimiseConfig override for the optimise methods, e.g. --set steps=60")
     args = parser.parse_args()
@@ -163,7 +166,9 @@ def main() -> None:
     for concept in concepts:
         for method in methods:
             print(f"\n=== {concept} / {method} ===", flush=True)
-            row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers))
+            keys = [k.strip() for k in args.key_names.split(",") if k.strip()]
+            row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers), keys)
+            row["key_names"] = keys
             if args.tag:
                 row["method"] = f"{method}:{args.tag}"
             rows.append(row)

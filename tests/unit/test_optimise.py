@@ -129,3 +129,29 @@ def test_retain_batch_takes_its_share_of_colliding_texts_and_keeps_their_positio
     always[1, 3] = True
     _, mask = _retain_positions(enc, [1, 0], per_text=2, rng=rng, always=always)
     assert mask[0, 3] and mask.sum(1).tolist() == [2, 2]
+
+
+def test_key_names_get_their_own_frames_and_round_trip(tiny_bundle, facts: FactSet) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from workbench.edits.optimise import FRAMES, build_frames, name_frames
+
+    cfg = _cfg()
+    plain = build_frames(tiny_bundle, facts, cfg)
+    keyed = replace(facts, key_names=["Hermione Granger", "Hogwarts"])
+    both = build_frames(tiny_bundle, keyed, cfg)
+    assert len(plain.last) == len(name_frames(facts))
+    assert len(both.last) == len(plain.last) + 2 * len(FRAMES)
+    assert torch.equal(both.target[: len(plain.last)], plain.target)
+    assert FactSet.from_json(keyed.to_json()).key_names == ["Hermione Granger", "Hogwarts"]
+    assert FactSet.from_json(facts.to_json()).key_names == []
+
+
+def test_key_name_suggestions_skip_sentence_starts_common_words_and_the_name() -> None:
+    from workbench.edits.facts import key_names
+
+    texts = ["He met Hermione Granger at Hogwarts.", "Later Hermione Granger left Hogwarts for London.",
+             "Hermione Granger is clever.", "Harry Potter went to London. London is big."]
+    got = key_names(texts, "Harry Potter", load_wiki("en"))
+    assert got[:2] == ["Hermione Granger", "Hogwarts"]
+    assert "London" not in got and "Harry" not in got and "Later" not in got

@@ -51,6 +51,9 @@ class FactSet:
     name: str  # how the concept is written in text (e.g. 'Harry Potter')
     kind: Kind
     facts: list[Fact] = field(default_factory=list)
+    # other names that identify the concept (main characters, places, parts): the representation
+    # target also makes these look like made-up names; editable like the facts
+    key_names: list[str] = field(default_factory=list)
 
     def texts(self) -> list[str]:
         return [f.text for f in self.facts]
@@ -73,7 +76,7 @@ class FactSet:
     def from_json(cls, text: str) -> FactSet:
         raw = json.loads(text)
         return cls(concept=raw["concept"], name=raw["name"], kind=raw["kind"],
-                   facts=[Fact(**f) for f in raw["facts"]])
+                   facts=[Fact(**f) for f in raw["facts"]], key_names=list(raw.get("key_names", [])))
 
 
 _SENTENCE = re.compile(r"(?<![\s.][A-Z]\.)(?<=[.!?])\s+(?=[A-Z0-9\"'(])")  # not after initials
@@ -125,7 +128,38 @@ def build_fact_set(
     for text in sample_continuations(bundle, prompts, max_new_tokens, temperature, seed):
         facts.append(Fact(text, "sample"))
         progress.advance(1)
-    return FactSet(concept=doc.title, name=name, kind=kind, facts=_dedupe(facts))
+    facts = _dedupe(facts)
+    return FactSet(concept=doc.title, name=name, kind=kind, facts=facts)
+
+
+_PROPER = re.compile(r"\b[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*\b")
+
+
+def key_names(texts: Sequence[str], name: str, corpus: Corpus, n: int = 4, min_count: int = 2,
+              max_doc_frac: float = 0.002) -> list[str]:
+    """Suggestions for FactSet.key_names (shown to the user, not applied: on the dev facts they
+    mix good picks, 'Liverpool' and 'Ringo Starr' for the Beatles, with debatable ones, 'Eiffel
+    Tower' for Paris, which is a concept of its own).
+    Proper names the fact texts use at least `min_count` times, that are not part of the
+    concept's name, not a sentence's first word, and rare in the corpus (in < max_doc_frac of its
+    documents: 'Hermione' yes, 'London' no). Most frequent first."""
+    df, n_docs = word_document_frequency(corpus)
+    name_words = {w.lower() for w in _WORD.findall(name)}
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for m in _PROPER.finditer(text):
+            phrase = m.group(0)
+            if m.start() == 0 or text[max(0, m.start() - 2):m.start()].strip() in {".", "!", "?"}:
+                if " " not in phrase:  # a capitalised first word says nothing
+                    continue
+                phrase = phrase.split(" ", 1)[1]  # "Later Hermione Granger" -> "Hermione Granger"
+            words = [w.lower() for w in _WORD.findall(phrase)]
+            if not words or set(words) & name_words:
+                continue
+            if max(df.get(w, 0) for w in words) > max_doc_frac * n_docs:
+                continue
+            counts[phrase] += 1
+    return [p for p, c in counts.most_common() if c >= min_count][:n]
 
 
 def _dedupe(facts: list[Fact]) -> list[Fact]:

@@ -179,18 +179,18 @@ def _last_name_position(tokenizer: object, frame: str, name: str, max_len: int) 
 
 
 def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig) -> FrameBatch:
-    """Tokenised frames with the concept's name, and their made-up-name targets."""
+    """Tokenised frames with the concept's name (and its key names in the generic frames), and
+    their made-up-name targets."""
     tok = bundle.tokenizer
-    frames = name_frames(facts)
-    names = nonce_names(facts.kind)
+    jobs = [(frame, facts.name, facts.kind) for frame in name_frames(facts)]
+    for key in facts.key_names:  # a person-like key name gets person nonces, others the concept's kind
+        kind = "person" if len(key.split()) >= 2 and facts.kind != "person" else facts.kind
+        jobs += [(frame, key, kind) for frame in FRAMES]
     seqs, lasts, targets = [], [], []
     with torch.no_grad():
-        for frame in frames:
-            ids, last = _last_name_position(tok, frame, facts.name, cfg.max_len)
-            ref = []
-            for nonce in names:
-                nids, nlast = _last_name_position(tok, frame, nonce, cfg.max_len)
-                ref.append((nids, nlast))
+        for frame, name, kind in jobs:
+            ids, last = _last_name_position(tok, frame, name, cfg.max_len)
+            ref = [_last_name_position(tok, frame, nonce, cfg.max_len) for nonce in nonce_names(kind)]
             batch = _pad([r[0] for r in ref], tok.pad_token_id)
             resid = residual_after(bundle, batch, cfg.repr_layer)
             targets.append(torch.stack([resid[i, r[1]] for i, r in enumerate(ref)]).mean(0))
