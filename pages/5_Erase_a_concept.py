@@ -80,6 +80,16 @@ if facts is not None:
     else:
         st.caption(f"{len(chosen.facts)} of {len(facts.facts)} facts kept · name {chosen.name!r} · kind {chosen.kind}. "
                    "Add a row to add a fact; untick to drop one.")
+        suggested = ui_erase.suggested_key_names(chosen, corpus)
+        keys = st.text_input(
+            "Other key names (comma-separated)", value=", ".join(facts.key_names), key="er_key_names",
+            placeholder=", ".join(suggested) or "e.g. main characters, places, parts",
+            help="Names that identify the concept on their own (its main characters, places, parts). The "
+                 "representation target also makes these look like made-up names. Leave out names of "
+                 "concepts you want to keep.")
+        chosen.key_names = ui_erase.parse_names(keys)
+        if suggested:
+            st.caption("Suggested from the facts (rare proper names): " + ", ".join(suggested))
         st.download_button("Download fact set (JSON)", chosen.to_json(), file_name=f"{chosen.concept}.facts.json",
                            mime="application/json", key="er_facts_download", on_click="ignore")
 else:

@@ -309,3 +309,21 @@ def test_sessions_do_not_share_edits(shared: dict) -> None:
     b = ok(app("pages/4_Edit_and_preview.py"))
     assert len(draft_ops(a)) == 1
     assert draft_ops(b) == []
+
+
+def test_fact_table_round_trip_and_key_names() -> None:
+    from workbench.edits.facts import Fact, FactSet
+    from workbench.ui.erase import facts_frame, facts_from_frame, parse_names
+
+    facts = FactSet("Paris", "Paris", "place", [Fact("Paris is in France.", "article"), Fact("It has a tower.", "sample")])
+    frame = facts_frame(facts)
+    frame.loc[1, "keep"] = False
+    frame.loc[2] = [True, "Paris hosts the Louvre.", None]  # a row the user added
+    frame.loc[3] = [True, "   ", None]  # a blank row
+    out = facts_from_frame(facts, frame)
+    assert [(f.text, f.source) for f in out.facts] == [("Paris is in France.", "article"), ("Paris hosts the Louvre.", "user")]
+    assert len(facts.facts) == 2  # the built set is not changed
+    frame["keep"] = False
+    with pytest.raises(ValueError, match="fact set is empty"):
+        facts_from_frame(facts, frame)
+    assert parse_names(" Louvre, Seine,,Louvre ") == ["Louvre", "Seine"]

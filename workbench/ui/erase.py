@@ -80,6 +80,18 @@ def facts_from_frame(facts: FactSet, frame: pd.DataFrame) -> FactSet:
     return out
 
 
+def parse_names(text: str) -> list[str]:
+    """'A, B,, C ' -> ['A', 'B', 'C'] (order kept, duplicates dropped)."""
+    return list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
+def suggested_key_names(facts: FactSet, corpus: Any) -> list[str]:
+    """Key-name suggestions for the fact set (edits.facts.key_names), not yet chosen ones."""
+    from workbench.edits.facts import key_names
+
+    return [n for n in key_names(facts.texts(), facts.name, corpus) if n not in facts.key_names]
+
+
 def candidates_frame(candidates: list[Any], limit: int = 200) -> pd.DataFrame:
     """The rows / SAE features an erasure touched (selected first), as a table."""
     from dataclasses import asdict
