@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 
 import streamlit as st
+import torch
 
 from workbench.jobs import concept_job
+from workbench.lenses.concept_vectors import nearest_value_vectors
 from workbench.ui import draft as drafts
 from workbench.ui import panels, plots, resources
 
@@ -87,3 +89,20 @@ else:
     if st.button("Add to edit: project out", key="cv_add", disabled=not target_layers):
         vec = resid[resid["layer"] == source_layer].iloc[0]["vector"]
         panels.add_to_edit(drafts.project_out(target_layers, list(vec), alpha=alpha))
+
+    st.subheader("Nearest value vectors")
+    st.caption("W_out rows (as written into the residual stream) most aligned with this direction, in either "
+               "sign: the neurons that write the concept. Cosine > 0 promotes it, < 0 suppresses it.")
+    n1, n2 = st.columns([3, 1])
+    near_layers = n1.multiselect("Search W_out of layers", list(range(n_layers)),
+                                 default=list(range(max(0, source_layer - 2), min(n_layers, source_layer + 1))),
+                                 key="cv_near_layers")
+    n_near = n2.number_input("rows", 5, 100, 20, key="cv_near_k")
+    if near_layers:
+        direction = resid[resid["layer"] == source_layer].iloc[0]["vector"]
+        near = nearest_value_vectors(bundle.hf_model, torch.tensor(list(direction)), near_layers, int(n_near))  # type: ignore[attr-defined]
+        st.dataframe(near, hide_index=True, width="stretch", height=min(38 * (len(near) + 1), 320))
+        if st.button(f"Add to edit: ablate these {len(near)} rows", key="cv_near_ablate"):
+            for layer, group in near.groupby("layer"):
+                panels.add_to_edit(drafts.ablate(int(layer), [int(n) for n in group["neuron"]]), rerun=False)
+            st.rerun()

@@ -92,6 +92,12 @@ def test_concept_page_shows_auroc_and_adds_projection(shared: dict) -> None:
     ops = draft_ops(ok(at))
     assert len(ops) == 1 and ops[0].kind == "project_out_direction"
     assert len(ops[0].direction) == shared["bundle"].d_model
+    at.number_input(key="cv_near_k").set_value(6).run()
+    near = ok(at).dataframe[-1].value
+    assert len(near) == 6 and set(near.columns) == {"layer", "neuron", "cosine"}
+    at.button(key="cv_near_ablate").click().run()
+    ablated = [op for op in draft_ops(ok(at)) if op.kind == "ablate_value_vectors"]
+    assert sum(len(op.neurons) for op in ablated) == 6
 
 
 def test_concept_page_builds_a_concept_as_a_job(shared: dict) -> None:

@@ -124,3 +124,24 @@ def test_auroc_and_concept_vector_separation():
     assert cv.vectors.shape == (2, 8)
     assert int(cv.vectors[0].abs().argmax()) == 3
     assert (cv.auroc > 0.95).all()
+
+
+def test_nearest_by_cosine_finds_aligned_and_anti_aligned_rows(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    from workbench.lenses.concept_vectors import (
+        nearest_by_cosine,
+        nearest_sae_features,
+        nearest_value_vectors,
+    )
+    from workbench.models import layout
+
+    rows = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.1], [0.5, 0.5]])
+    idx, cos = nearest_by_cosine(rows, torch.tensor([1.0, 0.0]), k=2)
+    assert idx.tolist() == [0, 2] and cos[0] == 1.0 and cos[1] < -0.99
+    assert nearest_sae_features(rows, torch.tensor([0.0, 1.0]), k=1)["feature"].tolist() == [1]
+
+    hf = tiny_bundle.hf_model
+    target = layout.w_out(hf, 1).detach()[7] * layout.post_ffn_gain(hf, 1)  # a planted direction
+    near = nearest_value_vectors(hf, target, layers=[0, 1], k=5)
+    assert (near.loc[0, "layer"], near.loc[0, "neuron"]) == (1, 7)
+    assert abs(near.loc[0, "cosine"] - 1.0) < 1e-5 and len(near) == 5
+    assert near["cosine"].abs().is_monotonic_decreasing

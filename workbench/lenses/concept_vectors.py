@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 
 from workbench.lenses.activations import run_pass
@@ -106,3 +107,32 @@ def mlp_hidden_to_residual(delta: torch.Tensor, w_out: torch.Tensor, gamma_post:
     """Residual image of an MLP-hidden direction: gamma_post * (delta @ W_out).
     delta: [d_mlp], w_out: [d_mlp, d_model], gamma_post: [d_model] -> [d_model]."""
     return gamma_post * (delta @ w_out)
+
+
+def nearest_by_cosine(rows: torch.Tensor, u: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k rows most aligned with u in either sign: (indices [k], signed cosines [k]).
+    rows: [n, d], u: [d]."""
+    cos = (rows @ u) / (rows.norm(dim=1) * u.norm()).clamp_min(1e-12)  # [n]
+    top = cos.abs().topk(min(k, len(cos))).indices
+    return top, cos[top]
+
+
+def nearest_value_vectors(hf_model: torch.nn.Module, u: torch.Tensor, layers: Sequence[int], k: int = 20) -> pd.DataFrame:
+    """W_out rows (as written into the residual stream: row x post-FFN gain) nearest to a
+    residual-coordinate direction u [d_model], over the given layers: layer, neuron, cosine."""
+    from workbench.models import layout
+
+    frames = []
+    for layer in layers:
+        rows = layout.w_out(hf_model, layer).detach().float() * layout.post_ffn_gain(hf_model, layer)  # [m, d]
+        idx, cos = nearest_by_cosine(rows, u.float(), k)
+        frames.append(pd.DataFrame({"layer": layer, "neuron": idx.numpy(), "cosine": cos.numpy()}))
+    out = pd.concat(frames, ignore_index=True)
+    return out.reindex(out["cosine"].abs().sort_values(ascending=False).index).head(k).reset_index(drop=True)
+
+
+def nearest_sae_features(w_dec: torch.Tensor, u: torch.Tensor, k: int = 20) -> pd.DataFrame:
+    """SAE decoder directions (w_dec: [d_sae, d_model], an SAE of an MLP-output site, which is
+    residual-stream coordinates) nearest to u [d_model]: feature, cosine."""
+    idx, cos = nearest_by_cosine(w_dec.detach().float(), u.float(), k)
+    return pd.DataFrame({"feature": idx.numpy(), "cosine": cos.numpy()})
