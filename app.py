@@ -9,8 +9,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from workbench.jobs import prepare_job
+from workbench.jobs import prepare_job, sae_catalogue_job, sae_job
+from workbench.sae.train import SITES, SAETrainConfig
+from workbench.store import list_saes
 from workbench.ui import panels, resources
+from workbench.ui.features import sae_overview
 
 st.set_page_config(page_title="Concept-erasure workbench", page_icon="🧽", layout="wide")
 
@@ -42,13 +45,17 @@ with left:
     st.caption(f"weights sha256 `{bundle.weights_sha256[:16]}…` · checkpoint `{bundle.path}`")  # type: ignore[attr-defined]
 
     st.subheader("SAE")
-    try:
-        from workbench.sae import catalogue as sae_catalogue  # noqa: F401
-    except ImportError:
-        st.info("SAE training and the feature catalogue aren't built into the workbench yet; "
-                "the Feature browser shows value vectors (W_out rows) meanwhile.")
+    saes = sae_overview(settings.saes_dir, list_saes(store, bundle.model_id))  # type: ignore[arg-type, attr-defined]
+    if saes.empty:
+        st.caption(f"No SAE under `{settings.saes_dir}` yet: train one below (Build → SAE).")
     else:
-        st.caption("SAEs of this model are listed on the Feature browser page.")
+        st.dataframe(saes, hide_index=True, width="stretch")
+        todo = saes[~saes["catalogued"] & saes["error"].eq("")]
+        if not todo.empty:
+            pick = st.selectbox("Catalogue a local SAE into the store", list(todo["sae_id"]), key="sae_catalogue_pick")
+            if st.button("Catalogue it", key="sae_catalogue"):
+                panels.start_job("sae", f"Catalogue {pick}",
+                                 sae_catalogue_job(store, bundle, settings.saes_dir / pick))
 
 with right:
     st.subheader("Cache and store")
@@ -83,13 +90,25 @@ with b2:
         panels.start_job("stats", f"Neuron statistics ({n_tokens:,} tokens)",
                          prepare_job(store, bundle, vocab=False, stats_tokens=int(n_tokens)))
 with b3:
-    st.markdown("**SAE training** and the **feature catalogue**.")
-    try:
-        from workbench.sae import train as sae_train  # noqa: F401
-    except ImportError:
-        st.button("Train an SAE", disabled=True, key="build_sae", help="SAE training isn't built yet.")
-    else:
-        st.caption("Start SAE training from the Feature browser page.")
+    st.markdown("**SAE training** (SAELens) and its **feature catalogue** for the Feature browser.")
+    with st.popover("Train an SAE", width="stretch"):
+        d = SAETrainConfig()
+        t1, t2 = st.columns(2)
+        layer = t1.number_input("layer", 0, bundle.n_layers - 1, min(d.layer, bundle.n_layers - 1), key="sae_layer")  # type: ignore[attr-defined]
+        site = t2.selectbox("site", list(SITES), index=list(SITES).index(d.site), key="sae_site",
+                            help="hook_mlp_out: MLP output after the post-FFN norm; mlp.hook_out: before it "
+                                 "(pre-norm); mlp.hook_post: the hidden activations (down_proj input).")
+        width = t1.select_slider("width (features)", [512, 1024, 2048, 4096, 8192, 16384], value=d.width, key="sae_width")
+        k = t2.number_input("k (active per token)", 1, 256, d.k, key="sae_k")
+        tokens = st.select_slider("training tokens", [50_000, 200_000, 400_000, 800_000, 1_600_000], value=d.tokens,
+                                  key="sae_tokens", help="~1k tokens/s on 2 CPU cores: 800k tokens take ~15 min.")
+        if st.button("Start training", key="build_sae", type="primary"):
+            try:
+                cfg = SAETrainConfig(layer=int(layer), site=site, width=int(width), k=int(k), tokens=int(tokens))
+            except ValueError as err:
+                st.error(str(err))
+            else:
+                panels.start_job("sae", f"Train + catalogue SAE L{layer} {site}", sae_job(store, bundle, settings, cfg))
 st.caption("Builds run in the background; progress survives a page reload. Builds hold the model lock, "
            "so previews wait (queued) until they finish. Concept sets are built on the Concept vectors page.")
 panels.job_panel()

@@ -1,12 +1,28 @@
-"""Feature browser: SAE features when an SAE exists; until then the value-vector browser
-(W_out rows searched by the tokens they promote or suppress)."""
+"""Feature browser: SAE features of the MLP output (search by token, label or concept set; a
+feature page with what it promotes, how often it fires, where it fires, the W_out rows that carry
+it, and "remove it" for the edit), and the value-vector browser (W_out rows by the tokens they
+promote or suppress)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from workbench.edits.spec import SaeRef, sae_sha256
+from workbench.jobs import sae_contrast_job
+from workbench.sae.catalogue import tau_rows
+from workbench.sae.sources import SAELoadError
+from workbench.store import (
+    feature_densities,
+    feature_detail,
+    features_by_contrast,
+    list_saes,
+    rows_of_feature,
+    search_features,
+    set_feature_label,
+)
 from workbench.ui import draft as drafts
-from workbench.ui import panels, plots
+from workbench.ui import features as ui_features
+from workbench.ui import panels, plots, resources
 
 st.set_page_config(page_title="Feature browser · workbench", page_icon="🔎", layout="wide")
 st.title("Feature browser")
@@ -14,66 +30,204 @@ bundle, store = panels.need_bundle_and_store()
 panels.edit_sidebar()
 model_id = bundle.model_id  # type: ignore[attr-defined]
 n_layers = int(bundle.n_layers)  # type: ignore[attr-defined]
+tab_sae, tab_vv = st.tabs(["SAE features", "Value vectors (W_out rows)"])
 
-try:
-    from workbench.sae import catalogue as sae_catalogue  # noqa: F401
-except ImportError:
-    st.info("SAE features aren't built into the workbench yet. Below: the **value-vector browser** — "
-            "each MLP neuron's output row of W_out projected onto the vocabulary.")
 
-st.subheader("Value vectors")
-st.caption("Gain-aware lens: a row's direction in the residual stream is W_out[i] × (1 + post-FFN norm weight), "
-           "then the final norm and unembedding (see README, 'Gain-aware vs reference lens').")
+def feature_page(sae_row: dict, feature: int) -> None:
+    """Everything about one feature, and 'remove it' for the edit."""
+    sae_id = str(sae_row["sae_id"])
+    try:
+        detail = feature_detail(store, sae_id, feature)  # type: ignore[arg-type]
+    except KeyError as err:
+        st.error(err.args[0])
+        return
+    st.markdown(f"### Feature {feature} · {detail['label']}")
+    l1, l2 = st.columns([4, 1])
+    label = l1.text_input("Label (yours survives catalogue rebuilds)", value=str(detail["label"]),
+                          key=f"fb_label_{sae_id}_{feature}", max_chars=200)
+    if l2.button("Save label", key="fb_label_save", disabled=label.strip() == str(detail["label"])):
+        try:
+            set_feature_label(store, sae_id, feature, label)  # type: ignore[arg-type]
+        except (ValueError, KeyError) as err:
+            st.error(str(err))
+        else:
+            st.toast(f"Label of feature {feature} saved.")
+            st.rerun()
+    if detail["auto_label"] != detail["label"]:
+        st.caption(f"automatic label: {detail['auto_label']}")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("density", f"{detail['density']:.3%}", help=ui_features.density_text(float(detail["density"])))
+    m2.metric("max activation", f"{detail['max_act']:.2f}")
+    m3.metric("mean activation when firing", f"{detail['mean_act']:.2f}")
+    st.caption(ui_features.density_text(float(detail["density"])))
+    c1, c2 = st.columns(2)
+    with c1:
+        if detail["tokens"].empty:
+            st.info("No vocab projection stored for this feature.")
+        else:
+            st.plotly_chart(plots.token_bars(detail["tokens"], "What its decoder direction promotes / suppresses", n=12),
+                            width="stretch", key="fb_tokens")
+    with c2:
+        dens = feature_densities(store, sae_id)  # type: ignore[arg-type]
+        st.plotly_chart(plots.density_histogram(dens["density"], float(detail["density"]), "How often features fire"),
+                        width="stretch", key="fb_density")
+        examples = detail["examples"]
+        if not examples.empty:
+            st.plotly_chart(plots.activation_bars(examples, "Top activations"), width="stretch", key="fb_acts")
+    st.markdown("**Top activating snippets** (the highlighted token is where it fires)")
+    if examples.empty:
+        st.info("It never fired in the catalogue sweep: a dead feature.")
+    for ex in examples.itertuples():
+        st.markdown(ui_features.example_html(str(ex.snippet), float(ex.activation), str(ex.title),
+                                             float(detail["max_act"])), unsafe_allow_html=True)
 
-c1, c2, c3 = st.columns([3, 1, 1])
-query = c1.text_input("Search tokens", placeholder="e.g. Paris, wizard, chess", key="vv_query")
-layer_choice = c2.selectbox("Layer", ["all", *range(n_layers)], key="vv_layer")
-how = c3.radio("Match", ["contains", "exact token"], key="vv_how", horizontal=False)
-layer = None if layer_choice == "all" else int(layer_choice)
+    st.markdown("**W_out rows that carry it** (PISCES: s[i, f] = value vector i read by the feature's encoder)")
+    r1, r2 = st.columns(2)
+    with r1:
+        stored = rows_of_feature(store, sae_id, feature)  # type: ignore[arg-type]
+        st.caption(f"strongest stored rows of layer {sae_row['layer']}")
+        st.dataframe(stored, hide_index=True, width="stretch", height=260)
+    with r2:
+        tau = st.slider("tau (rows with |s| > tau x max)", 0.05, 1.0, 0.7, 0.05, key="fb_tau")
+        try:
+            sae = resources.sae(str(sae_row["path"]))
+        except (SAELoadError, FileNotFoundError, OSError) as err:
+            st.error(f"The SAE's folder cannot be loaded ({err}); tau rows and 'remove' need it.")
+            return
+        chosen = tau_rows(bundle.hf_model, sae, feature, tau)  # type: ignore[attr-defined]
+        st.caption(f"{len(chosen)} row(s) selected at tau {tau:g}: the rows a removal rewrites")
+        st.dataframe(chosen.head(50), hide_index=True, width="stretch", height=260)
+    a1, a2, a3 = st.columns([1, 1, 2])
+    mu = a1.number_input("mu (edit magnitude)", 0.5, 128.0, 16.0, 0.5, key="fb_mu")
+    a2.caption("Unsigned (eta = +1): the neuron sign rule needs the concept's text; the Erase page's "
+               "'pisces' method measures it.")
+    if a3.button(f"Add to edit: remove feature {feature} (PISCES, tau {tau:g}, mu {mu:g})", key="fb_add", type="primary"):
+        try:
+            drafts.draft().use_sae(SaeRef(id=sae_id, sha256=sae_sha256(sae)))
+        except ValueError as err:
+            st.error(str(err))
+        else:
+            panels.add_to_edit(drafts.remove_features(int(sae_row["layer"]), [feature], tau=tau, mu=mu))
 
-if query.strip():
-    if how == "exact token":
-        hits = store.neurons_with_token(model_id, query if query.startswith(" ") else " " + query.strip(),  # type: ignore[attr-defined]
-                                        layer=layer)
-        hits = hits.assign(side="top", hits=1, matched=[[query]] * len(hits))
+
+def sae_browser() -> None:
+    saes = list_saes(store, model_id)  # type: ignore[arg-type]
+    if saes.empty:
+        st.info("No SAE is catalogued for this model yet: train one on **Home** (SAE section), or run "
+                "`python -m workbench sae train --layer 6`. The value-vector browser (next tab) works without one.")
+        return
+    rows = saes.to_dict("records")
+    pick = st.selectbox("SAE", range(len(rows)), index=len(rows) - 1, key="fb_sae",
+                        format_func=lambda i: ui_features.sae_label(rows[i]))
+    sae_row = rows[pick]
+    sae_id = str(sae_row["sae_id"])
+    q = ui_features.sae_quality(sae_row.get("metrics_json"))
+    if q.get("dead_fraction", 0) > 0.5:
+        st.warning(f"{q['dead_fraction']:.0%} of this SAE's features are dead: many concepts have no feature of their own.")
+    s1, s2 = st.columns([3, 2])
+    how = s2.radio("Search by", ["token or label", "concept set"], horizontal=True, key="fb_how")
+    results = None
+    if how == "token or label":
+        text = s1.text_input("Token or label", placeholder="e.g. river, Paris, film", key="fb_query")
+        if text.strip():
+            results = search_features(store, sae_id, text)  # type: ignore[arg-type]
+            if results.empty:
+                st.warning(f"No feature fires on, promotes or is labelled {text!r}.")
     else:
-        hits = store.neurons_matching(model_id, query, layer=layer)  # type: ignore[attr-defined]
-    if hits.empty:
-        st.warning(f"No value vector has {query!r} among its top/bottom tokens"
-                   + ("" if store.builds(model_id).shape[0] else " — nothing is built yet: use 'Build vocab projections' on Home") + ".")  # type: ignore[attr-defined]
-    else:
-        st.caption(f"{len(hits)} value vector(s) match.")
-        show = hits.copy()
-        show["matched"] = [", ".join(repr(t) for t in m[:6]) for m in show["matched"]]
-        st.dataframe(show[["layer", "neuron", "side", "hits", "matched"]], hide_index=True, height=220,
-                     width="stretch")
-        options = [f"L{int(r.layer)}/{int(r.neuron)}" for r in hits.itertuples()]
-        pick = st.selectbox("Inspect", options, key="vv_pick")
-        lay, neu = pick[1:].split("/")
-        st.session_state["vv_selected"] = (int(lay), int(neu))
+        sets = store.concept_sets()  # type: ignore[attr-defined]
+        if sets.empty:
+            s1.info("No concept set exists yet: build one on Concept vectors.")
+        else:
+            names = dict(zip(sets["concept_id"], sets["name"], strict=True))
+            cid = s1.selectbox("Concept set", list(names), format_func=lambda c: names[c], key="fb_concept")
+            results = features_by_contrast(store, sae_id, cid)  # type: ignore[arg-type]
+            if results.empty:
+                st.info(f"The features' contrast on '{names[cid]}' is not built yet for this SAE.")
+                if st.button("Build it (a background job, ~1 min)", key="fb_contrast"):
+                    try:
+                        sae = resources.sae(str(sae_row["path"]))
+                    except (SAELoadError, FileNotFoundError, OSError) as err:
+                        st.error(f"The SAE's folder cannot be loaded: {err}")
+                    else:
+                        panels.start_job("sae-contrast", f"SAE contrast '{names[cid]}'",
+                                         sae_contrast_job(store, bundle, sae, sae_id, cid))
+                panels.job_panel(kinds=("sae-contrast",), limit=1)
+                results = None
+    if results is not None and not results.empty:
+        st.caption(f"{len(results)} feature(s), best evidence first")
+        show = results.copy()
+        show["top_tokens"] = [", ".join(t[:6]) for t in show["top_tokens"]]
+        st.dataframe(show, hide_index=True, width="stretch", height=240)
+        st.session_state["fb_feature"] = int(st.selectbox(
+            "Open feature", list(results["feature"]), key="fb_pick",
+            format_func=lambda f: f"{f} · {results.set_index('feature').loc[f, 'label']}"))
+    with st.expander("Go to a feature by number"):
+        g1, g2 = st.columns([1, 1])
+        number = g1.number_input("feature", 0, int(sae_row["d_sae"]) - 1, 0, key="fb_go_number")
+        if g2.button("Open", key="fb_go"):
+            st.session_state["fb_feature"] = int(number)
+    feature = st.session_state.get("fb_feature")
+    if feature is not None:
+        feature_page(sae_row, int(feature))
 
-with st.expander("Go to a neuron by number"):
-    g1, g2, g3 = st.columns([1, 1, 1])
-    gl = g1.number_input("layer", 0, n_layers - 1, 0, key="vv_go_layer")
-    gn = g2.number_input("neuron", 0, int(bundle.d_mlp) - 1, 0, key="vv_go_neuron")  # type: ignore[attr-defined]
-    if g3.button("Show", key="vv_go"):
-        st.session_state["vv_selected"] = (int(gl), int(gn))
 
-selected = st.session_state.get("vv_selected")
-if selected:
-    lay, neu = selected
-    tokens = store.value_vector_tokens(model_id, lay, neu)  # type: ignore[attr-defined]
-    st.markdown(f"### Layer {lay}, neuron {neu}")
-    if tokens.empty:
-        st.warning("This layer's vocab projection is not built yet (Home → Build vocab projections).")
-    else:
-        st.plotly_chart(plots.token_bars(tokens, f"What W_out[{neu}] of layer {lay} promotes / suppresses"),
-                        width="stretch", key="vv_chart")
-    a1, a2, a3 = st.columns(3)
-    if a1.button("Add to edit: ablate (zero)", key="vv_add_ablate"):
-        panels.add_to_edit(drafts.ablate(lay, [neu]))
-    if a2.button("Add to edit: prune neuron", key="vv_add_prune"):
-        panels.add_to_edit(drafts.prune(lay, [neu]))
-    if a3.button("Open on Neurons page", key="vv_to_neurons"):
-        st.session_state["neuron_selected"] = (lay, neu)
-        st.switch_page("pages/3_Neurons.py")
+with tab_sae:
+    sae_browser()
+
+with tab_vv:
+    st.subheader("Value vectors")
+    st.caption("Gain-aware lens: a row's direction in the residual stream is W_out[i] × (1 + post-FFN norm weight), "
+               "then the final norm and unembedding (see README, 'Gain-aware vs reference lens').")
+
+    c1, c2, c3 = st.columns([3, 1, 1])
+    query = c1.text_input("Search tokens", placeholder="e.g. Paris, wizard, chess", key="vv_query")
+    layer_choice = c2.selectbox("Layer", ["all", *range(n_layers)], key="vv_layer")
+    how = c3.radio("Match", ["contains", "exact token"], key="vv_how", horizontal=False)
+    layer = None if layer_choice == "all" else int(layer_choice)
+
+    if query.strip():
+        if how == "exact token":
+            hits = store.neurons_with_token(model_id, query if query.startswith(" ") else " " + query.strip(),  # type: ignore[attr-defined]
+                                            layer=layer)
+            hits = hits.assign(side="top", hits=1, matched=[[query]] * len(hits))
+        else:
+            hits = store.neurons_matching(model_id, query, layer=layer)  # type: ignore[attr-defined]
+        if hits.empty:
+            st.warning(f"No value vector has {query!r} among its top/bottom tokens"
+                       + ("" if store.builds(model_id).shape[0] else " — nothing is built yet: use 'Build vocab projections' on Home") + ".")  # type: ignore[attr-defined]
+        else:
+            st.caption(f"{len(hits)} value vector(s) match.")
+            show = hits.copy()
+            show["matched"] = [", ".join(repr(t) for t in m[:6]) for m in show["matched"]]
+            st.dataframe(show[["layer", "neuron", "side", "hits", "matched"]], hide_index=True, height=220,
+                         width="stretch")
+            options = [f"L{int(r.layer)}/{int(r.neuron)}" for r in hits.itertuples()]
+            pick = st.selectbox("Inspect", options, key="vv_pick")
+            lay, neu = pick[1:].split("/")
+            st.session_state["vv_selected"] = (int(lay), int(neu))
+
+    with st.expander("Go to a neuron by number"):
+        g1, g2, g3 = st.columns([1, 1, 1])
+        gl = g1.number_input("layer", 0, n_layers - 1, 0, key="vv_go_layer")
+        gn = g2.number_input("neuron", 0, int(bundle.d_mlp) - 1, 0, key="vv_go_neuron")  # type: ignore[attr-defined]
+        if g3.button("Show", key="vv_go"):
+            st.session_state["vv_selected"] = (int(gl), int(gn))
+
+    selected = st.session_state.get("vv_selected")
+    if selected:
+        lay, neu = selected
+        tokens = store.value_vector_tokens(model_id, lay, neu)  # type: ignore[attr-defined]
+        st.markdown(f"### Layer {lay}, neuron {neu}")
+        if tokens.empty:
+            st.warning("This layer's vocab projection is not built yet (Home → Build vocab projections).")
+        else:
+            st.plotly_chart(plots.token_bars(tokens, f"What W_out[{neu}] of layer {lay} promotes / suppresses"),
+                            width="stretch", key="vv_chart")
+        a1, a2, a3 = st.columns(3)
+        if a1.button("Add to edit: ablate (zero)", key="vv_add_ablate"):
+            panels.add_to_edit(drafts.ablate(lay, [neu]))
+        if a2.button("Add to edit: prune neuron", key="vv_add_prune"):
+            panels.add_to_edit(drafts.prune(lay, [neu]))
+        if a3.button("Open on Neurons page", key="vv_to_neurons"):
+            st.session_state["neuron_selected"] = (lay, neu)
+            st.switch_page("pages/3_Neurons.py")

@@ -278,3 +278,58 @@ def erase_job(bundle: Any, corpus: Any, concept: str, method: str, fact_set: Any
         return f"erased '{concept}' with {method} in {result.seconds:.0f} s{score}", result
 
     return run
+
+
+def sae_job(store: Any, bundle: Any, settings: Any, cfg: Any, catalogue_tokens: int = 50_000) -> JobFn:
+    """Train an SAE (cached per config: a finished config is not retrained) and catalogue it
+    into the store, so the Feature browser can show it."""
+
+    def run(progress: FileProgress) -> str:
+        from workbench.sae.index import catalogue_into_store
+        from workbench.sae.train import train_sae
+
+        result = train_sae(bundle, cfg, settings, progress=progress)
+        m = result.metrics
+        progress.message(f"{result.sae_id}: EV {m.explained_variance:.3f}, L0 {m.l0:.1f}, dead {m.dead_fraction:.0%}")
+        cat = catalogue_into_store(store, bundle, result.sae, result.sae_id, result.sha256, result.path,
+                                   m.to_dict(), max_tokens=catalogue_tokens, progress=progress)
+        return (f"{result.sae_id}: EV {m.explained_variance:.3f}, L0 {m.l0:.1f}, dead {m.dead_fraction:.0%}; "
+                f"{cat.d_sae} features catalogued")
+
+    return run
+
+
+def sae_catalogue_job(store: Any, bundle: Any, path: Path, catalogue_tokens: int = 50_000) -> JobFn:
+    """Catalogue a local SAE folder into the store."""
+
+    def run(progress: FileProgress) -> str:
+        from workbench.sae.index import catalogue_folder
+
+        cat = catalogue_folder(store, bundle, path, max_tokens=catalogue_tokens, progress=progress)
+        return f"{cat.sae_id}: {cat.d_sae} features catalogued over {cat.n_tokens:,} tokens"
+
+    return run
+
+
+def sae_contrast_job(store: Any, bundle: Any, sae: Any, sae_id: str, concept_id: str, max_tokens: int = 20_000) -> JobFn:
+    """Mean activation of every SAE feature on a stored concept set's documents vs neutral ones,
+    saved so the Feature browser can rank features by concept."""
+
+    def run(progress: FileProgress) -> str:
+        import json
+
+        from workbench.corpus import build_concept_set, load_wiki
+        from workbench.sae.catalogue import feature_contrast
+        from workbench.store import save_feature_contrast
+
+        row = store.concept_sets().set_index("concept_id").loc[concept_id]
+        concept = build_concept_set(load_wiki("en"), str(row["name"]), titles=json.loads(row["positive_titles_json"]),
+                                    terms=json.loads(row["terms_json"]), n_negative=int(row["n_negative"]))
+        progress.stage(f"SAE feature activations on '{row['name']}' vs neutral documents")
+        with bundle.lock:
+            contrast = feature_contrast(bundle, sae, concept, max_tokens=max_tokens)
+        save_feature_contrast(store, sae_id, concept_id, contrast)
+        top = contrast.head(3)["feature"].tolist()
+        return f"contrast of {len(contrast):,} features on '{row['name']}'; strongest: {top}"
+
+    return run

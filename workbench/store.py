@@ -495,7 +495,7 @@ def save_feature_contrast(store: Store, sae_id: str, concept_id: str, contrast: 
 
 def list_saes(store: Store, model_id: str | None = None) -> pd.DataFrame:
     sql = ("SELECT sae_id, model_id, hook, layer, d_sae, k, architecture, source, metrics_json, "
-           "sha256, corpus_id, n_tokens, built_at FROM saes")
+           "sha256, path, corpus_id, n_tokens, built_at FROM saes")
     if model_id is None:
         return store.df(sql + " ORDER BY built_at")
     return store.df(sql + " WHERE model_id = ? ORDER BY built_at", [model_id])
@@ -536,6 +536,11 @@ def search_features(store: Store, sae_id: str, text: str, limit: int = 50) -> pd
         """,
         {"sae": sae_id, "q": q, "like": f"%{q}%", "limit": limit},
     ).df()
+
+
+def feature_densities(store: Store, sae_id: str) -> pd.DataFrame:
+    """feature, density of every catalogued feature of an SAE (for the density histogram)."""
+    return store.df("SELECT feature, density FROM features WHERE sae_id = ? ORDER BY feature", [sae_id])
 
 
 def feature_detail(store: Store, sae_id: str, feature: int) -> dict[str, Any]:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -58,20 +57,20 @@ def add_sae_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ig
 
 def _catalogue(args: argparse.Namespace, settings: Any, bundle: Any, sae: Any, sae_id: str,
                sha256: str, path: Any, metrics: dict[str, Any] | None) -> None:
-    from workbench.corpus.wiki import load_wiki
     from workbench.progress import TqdmProgress
-    from workbench.sae.index import index_sae
+    from workbench.sae.index import catalogue_into_store
     from workbench.store import open_store
 
-    corpus = load_wiki("en")
-    docs = corpus.sample(len(corpus), seed=1)  # shuffled, so the sweep spans all topics
     store = open_store(settings.store_path)
     try:
-        cat = index_sae(store, bundle, sae, sae_id, sha256, docs, corpus_id=corpus.corpus_id,
-                        max_tokens=args.catalogue_tokens, path=path, metrics=metrics,
-                        progress=TqdmProgress())
+        cat = catalogue_into_store(store, bundle, sae, sae_id, sha256, path, metrics,
+                                   max_tokens=args.catalogue_tokens, progress=TqdmProgress())
     finally:
         store.close()
+    _report(cat, settings)
+
+
+def _report(cat: Any, settings: Any) -> None:
     _say(f"catalogued {cat.d_sae} features over {cat.n_tokens} tokens in {cat.seconds:.0f} s "
           f"-> {settings.store_path}")
 
@@ -104,14 +103,18 @@ def cmd_sae_catalogue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from workbench.cli import load_bundle_for
-    from workbench.sae.sources import load_local_sae
-    from workbench.sae.train import METRICS_FILE
+    from workbench.progress import TqdmProgress
+    from workbench.sae.index import catalogue_folder
+    from workbench.store import open_store
 
     settings, bundle = load_bundle_for(args)
     path = Path(args.sae) if Path(args.sae).is_dir() else settings.saes_dir / args.sae
-    sae, sae_id, sha = load_local_sae(path)
-    metrics = json.loads((path / METRICS_FILE).read_text())["metrics"] if (path / METRICS_FILE).exists() else None
-    _catalogue(args, settings, bundle, sae, sae_id, sha, path, metrics)
+    store = open_store(settings.store_path)
+    try:
+        cat = catalogue_folder(store, bundle, path, max_tokens=args.catalogue_tokens, progress=TqdmProgress())
+    finally:
+        store.close()
+    _report(cat, settings)
     return 0
 
 

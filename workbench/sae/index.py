@@ -48,3 +48,28 @@ def index_sae(
         cat.features, cat.tokens, cat.examples, scores,
     )
     return cat
+
+
+def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256: str, path: Path | None,
+                         metrics: dict[str, Any] | None, max_tokens: int = 50_000,
+                         progress: Progress | None = None) -> FeatureCatalogue:
+    """Catalogue an SAE over the embedded corpus, shuffled so the sweep spans all topics: what
+    `sae catalogue`, `sae train` and the app's SAE jobs all call."""
+    from workbench.corpus.wiki import load_wiki
+
+    corpus = load_wiki("en")
+    docs = corpus.sample(len(corpus), seed=1)
+    return index_sae(store, bundle, sae, sae_id, sha256, docs, corpus_id=corpus.corpus_id, max_tokens=max_tokens,
+                     path=path, metrics=metrics, progress=progress)
+
+
+def catalogue_folder(store: Any, bundle: Any, path: Path, max_tokens: int = 50_000,
+                     progress: Progress | None = None) -> FeatureCatalogue:
+    """Load a local SAE folder (safetensors only) with its training metrics and catalogue it."""
+    from workbench.sae.sources import load_local_sae
+    from workbench.sae.train import METRICS_FILE
+
+    sae, sae_id, sha = load_local_sae(Path(path))
+    metrics_file = Path(path) / METRICS_FILE
+    metrics = json.loads(metrics_file.read_text())["metrics"] if metrics_file.exists() else None
+    return catalogue_into_store(store, bundle, sae, sae_id, sha, Path(path), metrics, max_tokens, progress)

@@ -165,9 +165,11 @@ def neuron_adjust(contrast: pd.DataFrame, min_std: float = 1e-4) -> Any:
 
 
 def remove_features(layer: int, features: list[int], tau: float = 0.9, mu: float = 16.0) -> Any:
+    """PISCES removal of hand-picked features. Unsigned (eta = +1): the neuron sign rule needs
+    activations on the concept's text, which only the Erase page's 'pisces' method measures."""
     from workbench.edits.spec import RemoveSaeFeatures
 
-    return RemoveSaeFeatures(layer=layer, features=sorted(set(features)), tau=tau, mu=mu)
+    return RemoveSaeFeatures(layer=layer, features=sorted(set(features)), tau=tau, mu=mu, signed=False)
 
 
 # --------------------------------------------------------------------- uploads

@@ -65,3 +65,28 @@ def effect_bars(contrast: pd.DataFrame, title: str, n: int = 30) -> go.Figure:
     fig.update_xaxes(type="category", title="layer/neuron")
     fig.update_yaxes(title="effect size (concept vs neutral)")
     return _layout(fig, title, height=320)
+
+
+def density_histogram(densities: Sequence[float], this: float | None, title: str) -> go.Figure:
+    """log10 firing density of every feature of an SAE, this feature marked; dead ones counted
+    in the caption, not plotted (log of 0)."""
+    d = np.asarray(densities, dtype=float)
+    live = np.log10(d[d > 0])
+    fig = go.Figure(go.Histogram(x=live, nbinsx=40, marker_color=NEUTRAL, name="features"))
+    if this and this > 0:
+        fig.add_vline(x=float(np.log10(this)), line_color=POS, line_width=3,
+                      annotation_text="this feature", annotation_position="top")
+    fig.update_xaxes(title="log10 firing density (fraction of tokens)")
+    fig.update_yaxes(title="features")
+    dead = int((d <= 0).sum())
+    return _layout(fig, f"{title} · {len(live):,} live, {dead:,} dead", height=300)
+
+
+def activation_bars(examples: pd.DataFrame, title: str) -> go.Figure:
+    """The top examples' activations, labelled by their token and article."""
+    rows = examples.sort_values("rank")
+    labels = [f"{r.rank + 1}. {r.token.strip() or repr(r.token)} · {r.title}"[:48] for r in rows.itertuples()]
+    fig = go.Figure(go.Bar(x=list(rows["activation"])[::-1], y=labels[::-1], orientation="h", marker_color=POS))
+    fig.update_xaxes(title="activation")
+    fig.update_yaxes(type="category")
+    return _layout(fig, title, height=max(260, 24 * len(rows) + 80))

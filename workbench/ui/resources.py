@@ -3,6 +3,7 @@ one writing process), one JobManager, the embedded corpus. Loaded once via st.ca
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -54,3 +55,15 @@ def wiki() -> Any:
 def current_source() -> str:
     """The model source this session uses (Home page choice, else the server default)."""
     return str(st.session_state.get("model_source") or settings().model_source)
+
+
+@st.cache_resource(show_spinner="Loading the SAE ...")
+def _sae(path: str) -> Any:
+    from workbench.sae.sources import load_local_sae
+
+    return load_local_sae(Path(path))[0]
+
+
+def sae(path: str) -> Any:
+    """A local SAE folder's SAE object, loaded once per server (raises SAELoadError with a sentence)."""
+    return _sae(str(path))

@@ -1,0 +1,123 @@
+"""SAE feature pages on the tiny model: an SAE trained and catalogued by the app's own job,
+search, the feature page (charts, escaped snippets, tau rows), label editing, 'remove it' into
+the edit (which then compiles on Edit & preview), concept-set contrast as a job, and the Home
+page's SAE table and training job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from workbench.config import REPO_ROOT
+from workbench.sae.train import SAETrainConfig
+from workbench.ui.draft import EditDraft
+from workbench.ui.features import density_text, example_html, sae_label, snippet_html
+
+TIMEOUT = 300
+TINY_SAE = SAETrainConfig(layer=1, width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
+                          store_batch_prompts=8, norm_batches=2, holdout_docs=40, eval_tokens=1500, lr=2e-3,
+                          dead_feature_window=8)
+
+
+def app(page: str, draft: EditDraft | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / page), default_timeout=TIMEOUT)
+    if draft is not None:
+        at.session_state["edit_draft"] = draft
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(scope="module")
+def catalogued(ui_env: Path) -> dict:
+    """The tiny SAE trained and catalogued through the app's job (as the Home button does)."""
+    ok(app("app.py"))
+    from workbench.jobs import sae_job
+    from workbench.store import list_saes
+    from workbench.ui import resources
+
+    store, bundle, manager = resources.store(), resources.bundle("tiny"), resources.jobs()
+    job = manager.start("sae", "tiny SAE", sae_job(store, bundle, resources.settings(), TINY_SAE,
+                                                      catalogue_tokens=3000))
+    final = manager.wait(job, timeout_s=600)
+    assert final is not None and final.state == "done", final
+    row = list_saes(store, bundle.model_id).iloc[-1].to_dict()
+    token = store.df("SELECT token_norm FROM feature_tokens WHERE sae_id = ? AND side = 'top' AND rank = 0 "
+                     "AND length(token_norm) >= 3 LIMIT 1", [row["sae_id"]]).iloc[0, 0]
+    return {"store": store, "row": row, "token": str(token)}
+
+
+def test_snippets_are_escaped_and_highlighted() -> None:
+    out = snippet_html("<script>alert(1)</script> the [[river]] <b>x</b>", 3.0, 6.0)
+    assert "<script>" not in out and "&lt;script&gt;" in out and "&lt;b&gt;x&lt;/b&gt;" in out
+    assert "<mark" in out and ">river</mark>" in out and "rgba(214, 39, 40, 0.50)" in out
+    assert snippet_html("no marker <i>") == "no marker &lt;i&gt;"
+    assert "&lt;T&gt;" in example_html("[[a]]", 1.0, "<T>")
+    assert density_text(0.0).startswith("never fired") and "1 in 100 tokens" in density_text(0.01)
+    assert sae_label({"layer": 6, "hook": "blocks.6.hook_mlp_out", "d_sae": 4096,
+                      "metrics_json": '{"l0": 31.2, "explained_variance": 0.925, "dead_fraction": 0.86}'}) == \
+        "L6 hook_mlp_out · 4,096 features · L0 31 · EV 0.93 · dead 86%"
+
+
+def test_search_open_label_and_remove_a_feature(catalogued: dict) -> None:
+    at = ok(app("pages/1_Feature_browser.py", EditDraft()))
+    at.text_input(key="fb_query").input(catalogued["token"]).run()
+    ok(at)
+    assert not at.warning or "dead" in at.warning[0].value
+    feature = at.session_state["fb_feature"]
+    assert any(m.value.startswith(f"### Feature {feature}") for m in at.markdown)
+    assert len(at.get("plotly_chart")) >= 2  # decoder tokens, density (+ activations if it fired)
+    sae_id = catalogued["row"]["sae_id"]
+    label_key = f"fb_label_{sae_id}_{feature}"
+    at.text_input(key=label_key).input("my river feature").run()
+    at.button(key="fb_label_save").click().run()
+    ok(at)
+    from workbench.store import feature_detail
+
+    assert feature_detail(catalogued["store"], sae_id, feature)["label"] == "my river feature"
+    at.slider(key="fb_tau").set_value(0.5).run()
+    at.button(key="fb_add").click().run()
+    d = ok(at).session_state["edit_draft"]
+    (op,) = d.operations
+    assert op.kind == "remove_sae_features" and op.features == [feature] and op.tau == 0.5
+    assert d.sae is not None and d.sae.id == sae_id
+
+    edit = ok(app("pages/4_Edit_and_preview.py", d))  # the SAE op compiles with the local SAE
+    assert any("Compiled:" in c.value for c in edit.caption), [e.value for e in edit.error]
+
+
+def test_unknown_feature_and_empty_results_are_messages(catalogued: dict) -> None:
+    at = ok(app("pages/1_Feature_browser.py"))
+    at.text_input(key="fb_query").input("zzqqxxnotatoken").run()
+    assert any("No feature" in w.value for w in ok(at).warning)
+    at.session_state["fb_feature"] = 10**6
+    at.run()
+    assert any("no catalogued feature" in e.value for e in ok(at).error)
+
+
+def test_concept_set_contrast_builds_as_a_job(catalogued: dict) -> None:
+    from workbench.ui import resources
+
+    at = ok(app("pages/1_Feature_browser.py"))
+    at.radio(key="fb_how").set_value("concept set").run()
+    ok(at)
+    if at.button(key="fb_contrast") is not None and any("not built" in i.value for i in at.info):
+        at.button(key="fb_contrast").click().run()
+        job = resources.jobs().running("sae-contrast") or resources.jobs().jobs()[0].job_id
+        assert resources.jobs().wait(job, timeout_s=300).state == "done"
+        at.run()
+    ok(at)
+    assert at.session_state["fb_feature"] is not None
+    assert any("feature(s), best evidence first" in c.value for c in at.caption)
+
+
+def test_home_lists_the_sae_as_catalogued(catalogued: dict) -> None:
+    at = ok(app("app.py"))
+    table = next(df.value for df in at.dataframe if "catalogued" in df.value.columns)
+    row = table[table["sae_id"] == catalogued["row"]["sae_id"]].iloc[0]
+    assert bool(row["catalogued"]) and row["error"] == ""
