@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from workbench.config import REPO_ROOT
 
-PAGES = ["app.py", "pages/1_Feature_browser.py", "pages/2_Concept_vectors.py", "pages/3_Neurons.py",
+PAGES = ["app.py", "pages/5_Erase_a_concept.py", "pages/1_Feature_browser.py", "pages/2_Concept_vectors.py", "pages/3_Neurons.py",
          "pages/4_Edit_and_preview.py"]
 
 

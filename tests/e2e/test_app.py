@@ -47,6 +47,7 @@ def test_search_add_preview_export_and_isolation(server: str, browser, search_to
         a.screenshot(path=str(artifacts / "01-home.png"), full_page=True)
 
         goto(a, "Feature browser", "Feature browser")
+        a.get_by_role("tab", name="Value vectors (W_out rows)").click()
         box = a.get_by_label("Search tokens")
         box.fill(search_token)
         box.press("Enter")

