@@ -111,7 +111,7 @@ if st.button("Generate", key="ed_generate", type="primary"):
     try:
         for slot, ov in zip(slots, (None, overlay_or_none), strict=True):
             if lock_busy(bundle):
-                slot.warning("⏳ Queued: the model is busy (another user's preview or a build); starting when it is free ...")
+                slot.warning("Queued: the model is busy (another user's preview or a build); starting when it is free ...", icon=":material/hourglass_top:")
             text = ""
             stream = stream_generate(bundle, prompt, ov, params, settings)  # type: ignore[arg-type]
             with contextlib.closing(stream):  # releases the model lock if the page is stopped
@@ -141,8 +141,8 @@ else:
     if s2.button("Run scorecard", key="ed_sc_run", disabled=not (ready and concept.strip())):
         from workbench.jobs import scorecard_job
 
-        panels.start_job("scorecard", f"Scorecard '{concept.strip()}'", scorecard_job(bundle, concept.strip(), ready[1]))  # type: ignore[index]
-        st.session_state["ed_sc_job"] = resources.jobs().running("scorecard")
+        st.session_state["ed_sc_job"] = panels.start_job(
+            "scorecard", f"Scorecard '{concept.strip()}'", scorecard_job(bundle, concept.strip(), ready[1]))  # type: ignore[index]
     job_id = st.session_state.get("ed_sc_job")
     if job_id:
         panels.job_panel(kinds=("scorecard",), limit=1)

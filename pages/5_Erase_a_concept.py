@@ -51,8 +51,8 @@ if facts is not None and concept and facts.concept != concept:
     st.info(f"The fact set below is for '{facts.concept}'; build one for '{concept}' to erase it.")
 b1, b2 = st.columns([1, 3])
 if b1.button("Build fact set", key="er_build_facts", disabled=not concept, type="primary" if facts is None else "secondary"):
-    panels.start_job("facts", f"Fact set '{concept}'", fact_set_job(bundle, corpus, str(concept)))
-    st.session_state["er_facts_job"] = jobs.running("facts")
+    facts_job = panels.start_job("facts", f"Fact set '{concept}'", fact_set_job(bundle, corpus, str(concept)))
+    st.session_state["er_facts_job"] = facts_job  # polled below in this run
     st.session_state.pop("er_facts", None)
     facts = None
 b2.caption("Sentences of the article, sentences of articles that name the concept, and the model's own "
@@ -116,9 +116,8 @@ ready = chosen is not None and facts is not None and concept and facts.concept =
 if st.button("Erase", key="er_run", type="primary", disabled=not ready):
     options = EraseOptions(steps=int(steps) if method.startswith("optimise") else None, saes_dir=settings.saes_dir,
                            score=bool(score), eval_options=EvalOptions())
-    panels.start_job("erase", f"Erase '{concept}' ({method})",
-                     erase_job(bundle, corpus, str(concept), method, chosen, options))
-    st.session_state["er_job"] = jobs.running("erase")
+    st.session_state["er_job"] = panels.start_job("erase", f"Erase '{concept}' ({method})",
+                                                  erase_job(bundle, corpus, str(concept), method, chosen, options))
 if not ready and chosen is None:
     st.caption("Build (and review) the fact set first.")
 

@@ -27,6 +27,7 @@ from workbench.benchmark.schema import ProbePrompt
 from workbench.benchmark.scoring import contains_any, harmonic_mean, mean, perplexity, topk_kl
 from workbench.corpus import Corpus, load_wiki
 from workbench.models import ModelBundle
+from workbench.progress import NullProgress, Progress
 
 EditContext = Callable[[], AbstractContextManager[Any]]
 PROMPT_SETS = ("cloze", "questions", "neighbours", "general", "others", "reintro")
@@ -160,15 +161,19 @@ def measure(
     probe: ConceptProbe,
     options: EvalOptions = EvalOptions(),
     base: Measurements | None = None,
+    progress: Progress = NullProgress(),
 ) -> Measurements:
-    """Run every probe prompt, the neutral text and the generations on the current weights.
+    """Run every probe prompt, the neutral text and the generations on the current weights
+    (four parts, each one `progress` step).
 
     With `base` given (the edited side), KL(base || edited) is computed on the neutral text."""
     sets = prompt_sets(probe)
     flat = [(name, p) for name in PROMPT_SETS for p in sets[name]]
     nts = next_tokens(bundle, [p.prompt for _, p in flat], [p.answer for _, p in flat])
+    progress.advance(1)
     gen_idx = [i for i, (name, _) in enumerate(flat) if name in options.continuation_sets]
     conts = greedy_continuations(bundle, [flat[i][1].prompt for i in gen_idx], options.max_new_tokens)
+    progress.advance(1)
     cont_of = dict(zip(gen_idx, conts, strict=True))
     outcomes: dict[str, list[PromptOutcome]] = {name: [] for name in PROMPT_SETS}
     for i, ((name, p), nt) in enumerate(zip(flat, nts, strict=True)):
@@ -186,14 +191,17 @@ def measure(
             )
         )
     generations = greedy_continuations(bundle, probe.generation_prompts, options.generation_tokens)
+    progress.advance(1)
     if base is None:
         tok_lp, dist = text_logprobs(
             bundle, probe.neutral_texts, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k
         )
+        progress.advance(1)
         return Measurements(outcomes, tok_lp, generations, base_topk=dist)
     tok_lp, at_ids = logprobs_at(
         bundle, probe.neutral_texts, base.base_topk.ids, options.neutral_max_tokens, batch_size=2
     )
+    progress.advance(1)
     kl = topk_kl(base.base_topk.logprobs, base.base_topk.rest_logprob, at_ids)
     return Measurements(outcomes, tok_lp, generations, kl_per_position=kl)
 
@@ -202,14 +210,17 @@ _BASE_CACHE: dict[str, Measurements] = {}
 
 
 def base_measurements(
-    bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions()
+    bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions(),
+    progress: Progress = NullProgress(),
 ) -> Measurements:
     """Base-side measurements, cached per (weights hash, probe, options) for this process."""
     key = hashlib.sha256(
         json.dumps([bundle.weights_sha256, probe.digest(), asdict(options)], sort_keys=True).encode()
     ).hexdigest()
     if key not in _BASE_CACHE:
-        _BASE_CACHE[key] = measure(bundle, probe, options)
+        _BASE_CACHE[key] = measure(bundle, probe, options, progress=progress)
+    else:
+        progress.advance(4)
     return _BASE_CACHE[key]
 
 
@@ -376,8 +387,9 @@ def evaluate(
     edit_context: EditContext | None = None,
     corpus: Corpus | None = None,
     options: EvalOptions = EvalOptions(),
+    progress: Progress = NullProgress(),
 ) -> Scorecard:
-    """Scorecard of an edit of one concept.
+    """Scorecard of an edit of one concept (progress: 8 steps, base side then edited side).
 
     `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
     or a ready ConceptProbe. `edit_context()` must return a context manager that applies the
@@ -387,13 +399,14 @@ def evaluate(
         if isinstance(concept, ConceptProbe)
         else build_probe(bundle, corpus or load_wiki("en"), concept)
     )
+    progress.stage(f"scorecard '{probe.name}': base then edited model", total=8, unit="part")
     with bundle.lock:
-        base = base_measurements(bundle, probe, options)
+        base = base_measurements(bundle, probe, options, progress)
         if edit_context is None:
-            edited = measure(bundle, probe, options, base=base)
+            edited = measure(bundle, probe, options, base=base, progress=progress)
         else:
             with edit_context():
-                edited = measure(bundle, probe, options, base=base)
+                edited = measure(bundle, probe, options, base=base, progress=progress)
     rows, score, terms, verdicts = compare(probe, base, edited, options)
     gens = [
         {"prompt": p, "before": b, "after": a}

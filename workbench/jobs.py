@@ -230,8 +230,7 @@ def scorecard_job(bundle: Any, concept: str, overlay: Any) -> JobFn:
         from workbench.edits.overlay import apply_overlay
         from workbench.evaluate import evaluate
 
-        progress.stage(f"scorecard for '{concept}' (base side cached after the first run)")
-        card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay))
+        card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay), progress=progress)
         return f"score {card.score:.3f}", card
 
     return run

@@ -14,6 +14,7 @@ from workbench.benchmark.probe import ConceptProbe
 from workbench.benchmark.runner import answer_token_ids, next_tokens
 from workbench.benchmark.schema import ProbePrompt
 from workbench.evaluate import EvalOptions, evaluate
+from workbench.progress import NullProgress
 
 PLANTED_PROMPT = "The city of"
 OPTIONS = EvalOptions(max_new_tokens=2, neutral_max_tokens=16, generation_tokens=3, kl_top_k=16)
@@ -93,17 +94,32 @@ def test_planting_context_moves_after_side_only(tiny_bundle) -> None:
     assert planted.to_json()  # serialisable
 
 
+class ListProgress(NullProgress):
+    """Counts the steps of the current stage."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def stage(self, name: str, total: int | None = None, unit: str = "it") -> None:
+        self.done = 0
+
+    def advance(self, n: int = 1, **info: object) -> None:
+        self.done += n
+
+
 def test_base_side_is_cached(tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
     probe = _probe(tiny_bundle).model_copy(update={"name": "Cached"})
     calls: list[bool] = []
     real = ev.measure
 
-    def counting(bundle, probe, options=OPTIONS, base=None):
+    def counting(bundle, probe, options=OPTIONS, base=None, progress=None):
         calls.append(base is None)
-        return real(bundle, probe, options, base=base)
+        return real(bundle, probe, options, base=base, progress=progress)
 
     monkeypatch.setattr(ev, "measure", counting)
     evaluate(tiny_bundle, probe, options=OPTIONS)
-    evaluate(tiny_bundle, probe, options=OPTIONS)
+    progress = ListProgress()
+    evaluate(tiny_bundle, probe, options=OPTIONS, progress=progress)
     assert calls.count(True) <= 1  # base measured at most once (maybe cached by the other test)
     assert calls.count(False) == 2
+    assert progress.done == 8  # the cached base side counts as done, then the edited side

@@ -248,9 +248,8 @@ def erase(
     )
     card = None
     if options.score:
-        progress.stage("scorecard")
         overlay = compile_spec(spec, bundle, sae_loader=run.sae_loader, payload=run.payload or None)
         card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay), corpus=corpus,
-                        options=options.eval_options)
+                        options=options.eval_options, progress=progress)
     return EraseResult(spec=spec, payload=run.payload, fact_set=facts, candidates=run.candidates, scorecard=card,
                        grid=run.grid, seconds=time.perf_counter() - t0)

@@ -125,8 +125,10 @@ def build_fact_set(
                 mentions += 1
     prompts = [p.replace("{X}", name) for p in SAMPLE_PROMPTS[kind]] * samples_per_prompt
     progress.stage(f"sampling the base model about {name!r}", total=len(prompts), unit="sample")
-    for text in sample_continuations(bundle, prompts, max_new_tokens, temperature, seed):
-        facts.append(Fact(text, "sample"))
+    for prompt, text in zip(prompts, sample_continuations(bundle, prompts, max_new_tokens, temperature, seed),
+                            strict=True):
+        if len(text) >= len(prompt) + 12:  # a sample cut back to (almost) its prompt says nothing
+            facts.append(Fact(text, "sample"))
         progress.advance(1)
     facts = _dedupe(facts)
     return FactSet(concept=doc.title, name=name, kind=kind, facts=facts)

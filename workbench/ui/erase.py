@@ -27,9 +27,11 @@ METHOD_INFO: dict[str, MethodInfo] = {
     "optimise": MethodInfo(
         "Localized optimisation (default, best measured)",
         "Optimises additive deltas on ~256 value vectors (layers 1-8) so the concept's facts become "
-        "unlikely and the concept's name stops looking like itself, with a KL penalty on neutral and "
-        "neighbour text. Measured: name-dependent prompts 0.13 answered, neighbours 0.76, general 0.94, "
-        "perplexity +0.7%. ~2 min of optimisation + ~1.5 min scorecard on 2 CPU cores."),
+        "unlikely and its name stops looking like itself, with a KL penalty on neutral, neighbour and "
+        "'collision' text (other articles using the same answer words). Measured on 9 dev concepts: "
+        "neighbours 0.95, general 0.95, perplexity +0.4%; prompts that need the name 0.28 answered "
+        "(0.00 on Einstein and Star Wars), broad concepts (Japan, football, Paris) barely erased. "
+        "~2 min of optimisation + ~1.5 min scorecard on 2 idle CPU cores."),
     "optimise-facts": MethodInfo(
         "Localized optimisation, fact target only",
         "Only the unlikelihood on the fact set (no representation target). Erases about as much, keeps "

@@ -12,7 +12,8 @@ from workbench.ui import resources
 
 
 def _job_line(job: JobStatus) -> None:
-    icon = {"running": "⏳", "done": "✅", "failed": "❌", "interrupted": "⚠️"}[job.state]
+    icon = {"running": ":material/hourglass_top:", "done": ":material/check_circle:", "failed": ":material/error:",
+            "interrupted": ":material/warning:"}[job.state]  # Material icons render without emoji fonts
     head = f"{icon} **{job.title}** · {job.state} · {job.elapsed_s:.0f} s"
     st.markdown(head)
     if job.state == "running":
@@ -53,17 +54,20 @@ def job_panel(kinds: tuple[str, ...] | None = None, limit: int = 5) -> None:
     _panel()
 
 
-def start_job(kind: str, title: str, fn: object) -> None:
+def start_job(kind: str, title: str, fn: object) -> str | None:
+    """Start a background job; its id, or None (with a warning) when one of that kind runs.
+    Keep the id in this session to read the job's result: another user's job is not yours."""
     from workbench.jobs import JobBusyError
 
     try:
         job_id = resources.jobs().start(kind, title, fn)  # type: ignore[arg-type]
     except JobBusyError as err:
         st.warning(str(err))
-        return
+        return None
     st.session_state.setdefault("_seen_running", set()).add(job_id)
     st.toast(f"Started: {title}")
     time.sleep(0.05)
+    return job_id
 
 
 def scorecard_view(card: object) -> None:
