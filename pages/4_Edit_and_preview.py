@@ -117,8 +117,8 @@ if st.button("Generate", key="ed_generate", type="primary"):
             with contextlib.closing(stream):  # releases the model lock if the page is stopped
                 for piece in stream:
                     text += piece
-                    slot.markdown(f"{prompt}**{text}**▌")
-            slot.markdown(f"{prompt}**{text}**")
+                    slot.markdown(drafts.continuation_markdown(prompt, text, cursor=True))
+            slot.markdown(drafts.continuation_markdown(prompt, text))
             st.session_state.setdefault("ed_history", []).append({"model": "edited" if ov else "base",
                                                                    "prompt": prompt, "output": text})
         st.caption("Generated base and edited continuations (greedy, same prompt).")
@@ -133,7 +133,7 @@ except ImportError:
     st.info("The scorecard (workbench.evaluate) isn't built yet.")
 else:
     sets = store.concept_sets()  # type: ignore[attr-defined]
-    default_concept = ""
+    default_concept = str(st.session_state.get("er_concept") or "")  # the concept last erased on the Erase page
     if st.session_state.get("concept_id") in set(sets["concept_id"]):
         default_concept = str(sets.set_index("concept_id").loc[st.session_state["concept_id"], "name"])
     s1, s2 = st.columns([3, 1])

@@ -333,3 +333,11 @@ def test_fact_table_round_trip_and_key_names() -> None:
     with pytest.raises(ValueError, match="fact set is empty"):
         facts_from_frame(facts, frame)
     assert parse_names(" Louvre, Seine,,Louvre ") == ["Louvre", "Seine"]
+
+
+def test_continuation_markdown_bolds_the_generated_part_only() -> None:
+    from workbench.ui.draft import continuation_markdown
+
+    assert continuation_markdown("The city of", " Paris, France. ") == "The city of **Paris, France\\.** "
+    assert continuation_markdown("a*b", "", cursor=True) == "a\\*b▌"
+    assert continuation_markdown("x", " <script>") == "x **\\<script\\>**"

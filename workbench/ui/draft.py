@@ -128,6 +128,19 @@ def _short(items: list[int], n: int = 8) -> str:
     return f"[{head}{', ...' if len(items) > n else ''}] ({len(items)})" if len(items) > n else f"[{head}]"
 
 
+def continuation_markdown(prompt: str, text: str, cursor: bool = False) -> str:
+    """Prompt, then the generated text in bold, as Markdown: markup characters escaped, and the
+    continuation's outer spaces kept outside the bold (`** Paris **` would not render bold)."""
+    def esc(t: str) -> str:
+        return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in t).replace("\n", "  \n")
+
+    body = text.strip()
+    start = text.find(body) if body else len(text)
+    lead, trail = text[:start], text[start + len(body):]
+    shown = f"**{esc(body)}**" if body else ""
+    return esc(prompt) + esc(lead) + shown + esc(trail) + ("▌" if cursor else "")
+
+
 # --------------------------------------------------------------------- operation builders
 def ablate(layer: int, neurons: list[int], mode: str = "zero") -> Any:
     from workbench.edits.spec import AblateValueVectors
