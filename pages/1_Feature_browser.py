@@ -58,7 +58,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
     m1, m2, m3 = st.columns(3)
     m1.metric("density", f"{detail['density']:.3%}", help=ui_features.density_text(float(detail["density"])))
     m2.metric("max activation", f"{detail['max_act']:.2f}")
-    m3.metric("mean activation when firing", f"{detail['mean_act']:.2f}")
+    m3.metric("mean activation over all tokens", f"{detail['mean_act']:.3f}")
     st.caption(ui_features.density_text(float(detail["density"])))
     c1, c2 = st.columns(2)
     with c1:
