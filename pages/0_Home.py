@@ -10,7 +10,7 @@ from workbench.jobs import prepare_job, sae_catalogue_job, sae_job
 from workbench.sae.train import SITES, SAETrainConfig
 from workbench.store import list_saes
 from workbench.ui import panels, resources
-from workbench.ui.features import sae_overview
+from workbench.ui.features import compact, sae_overview
 
 st.set_page_config(page_title="Concept-erasure workbench", page_icon="🧽", layout="wide")
 
@@ -41,26 +41,13 @@ with left:
     )
     st.caption(f"weights sha256 `{bundle.weights_sha256[:16]}…` · checkpoint `{bundle.path}`")  # type: ignore[attr-defined]
 
-    st.subheader("SAE")
-    saes = sae_overview(settings.saes_dir, list_saes(store, bundle.model_id))  # type: ignore[arg-type, attr-defined]
-    if saes.empty:
-        st.caption(f"No SAE under `{settings.saes_dir}` yet: train one below (Build → SAE).")
-    else:
-        st.dataframe(saes, hide_index=True, width="stretch")
-        todo = saes[~saes["catalogued"] & saes["error"].eq("")]
-        if not todo.empty:
-            pick = st.selectbox("Catalogue a local SAE into the store", list(todo["sae_id"]), key="sae_catalogue_pick")
-            if st.button("Catalogue it", key="sae_catalogue"):
-                panels.start_job("sae", f"Catalogue {pick}",
-                                 sae_catalogue_job(store, bundle, settings.saes_dir / pick))
-
 with right:
     st.subheader("Cache and store")
     counts = store.table_counts()  # type: ignore[attr-defined]
     builds = store.builds(bundle.model_id)  # type: ignore[attr-defined]
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("value-vector tokens", f"{counts.get('value_vector_tokens', 0):,}")
-    c2.metric("neuron stats rows", f"{counts.get('neuron_stats', 0):,}")
+    c1.metric("value-vector tokens", compact(counts.get('value_vector_tokens', 0)))
+    c2.metric("neuron stats rows", compact(counts.get('neuron_stats', 0)))
     c3.metric("concept sets", f"{counts.get('concept_sets', 0):,}")
     c4.metric("saved edits", f"{counts.get('edits', 0):,}")
     if builds.empty:
@@ -72,6 +59,22 @@ with right:
                                              finished=("finished_at", "max")).reset_index()
         st.dataframe(table, hide_index=True, width="stretch")
     st.caption(f"store `{settings.store_path}` · cache `{settings.cache_dir}`")
+
+# ---------------------------------------------------------------- SAEs
+st.subheader("SAE")
+saes = sae_overview(settings.saes_dir, list_saes(store, bundle.model_id))  # type: ignore[arg-type, attr-defined]
+if saes.empty:
+    st.caption(f"No SAE under `{settings.saes_dir}` yet: train one below (Build → SAE).")
+else:
+    st.dataframe(saes, hide_index=True, width="stretch",
+                 column_order=["site", "width", "EV", "L0", "dead", "catalogued", "sae_id", "error"])
+    todo = saes[~saes["catalogued"] & saes["error"].eq("")]
+    if not todo.empty:
+        pick = st.selectbox("Catalogue a local SAE into the store", list(todo["sae_id"]), key="sae_catalogue_pick")
+        if st.button("Catalogue it", key="sae_catalogue"):
+            panels.start_job("sae", f"Catalogue {pick}",
+                             sae_catalogue_job(store, bundle, settings.saes_dir / pick))
+
 
 # ---------------------------------------------------------------- builds
 st.subheader("Build")
@@ -112,6 +115,7 @@ panels.job_panel()
 
 st.subheader("Pages")
 pages = pd.DataFrame([
+    ("Erase a concept", "from a corpus title to an erased concept: fact set, method, scorecard, into your edit"),
     ("Feature browser", "search SAE features (or value vectors) by token, see what they promote"),
     ("Concept vectors", "build a concept set, AUROC per layer, vocab projection, project it out"),
     ("Neurons", "concept vs neutral histograms, neurons ranked by effect size, ablate/prune/adjust"),

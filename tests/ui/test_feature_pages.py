@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from workbench.config import REPO_ROOT
 from workbench.sae.train import SAETrainConfig
 from workbench.ui.draft import EditDraft
-from workbench.ui.features import density_text, example_html, sae_label, snippet_html
+from workbench.ui.features import compact, density_text, example_html, sae_label, snippet_html
 
 TIMEOUT = 300
 TINY_SAE = SAETrainConfig(layer=1, width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
@@ -58,6 +58,7 @@ def test_snippets_are_escaped_and_highlighted() -> None:
     assert "<mark" in out and ">river</mark>" in out and "rgba(214, 39, 40, 0.50)" in out
     assert snippet_html("no marker <i>") == "no marker &lt;i&gt;"
     assert "&lt;T&gt;" in example_html("[[a]]", 1.0, "<T>")
+    assert [compact(n) for n in (12, 184_320, 2_211_000, 3_000_000_000)] == ["12", "184k", "2.2M", "3.0B"]
     assert density_text(0.0).startswith("never fired") and "1 in 100 tokens" in density_text(0.01)
     assert sae_label({"layer": 6, "hook": "blocks.6.hook_mlp_out", "d_sae": 4096,
                       "metrics_json": '{"l0": 31.2, "explained_variance": 0.925, "dead_fraction": 0.86}'}) == \

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from workbench.config import REPO_ROOT
 from workbench.ui.draft import EditDraft, ablate, prune
+from workbench.ui.features import compact
 
 TIMEOUT = 180
 PICKLED_INT = b"\x80\x04K\x01."  # the bytes of pickle.dumps(1): a pickle upload
@@ -50,7 +51,8 @@ def test_home_renders_status_and_runs_a_build_job(shared: dict) -> None:
     assert at.title[0].value.endswith("Concept-erasure workbench")
     assert at.selectbox(key="model_source_select").value == "tiny"
     labels = {m.label: m.value for m in at.metric}
-    assert int(labels["value-vector tokens"].replace(",", "")) > 0
+    expected = shared["store"].table_counts()["value_vector_tokens"]
+    assert expected > 0 and labels["value-vector tokens"] == compact(expected)
     at.button(key="build_vocab").click().run()
     ok(at)
     from workbench.ui import resources

@@ -61,6 +61,15 @@ def density_text(density: float) -> str:
     return f"fires on 1 in {1 / density:,.0f} tokens ({density:.3%})"
 
 
+def compact(n: int) -> str:
+    """2211000 -> '2.2M', 184320 -> '184k', 12 -> '12' (metric tiles are narrow)."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f}{suffix}" if value < 10 else f"{value:.0f}{suffix}"
+    return str(n)
+
+
 def sae_overview(saes_dir: Any, catalogued: Any) -> Any:
     """Local SAE folders with their held-out quality and whether the store has their catalogue:
     sae_id, layer/site, EV, L0, dead, catalogued, error ('' when loadable)."""
