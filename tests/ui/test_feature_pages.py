@@ -8,29 +8,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from apptest_helpers import app, ok
 
-from workbench.config import REPO_ROOT
 from workbench.sae.train import SAETrainConfig
 from workbench.ui.draft import EditDraft
 from workbench.ui.features import compact, density_text, example_html, sae_label, snippet_html
 
-TIMEOUT = 300
 TINY_SAE = SAETrainConfig(layer=1, width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
                           store_batch_prompts=8, norm_batches=2, holdout_docs=40, eval_tokens=1500, lr=2e-3,
                           dead_feature_window=8)
 
 
-def app(page: str, draft: EditDraft | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / page), default_timeout=TIMEOUT)
-    if draft is not None:
-        at.session_state["edit_draft"] = draft
-    return at.run()
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 @pytest.fixture(scope="module")

@@ -7,26 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from apptest_helpers import app, ok
 from streamlit.testing.v1 import AppTest
 
-from workbench.config import REPO_ROOT
 from workbench.ui.draft import EditDraft, ablate, prune
 from workbench.ui.features import compact
 
-TIMEOUT = 180
 PICKLED_INT = b"\x80\x04K\x01."  # the bytes of pickle.dumps(1): a pickle upload
 
 
-def app(page: str, draft: EditDraft | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / page), default_timeout=TIMEOUT)
-    if draft is not None:
-        at.session_state["edit_draft"] = draft
-    return at.run()
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def draft_ops(at: AppTest) -> list:

@@ -7,13 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from workbench.cli import main
 from workbench.config import Settings
-from workbench.corpus import load_wiki
-from workbench.edits.erase import METHODS, EraseOptions, erase
-from workbench.edits.overlay import apply_overlay, compile_spec
 from workbench.edits.spec import load_spec
 
 
@@ -81,20 +77,6 @@ def test_unknown_concept_suggests_titles(cli_cache: str, tmp_path: Path, capsys)
     assert "Did you mean" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method", ["ablate", "project"])
-def test_methods_change_only_what_they_claim(tiny_bundle, method: str):
-    result = erase(tiny_bundle, load_wiki("en"), "Paris", method=method, options=EraseOptions(score=False))
-    overlay = compile_spec(result.spec, tiny_bundle, payload=result.payload or None)
-    ids = tiny_bundle.tokenizer(["Paris is the capital of France"], return_tensors="pt").input_ids
-    with torch.no_grad():
-        before = tiny_bundle.hf_model(ids).logits
-        with apply_overlay(tiny_bundle, overlay):
-            during = tiny_bundle.hf_model(ids).logits
-        after = tiny_bundle.hf_model(ids).logits
-    assert not torch.equal(before, during)
-    assert torch.equal(before, after)
-    assert all(".mlp.down_proj" in name for name in overlay.tensors)
-    assert method in METHODS
 
 
 def test_pisces_without_a_local_sae_says_how_to_train_one(cli_cache: str, tmp_path: Path, capsys):

@@ -53,6 +53,7 @@ def test_spec_round_trips_applies_and_reverts(tiny_bundle, corpus, tmp_path: Pat
         after = tiny_bundle.hf_model(ids).logits
     assert not torch.equal(before, during)
     assert torch.equal(before, after)
+    assert all(".mlp.down_proj" in name for name in overlay.tensors)  # value vectors only
 
 
 def test_selected_rows_are_the_edited_rows(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
