@@ -3,10 +3,12 @@ statistics, SAE training and catalogues) as background jobs. Routed by app.py.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
-from workbench.jobs import prepare_job, sae_catalogue_job, sae_job
+from workbench.jobs import prepare_job, pretrained_sae_job, sae_catalogue_job, sae_job
 from workbench.sae.train import SITES, SAETrainConfig
 from workbench.store import list_saes
 from workbench.ui import panels, resources
@@ -75,6 +77,20 @@ else:
             panels.start_job("sae", f"Catalogue {pick}",
                              sae_catalogue_job(store, bundle, settings.saes_dir / pick))
 
+
+with st.expander("Add an SAE from a folder or from SAELens's pretrained releases"):
+    f1, f2 = st.columns(2)
+    folder = f1.text_input("SAE folder (SAELens format, safetensors)", key="sae_folder",
+                           placeholder="/path/to/sae (cfg.json + sae_weights.safetensors)")
+    if f1.button("Catalogue this folder", key="sae_folder_go", disabled=not folder.strip()):
+        panels.start_job("sae", f"Catalogue {folder.strip()}", sae_catalogue_job(store, bundle, Path(folder.strip())))
+    release = f2.text_input("SAELens release", key="sae_release", placeholder="e.g. gemma-scope-2-270m-pt-res")
+    pre_id = f2.text_input("SAE id in the release", key="sae_release_id")
+    if f2.button("Load and catalogue", key="sae_release_go", disabled=not (release.strip() and pre_id.strip())):
+        panels.start_job("sae", f"Pretrained {release.strip()}/{pre_id.strip()}",
+                         pretrained_sae_job(store, bundle, release.strip(), pre_id.strip()))
+    st.caption("Pretrained SAEs load when the hub is reachable or the files are in the local Hugging Face "
+               "cache; offline, the job says so. Pickled weights are refused.")
 
 # ---------------------------------------------------------------- builds
 st.subheader("Build")

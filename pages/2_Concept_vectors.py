@@ -10,8 +10,11 @@ import streamlit as st
 import torch
 
 from workbench.jobs import concept_job
-from workbench.lenses.concept_vectors import nearest_value_vectors
+from workbench.lenses.concept_vectors import nearest_sae_features, nearest_value_vectors
+from workbench.sae.sources import SAELoadError
+from workbench.store import feature_labels, list_saes
 from workbench.ui import draft as drafts
+from workbench.ui import features as ui_features
 from workbench.ui import panels, plots, resources
 
 st.set_page_config(page_title="Concept vectors · workbench", page_icon="🧭", layout="wide")
@@ -106,3 +109,21 @@ else:
             for layer, group in near.groupby("layer"):
                 panels.add_to_edit(drafts.ablate(int(layer), [int(n) for n in group["neuron"]]), rerun=False)
             st.rerun()
+
+    st.subheader("Nearest SAE features")
+    saes = list_saes(store, model_id)  # type: ignore[arg-type]
+    if saes.empty:
+        st.caption("No SAE is catalogued for this model (Home → Train an SAE).")
+    else:
+        sae_row = saes.iloc[-1]
+        st.caption(f"Decoder directions of {ui_features.sae_label(sae_row.to_dict())} most aligned with the direction.")
+        try:
+            sae = resources.sae(str(sae_row["path"]))
+        except (SAELoadError, FileNotFoundError, OSError) as err:
+            st.error(f"The SAE's folder cannot be loaded: {err}")
+        else:
+            direction = resid[resid["layer"] == source_layer].iloc[0]["vector"]
+            feats = nearest_sae_features(sae.W_dec, torch.tensor(list(direction)), int(n_near))
+            labels = feature_labels(store, str(sae_row["sae_id"]), [int(f) for f in feats["feature"]])  # type: ignore[arg-type]
+            st.dataframe(feats.assign(label=[labels.get(int(f), "") for f in feats["feature"]]), hide_index=True,
+                         width="stretch", height=min(38 * (len(feats) + 1), 320))

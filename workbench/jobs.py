@@ -332,3 +332,20 @@ def sae_contrast_job(store: Any, bundle: Any, sae: Any, sae_id: str, concept_id:
         return f"contrast of {len(contrast):,} features on '{row['name']}'; strongest: {top}"
 
     return run
+
+
+def pretrained_sae_job(store: Any, bundle: Any, release: str, sae_id: str, catalogue_tokens: int = 50_000) -> JobFn:
+    """Load an SAE from SAELens's registry (hub or local HF cache; a clear error offline) and
+    catalogue it into the store."""
+
+    def run(progress: FileProgress) -> str:
+        from workbench.sae.index import catalogue_into_store
+        from workbench.sae.sources import load_pretrained_sae
+
+        progress.stage(f"loading {release}/{sae_id}")
+        sae, full_id, sha = load_pretrained_sae(release, sae_id)
+        cat = catalogue_into_store(store, bundle, sae, full_id, sha, None, None, max_tokens=catalogue_tokens,
+                                   progress=progress)
+        return f"{full_id}: {cat.d_sae} features catalogued over {cat.n_tokens:,} tokens"
+
+    return run

@@ -538,6 +538,15 @@ def search_features(store: Store, sae_id: str, text: str, limit: int = 50) -> pd
     ).df()
 
 
+def feature_labels(store: Store, sae_id: str, features: list[int]) -> dict[int, str]:
+    """{feature: label} for the given features of an SAE (missing ones left out)."""
+    if not features:
+        return {}
+    frame = store.df("SELECT feature, label FROM features WHERE sae_id = ? AND list_contains(?, feature)",
+                     [sae_id, features])
+    return {int(f): str(label) for f, label in zip(frame["feature"], frame["label"], strict=True)}
+
+
 def feature_densities(store: Store, sae_id: str) -> pd.DataFrame:
     """feature, density of every catalogued feature of an SAE (for the density histogram)."""
     return store.df("SELECT feature, density FROM features WHERE sae_id = ? ORDER BY feature", [sae_id])

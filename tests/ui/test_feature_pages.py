@@ -110,3 +110,31 @@ def test_home_lists_the_sae_as_catalogued(catalogued: dict) -> None:
     table = next(df.value for df in at.dataframe if "catalogued" in df.value.columns)
     row = table[table["sae_id"] == catalogued["row"]["sae_id"]].iloc[0]
     assert bool(row["catalogued"]) and row["error"] == ""
+
+
+def test_home_refuses_a_missing_folder_and_an_offline_release_with_sentences(catalogued: dict, tmp_path: Path) -> None:
+    from workbench.ui import resources
+
+    manager = resources.jobs()
+    at = ok(app("app.py"))
+    at.text_input(key="sae_folder").input(str(tmp_path / "no-such-sae")).run()
+    at.button(key="sae_folder_go").click().run()
+    job = next(j for j in manager.jobs() if j.title.startswith("Catalogue") and "no-such-sae" in j.title)
+    final = manager.wait(job.job_id, timeout_s=120)
+    assert final is not None and final.state == "failed" and "does not exist" in final.error, final
+    at = ok(app("app.py"))
+    at.text_input(key="sae_release").input("no-such-release").run()
+    at.text_input(key="sae_release_id").input("x").run()
+    at.button(key="sae_release_go").click().run()
+    job = next(j for j in manager.jobs() if j.title.startswith("Pretrained no-such-release"))
+    final = manager.wait(job.job_id, timeout_s=120)
+    assert final is not None and final.state == "failed" and "no release" in final.error, final
+    ok(app("app.py"))  # the app keeps running and shows the failures
+
+
+def test_concept_page_lists_nearest_sae_features_with_labels(catalogued: dict) -> None:
+    at = ok(app("pages/2_Concept_vectors.py"))
+    assert "Nearest SAE features" in [s.value for s in at.subheader]
+    near = at.dataframe[-1].value
+    assert list(near.columns) == ["feature", "cosine", "label"] and len(near) == 20
+    assert near["cosine"].abs().is_monotonic_decreasing and near["label"].str.len().gt(0).all()
