@@ -32,21 +32,30 @@ with st.expander("Build a concept set", expanded=not built):
     name = st.text_input("Concept name", placeholder="e.g. Chess", key="cv_name")
     title_query = st.text_input("Find corpus articles", value=name, key="cv_title_query",
                                 help="Titles of the embedded Wikipedia summaries (~10k vital articles).")
-    candidates = wiki.search_titles(title_query, limit=30) if title_query.strip() else []
-    titles = st.multiselect("Concept articles", candidates, default=candidates[:1], key="cv_titles")
+    topic = st.selectbox("…or every article of a corpus topic", ["(none)", *wiki.topics], key="cv_topic")
+    if topic != "(none)":
+        candidates = [d.title for d in wiki.by_topic(topic)]
+    else:
+        candidates = wiki.search_titles(title_query, limit=30) if title_query.strip() else []
+    default = candidates[:48] if topic != "(none)" else candidates[:1]
+    titles = st.multiselect("Concept articles", candidates, default=default, key=f"cv_titles_{topic}")
     terms_text = st.text_input("Extra terms (comma-separated; articles mentioning them count as concept)",
                                key="cv_terms")
+    pasted = st.text_area("…and/or paste concept text (one document per blank-line-separated block)",
+                          key="cv_pasted", height=90, max_chars=resources.settings().limits.max_prompt_chars * 10)
+    texts = [block.strip() for block in pasted.split("\n\n") if block.strip()]
     n_docs = st.slider("Concept documents (at most)", 8, 96, 48, step=8, key="cv_docs")
     force = st.checkbox("Rebuild if it exists", key="cv_force")
     neutral = [c for c in store.stat_corpora(model_id) if not c.startswith("concept:")]  # type: ignore[attr-defined]
     if st.button("Build concept", key="cv_build", disabled=not name.strip()):
         terms = [t.strip() for t in terms_text.split(",") if t.strip()]
-        if not titles and not terms and not wiki.has(name.strip()):
-            st.error(f"No article is titled {name!r}: pick concept articles or give terms.")
+        if not titles and not terms and not texts and not wiki.has(name.strip()):
+            st.error(f"No article is titled {name!r}: pick concept articles, give terms or paste text.")
         else:
             panels.start_job("concept", f"Concept '{name.strip()}'",
                              concept_job(store, bundle, name.strip(), titles=titles, terms=terms, n_docs=n_docs,
-                                         neutral_corpus_id=neutral[-1] if neutral else None, force=force))
+                                         neutral_corpus_id=neutral[-1] if neutral else None, force=force,
+                                         texts=texts))
     panels.job_panel(kinds=("concept",), limit=3)
 
 if not built:

@@ -199,9 +199,9 @@ def prepare_job(
 
 def concept_job(
     store: Any, bundle: Any, name: str, *, titles: list[str] | None = None, terms: list[str] | None = None,
-    n_docs: int = 48, neutral_corpus_id: str | None = None, force: bool = False,
+    n_docs: int = 48, neutral_corpus_id: str | None = None, force: bool = False, texts: list[str] | None = None,
 ) -> JobFn:
-    """Build one concept set (corpus titles and/or terms) and its analyses into the store."""
+    """Build one concept set (corpus titles, terms and/or pasted texts) and its analyses into the store."""
 
     def run(progress: FileProgress) -> str:
         from workbench.corpus import build_concept_set, load_wiki
@@ -209,7 +209,7 @@ def concept_job(
 
         wiki = load_wiki("en")
         concept = build_concept_set(wiki, name, titles=titles or (), terms=terms or (),
-                                    n_positive=n_docs, n_negative=2 * n_docs)
+                                    n_positive=n_docs, n_negative=2 * n_docs, texts=texts or ())
         progress.message(f"{len(concept.positive)} concept docs, {len(concept.negative)} neutral docs")
         with bundle.lock:
             register_model(store, bundle)
@@ -322,7 +322,12 @@ def sae_contrast_job(store: Any, bundle: Any, sae: Any, sae_id: str, concept_id:
         from workbench.store import save_feature_contrast
 
         row = store.concept_sets().set_index("concept_id").loc[concept_id]
-        concept = build_concept_set(load_wiki("en"), str(row["name"]), titles=json.loads(row["positive_titles_json"]),
+        wiki = load_wiki("en")
+        titles = [t for t in json.loads(row["positive_titles_json"]) if wiki.has(t)]  # pasted texts are not stored
+        if not titles:
+            raise ValueError(f"Concept set '{row['name']}' was built from pasted text only, which the store does "
+                             "not keep; rebuild it with corpus titles or terms to rank SAE features by it.")
+        concept = build_concept_set(wiki, str(row["name"]), titles=titles,
                                     terms=json.loads(row["terms_json"]), n_negative=int(row["n_negative"]))
         progress.stage(f"SAE feature activations on '{row['name']}' vs neutral documents")
         with bundle.lock:

@@ -84,8 +84,8 @@ def test_concept_page_shows_auroc_and_adds_projection(shared: dict) -> None:
     assert len(ops) == 1 and ops[0].kind == "project_out_direction"
     assert len(ops[0].direction) == shared["bundle"].d_model
     at.number_input(key="cv_near_k").set_value(6).run()
-    near = ok(at).dataframe[-1].value
-    assert len(near) == 6 and set(near.columns) == {"layer", "neuron", "cosine"}
+    near = next(df.value for df in ok(at).dataframe if set(df.value.columns) == {"layer", "neuron", "cosine"})
+    assert len(near) == 6
     at.button(key="cv_near_ablate").click().run()
     ablated = [op for op in draft_ops(ok(at)) if op.kind == "ablate_value_vectors"]
     assert sum(len(op.neurons) for op in ablated) == 6
@@ -105,6 +105,25 @@ def test_concept_page_builds_a_concept_as_a_job(shared: dict) -> None:
     assert final is not None and final.state == "done", final
     at = ok(app("pages/2_Concept_vectors.py"))
     assert "Chess (chess)" in at.selectbox(key="cv_concept").options
+
+
+def test_concept_page_builds_from_a_topic_and_pasted_text(shared: dict) -> None:
+    at = ok(app("pages/2_Concept_vectors.py"))
+    at.text_input(key="cv_name").input("Pasted rivers").run()
+    at.text_area(key="cv_pasted").input("The Zambezi is a river.\n\nThe Danube flows east.").run()
+    at.slider(key="cv_docs").set_value(8).run()
+    at.button(key="cv_build").click().run()
+    ok(at)
+    from workbench.ui import resources
+
+    manager = resources.jobs()
+    job = next(j for j in manager.jobs() if j.title == "Concept 'Pasted rivers'")
+    final = manager.wait(job.job_id, timeout_s=300)
+    assert final is not None and final.state == "done", final
+    at = ok(app("pages/2_Concept_vectors.py"))
+    topic = next(t for t in at.selectbox(key="cv_topic").options if t != "(none)")
+    at.selectbox(key="cv_topic").set_value(topic).run()
+    assert len(ok(at).multiselect(key=f"cv_titles_{topic}").value) >= 1
 
 
 def test_neurons_page_ranks_and_adds_edits(shared: dict) -> None:

@@ -60,3 +60,15 @@ def test_token_batches_stop_at_max_tokens(tiny_bundle):
     total = sum(b.n_tokens for b in batches)
     assert 200 <= total < 200 + 4 * 32
     assert all(int(b.input_ids[0, 0]) == tiny_bundle.tokenizer.bos_token_id for b in batches)
+
+
+def test_concept_set_from_pasted_text_only_and_with_titles() -> None:
+    from workbench.corpus import build_concept_set, load_wiki
+
+    wiki = load_wiki("en")
+    only = build_concept_set(wiki, "My notes", texts=["Zorblat is a made-up game.", "  ", "Zorblat has rules."],
+                             n_negative=10)
+    assert [d.title for d in only.positive] == ["pasted text 1", "pasted text 2"]
+    assert all(d.doc_id < 0 for d in only.positive) and len(only.negative) == 10
+    both = build_concept_set(wiki, "Paris+", titles=["Paris"], texts=["Paris notes."], n_positive=5, n_negative=4)
+    assert both.positive[0].title == "pasted text 1" and both.positive[1].title == "Paris"

@@ -41,22 +41,25 @@ def build_concept_set(
     n_positive: int = 64,
     n_negative: int = 128,
     seed: int = 0,
+    texts: Sequence[str] = (),
 ) -> ConceptSet:
-    """Build a concept set from corpus titles and/or search terms.
+    """Build a concept set from corpus titles, search terms and/or pasted texts.
 
-    Positive: the named articles, then articles mentioning any term (title of the article
-    included as a term). Negative: a seeded sample of articles that mention none of the terms,
+    Positive: pasted texts (as documents titled 'pasted text N', doc ids < 0), the named
+    articles, then articles mentioning any term (title of the article included as a term). Negative: a seeded sample of articles that mention none of the terms,
     half from the positives' topics (matched style) and half from anywhere.
     """
     titles = list(titles)
     if not titles and corpus.has(name):
         titles = [corpus.get(name).title]
     terms = [t for t in terms if t.strip()]
+    pasted = [Document(doc_id=-(i + 1), title=f"pasted text {i + 1}", text=t.strip())
+              for i, t in enumerate(x for x in texts if x.strip())]
     if not terms:
-        terms = list(titles) or [name]
-    positive: list[Document] = [corpus.get(t) for t in titles]
+        terms = list(titles) or ([] if pasted else [name])
+    positive: list[Document] = pasted + [corpus.get(t) for t in titles]
     seen = {d.doc_id for d in positive}
-    for doc in corpus.containing(terms):
+    for doc in corpus.containing(terms) if terms else []:
         if len(positive) >= n_positive:
             break
         if doc.doc_id not in seen:
@@ -66,7 +69,7 @@ def build_concept_set(
         raise ValueError(
             f"No document in {corpus.corpus_id!r} is titled {titles} or mentions {terms}."
         )
-    mentioning = {d.doc_id for d in corpus.containing(terms)} | seen
+    mentioning = ({d.doc_id for d in corpus.containing(terms)} if terms else set()) | seen
     topics = {d.topic for d in positive if d.topic}
     same_topic = [d for d in corpus if d.topic in topics and d.doc_id not in mentioning]
     import random
