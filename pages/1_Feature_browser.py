@@ -56,7 +56,9 @@ def feature_page(sae_row: dict, feature: int) -> None:
     if detail["auto_label"] != detail["label"]:
         st.caption(f"automatic label: {detail['auto_label']}")
     m1, m2, m3 = st.columns(3)
-    m1.metric("density", f"{detail['density']:.3%}", help=ui_features.density_text(float(detail["density"])))
+    dead = not float(detail["density"]) > 0
+    m1.metric("density", "dead" if dead else f"{detail['density']:.3%}",
+              help=ui_features.density_text(float(detail["density"])))
     m2.metric("max activation", f"{detail['max_act']:.2f}")
     m3.metric("mean activation over all tokens", f"{detail['mean_act']:.3f}")
     st.caption(ui_features.density_text(float(detail["density"])))
@@ -74,19 +76,21 @@ def feature_page(sae_row: dict, feature: int) -> None:
         examples = detail["examples"]
         if not examples.empty:
             st.plotly_chart(plots.activation_bars(examples, "Top activations"), width="stretch", key="fb_acts")
-    st.markdown("**Top activating snippets** (the highlighted token is where it fires)")
+    st.markdown("#### Top activating snippets")
+    st.caption("The highlighted token is where it fires; a stronger fill means a higher activation.")
     if examples.empty:
         st.info("It never fired in the catalogue sweep: a dead feature.")
     for ex in examples.itertuples():
         st.markdown(ui_features.example_html(str(ex.snippet), float(ex.activation), str(ex.title),
                                              float(detail["max_act"])), unsafe_allow_html=True)
 
-    st.markdown("**W_out rows that carry it** (PISCES: s[i, f] = value vector i read by the feature's encoder)")
+    st.markdown("#### W_out rows that carry it")
+    st.caption("PISCES score s[i, f]: value vector i of the layer read by the feature's encoder.")
     r1, r2 = st.columns(2)
     with r1:
         stored = rows_of_feature(store, sae_id, feature)  # type: ignore[arg-type]
         st.caption(f"strongest stored rows of layer {sae_row['layer']}")
-        st.dataframe(stored, hide_index=True, width="stretch", height=260)
+        st.dataframe(stored, hide_index=True, width="stretch", height=ui_features.table_height(len(stored)))
     with r2:
         tau = st.slider("tau (rows with |s| > tau x max)", 0.05, 1.0, 0.7, 0.05, key="fb_tau")
         try:
@@ -96,11 +100,13 @@ def feature_page(sae_row: dict, feature: int) -> None:
             return
         chosen = tau_rows(bundle.hf_model, sae, feature, tau)  # type: ignore[attr-defined]
         st.caption(f"{len(chosen)} row(s) selected at tau {tau:g}: the rows a removal rewrites")
-        st.dataframe(chosen.head(50), hide_index=True, width="stretch", height=260)
-    a1, a2, a3 = st.columns([1, 1, 2])
+        st.dataframe(chosen.head(50), hide_index=True, width="stretch",
+                     height=ui_features.table_height(min(len(chosen), 50)))
+    a1, a2, a3 = st.columns([1, 2, 2], vertical_alignment="center")
     mu = a1.number_input("mu (edit magnitude)", 0.5, 128.0, 16.0, 0.5, key="fb_mu")
     a2.caption("Unsigned (eta = +1): the neuron sign rule needs the concept's text; the Erase page's "
-               "'pisces' method measures it.")
+               "'pisces' method measures it."
+               + (" This feature never fired in the sweep: removing it changes little on this corpus." if dead else ""))
     if a3.button(f"Add to edit: remove feature {feature} (PISCES, tau {tau:g}, mu {mu:g})", key="fb_add", type="primary"):
         try:
             drafts.draft().use_sae(SaeRef(id=sae_id, sha256=sae_sha256(sae)))

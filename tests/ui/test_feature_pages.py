@@ -12,7 +12,7 @@ from apptest_helpers import app, ok
 
 from workbench.sae.train import SAETrainConfig
 from workbench.ui.draft import EditDraft
-from workbench.ui.features import compact, density_text, example_html, sae_label, snippet_html
+from workbench.ui.features import compact, density_text, example_html, sae_label, snippet_html, table_height
 
 TINY_SAE = SAETrainConfig(layer=1, width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
                           store_batch_prompts=8, norm_batches=2, holdout_docs=40, eval_tokens=1500, lr=2e-3,
@@ -43,9 +43,10 @@ def catalogued(ui_env: Path) -> dict:
 def test_snippets_are_escaped_and_highlighted() -> None:
     out = snippet_html("<script>alert(1)</script> the [[river]] <b>x</b>", 3.0, 6.0)
     assert "<script>" not in out and "&lt;script&gt;" in out and "&lt;b&gt;x&lt;/b&gt;" in out
-    assert "<mark" in out and ">river</mark>" in out and "rgba(214, 39, 40, 0.50)" in out
+    assert "<mark" in out and ">river</mark>" in out and "rgba(214, 39, 40, 0.28)" in out
     assert snippet_html("no marker <i>") == "no marker &lt;i&gt;"
     assert "&lt;T&gt;" in example_html("[[a]]", 1.0, "<T>")
+    assert table_height(1) == 75 and table_height(0) == 75 and table_height(500) == 260
     assert [compact(n) for n in (12, 184_320, 2_211_000, 3_000_000_000)] == ["12", "184k", "2.2M", "3.0B"]
     assert density_text(0.0).startswith("never fired") and "1 in 100 tokens" in density_text(0.01)
     assert sae_label({"layer": 6, "hook": "blocks.6.hook_mlp_out", "d_sae": 4096,
@@ -138,3 +139,76 @@ def test_concept_page_lists_nearest_sae_features_with_labels(catalogued: dict) -
     near = next(df.value for df in at.dataframe if list(df.value.columns) == ["feature", "cosine", "label"])
     assert len(near) == 20
     assert near["cosine"].abs().is_monotonic_decreasing and near["label"].str.len().gt(0).all()
+
+
+def test_home_train_button_trains_catalogues_and_lists_an_sae(catalogued: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 'Train an SAE' form on Home starts the real train + catalogue job; afterwards the new
+    SAE is listed as catalogued. The form sets layer/site/width/k/tokens; the slow evaluation
+    defaults (sized for the embedded model) are shrunk so this stays a few seconds on tiny."""
+    from functools import partial
+
+    import workbench.jobs as jobs_module
+    import workbench.sae.train as train
+    from workbench.ui import resources
+
+    small_eval = partial(train.SAETrainConfig, context_size=32, train_batch_tokens=1024, store_batch_prompts=8,
+                         norm_batches=2, holdout_docs=40, eval_tokens=1500, dead_feature_window=8)
+    real_job = jobs_module.sae_job
+    monkeypatch.setattr(train, "SAETrainConfig", small_eval)
+    monkeypatch.setattr(jobs_module, "sae_job", lambda store, bundle, settings, cfg: real_job(
+        store, bundle, settings, cfg, catalogue_tokens=3000))
+
+    at = ok(app("app.py"))
+    at.number_input(key="sae_layer").set_value(0)
+    at.select_slider(key="sae_width").set_value(512)
+    at.number_input(key="sae_k").set_value(8)
+    at.select_slider(key="sae_tokens").set_value(50_000)
+    at.button(key="build_sae").click().run()
+    ok(at)
+    manager = resources.jobs()
+    job = next(j for j in manager.jobs() if j.title.startswith("Train + catalogue SAE L0"))
+    final = manager.wait(job.job_id, timeout_s=600)
+    assert final is not None and final.state == "done", final
+    assert "features catalogued" in final.summary
+
+    at = ok(app("app.py"))
+    table = next(df.value for df in at.dataframe if "catalogued" in df.value.columns)
+    new = table[table["sae_id"].str.contains(r"\.l0\.") & table["catalogued"]]
+    assert len(new) == 1 and new.iloc[0]["width"] == 512, table
+    browser = ok(app("pages/1_Feature_browser.py"))
+    assert any("L0 " in o and "512 features" in o for o in browser.selectbox(key="fb_sae").options)
+
+
+def test_home_catalogues_a_local_sae_that_is_not_catalogued_yet(catalogued: dict) -> None:
+    """An SAE trained outside the app (CLI `sae train --no-catalogue`, a copied folder) shows as
+    not catalogued on Home; its 'Catalogue it' button runs the catalogue job."""
+    from dataclasses import replace
+
+    from workbench.sae.train import train_sae
+    from workbench.ui import resources
+
+    bundle, settings = resources.bundle("tiny"), resources.settings()
+    trained = train_sae(bundle, replace(TINY_SAE, layer=0, k=4), settings)
+    at = ok(app("app.py"))
+    table = next(df.value for df in at.dataframe if "catalogued" in df.value.columns)
+    assert not table.set_index("sae_id").loc[trained.sae_id, "catalogued"]
+    at.selectbox(key="sae_catalogue_pick").set_value(trained.sae_id).run()
+    at.button(key="sae_catalogue").click().run()
+    ok(at)
+    manager = resources.jobs()
+    job = next(j for j in manager.jobs() if j.title == f"Catalogue {trained.sae_id}")
+    final = manager.wait(job.job_id, timeout_s=600)
+    assert final is not None and final.state == "done", final
+    table = next(df.value for df in ok(app("app.py")).dataframe if "catalogued" in df.value.columns)
+    assert table.set_index("sae_id").loc[trained.sae_id, "catalogued"]
+
+
+def test_density_histogram_marks_the_feature_or_says_it_is_dead() -> None:
+    from workbench.ui.plots import density_histogram
+
+    live = density_histogram([0.0, 0.001, 0.01, 0.1], 0.01, "fire")
+    assert live.layout.title.text == "fire · 3 live, 1 dead" and len(live.layout.shapes) == 1
+    assert [a.text for a in live.layout.annotations] == ["this feature"]
+    dead = density_histogram([0.0, 0.001, 0.01, 0.1], 0.0, "fire")
+    assert dead.layout.title.text == "fire · 3 live, 1 dead" and not dead.layout.shapes
+    assert "this feature is dead" in dead.layout.annotations[0].text

@@ -20,7 +20,10 @@ def snippet_html(snippet: str, activation: float | None = None, max_act: float |
     if start < 0 or end < start:
         return html.escape(snippet)
     left, token, right = snippet[:start], snippet[start + len(MARK_OPEN):end], snippet[end + len(MARK_CLOSE):]
-    mark = (f'<mark style="background: rgba(214, 39, 40, {strength:.2f}); color: inherit; padding: 0 2px; '
+    # The fill stays light (at most 0.55) and the token bold and underlined, so a one-character
+    # token such as an apostrophe stays readable instead of vanishing in a solid red block.
+    mark = (f'<mark style="background: rgba(214, 39, 40, {0.55 * strength:.2f}); color: inherit; '
+            f'font-weight: 700; border-bottom: 2px solid #d62728; padding: 0 3px; '
             f'border-radius: 3px">{html.escape(token) or "&nbsp;"}</mark>')
     return html.escape(left) + mark + html.escape(right)
 
@@ -59,6 +62,12 @@ def density_text(density: float) -> str:
     if not density or density <= 0 or math.isnan(density):
         return "never fired in the catalogue sweep (dead)"
     return f"fires on 1 in {1 / density:,.0f} tokens ({density:.3%})"
+
+
+def table_height(n_rows: int, cap: int = 260) -> int:
+    """Pixel height of an st.dataframe showing n_rows (header + 35 px a row), at most cap: a
+    one-row table should not sit in a box of empty rows."""
+    return min(cap, 38 + 35 * max(n_rows, 1) + 2)
 
 
 def compact(n: int) -> str:

@@ -68,8 +68,8 @@ def effect_bars(contrast: pd.DataFrame, title: str, n: int = 30) -> go.Figure:
 
 
 def density_histogram(densities: Sequence[float], this: float | None, title: str) -> go.Figure:
-    """log10 firing density of every feature of an SAE, this feature marked; dead ones counted
-    in the caption, not plotted (log of 0)."""
+    """log10 firing density of every feature of an SAE, this feature marked (or said dead); dead ones counted
+    in the title, not plotted (log of 0)."""
     d = np.asarray(densities, dtype=float)
     live = np.log10(d[d > 0])
     fig = go.Figure(go.Histogram(x=live, nbinsx=40, marker_color=NEUTRAL, name="features"))
@@ -78,6 +78,11 @@ def density_histogram(densities: Sequence[float], this: float | None, title: str
                       annotation_text="this feature", annotation_position="top")
     fig.update_xaxes(title="log10 firing density (fraction of tokens)")
     fig.update_yaxes(title="features")
+    if this is not None and not this > 0:  # a dead feature has no place on a log axis: say so inside the plot
+        fig.add_annotation(text="this feature is dead (density 0, off the log axis)", xref="paper", yref="paper",
+                           x=1.0, y=0.98, xanchor="right", yanchor="top", showarrow=False,
+                           bgcolor="rgba(255, 255, 255, 0.85)",
+                           font=dict(color=POS))
     dead = int((d <= 0).sum())
     return _layout(fig, f"{title} · {len(live):,} live, {dead:,} dead", height=300)
 
