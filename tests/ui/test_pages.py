@@ -91,36 +91,32 @@ def test_concept_page_shows_auroc_and_adds_projection(shared: dict) -> None:
     assert sum(len(op.neurons) for op in ablated) == 6
 
 
-def test_concept_page_builds_a_concept_as_a_job(shared: dict) -> None:
+def build_concept_on_page(name: str, pasted: str = "") -> AppTest:
+    """Build a concept set from the Concept vectors page (8 docs), wait for its job, reload."""
+    from workbench.ui import resources
+
     at = ok(app("pages/2_Concept_vectors.py"))
-    at.text_input(key="cv_name").input("Chess").run()
+    at.text_input(key="cv_name").input(name).run()
+    if pasted:
+        at.text_area(key="cv_pasted").input(pasted).run()
     at.slider(key="cv_docs").set_value(8).run()
     at.button(key="cv_build").click().run()
     ok(at)
-    from workbench.ui import resources
-
     manager = resources.jobs()
-    job = next(j for j in manager.jobs() if j.kind == "concept")
+    job = next(j for j in manager.jobs() if j.title == f"Concept '{name}'")
     final = manager.wait(job.job_id, timeout_s=300)
     assert final is not None and final.state == "done", final
-    at = ok(app("pages/2_Concept_vectors.py"))
+    return ok(app("pages/2_Concept_vectors.py"))
+
+
+def test_concept_page_builds_a_concept_as_a_job(shared: dict) -> None:
+    at = build_concept_on_page("Chess")
     assert "Chess (chess)" in at.selectbox(key="cv_concept").options
 
 
 def test_concept_page_builds_from_a_topic_and_pasted_text(shared: dict) -> None:
-    at = ok(app("pages/2_Concept_vectors.py"))
-    at.text_input(key="cv_name").input("Pasted rivers").run()
-    at.text_area(key="cv_pasted").input("The Zambezi is a river.\n\nThe Danube flows east.").run()
-    at.slider(key="cv_docs").set_value(8).run()
-    at.button(key="cv_build").click().run()
-    ok(at)
-    from workbench.ui import resources
-
-    manager = resources.jobs()
-    job = next(j for j in manager.jobs() if j.title == "Concept 'Pasted rivers'")
-    final = manager.wait(job.job_id, timeout_s=300)
-    assert final is not None and final.state == "done", final
-    at = ok(app("pages/2_Concept_vectors.py"))
+    at = build_concept_on_page("Pasted rivers", pasted="The Zambezi is a river.\n\nThe Danube flows east.")
+    assert "Pasted rivers (pasted-rivers)" in at.selectbox(key="cv_concept").options
     topic = next(t for t in at.selectbox(key="cv_topic").options if t != "(none)")
     at.selectbox(key="cv_topic").set_value(topic).run()
     assert len(ok(at).multiselect(key=f"cv_titles_{topic}").value) >= 1
