@@ -289,11 +289,11 @@ def sae_job(store: Any, bundle: Any, settings: Any, cfg: Any, catalogue_tokens: 
 
         result = train_sae(bundle, cfg, settings, progress=progress)
         m = result.metrics
-        progress.message(f"{result.sae_id}: EV {m.explained_variance:.3f}, L0 {m.l0:.1f}, dead {m.dead_fraction:.0%}")
+        quality = f"{result.sae_id}: EV {m.explained_variance:.3f}, L0 {m.l0:.1f}, dead {m.dead_fraction:.0%}"
+        progress.message(quality)
         cat = catalogue_into_store(store, bundle, result.sae, result.sae_id, result.sha256, result.path,
                                    m.to_dict(), max_tokens=catalogue_tokens, progress=progress)
-        return (f"{result.sae_id}: EV {m.explained_variance:.3f}, L0 {m.l0:.1f}, dead {m.dead_fraction:.0%}; "
-                f"{cat.d_sae} features catalogued")
+        return f"{quality}; {cat.d_sae} features catalogued"
 
     return run
 

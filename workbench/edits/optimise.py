@@ -366,8 +366,9 @@ def optimise_value_vectors(
         retain_enc = tok(retain_texts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_len,
                          padding_side="right")
         collide = collision_mask(retain_enc["input_ids"], retain_enc["attention_mask"], target_ids)  # [n, pos]
-        colliding = [i for i in range(len(retain_texts)) if bool(collide[i].any())]
-        plain = [i for i in range(len(retain_texts)) if not bool(collide[i].any())]
+        has_collision = collide.any(dim=1).tolist()  # [n]
+        colliding = [i for i, hit in enumerate(has_collision) if hit]
+        plain = [i for i, hit in enumerate(has_collision) if not hit]
         progress.message(f"retain: {len(retain_texts)} texts, {len(colliding)} with {int(collide.sum())} "
                          f"target-token positions")
         history: list[dict[str, float]] = []

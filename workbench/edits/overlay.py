@@ -330,12 +330,10 @@ def apply_overlay(bundle: Any, overlay: Overlay, *, verify: Verify = "restore") 
             if new.shape != p.data.shape or new.dtype != p.data.dtype or new.device != p.data.device:
                 raise OverlayError(f"{name}: overlay tensor {tuple(new.shape)} does not match {tuple(p.shape)}.")
         originals: dict[str, torch.Tensor] = {}
-        pointers: dict[str, int] = {}
         handles: list[Any] = []
         try:
             for name, p in params.items():
                 originals[name] = p.data
-                pointers[name] = p.data.data_ptr()
                 p.data = overlay.tensors[name]
             for h in overlay.hooks:
                 module = resolve_attr(bundle.hf_model, h.module)
@@ -349,7 +347,7 @@ def apply_overlay(bundle: Any, overlay: Overlay, *, verify: Verify = "restore") 
             if verify == "full":
                 bad = [n for n in originals if tensor_sha256(params[n].data) != overlay.base_sha256[n]]
             elif verify == "restore":
-                bad = [n for n in originals if params[n].data.data_ptr() != pointers[n]]
+                bad = [n for n, t in originals.items() if params[n].data.data_ptr() != t.data_ptr()]
             else:
                 bad = []
             if bad:

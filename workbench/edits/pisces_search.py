@@ -93,6 +93,14 @@ def _retain_kl(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor, base_
     return float((base_logp.exp() * (base_logp - logp)).sum(-1).mean())
 
 
+def retain_encoding(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> dict[str, torch.Tensor]:
+    """24 retain extracts (neutral + neighbour articles, 400 characters), tokenised right-padded
+    to 64 tokens: the 'not the concept' side of feature contrast and of the PISCES search's KL."""
+    retain = [d.text[:400] for d in retain_documents(corpus, facts, OptimiseConfig())[:24]]
+    return bundle.tokenizer(retain, return_tensors="pt", padding=True, truncation=True, max_length=64,
+                            padding_side="right")
+
+
 def contrast_candidates(bundle: ModelBundle, sae: Any, targets: FactTargets, r_ids: torch.Tensor,
                         r_attention: torch.Tensor, layer: int, n: int) -> list[FeatureCandidate]:
     """The n SAE features whose mean activation on the fact set most exceeds that on retain
@@ -119,8 +127,7 @@ def sae_feature_rows(
 
     sae, _, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer))
     targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
-    retain = [d.text[:400] for d in retain_documents(corpus, facts, OptimiseConfig())[:24]]
-    enc = bundle.tokenizer(retain, return_tensors="pt", padding=True, truncation=True, max_length=64, padding_side="right")
+    enc = retain_encoding(bundle, corpus, facts)
     with bundle.lock:
         candidates = contrast_candidates(bundle, sae, targets, enc["input_ids"], enc["attention_mask"], layer, n_features)
     rows: list[int] = []
@@ -152,9 +159,7 @@ def pisces_erase(
     targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
     if targets.n_targets == 0:
         raise ValueError("The fact set has no concept-specific tokens the base model predicts; add facts.")
-    cfg = OptimiseConfig()
-    retain = [d.text[:400] for d in retain_documents(corpus, facts, cfg)[:24]]
-    enc = bundle.tokenizer(retain, return_tensors="pt", padding=True, truncation=True, max_length=64, padding_side="right")
+    enc = retain_encoding(bundle, corpus, facts)
     r_ids, r_mask = enc["input_ids"], enc["attention_mask"].bool()
     r_mask[:, 0] = False
     with torch.no_grad():

@@ -53,10 +53,13 @@ class EditDraft:
         self.sae = None
         self.version += 1
 
+    @property
+    def uses_sae(self) -> bool:
+        return any(op.kind == "remove_sae_features" for op in self.operations)
+
     def use_sae(self, ref: Any) -> None:
         """Bind the edit to one SAE (id + sha256). Refused when its SAE operations use another."""
-        uses_sae = any(op.kind == "remove_sae_features" for op in self.operations)
-        if self.sae is not None and ref != self.sae and uses_sae:
+        if self.sae is not None and ref != self.sae and self.uses_sae:
             raise ValueError(f"This edit already removes features of SAE {self.sae.id!r}; one edit uses one "
                              "SAE. Remove those operations first, or start a new edit.")
         self.sae = ref
@@ -84,11 +87,10 @@ class EditDraft:
     def to_spec(self, bundle: Any) -> Any:
         from workbench.edits.spec import EditSpec, ModelRef
 
-        uses_sae = any(op.kind == "remove_sae_features" for op in self.operations)
         return EditSpec(
             name=self.name.strip() or "my-edit", notes=self.notes,
             model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
-            sae=self.sae if uses_sae else None,
+            sae=self.sae if self.uses_sae else None,
             operations=[op.model_copy(deep=True) for op in self.operations],
         )
 
