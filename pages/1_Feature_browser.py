@@ -10,7 +10,6 @@ import streamlit as st
 from workbench.edits.spec import SaeRef, sae_sha256
 from workbench.jobs import sae_contrast_job
 from workbench.sae.catalogue import tau_rows
-from workbench.sae.sources import SAELoadError
 from workbench.store import (
     feature_densities,
     feature_detail,
@@ -22,7 +21,7 @@ from workbench.store import (
 )
 from workbench.ui import draft as drafts
 from workbench.ui import features as ui_features
-from workbench.ui import panels, plots, resources
+from workbench.ui import panels, plots
 
 st.set_page_config(page_title="Feature browser · workbench", page_icon="🔎", layout="wide")
 st.title("Feature browser")
@@ -93,10 +92,8 @@ def feature_page(sae_row: dict, feature: int) -> None:
         st.dataframe(stored, hide_index=True, width="stretch", height=ui_features.table_height(len(stored)))
     with r2:
         tau = st.slider("tau (rows with |s| > tau x max)", 0.05, 1.0, 0.7, 0.05, key="fb_tau")
-        try:
-            sae = resources.sae(str(sae_row["path"]))
-        except (SAELoadError, FileNotFoundError, OSError) as err:
-            st.error(f"The SAE's folder cannot be loaded ({err}); tau rows and 'remove' need it.")
+        sae = panels.sae_or_error(sae_row["path"], "tau rows and 'remove'")
+        if sae is None:
             return
         chosen = tau_rows(bundle.hf_model, sae, feature, tau)  # type: ignore[attr-defined]
         st.caption(f"{len(chosen)} row(s) selected at tau {tau:g}: the rows a removal rewrites")
@@ -150,11 +147,8 @@ def sae_browser() -> None:
             if results.empty:
                 st.info(f"The features' contrast on '{names[cid]}' is not built yet for this SAE.")
                 if st.button("Build it (a background job, ~1 min)", key="fb_contrast"):
-                    try:
-                        sae = resources.sae(str(sae_row["path"]))
-                    except (SAELoadError, FileNotFoundError, OSError) as err:
-                        st.error(f"The SAE's folder cannot be loaded: {err}")
-                    else:
+                    sae = panels.sae_or_error(sae_row["path"])
+                    if sae is not None:
                         panels.start_job("sae-contrast", f"SAE contrast '{names[cid]}'",
                                          sae_contrast_job(store, bundle, sae, sae_id, cid))
                 panels.job_panel(kinds=("sae-contrast",), limit=1)

@@ -11,7 +11,6 @@ import torch
 
 from workbench.jobs import concept_job
 from workbench.lenses.concept_vectors import nearest_sae_features, nearest_value_vectors
-from workbench.sae.sources import SAELoadError
 from workbench.store import feature_labels, list_saes
 from workbench.ui import draft as drafts
 from workbench.ui import features as ui_features
@@ -110,10 +109,10 @@ else:
                                  default=list(range(max(0, source_layer - 2), min(n_layers, source_layer + 1))),
                                  key="cv_near_layers")
     n_near = n2.number_input("rows", 5, 100, 20, key="cv_near_k")
+    u = torch.tensor(list(resid[resid["layer"] == source_layer].iloc[0]["vector"]))  # [d_model]
     if near_layers:
-        direction = resid[resid["layer"] == source_layer].iloc[0]["vector"]
-        near = nearest_value_vectors(bundle.hf_model, torch.tensor(list(direction)), near_layers, int(n_near))  # type: ignore[attr-defined]
-        st.dataframe(near, hide_index=True, width="stretch", height=min(38 * (len(near) + 1), 320))
+        near = nearest_value_vectors(bundle.hf_model, u, near_layers, int(n_near))  # type: ignore[attr-defined]
+        st.dataframe(near, hide_index=True, width="stretch", height=ui_features.table_height(len(near), cap=320))
         if st.button(f"Add to edit: ablate these {len(near)} rows", key="cv_near_ablate"):
             for layer, group in near.groupby("layer"):
                 panels.add_to_edit(drafts.ablate(int(layer), [int(n) for n in group["neuron"]]), rerun=False)
@@ -126,13 +125,9 @@ else:
     else:
         sae_row = saes.iloc[-1]
         st.caption(f"Decoder directions of {ui_features.sae_label(sae_row.to_dict())} most aligned with the direction.")
-        try:
-            sae = resources.sae(str(sae_row["path"]))
-        except (SAELoadError, FileNotFoundError, OSError) as err:
-            st.error(f"The SAE's folder cannot be loaded: {err}")
-        else:
-            direction = resid[resid["layer"] == source_layer].iloc[0]["vector"]
-            feats = nearest_sae_features(sae.W_dec, torch.tensor(list(direction)), int(n_near))
+        sae = panels.sae_or_error(sae_row["path"])
+        if sae is not None:
+            feats = nearest_sae_features(sae.W_dec, u, int(n_near))  # type: ignore[attr-defined]
             labels = feature_labels(store, str(sae_row["sae_id"]), [int(f) for f in feats["feature"]])  # type: ignore[arg-type]
             st.dataframe(feats.assign(label=[labels.get(int(f), "") for f in feats["feature"]]), hide_index=True,
-                         width="stretch", height=min(38 * (len(feats) + 1), 320))
+                         width="stretch", height=ui_features.table_height(len(feats), cap=320))

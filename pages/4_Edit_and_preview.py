@@ -12,7 +12,6 @@ import re
 import streamlit as st
 
 from workbench.edits.overlay import compile_spec
-from workbench.edits.pisces_search import local_sae_loader
 from workbench.edits.spec import SpecError, pack_payload
 from workbench.ui import draft as drafts
 from workbench.ui import panels, resources
@@ -77,7 +76,7 @@ def compiled() -> tuple[object, object] | None:
         return cache[1], cache[2]
     spec = d.to_spec(bundle)
     with st.spinner("Compiling the edit ..."):
-        overlay = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir), payload=d.payload or None)
+        overlay = compile_spec(spec, bundle, sae_loader=resources.sae_loader(), payload=d.payload or None)
     st.session_state["ed_compiled"] = (key, spec, overlay)
     return spec, overlay
 

@@ -87,6 +87,18 @@ def scorecard_view(card: object) -> None:
             st.dataframe(pd.DataFrame(c.generations), hide_index=True, width="stretch")  # type: ignore[attr-defined]
 
 
+def sae_or_error(path: object, needed_for: str = "") -> object | None:
+    """A catalogued SAE's object (loaded once per server), or None after saying on the page why
+    its folder cannot be loaded (`needed_for`: what on the page needs it)."""
+    from workbench.sae.sources import SAELoadError
+
+    try:
+        return resources.sae(str(path))
+    except (SAELoadError, FileNotFoundError, OSError) as err:
+        st.error(f"The SAE's folder cannot be loaded ({err})" + (f"; {needed_for} need it." if needed_for else "."))
+        return None
+
+
 def add_to_edit(op: object, rerun: bool = True) -> None:
     """Append to this session's edit; rerun so the sidebar (drawn first) shows it at once."""
     d = drafts.draft()

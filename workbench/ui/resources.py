@@ -67,3 +67,10 @@ def _sae(path: str) -> Any:
 def sae(path: str) -> Any:
     """A local SAE folder's SAE object, loaded once per server (raises SAELoadError with a sentence)."""
     return _sae(str(path))
+
+
+def sae_loader() -> Any:
+    """An overlay `sae_loader` (compile_spec) backed by the same per-server SAE cache: a spec's
+    SAE is the folder named by its id under the SAE directory."""
+    saes_dir = settings().saes_dir
+    return lambda ref, _layer: sae(str(saes_dir / ref.id))
