@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from apptest_helpers import app, ok
+from apptest_helpers import app, ok, wait_for_job
 
 from workbench.sae.train import SAETrainConfig
 from workbench.ui.draft import EditDraft
@@ -114,22 +114,17 @@ def test_home_lists_the_sae_as_catalogued(catalogued: dict) -> None:
 
 
 def test_home_refuses_a_missing_folder_and_an_offline_release_with_sentences(catalogued: dict, tmp_path: Path) -> None:
-    from workbench.ui import resources
-
-    manager = resources.jobs()
     at = ok(app("app.py"))
     at.text_input(key="sae_folder").input(str(tmp_path / "no-such-sae")).run()
     at.button(key="sae_folder_go").click().run()
-    job = next(j for j in manager.jobs() if j.title.startswith("Catalogue") and "no-such-sae" in j.title)
-    final = manager.wait(job.job_id, timeout_s=120)
-    assert final is not None and final.state == "failed" and "does not exist" in final.error, final
+    final = wait_for_job(lambda j: j.title.startswith("Catalogue") and "no-such-sae" in j.title, 120)
+    assert final.state == "failed" and "does not exist" in final.error, final
     at = ok(app("app.py"))
     at.text_input(key="sae_release").input("no-such-release").run()
     at.text_input(key="sae_release_id").input("x").run()
     at.button(key="sae_release_go").click().run()
-    job = next(j for j in manager.jobs() if j.title.startswith("Pretrained no-such-release"))
-    final = manager.wait(job.job_id, timeout_s=120)
-    assert final is not None and final.state == "failed" and "no release" in final.error, final
+    final = wait_for_job(lambda j: j.title.startswith("Pretrained no-such-release"), 120)
+    assert final.state == "failed" and "no release" in final.error, final
     ok(app("app.py"))  # the app keeps running and shows the failures
 
 
@@ -149,7 +144,6 @@ def test_home_train_button_trains_catalogues_and_lists_an_sae(catalogued: dict, 
 
     import workbench.jobs as jobs_module
     import workbench.sae.train as train
-    from workbench.ui import resources
 
     small_eval = partial(train.SAETrainConfig, context_size=32, train_batch_tokens=1024, store_batch_prompts=8,
                          norm_batches=2, holdout_docs=40, eval_tokens=1500, dead_feature_window=8)
@@ -165,10 +159,8 @@ def test_home_train_button_trains_catalogues_and_lists_an_sae(catalogued: dict, 
     at.select_slider(key="sae_tokens").set_value(50_000)
     at.button(key="build_sae").click().run()
     ok(at)
-    manager = resources.jobs()
-    job = next(j for j in manager.jobs() if j.title.startswith("Train + catalogue SAE L0"))
-    final = manager.wait(job.job_id, timeout_s=600)
-    assert final is not None and final.state == "done", final
+    final = wait_for_job(lambda j: j.title.startswith("Train + catalogue SAE L0"))
+    assert final.state == "done", final
     assert "features catalogued" in final.summary
 
     at = ok(app("app.py"))
@@ -195,10 +187,8 @@ def test_home_catalogues_a_local_sae_that_is_not_catalogued_yet(catalogued: dict
     at.selectbox(key="sae_catalogue_pick").set_value(trained.sae_id).run()
     at.button(key="sae_catalogue").click().run()
     ok(at)
-    manager = resources.jobs()
-    job = next(j for j in manager.jobs() if j.title == f"Catalogue {trained.sae_id}")
-    final = manager.wait(job.job_id, timeout_s=600)
-    assert final is not None and final.state == "done", final
+    final = wait_for_job(lambda j: j.title == f"Catalogue {trained.sae_id}")
+    assert final.state == "done", final
     table = next(df.value for df in ok(app("app.py")).dataframe if "catalogued" in df.value.columns)
     assert table.set_index("sae_id").loc[trained.sae_id, "catalogued"]
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from apptest_helpers import app, ok
+from apptest_helpers import app, ok, wait_for_job
 from streamlit.testing.v1 import AppTest
 
 from workbench.ui.draft import EditDraft, ablate, prune
@@ -44,12 +44,8 @@ def test_home_renders_status_and_runs_a_build_job(shared: dict) -> None:
     assert expected > 0 and labels["value-vector tokens"] == compact(expected)
     at.button(key="build_vocab").click().run()
     ok(at)
-    from workbench.ui import resources
-
-    manager = resources.jobs()
-    job = manager.jobs()[0]
-    final = manager.wait(job.job_id, timeout_s=120)
-    assert final is not None and final.state == "done", final
+    final = wait_for_job(lambda j: True, 120)  # the newest job: the one the button started
+    assert final.state == "done", final
     assert "already up to date" in final.summary
 
 
@@ -93,7 +89,6 @@ def test_concept_page_shows_auroc_and_adds_projection(shared: dict) -> None:
 
 def build_concept_on_page(name: str, pasted: str = "") -> AppTest:
     """Build a concept set from the Concept vectors page (8 docs), wait for its job, reload."""
-    from workbench.ui import resources
 
     at = ok(app("pages/2_Concept_vectors.py"))
     at.text_input(key="cv_name").input(name).run()
@@ -102,10 +97,8 @@ def build_concept_on_page(name: str, pasted: str = "") -> AppTest:
     at.slider(key="cv_docs").set_value(8).run()
     at.button(key="cv_build").click().run()
     ok(at)
-    manager = resources.jobs()
-    job = next(j for j in manager.jobs() if j.title == f"Concept '{name}'")
-    final = manager.wait(job.job_id, timeout_s=300)
-    assert final is not None and final.state == "done", final
+    final = wait_for_job(lambda j: j.title == f"Concept '{name}'", 300)
+    assert final.state == "done", final
     return ok(app("pages/2_Concept_vectors.py"))
 
 
