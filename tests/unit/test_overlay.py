@@ -4,6 +4,7 @@ and causal checks (the edit has the effect its formula claims)."""
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,8 +18,9 @@ from workbench.models.hashing import tensor_sha256
 
 
 class FakeSae:
-    def __init__(self, d_in: int, d_sae: int, seed: int = 0) -> None:
+    def __init__(self, d_in: int, d_sae: int, seed: int = 0, hook: str = "blocks.2.hook_mlp_out") -> None:
         g = torch.Generator().manual_seed(seed)
+        self.cfg = SimpleNamespace(d_sae=d_sae, metadata=SimpleNamespace(hook_name=hook))
         self.W_enc = torch.randn(d_in, d_sae, generator=g)  # [d, F]
         self.W_dec = torch.randn(d_sae, d_in, generator=g) / d_in**0.5  # [F, d]
         self.b_enc = torch.zeros(d_sae)
@@ -177,6 +179,28 @@ def test_pisces_via_spec_matches_the_pure_function_and_checks_the_sae(tiny_bundl
     signed = spec_for(tiny_bundle, [{**op, "signed": True}], sae=ref)
     with pytest.raises(SpecError, match="no neuron_signs"):
         compile_spec(signed, tiny_bundle, sae_loader=lambda r, layer: sae)
+
+
+def test_pisces_with_a_pre_norm_sae_edits_the_raw_rows(tiny_bundle: ModelBundle) -> None:
+    """An SAE on mlp.hook_out reads h @ W_out itself, so PISCES works on the raw value vectors:
+    the same as the pure function with a unit gain, and not the gain-aware rewrite."""
+    sae = FakeSae(tiny_bundle.d_model, 48, hook="blocks.2.mlp.hook_out")
+    op = {"kind": "remove_sae_features", "layer": 2, "features": [5, 9], "tau": 0.5, "mu": 8.0, "signed": False}
+    spec = spec_for(tiny_bundle, [op], sae={"id": "fake", "sha256": sae_sha256(sae)})
+    ov = compile_spec(spec, tiny_bundle, sae_loader=lambda r, layer: sae)
+    w_out = layout.w_out(tiny_bundle.hf_model, 2)
+    mu_l = mu_for_layer(8.0, 2, tiny_bundle.n_layers, "relative")
+    raw = pisces_rewrite(w_out, sae, [5, 9], tau=0.5, mu_layer=mu_l, mode="reference")
+    gained = pisces_rewrite(w_out, sae, [5, 9], tau=0.5, mu_layer=mu_l,
+                            gamma_post=layout.post_ffn_gain(tiny_bundle.hf_model, 2))
+    edited = ov.tensors[layout.down_proj_name(2)].T
+    assert raw.rows and torch.allclose(edited, raw.w_out, atol=1e-6)
+    assert not torch.allclose(edited, gained.w_out, atol=1e-4)
+    for hook, why in [("blocks.2.mlp.hook_post", "MLP output"), ("blocks.1.hook_mlp_out", "blocks.1.hook_mlp_out")]:
+        other = FakeSae(tiny_bundle.d_model, 48, hook=hook)
+        other_spec = spec_for(tiny_bundle, [op], sae={"id": "fake", "sha256": sae_sha256(other)})
+        with pytest.raises(SpecError, match=why):
+            compile_spec(other_spec, tiny_bundle, sae_loader=lambda r, layer, other=other: other)
 
 
 def test_optimised_delta_payload(tiny_bundle: ModelBundle) -> None:

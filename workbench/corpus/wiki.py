@@ -49,3 +49,12 @@ def load_wiki(lang: str = "en") -> Corpus:
             )
         )
     return Corpus(corpus_id=f"wiki-{lang}", documents=docs)
+
+
+def wiki_texts(langs: str = "en") -> list[str]:
+    """Texts of one corpus or a mix written 'en+fr+es' (SAE training on more, and more varied,
+    text than the ~1M English tokens)."""
+    parts = [part.strip() for part in langs.split("+") if part.strip()]
+    if not parts:
+        raise ValueError("Name at least one corpus language (en, es, fr), e.g. 'en' or 'en+fr'.")
+    return [text for lang in parts for text in load_wiki(lang).texts()]

@@ -35,6 +35,7 @@ from workbench.edits.spec import (
 )
 from workbench.models import layout
 from workbench.models.hashing import tensor_sha256
+from workbench.sae.catalogue import SAESite
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,13 @@ def _compile_pisces(op: RemoveSaeFeatures, ctx: _Ctx, spec: EditSpec) -> None:
             "the signs on the concept corpus first, or set signed=false."
         )
     bundle = ctx.bundle
+    site = SAESite.of_sae(sae)
+    if site.site == "mlp.hook_post" or site.layer != op.layer:
+        raise SpecError(f"remove_sae_features on layer {op.layer} needs an SAE on that layer's MLP output "
+                        f"(hook_mlp_out or mlp.hook_out); this SAE reads {site.hook_name}.")
+    gamma = layout.post_ffn_gain(bundle.hf_model, op.layer)
+    if site.site == "mlp.hook_out":  # pre-norm SAE: value vectors already live in its space
+        gamma = torch.ones_like(gamma)
     mu_l = pisces.mu_for_layer(op.mu, op.layer, bundle.n_layers, op.schedule)
     res = pisces.pisces_rewrite(
         ctx.w_out(op.layer),
@@ -158,7 +166,7 @@ def _compile_pisces(op: RemoveSaeFeatures, ctx: _Ctx, spec: EditSpec) -> None:
         list(op.features),
         tau=op.tau,
         mu_layer=mu_l,
-        gamma_post=layout.post_ffn_gain(bundle.hf_model, op.layer),
+        gamma_post=gamma,
         mode=op.mode,
         feature_signs=list(op.feature_signs) if op.feature_signs else None,
         neuron_signs=dict(op.neuron_signs) if op.signed and op.neuron_signs is not None else None,

@@ -25,6 +25,7 @@ from workbench.edits.spec import EditSpec, ModelRef, RemoveSaeFeatures, SaeRef, 
 from workbench.lenses.vocab import project_topk
 from workbench.models import ModelBundle, layout
 from workbench.progress import NullProgress, Progress
+from workbench.sae.catalogue import SAESite, decoder_directions
 
 
 @dataclass
@@ -45,24 +46,30 @@ class PiscesResult:
     grid: list[dict[str, float]]
 
 
-def find_local_sae(saes_dir: Path, model_id: str, layer: int) -> Path:
-    """The newest local SAE folder for this model and layer (trained by `sae train`)."""
-    folders = sorted((p for p in Path(saes_dir).glob(f"{model_id}.l{layer}.*") if p.is_dir()
+def find_local_sae(saes_dir: Path, model_id: str, layer: int, site: str | None = None) -> Path:
+    """The newest local SAE folder for this model and layer (trained by `sae train`), of one
+    site ('hook_mlp_out', 'mlp.hook_out') when given."""
+    from workbench.sae.train import site_short
+
+    pattern = f"{model_id}.l{layer}.{site_short(site) if site else '*'}.*"
+    folders = sorted((p for p in Path(saes_dir).glob(pattern) if p.is_dir()
                       and (p / "sae_weights.safetensors").exists()), key=lambda p: p.stat().st_mtime)
     if not folders:
-        raise FileNotFoundError(f"No local SAE for {model_id} layer {layer} in {saes_dir}; "
-                                f"train one with `python -m workbench sae train --layer {layer}`.")
+        hook = f" --hook {site}" if site else ""
+        raise FileNotFoundError(f"No local SAE for {model_id} layer {layer}{' at ' + site if site else ''} in "
+                                f"{saes_dir}; train one with `python -m workbench sae train --layer {layer}{hook}`.")
     return folders[-1]
 
 
-def _feature_means(bundle: ModelBundle, sae: Any, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
-    """Mean SAE activation over the real tokens of a batch: [d_sae]."""
-    hook = f"blocks.{layer}.hook_mlp_out"
+def _feature_means(bundle: ModelBundle, sae: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean SAE activation over the real tokens of a batch, at the SAE's own hook: [d_sae]."""
+    site = SAESite.of_sae(sae)
     with torch.no_grad():
-        _, cache = bundle.bridge.run_with_cache(ids, stop_at_layer=layer + 1, names_filter=lambda n: n == hook)
+        _, cache = bundle.bridge.run_with_cache(ids, stop_at_layer=site.layer + 1,
+                                                names_filter=lambda n: n == site.hook_name)
         keep = mask.bool().clone()
         keep[:, 0] = False
-        return sae.encode(cache[hook][keep].float()).mean(0)
+        return sae.encode(cache[site.hook_name][keep].float()).mean(0)
 
 
 def neuron_signs(bundle: ModelBundle, targets: FactTargets, layer: int) -> dict[int, int]:
@@ -102,22 +109,22 @@ def retain_encoding(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> dict
 
 
 def contrast_candidates(bundle: ModelBundle, sae: Any, targets: FactTargets, r_ids: torch.Tensor,
-                        r_attention: torch.Tensor, layer: int, n: int) -> list[FeatureCandidate]:
+                        r_attention: torch.Tensor, n: int) -> list[FeatureCandidate]:
     """The n SAE features whose mean activation on the fact set most exceeds that on retain
     text, with how many concept target tokens each decoder direction promotes (top 50)."""
-    act_c = _feature_means(bundle, sae, targets.input_ids, targets.attention_mask, layer)
-    act_n = _feature_means(bundle, sae, r_ids, r_attention, layer)
+    act_c = _feature_means(bundle, sae, targets.input_ids, targets.attention_mask)
+    act_n = _feature_means(bundle, sae, r_ids, r_attention)
     order = (act_c - act_n).argsort(descending=True)[:n].tolist()
     concept_ids = set(targets.targets[targets.targets >= 0].tolist())
-    w_dec = sae.W_dec.detach().float()[order] * layout.final_gain(bundle.hf_model)
-    proj = project_topk(w_dec, layout.unembed(bundle.hf_model), k=50)
+    directions = decoder_directions(bundle.hf_model, sae, SAESite.of_sae(sae))[order]  # [n, d_model]
+    proj = project_topk(directions, layout.unembed(bundle.hf_model), k=50)
     return [FeatureCandidate(f, float(act_c[f]), float(act_n[f]), len(concept_ids & set(proj.top_ids[i].tolist())))
             for i, f in enumerate(order)]
 
 
 def sae_feature_rows(
     bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6, n_features: int = 16,
-    tau: float = 0.5, max_rows: int = 256, min_target_prob: float = 0.05,
+    tau: float = 0.5, max_rows: int = 256, min_target_prob: float = 0.05, site: str | None = None,
 ) -> tuple[dict[int, list[int]], list[FeatureCandidate]]:
     """PISCES's row selection as the rows of a localized optimisation: the SAE features that fire
     most on the fact set vs retain text, and for each the W_out rows of the tau rule (strongest
@@ -125,11 +132,11 @@ def sae_feature_rows(
     from workbench.sae.catalogue import tau_rows
     from workbench.sae.sources import load_local_sae
 
-    sae, _, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer))
+    sae, _, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer, site))
     targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
     enc = retain_encoding(bundle, corpus, facts)
     with bundle.lock:
-        candidates = contrast_candidates(bundle, sae, targets, enc["input_ids"], enc["attention_mask"], layer, n_features)
+        candidates = contrast_candidates(bundle, sae, targets, enc["input_ids"], enc["attention_mask"], n_features)
     rows: list[int] = []
     for c in candidates:
         if c.act_concept <= c.act_neutral:
@@ -149,12 +156,12 @@ def sae_feature_rows(
 def pisces_erase(
     bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6,
     n_candidates: int = 8, n_select: int = 4, taus: tuple[float, ...] = (0.9, 0.7, 0.5),
-    mus: tuple[float, ...] = (8.0, 16.0, 32.0), min_target_prob: float = 0.05,
+    mus: tuple[float, ...] = (8.0, 16.0, 32.0), min_target_prob: float = 0.05, site: str | None = None,
     progress: Progress = NullProgress(),
 ) -> PiscesResult:
     from workbench.sae.sources import load_local_sae
 
-    sae, sae_id, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer))
+    sae, sae_id, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer, site))
     ref = SaeRef(id=sae_id, sha256=sae_sha256(sae))
     targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
     if targets.n_targets == 0:
@@ -167,7 +174,7 @@ def pisces_erase(
     base_prob = _concept_prob(bundle, targets)
 
     progress.stage("PISCES: candidate features by activation contrast")
-    candidates = contrast_candidates(bundle, sae, targets, r_ids, enc["attention_mask"], layer, n_candidates)
+    candidates = contrast_candidates(bundle, sae, targets, r_ids, enc["attention_mask"], n_candidates)
     signs = neuron_signs(bundle, targets, layer)
     model_ref = ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256)
 

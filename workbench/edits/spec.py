@@ -67,7 +67,10 @@ class RemoveSaeFeatures(_Strict):
     mu: float = Field(16.0, description="Edit magnitude before the layer schedule.")
     schedule: Literal["gemma26", "relative", "none"] = "relative"
     signed: bool = Field(True, description="Use neuron signs eta (needs neuron_signs).")
-    mode: Literal["gain_aware", "reference"] = "gain_aware"
+    mode: Literal["gain_aware", "reference"] = Field(
+        "gain_aware", description="For an SAE on the post-norm hook_mlp_out: edit gamma_post * v_i "
+        "('gain_aware') or the raw v_i ('reference', the PISCES code). For a pre-norm (mlp.hook_out) SAE the "
+        "rows already live in the SAE's space and both modes are the same.")
     feature_signs: list[Literal[-1, 1]] | None = Field(
         None, description="s_f per feature (-1: feature promotes the concept). Default all -1."
     )

@@ -65,7 +65,7 @@ class SAETrainConfig:
     # it. SAELens's default (1000 steps = 4M tokens) is longer than our whole run.
     dead_feature_window: int = 40
     aux_loss_coefficient: float = 1.0
-    corpus: str = "en"
+    corpus: str = "en"  # a wiki language or a mix: 'en+fr+es'
     holdout_docs: int = 300
     eval_tokens: int = 40_000
     seed: int = 0
@@ -81,6 +81,11 @@ class SAETrainConfig:
             raise ValueError(f"tokens ({self.tokens}) must be at least one batch ({self.train_batch_tokens}).")
         if self.layer < 0:
             raise ValueError(f"Layer must be >= 0 (got {self.layer}).")
+        from workbench.corpus.wiki import LANGS
+
+        unknown = [part for part in self.corpus.split("+") if part not in LANGS]
+        if unknown:
+            raise ValueError(f"Unknown corpus {unknown}; use {sorted(LANGS)} or a mix like 'en+fr+es'.")
 
     @property
     def hook_name(self) -> str:
@@ -104,9 +109,16 @@ class SAETrainConfig:
         """Stable, filesystem-safe id, e.g. 'gemma-3-270m.l6.mlp_out.batchtopk4096.k32.ab12cd34ef'."""
         safe_model = "".join(c if c.isalnum() or c in "-_" else "-" for c in model_id)
         return (
-            f"{safe_model}.l{self.layer}.{_SITE_SHORT[self.site]}.{self.architecture}{self.width}"
+            f"{safe_model}.l{self.layer}.{site_short(self.site)}.{self.architecture}{self.width}"
             f".k{self.k}.{self.config_hash(weights_sha256)}"
         )
+
+
+def site_short(site: str) -> str:
+    """The site's part of an SAE id ('mlp.hook_out' -> 'mlp_raw')."""
+    if site not in _SITE_SHORT:
+        raise ValueError(f"Unknown SAE site {site!r}; choose one of {SITES}.")
+    return _SITE_SHORT[site]
 
 
 @dataclass
@@ -182,9 +194,9 @@ def train_sae(
             progress.message(f"SAE {sae_id} already trained; loaded from {target}.")
             return TrainedSAE(sae, sae_id, target, digest, metrics, cfg)
     if texts is None:
-        from workbench.corpus.wiki import load_wiki
+        from workbench.corpus.wiki import wiki_texts
 
-        texts = load_wiki(cfg.corpus).texts()
+        texts = wiki_texts(cfg.corpus)
     train_texts, held_out = split_texts(list(texts), cfg.holdout_docs, cfg.seed)
 
     tmp = target.with_name(target.name + ".partial")
@@ -220,19 +232,15 @@ def train_sae(
     return TrainedSAE(sae, sae_id, target, digest, metrics, cfg, trained_state)
 
 
-def _build_runner(bundle: Any, cfg: SAETrainConfig, texts: list[str], output: Path) -> Any:
-    import datasets
-    from sae_lens import (
-        BatchTopKTrainingSAEConfig,
-        LanguageModelSAERunnerConfig,
-        LanguageModelSAETrainingRunner,
-        LoggingConfig,
-        TopKTrainingSAEConfig,
-    )
+def training_sae_config(cfg: SAETrainConfig, d_in: int) -> Any:
+    """SAELens's training config of the SAE itself (architecture, width, k, aux loss), shared
+    by the runner and the cached-activation sweep. Activations are normalised to an expected
+    norm of sqrt(d_in) (folded into the saved weights): without it nothing trains at
+    `hook_mlp_out` (FINDINGS)."""
+    from sae_lens import BatchTopKTrainingSAEConfig, TopKTrainingSAEConfig
 
-    d_in = bundle.d_mlp if cfg.site == "mlp.hook_post" else bundle.d_model
     sae_cls = BatchTopKTrainingSAEConfig if cfg.architecture == "batchtopk" else TopKTrainingSAEConfig
-    sae_cfg = sae_cls(
+    return sae_cls(
         d_in=d_in,
         d_sae=cfg.width,
         k=cfg.k,
@@ -241,8 +249,15 @@ def _build_runner(bundle: Any, cfg: SAETrainConfig, texts: list[str], output: Pa
         dtype="float32",
         device="cpu",
     )
+
+
+def _build_runner(bundle: Any, cfg: SAETrainConfig, texts: list[str], output: Path) -> Any:
+    import datasets
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+
+    d_in = bundle.d_mlp if cfg.site == "mlp.hook_post" else bundle.d_model
     runner_cfg = LanguageModelSAERunnerConfig(
-        sae=sae_cfg,
+        sae=training_sae_config(cfg, d_in),
         model_name=bundle.model_id,
         model_class_name="TransformerBridge",
         hook_name=cfg.hook_name,
@@ -326,6 +341,48 @@ def _attach_progress(runner: Any, cfg: SAETrainConfig, progress: Progress) -> li
 
 
 @torch.no_grad()
+def collect_hook_activations(
+    bundle: Any,
+    hook_names: Sequence[str],
+    texts: Sequence[str],
+    max_tokens: int,
+    context_size: int = 128,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """Activations at several hooks from one forward pass, for real (non-pad, non-BOS) tokens:
+    {hook: [n_tokens, d_in]} in `dtype` (fp16 halves the memory of a sweep's cache)."""
+    from workbench.corpus.batches import token_batches
+
+    stop = max(int(h.split(".")[1]) for h in hook_names) + 1
+    out: dict[str, list[torch.Tensor]] = {h: [] for h in hook_names}
+    n = 0
+    for batch in token_batches(bundle.tokenizer, texts, max_len=context_size, batch_size=batch_size,
+                               max_tokens=max_tokens):
+        with bundle.lock:
+            _, cache = bundle.bridge.run_with_cache(
+                batch.input_ids, names_filter=list(hook_names), stop_at_layer=stop,
+                attention_mask=batch.attention_mask,
+            )
+        keep = batch.attention_mask.bool().clone()
+        keep[:, 0] = False  # BOS
+        for h in hook_names:
+            sel = cache[h][keep].float()  # [n_real, d_in]
+            if dtype != torch.float32 and not bool(sel.to(dtype).isfinite().all()):
+                raise ValueError(f"Activations at {h} overflow {dtype}; collect them in float32.")
+            out[h].append(sel.to(dtype))
+        k = int(keep.sum())
+        n += k
+        if progress is not None:
+            progress.advance(k)
+        if n >= max_tokens:
+            break
+    if n == 0:
+        raise ValueError("No tokens to collect activations from.")
+    return {h: torch.cat(v)[:max_tokens] for h, v in out.items()}
+
+
 def collect_activations(
     bundle: Any,
     hook_name: str,
@@ -335,46 +392,15 @@ def collect_activations(
     batch_size: int = 8,
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """Activations at a hook for real (non-pad, non-BOS) tokens: [n_tokens, d_in]."""
-    from workbench.corpus.batches import token_batches
-
-    layer = int(hook_name.split(".")[1])
-    out: list[torch.Tensor] = []
-    n = 0
-    for batch in token_batches(bundle.tokenizer, texts, max_len=context_size, batch_size=batch_size,
-                               max_tokens=max_tokens):
-        with bundle.lock:
-            _, cache = bundle.bridge.run_with_cache(
-                batch.input_ids, names_filter=[hook_name], stop_at_layer=layer + 1,
-                attention_mask=batch.attention_mask,
-            )
-        acts = cache[hook_name]  # [batch, pos, d_in]
-        keep = batch.attention_mask.bool().clone()
-        keep[:, 0] = False  # BOS
-        sel = acts[keep].float()
-        out.append(sel)
-        n += sel.shape[0]
-        if progress is not None:
-            progress.advance(sel.shape[0])
-        if n >= max_tokens:
-            break
-    if not out:
-        raise ValueError("No tokens to evaluate the SAE on.")
-    return torch.cat(out)[:max_tokens]
+    """Activations at one hook for real (non-pad, non-BOS) tokens: [n_tokens, d_in]."""
+    return collect_hook_activations(bundle, [hook_name], texts, max_tokens, context_size, batch_size,
+                                    progress)[hook_name]
 
 
 @torch.no_grad()
-def evaluate_sae(
-    bundle: Any,
-    sae: Any,
-    hook_name: str,
-    texts: Sequence[str],
-    max_tokens: int = 40_000,
-    context_size: int = 128,
-    progress: Progress | None = None,
-) -> SAEMetrics:
-    """Explained variance, L0, dead and dense fractions and MSE on held-out text."""
-    acts = collect_activations(bundle, hook_name, texts, max_tokens, context_size, progress=progress)
+def sae_quality(sae: Any, acts: torch.Tensor) -> SAEMetrics:  # acts [n_tokens, d_in]
+    """Explained variance, L0, dead and dense fractions and MSE of an SAE on activations."""
+    acts = acts.float()
     d_sae = int(sae.cfg.d_sae)
     fired = torch.zeros(d_sae)
     l0_sum = 0.0
@@ -399,3 +425,16 @@ def evaluate_sae(
         mse=sq_err / (total * acts.shape[1]),
         eval_tokens=int(total),
     )
+
+
+def evaluate_sae(
+    bundle: Any,
+    sae: Any,
+    hook_name: str,
+    texts: Sequence[str],
+    max_tokens: int = 40_000,
+    context_size: int = 128,
+    progress: Progress | None = None,
+) -> SAEMetrics:
+    """`sae_quality` on held-out text."""
+    return sae_quality(sae, collect_activations(bundle, hook_name, texts, max_tokens, context_size, progress=progress))

@@ -1,0 +1,173 @@
+"""SAE recipe sweeps on cached activations: one forward pass over the corpus, then many SAELens
+trainers on the same tokens.
+
+Training an SAE through the runner (`train.train_sae`) re-runs the model for every recipe, and
+on 2 CPU cores the forward pass up to the layer costs about twice the SAE's own training. To
+compare sites, widths, k, learning rates and dead-feature settings fairly (same tokens, same
+order) the sweep collects the activations of every hook once (`collect_hook_activations`, fp16
+in memory), then trains each `SAETrainConfig` with SAELens's own `SAETrainer` (the class the
+runner drives) on a shuffled stream of those tensors, and scores it on held-out activations
+(`sae_quality`) and by the language-model loss with the SAE spliced in (`ce_recovered`).
+
+The recipe that wins goes back into `SAETrainConfig`'s defaults; the SAEs the workbench uses
+are trained by `train_sae` (cached folders, ids, metrics) as before.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from workbench.progress import NullProgress, Progress
+from workbench.sae.train import (
+    SAEMetrics,
+    SAETrainConfig,
+    collect_hook_activations,
+    sae_quality,
+    training_sae_config,
+)
+
+
+def activation_stream(acts: torch.Tensor, batch_tokens: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless shuffled fp32 batches [batch_tokens, d_in] of the cached activations (a new
+    permutation every epoch, like SAELens's mixing buffer but over the whole cache)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = acts.shape[0]
+    if n < batch_tokens:
+        raise ValueError(f"Only {n} cached tokens for a batch of {batch_tokens}.")
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_tokens + 1, batch_tokens):
+            yield acts[order[start : start + batch_tokens]].float()
+
+
+def train_on_activations(
+    acts: torch.Tensor,  # [n_tokens, d_in] cached activations of cfg.hook_name
+    cfg: SAETrainConfig,
+    progress: Progress = NullProgress(),
+) -> tuple[Any, list[float], float]:
+    """Train one SAE with SAELens's SAETrainer on cached activations for cfg.tokens tokens.
+    Returns (inference SAE, per-step reconstruction losses, seconds)."""
+    from sae_lens import SAE
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.sae import TrainingSAE
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    torch.manual_seed(cfg.seed)
+    sae_cfg = training_sae_config(cfg, d_in=int(acts.shape[1]))
+    sae_cfg.metadata.hook_name = cfg.hook_name
+    training = TrainingSAE.from_dict(sae_cfg.to_dict())
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=cfg.tokens, train_batch_size_samples=cfg.train_batch_tokens, lr=cfg.lr,
+        lr_end=cfg.lr / 10,  # what the runner config sets (only used by decaying schedules)
+        device="cpu", dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 1),
+        n_batches_for_norm_estimate=cfg.norm_batches, logger=LoggingConfig(log_to_wandb=False),
+    )
+    losses: list[float] = []
+    forward = training.training_forward_pass
+
+    def reporting_forward(step_input: Any) -> Any:
+        out = forward(step_input)
+        mse = out.losses.get("mse_loss", out.loss)
+        losses.append(float(mse.detach() if isinstance(mse, torch.Tensor) else mse))
+        progress.advance(int(out.sae_in.shape[0]), mse=losses[-1])
+        return out
+
+    training.training_forward_pass = reporting_forward
+    t0 = time.perf_counter()
+    trainer = SAETrainer(cfg=trainer_cfg, sae=training,
+                         data_provider=activation_stream(acts, cfg.train_batch_tokens, cfg.seed))
+    trained = trainer.fit()
+    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="sae-sweep-") as tmp:
+        trained.save_inference_model(tmp)
+        sae = SAE.load_from_disk(tmp, device="cpu")
+    return sae, losses, seconds
+
+
+@torch.no_grad()
+def ce_recovered(bundle: Any, sae: Any, hook_name: str, texts: Sequence[str], max_tokens: int = 8192,
+                 context: int = 128) -> dict[str, float]:
+    """Next-token loss of the model clean, with the hook's activation replaced by the SAE's
+    reconstruction, and with it zeroed; recovered = (zero - spliced) / (zero - clean).
+
+    Texts are packed into unpadded windows of `context` tokens (BOS first), so every position
+    is a real prediction."""
+    tok = bundle.tokenizer
+    ids: list[int] = []
+    for text in texts:
+        ids += tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= max_tokens:
+            break
+    width = context - 1
+    n_win = max(1, min(len(ids), max_tokens) // width)
+    windows = torch.tensor([[tok.bos_token_id] + ids[i * width:(i + 1) * width] for i in range(n_win)])
+
+    def splice(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return sae.decode(sae.encode(act.float())).to(act.dtype)
+
+    def zero(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        return torch.zeros_like(act)
+
+    totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
+    with bundle.lock:
+        for start in range(0, n_win, 4):
+            batch = windows[start:start + 4]
+            totals["clean"] += float(bundle.bridge(batch, return_type="loss")) * len(batch)
+            totals["spliced"] += float(bundle.bridge.run_with_hooks(
+                batch, return_type="loss", fwd_hooks=[(hook_name, splice)])) * len(batch)
+            totals["zero"] += float(bundle.bridge.run_with_hooks(
+                batch, return_type="loss", fwd_hooks=[(hook_name, zero)])) * len(batch)
+    out = {k: v / n_win for k, v in totals.items()}
+    gap = out["zero"] - out["clean"]
+    out["recovered"] = (out["zero"] - out["spliced"]) / gap if abs(gap) > 1e-9 else float("nan")
+    out["tokens"] = float(n_win * width)
+    return out
+
+
+@dataclass
+class SweepRow:
+    config: SAETrainConfig
+    metrics: SAEMetrics
+    ce: dict[str, float]
+    seconds: float
+    sae: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.config
+        return {"hook": c.hook_name, "width": c.width, "k": c.k, "lr": c.lr, "batch": c.train_batch_tokens,
+                "tokens": c.tokens, "aux": c.aux_loss_coefficient, "dead_window": c.dead_feature_window,
+                "ev": self.metrics.explained_variance, "l0": self.metrics.l0, "dead": self.metrics.dead_fraction,
+                "dense": self.metrics.dense_fraction, "ce_recovered": self.ce.get("recovered"),
+                "ce_clean": self.ce.get("clean"), "ce_spliced": self.ce.get("spliced"), "seconds": round(self.seconds, 1)}
+
+
+def sweep(
+    bundle: Any, configs: Sequence[SAETrainConfig], train_texts: Sequence[str], held_out: Sequence[str],
+    cache_tokens: int, eval_tokens: int = 20_000, ce_tokens: int = 4096, progress: Progress = NullProgress(),
+) -> Iterator[SweepRow]:
+    """Train and score every config on the same cached tokens (one forward pass per hook set).
+    Configs train for cfg.tokens tokens, cycling the cache when it is shorter. Yields rows as
+    they finish so a caller can print or store them."""
+    hooks = list(dict.fromkeys(c.hook_name for c in configs))
+    context = configs[0].context_size
+    progress.stage(f"collecting activations of {', '.join(hooks)}", total=cache_tokens, unit="tok")
+    train_acts = collect_hook_activations(bundle, hooks, train_texts, cache_tokens, context, progress=progress,
+                                          dtype=torch.float16)
+    progress.stage("held-out activations", total=eval_tokens, unit="tok")
+    eval_acts = collect_hook_activations(bundle, hooks, held_out, eval_tokens, context, progress=progress)
+    for cfg in configs:
+        progress.stage(f"training {cfg.hook_name} w{cfg.width} k{cfg.k} lr{cfg.lr:g} b{cfg.train_batch_tokens}",
+                       total=cfg.tokens, unit="tok")
+        sae, losses, seconds = train_on_activations(train_acts[cfg.hook_name], cfg, progress)
+        metrics = sae_quality(sae, eval_acts[cfg.hook_name])
+        metrics.train_seconds, metrics.train_tokens = round(seconds, 1), cfg.tokens
+        metrics.loss_first, metrics.loss_last = (losses[0], losses[-1]) if losses else (None, None)
+        ce = ce_recovered(bundle, sae, cfg.hook_name, held_out, max_tokens=ce_tokens) if ce_tokens > 0 else {}
+        yield SweepRow(cfg, metrics, ce, seconds, sae)
