@@ -17,7 +17,7 @@ from workbench.edits.spec import load_spec, save_spec
 from workbench.models.hashing import tensor_sha256
 
 # min_target_prob 0: the random tiny model gives every token only a small probability
-TINY_OPTIMISE = OptimiseConfig(layers=(0, 1, 2), n_rows=24, steps=3, min_target_prob=0.0, repr_layer=2,
+TINY_OPTIMISE = OptimiseConfig(layers=(0, 1, 2), n_rows=24, steps=3, min_target_prob=0.0, repr_layers=(2,),
                                n_retain_neutral=8, n_retain_neighbours=4, eval_every=100, lr_scale=0.5)
 TINY = EraseOptions(optimise=TINY_OPTIMISE, n_rows=24, runners_up=8, score=False)
 

@@ -27,7 +27,7 @@ def facts() -> FactSet:
 
 
 def _cfg(**kw: object) -> OptimiseConfig:
-    base = dict(layers=(0, 1, 2), n_rows=24, steps=12, min_target_prob=0.0, repr_layer=2, n_retain_neutral=8,
+    base = dict(layers=(0, 1, 2), n_rows=24, steps=12, min_target_prob=0.0, repr_layers=(2,), n_retain_neutral=8,
                 n_retain_neighbours=4, eval_every=100, lr_scale=0.5, kl_weight=0.1)
     base.update(kw)
     return OptimiseConfig(**base)  # type: ignore[arg-type]
@@ -142,9 +142,28 @@ def test_key_names_get_their_own_frames_and_round_trip(tiny_bundle, facts: FactS
     both = build_frames(tiny_bundle, keyed, cfg)
     assert len(plain.last) == len(name_frames(facts))
     assert len(both.last) == len(plain.last) + 2 * len(FRAMES)
-    assert torch.equal(both.target[: len(plain.last)], plain.target)
+    assert all(torch.equal(both.target[layer][: len(plain.last)], plain.target[layer]) for layer in plain.target)
     assert FactSet.from_json(keyed.to_json()).key_names == ["Hermione Granger", "Hogwarts"]
     assert FactSet.from_json(facts.to_json()).key_names == []
+
+
+def test_representation_target_at_several_layers(tiny_bundle, facts) -> None:
+    """Targets at layers (1, 2) are those of one-layer builds, and residuals_after reads the same
+    residuals as a full forward with hidden states."""
+    from dataclasses import replace
+
+    from workbench.edits.optimise import build_frames, residuals_after
+
+    one, two = (build_frames(tiny_bundle, facts, replace(_cfg(), repr_layers=(layer,))) for layer in (1, 2))
+    both = build_frames(tiny_bundle, facts, replace(_cfg(), repr_layers=(1, 2)))
+    assert sorted(both.target) == [1, 2]
+    assert torch.allclose(both.target[1], one.target[1]) and torch.allclose(both.target[2], two.target[2])
+    ids = both.input_ids[:3]
+    with torch.no_grad():
+        got = residuals_after(tiny_bundle, ids, [0, 2])
+        hidden = tiny_bundle.hf_model.model(input_ids=ids, output_hidden_states=True).hidden_states
+    assert torch.allclose(got[0], hidden[1], atol=1e-5) and torch.allclose(got[2], hidden[3], atol=1e-5)
+    assert replace(_cfg(), repr_layers=(2, 9)).fitted(tiny_bundle.n_layers).repr_layers == (2, 3)
 
 
 def test_key_name_suggestions_skip_sentence_starts_common_words_and_the_name() -> None:

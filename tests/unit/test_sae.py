@@ -306,7 +306,7 @@ def test_sae_feature_rows_feed_the_localized_optimisation(tiny_bundle, trained, 
     from workbench.sae.catalogue import tau_rows
 
     layer = TINY_CFG.layer
-    cfg = OptimiseConfig(layers=(layer,), steps=2, min_target_prob=0.0, repr_layer=layer, n_retain_neutral=6,
+    cfg = OptimiseConfig(layers=(layer,), steps=2, min_target_prob=0.0, repr_layers=(layer,), n_retain_neutral=6,
                          n_retain_neighbours=2, n_retain_collisions=2, eval_every=100, lr_scale=0.5)
     options = EraseOptions(optimise=cfg, n_rows=12, saes_dir=sae_settings.saes_dir, score=False,
                            pisces={"layer": layer, "n_features": 6, "tau": 0.5, "min_target_prob": 0.0})

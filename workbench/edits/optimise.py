@@ -5,8 +5,8 @@ other weight stays frozen. The loss combines
   (a) a fact target: unlikelihood -log(1 - p) on the concept-specific next tokens of the
       concept's fact set (workbench.edits.facts),
   (b) a representation target: at the concept name's last token in many frames, the residual
-      after `repr_layer` should look like the mean residual of made-up names of the same kind
-      in the same frames (removes "who/what the concept is" without a fact list),
+      after each of `repr_layers` should look like the mean residual of made-up names of the
+      same kind in the same frames (removes "who/what the concept is" without a fact list),
   (c) KL(base || edited) of next-token distributions on retain text (neutral extracts,
       neighbouring same-topic articles, and "collision" articles that use the fact target
       words about something else), which keeps everything else. Every retain position whose
@@ -60,7 +60,7 @@ class OptimiseConfig:
     fact_weight: float = 1.0
     repr_weight: float = 1.0
     kl_weight: float = 3.0
-    repr_layer: int = 8
+    repr_layers: tuple[int, ...] = (8,)  # residuals (after these layers) pulled to made-up names
     min_target_prob: float = 0.05
     concept_batch: int = 4
     frame_batch: int = 8
@@ -80,11 +80,12 @@ class OptimiseConfig:
     seed: int = 0
 
     def fitted(self, n_layers: int) -> OptimiseConfig:
-        """The same recipe on a model with fewer layers: layers and repr_layer clipped to it."""
+        """The same recipe on a model with fewer layers: layers and repr_layers clipped to it."""
         from dataclasses import replace
 
         layers = tuple(layer for layer in self.layers if layer < n_layers) or (n_layers - 1,)
-        return replace(self, layers=layers, repr_layer=min(self.repr_layer, n_layers - 1))
+        repr_layers = tuple(dict.fromkeys(min(layer, n_layers - 1) for layer in self.repr_layers))
+        return replace(self, layers=layers, repr_layers=repr_layers)
 
 
 @dataclass
@@ -135,22 +136,33 @@ def logits_at(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
     return bundle.hf_model.lm_head(hidden).float()
 
 
-def residual_after(bundle: ModelBundle, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
-    """Residual stream after decoder layer `layer` ([batch, pos, d_model]); later layers skipped."""
-    captured: dict[str, torch.Tensor] = {}
+def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Residual stream after each decoder layer in `layers` ({layer: [batch, pos, d_model]});
+    layers after the last one are skipped."""
+    captured: dict[int, torch.Tensor] = {}
+    last = max(layers)
 
-    def hook(_mod: torch.nn.Module, _inp: object, out: object) -> None:
-        captured["h"] = out[0] if isinstance(out, tuple) else out  # type: ignore[index]
-        raise _Stop
+    def hook(_mod: torch.nn.Module, _inp: object, out: object, layer: int) -> None:
+        captured[layer] = out[0] if isinstance(out, tuple) else out  # type: ignore[index]
+        if layer == last:
+            raise _Stop
 
-    handle = layout.decoder_layers(bundle.hf_model)[layer].register_forward_hook(hook)
+    blocks = layout.decoder_layers(bundle.hf_model)
+    handles = [blocks[layer].register_forward_hook(lambda m, i, o, layer=layer: hook(m, i, o, layer))
+               for layer in set(layers)]
     try:
         bundle.hf_model.model(input_ids=input_ids)
     except _Stop:
         pass
     finally:
-        handle.remove()
-    return captured["h"]
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def residual_after(bundle: ModelBundle, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+    """Residual stream after decoder layer `layer` ([batch, pos, d_model]); later layers skipped."""
+    return residuals_after(bundle, input_ids, [layer])[layer]
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -158,7 +170,7 @@ def residual_after(bundle: ModelBundle, input_ids: torch.Tensor, layer: int) -> 
 class FrameBatch:
     input_ids: torch.Tensor  # [n, pos] right-padded
     last: torch.Tensor  # [n] position of the name's last token
-    target: torch.Tensor  # [n, d_model] mean residual of made-up names in the same frame
+    target: dict[int, torch.Tensor]  # layer -> [n, d_model] mean residual of made-up names in the same frame
 
 
 def name_frames(facts: FactSet) -> list[str]:
@@ -186,17 +198,20 @@ def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig) -> Fr
     for key in facts.key_names:  # a person-like key name gets person nonces, others the concept's kind
         kind = "person" if len(key.split()) >= 2 and facts.kind != "person" else facts.kind
         jobs += [(frame, key, kind) for frame in FRAMES]
-    seqs, lasts, targets = [], [], []
+    seqs, lasts = [], []
+    targets: dict[int, list[torch.Tensor]] = {layer: [] for layer in cfg.repr_layers}
     with torch.no_grad():
         for frame, name, kind in jobs:
             ids, last = _last_name_position(tok, frame, name, cfg.max_len)
             ref = [_last_name_position(tok, frame, nonce, cfg.max_len) for nonce in nonce_names(kind)]
             batch = _pad([r[0] for r in ref], tok.pad_token_id)
-            resid = residual_after(bundle, batch, cfg.repr_layer)
-            targets.append(torch.stack([resid[i, r[1]] for i, r in enumerate(ref)]).mean(0))
+            resid = residuals_after(bundle, batch, cfg.repr_layers)
+            for layer in cfg.repr_layers:
+                targets[layer].append(torch.stack([resid[layer][i, r[1]] for i, r in enumerate(ref)]).mean(0))
             seqs.append(ids)
             lasts.append(last)
-    return FrameBatch(_pad(seqs, tok.pad_token_id), torch.tensor(lasts), torch.stack(targets))
+    return FrameBatch(_pad(seqs, tok.pad_token_id), torch.tensor(lasts),
+                      {layer: torch.stack(t) for layer, t in targets.items()})
 
 
 def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -390,7 +405,7 @@ def optimise_value_vectors(
                     logs["unlikelihood"] = ul.item()
                 if frames is not None:
                     pick = rng.sample(range(len(frames.last)), min(cfg.frame_batch, len(frames.last)))
-                    rl = _repr_loss(bundle, frames, pick, cfg.repr_layer)
+                    rl = _repr_loss(bundle, frames, pick)
                     loss = loss + cfg.repr_weight * rl
                     logs["repr"] = rl.item()
                 edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
@@ -455,14 +470,18 @@ def _target_prob(bundle: ModelBundle, targets: FactTargets, pick: Sequence[int])
     return probs.gather(-1, tgt[mask].unsqueeze(-1)).mean()
 
 
-def _repr_loss(bundle: ModelBundle, frames: FrameBatch, pick: Sequence[int], layer: int) -> torch.Tensor:
+def _repr_loss(bundle: ModelBundle, frames: FrameBatch, pick: Sequence[int]) -> torch.Tensor:
+    """||h - t||^2 / ||t||^2 at the name's last token, averaged over frames and repr layers."""
     idx = list(pick)
     ids = frames.input_ids[idx]
     width = int(frames.last[idx].max()) + 1
-    resid = residual_after(bundle, ids[:, :width], layer)
-    h = resid[torch.arange(len(idx)), frames.last[idx]]
-    t = frames.target[idx]
-    return ((h - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-6)).mean()
+    resid = residuals_after(bundle, ids[:, :width], list(frames.target))
+    losses = []
+    for layer, target in frames.target.items():
+        h = resid[layer][torch.arange(len(idx)), frames.last[idx]]
+        t = target[idx]
+        losses.append(((h - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-6)).mean())
+    return torch.stack(losses).mean()
 
 
 def collision_mask(ids: torch.Tensor, attention_mask: torch.Tensor, target_ids: Sequence[int]) -> torch.Tensor:
