@@ -9,8 +9,9 @@ recovers when spliced into the model.
     python bench/sae_sweep.py --set tokens=800000 --cache-tokens 800000 --corpus en+fr+es
     python bench/sae_sweep.py --table
 
-Rows are appended to cache/sae_sweep/results.jsonl as they finish; `--save` keeps each SAE's
-weights (SAELens format) under cache/sae_sweep/<row>/ for erasure experiments.
+Rows are appended to cache/sae_sweep/results.jsonl as they finish; `--save` keeps each SAE as a
+local SAE folder (cache/saes/<id>.cache<N>/, SAELens format plus the workbench's config and
+metrics), which `sae catalogue`, the app and the PISCES erase methods use like a trained one.
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ def main() -> None:
         print_table([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
         return
 
+    from workbench.config import Settings
     from workbench.corpus.wiki import load_wiki, wiki_texts
     from workbench.models import load_bundle, parse_source
     from workbench.progress import TqdmProgress
     from workbench.sae.sweep import sweep
-    from workbench.sae.train import SAETrainConfig, split_texts
+    from workbench.sae.train import SAETrainConfig, save_local_sae, split_texts
 
     base = SAETrainConfig(layer=args.layer, tokens=args.cache_tokens, corpus=args.corpus)
     for pair in args.set:
@@ -94,7 +96,8 @@ def main() -> None:
     configs = [replace(base, **{k: v for setting in combo for k, v in setting.items()})
                for combo in itertools.product(*axes)] if axes else [base]
 
-    bundle = load_bundle(parse_source(args.model))
+    settings = Settings.from_env()
+    bundle = load_bundle(parse_source(args.model), settings)
     train_texts, _ = split_texts(wiki_texts(args.corpus), base.holdout_docs, base.seed)
     english = load_wiki("en").texts()
     _, held_out = split_texts(english, base.holdout_docs, base.seed)
@@ -109,10 +112,8 @@ def main() -> None:
         record = {**row.as_dict(), "corpus": args.corpus, "cache_tokens": args.cache_tokens,
                   "loss_first": row.metrics.loss_first, "loss_last": row.metrics.loss_last}
         if args.save:
-            name = f"l{row.config.layer}-{row.config.site}-w{row.config.width}-k{row.config.k}-" \
-                   f"b{row.config.train_batch_tokens}-lr{row.config.lr:g}-{args.corpus}-{int(time.time())}"
-            row.sae.save_model(str(OUT / name))
-            record["saved"] = name
+            record["saved"] = save_local_sae(row.sae, bundle, row.config, row.metrics, settings,
+                                             args.cache_tokens).name
         rows.append(record)
         with results.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -8,9 +8,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from workbench.config import Settings
 from workbench.corpus.wiki import load_wiki, wiki_texts
+from workbench.edits.pisces_search import find_local_sae
+from workbench.sae.sources import list_local_saes, load_local_sae
 from workbench.sae.sweep import activation_stream, ce_recovered, sweep, train_on_activations
-from workbench.sae.train import SAETrainConfig, collect_hook_activations, sae_quality
+from workbench.sae.train import SAETrainConfig, collect_hook_activations, sae_quality, save_local_sae
 
 CFG = SAETrainConfig(layer=1, width=128, k=6, tokens=6144, context_size=32, train_batch_tokens=512,
                      norm_batches=2, holdout_docs=20, eval_tokens=1000, lr=2e-3, dead_feature_window=8)
@@ -72,7 +75,7 @@ def test_quality_and_spliced_loss_of_exact_and_useless_saes(tiny_bundle, texts) 
     assert zero["recovered"] == pytest.approx(0.0, abs=1e-4) and zero["zero"] != pytest.approx(zero["clean"])
 
 
-def test_sweep_trains_each_recipe_on_the_same_cache(tiny_bundle, texts) -> None:
+def test_sweep_trains_each_recipe_on_the_same_cache(tiny_bundle, texts, tmp_path) -> None:
     configs = [CFG, replace(CFG, site="mlp.hook_out")]
     rows = list(sweep(tiny_bundle, configs, texts[:150], texts[150:], cache_tokens=3000, eval_tokens=800,
                       ce_tokens=0))
@@ -82,6 +85,18 @@ def test_sweep_trains_each_recipe_on_the_same_cache(tiny_bundle, texts) -> None:
         assert r.metrics.loss_last < r.metrics.loss_first  # it learned (6144 tokens, cache cycled twice)
         assert r.metrics.eval_tokens == 800 and 0 < r.metrics.l0 <= CFG.width
         assert r.as_dict()["hook"] == r.config.hook_name
+    # kept as a local SAE folder: loads bit-identical, listed with its trainer, found by site
+    settings = Settings(cache_dir=tmp_path)
+    path = save_local_sae(rows[1].sae, tiny_bundle, rows[1].config, rows[1].metrics, settings, cache_tokens=3000)
+    loaded, sae_id, _ = load_local_sae(path)
+    assert sae_id.endswith(".cache3000") and ".mlp_raw." in sae_id
+    assert all(torch.equal(v, rows[1].sae.state_dict()[k]) for k, v in loaded.state_dict().items())
+    listed = {e["sae_id"]: e for e in list_local_saes(settings.saes_dir)}
+    assert "cached tokens" in listed[sae_id]["workbench_train_config"]["trainer"]
+    assert listed[sae_id]["workbench_metrics"]["metrics"]["eval_tokens"] == 800
+    assert find_local_sae(settings.saes_dir, tiny_bundle.model_id, 1, "mlp.hook_out") == path
+    with pytest.raises(FileNotFoundError, match="at hook_mlp_out"):
+        find_local_sae(settings.saes_dir, tiny_bundle.model_id, 1, "hook_mlp_out")
 
 
 def test_train_on_activations_refuses_a_cache_smaller_than_a_batch(tiny_bundle) -> None:

@@ -220,16 +220,36 @@ def train_sae(
     metrics.losses = [round(x, 6) for x in losses]
     metrics.loss_first = losses[0] if losses else None
     metrics.loss_last = losses[-1] if losses else None
-    (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps({
-        "sae_id": sae_id, "model_id": bundle.model_id, "weights_sha256": bundle.weights_sha256,
-        "hook_name": cfg.hook_name, "config": cfg.to_dict()}, indent=1))
-    (tmp / METRICS_FILE).write_text(json.dumps({"sae_id": sae_id, "metrics": metrics.to_dict()}, indent=1))
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    _publish(tmp, target, bundle, cfg, metrics, trainer="SAELens LanguageModelSAETrainingRunner (streamed)")
     progress.close()
     sae, _, digest = load_local_sae(target)
     return TrainedSAE(sae, sae_id, target, digest, metrics, cfg, trained_state)
+
+
+def _publish(tmp: Path, target: Path, bundle: Any, cfg: SAETrainConfig, metrics: SAEMetrics, trainer: str) -> None:
+    """Write the workbench's config and metrics beside SAELens's files in `tmp`, then move the
+    folder into place in one rename (a crash leaves only a '.partial' folder)."""
+    (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps({
+        "sae_id": target.name, "model_id": bundle.model_id, "weights_sha256": bundle.weights_sha256,
+        "hook_name": cfg.hook_name, "config": cfg.to_dict(), "trainer": trainer}, indent=1))
+    (tmp / METRICS_FILE).write_text(json.dumps({"sae_id": target.name, "metrics": metrics.to_dict()}, indent=1))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def save_local_sae(sae: Any, bundle: Any, cfg: SAETrainConfig, metrics: SAEMetrics, settings: Settings,
+                   cache_tokens: int) -> Path:
+    """Keep an SAE trained on cached activations (workbench.sae.sweep) as a local SAE folder,
+    usable like one from `train_sae`. Its id says it was trained on a cache of that many tokens."""
+    sae_id = f"{cfg.sae_id(bundle.model_id, bundle.weights_sha256)}.cache{cache_tokens}"
+    target = settings.saes_dir / sae_id
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sae.save_model(str(tmp))
+    _publish(tmp, target, bundle, cfg, metrics, trainer=f"SAELens SAETrainer on {cache_tokens} cached tokens")
+    return target
 
 
 def training_sae_config(cfg: SAETrainConfig, d_in: int) -> Any:
