@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "cache" / "sae_sweep"
 COLUMNS = [("hook", 22), ("corpus", 9), ("width", 6), ("k", 4), ("lr", 7), ("batch", 6), ("tokens", 8),
-           ("aux", 4), ("dead_window", 5), ("ev", 6), ("l0", 6), ("dead", 6), ("dense", 6), ("ce_recovered", 6),
+           ("aux", 4), ("dead_window", 5), ("b_dec_init", 5), ("ev", 6), ("l0", 6), ("dead", 6), ("dense", 6), ("ce_recovered", 6),
            ("seconds", 7)]
 
 

@@ -112,3 +112,16 @@ def test_corpus_mixes() -> None:
         replace(CFG, corpus="en+de")
     with pytest.raises(ValueError, match="at least one"):
         wiki_texts("+")
+
+
+def test_decoder_bias_starts_at_the_mean_activation() -> None:
+    """With b_dec_init='mean' the saved decoder bias sits at the data mean (MLP outputs have a
+    large one); SAELens's zero start leaves it far away after a short run."""
+    g = torch.Generator().manual_seed(0)
+    mean = torch.full((16,), 4.0)
+    acts = (mean + torch.randn(4096, 16, generator=g)).to(torch.float16)  # [n, d_in]
+    cfg = replace(CFG, width=32, k=4, tokens=2048, train_batch_tokens=256, norm_batches=2)
+    from_mean, _, _ = train_on_activations(acts, cfg)
+    from_zero, _, _ = train_on_activations(acts, replace(cfg, b_dec_init="zero"))
+    assert torch.allclose(from_mean.b_dec.detach(), mean, atol=0.3)
+    assert (from_zero.b_dec.detach() - mean).norm() > 3 * (from_mean.b_dec.detach() - mean).norm()

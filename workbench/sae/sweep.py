@@ -83,6 +83,14 @@ def train_on_activations(
     t0 = time.perf_counter()
     trainer = SAETrainer(cfg=trainer_cfg, sae=training,
                          data_provider=activation_stream(acts, cfg.train_batch_tokens, cfg.seed))
+    if cfg.b_dec_init == "mean":
+        # the scaler SAELens would estimate (sqrt(d_in) / mean norm), set here so b_dec can start
+        # at the mean in the same normalised units; fit() folds both back into the saved weights
+        sample = acts[: cfg.norm_batches * cfg.train_batch_tokens].float()  # [n, d_in]
+        scale = float(acts.shape[1] ** 0.5 / sample.norm(dim=1).mean())
+        trainer.activation_scaler.scaling_factor = scale
+        with torch.no_grad():
+            training.b_dec.copy_(sample.mean(0) * scale)
     trained = trainer.fit()
     seconds = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="sae-sweep-") as tmp:
@@ -143,6 +151,7 @@ class SweepRow:
         c = self.config
         return {"hook": c.hook_name, "width": c.width, "k": c.k, "lr": c.lr, "batch": c.train_batch_tokens,
                 "tokens": c.tokens, "aux": c.aux_loss_coefficient, "dead_window": c.dead_feature_window,
+                "b_dec_init": c.b_dec_init,
                 "ev": self.metrics.explained_variance, "l0": self.metrics.l0, "dead": self.metrics.dead_fraction,
                 "dense": self.metrics.dense_fraction, "ce_recovered": self.ce.get("recovered"),
                 "ce_clean": self.ce.get("clean"), "ce_spliced": self.ce.get("spliced"), "seconds": round(self.seconds, 1)}

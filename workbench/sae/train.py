@@ -65,6 +65,10 @@ class SAETrainConfig:
     # it. SAELens's default (1000 steps = 4M tokens) is longer than our whole run.
     dead_feature_window: int = 40
     aux_loss_coefficient: float = 1.0
+    # Start the decoder bias at the (normalised) mean activation instead of SAELens's zero: MLP
+    # outputs have a large mean, and with b_dec = 0 the encoder sees mostly that mean for the
+    # few hundred steps a CPU run has, so most features die (bench/sae_sweep.py measures it).
+    b_dec_init: Literal["zero", "mean"] = "mean"
     corpus: str = "en"  # a wiki language or a mix: 'en+fr+es'
     holdout_docs: int = 300
     eval_tokens: int = 40_000
@@ -73,6 +77,8 @@ class SAETrainConfig:
     def __post_init__(self) -> None:
         if self.site not in SITES:
             raise ValueError(f"Unknown SAE site {self.site!r}; choose one of {SITES}.")
+        if self.b_dec_init not in ("zero", "mean"):
+            raise ValueError(f"Unknown b_dec_init {self.b_dec_init!r}; choose zero or mean.")
         if self.architecture not in ("batchtopk", "topk"):
             raise ValueError(f"Unknown architecture {self.architecture!r}; choose batchtopk or topk.")
         if self.width < 2 or self.k < 1 or self.k > self.width:
