@@ -1,7 +1,7 @@
 """SAE training, sources, catalogue, row scores and store on the tiny model (seconds).
 
-The tiny SAE goes through exactly the training path of the real one (SAELens runner on the
-bundle's TransformerBridge, corpus Dataset, BatchTopK, saved folder, held-out metrics)."""
+The tiny SAE goes through exactly the training path of the real one (activations of the bundle's
+TransformerBridge collected once, SAELens's SAETrainer, BatchTopK, saved folder, held-out metrics)."""
 
 from __future__ import annotations
 

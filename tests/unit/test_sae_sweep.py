@@ -12,8 +12,15 @@ from workbench.config import Settings
 from workbench.corpus.wiki import load_wiki, wiki_texts
 from workbench.edits.pisces_search import find_local_sae
 from workbench.sae.sources import list_local_saes, load_local_sae
-from workbench.sae.sweep import activation_stream, ce_recovered, sweep, train_on_activations
-from workbench.sae.train import SAETrainConfig, collect_hook_activations, sae_quality, save_local_sae
+from workbench.sae.sweep import ce_recovered, sweep
+from workbench.sae.train import (
+    SAETrainConfig,
+    activation_stream,
+    collect_hook_activations,
+    sae_quality,
+    save_local_sae,
+    train_on_activations,
+)
 
 CFG = SAETrainConfig(layer=1, width=128, k=6, tokens=6144, context_size=32, train_batch_tokens=512,
                      norm_batches=2, holdout_docs=20, eval_tokens=1000, lr=2e-3, dead_feature_window=8)

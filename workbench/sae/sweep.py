@@ -1,22 +1,16 @@
 """SAE recipe sweeps on cached activations: one forward pass over the corpus, then many SAELens
 trainers on the same tokens.
 
-Training an SAE through the runner (`train.train_sae`) re-runs the model for every recipe, and
-on 2 CPU cores the forward pass up to the layer costs about twice the SAE's own training. To
-compare sites, widths, k, learning rates and dead-feature settings fairly (same tokens, same
-order) the sweep collects the activations of every hook once (`collect_hook_activations`, fp16
-in memory), then trains each `SAETrainConfig` with SAELens's own `SAETrainer` (the class the
-runner drives) on a shuffled stream of those tensors, and scores it on held-out activations
-(`sae_quality`) and by the language-model loss with the SAE spliced in (`ce_recovered`).
-
-The recipe that wins goes back into `SAETrainConfig`'s defaults; the SAEs the workbench uses
-are trained by `train_sae` (cached folders, ids, metrics) as before.
+On 2 CPU cores the forward pass up to the layer costs about twice the SAE's own training, so
+the sweep collects the activations of every hook once (`collect_hook_activations`, fp16 in
+memory) and trains each `SAETrainConfig` on them with the same `train_on_activations` that
+`train_sae` uses (same tokens, same order for every recipe), then scores it on held-out
+activations (`sae_quality`) and by the language-model loss with the SAE spliced in
+(`ce_recovered`). The recipe that wins goes back into `SAETrainConfig`'s defaults.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,74 +23,8 @@ from workbench.sae.train import (
     SAETrainConfig,
     collect_hook_activations,
     sae_quality,
-    training_sae_config,
+    train_on_activations,
 )
-
-
-def activation_stream(acts: torch.Tensor, batch_tokens: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled fp32 batches [batch_tokens, d_in] of the cached activations (a new
-    permutation every epoch, like SAELens's mixing buffer but over the whole cache)."""
-    gen = torch.Generator().manual_seed(seed)
-    n = acts.shape[0]
-    if n < batch_tokens:
-        raise ValueError(f"Only {n} cached tokens for a batch of {batch_tokens}.")
-    while True:
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n - batch_tokens + 1, batch_tokens):
-            yield acts[order[start : start + batch_tokens]].float()
-
-
-def train_on_activations(
-    acts: torch.Tensor,  # [n_tokens, d_in] cached activations of cfg.hook_name
-    cfg: SAETrainConfig,
-    progress: Progress = NullProgress(),
-) -> tuple[Any, list[float], float]:
-    """Train one SAE with SAELens's SAETrainer on cached activations for cfg.tokens tokens.
-    Returns (inference SAE, per-step reconstruction losses, seconds)."""
-    from sae_lens import SAE
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
-    from sae_lens.saes.sae import TrainingSAE
-    from sae_lens.training.sae_trainer import SAETrainer
-
-    torch.manual_seed(cfg.seed)
-    sae_cfg = training_sae_config(cfg, d_in=int(acts.shape[1]))
-    sae_cfg.metadata.hook_name = cfg.hook_name
-    training = TrainingSAE.from_dict(sae_cfg.to_dict())
-    trainer_cfg = SAETrainerConfig(
-        total_training_samples=cfg.tokens, train_batch_size_samples=cfg.train_batch_tokens, lr=cfg.lr,
-        lr_end=cfg.lr / 10,  # what the runner config sets (only used by decaying schedules)
-        device="cpu", dead_feature_window=cfg.dead_feature_window,
-        feature_sampling_window=max(cfg.dead_feature_window, 1),
-        n_batches_for_norm_estimate=cfg.norm_batches, logger=LoggingConfig(log_to_wandb=False),
-    )
-    losses: list[float] = []
-    forward = training.training_forward_pass
-
-    def reporting_forward(step_input: Any) -> Any:
-        out = forward(step_input)
-        mse = out.losses.get("mse_loss", out.loss)
-        losses.append(float(mse.detach() if isinstance(mse, torch.Tensor) else mse))
-        progress.advance(int(out.sae_in.shape[0]), mse=losses[-1])
-        return out
-
-    training.training_forward_pass = reporting_forward
-    t0 = time.perf_counter()
-    trainer = SAETrainer(cfg=trainer_cfg, sae=training,
-                         data_provider=activation_stream(acts, cfg.train_batch_tokens, cfg.seed))
-    if cfg.b_dec_init == "mean":
-        # the scaler SAELens would estimate (sqrt(d_in) / mean norm), set here so b_dec can start
-        # at the mean in the same normalised units; fit() folds both back into the saved weights
-        sample = acts[: cfg.norm_batches * cfg.train_batch_tokens].float()  # [n, d_in]
-        scale = float(acts.shape[1] ** 0.5 / sample.norm(dim=1).mean())
-        trainer.activation_scaler.scaling_factor = scale
-        with torch.no_grad():
-            training.b_dec.copy_(sample.mean(0) * scale)
-    trained = trainer.fit()
-    seconds = time.perf_counter() - t0
-    with tempfile.TemporaryDirectory(prefix="sae-sweep-") as tmp:
-        trained.save_inference_model(tmp)
-        sae = SAE.load_from_disk(tmp, device="cpu")
-    return sae, losses, seconds
 
 
 @torch.no_grad()

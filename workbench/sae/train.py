@@ -1,15 +1,18 @@
-"""Local SAE training with SAELens's own runner, on the bundle's TransformerBridge (one copy of
-the weights) and the corpus text.
+"""Local SAE training with SAELens's own trainer, on activations of the bundle's
+TransformerBridge (one copy of the weights) over the corpus text.
 
-`LanguageModelSAETrainingRunner(override_model=bundle.bridge, override_dataset=Dataset)` works
-as is: the bridge offers the `run_with_cache(names_filter, stop_at_layer, prepend_bos)`,
-`to_tokens`, `tokenizer` and `cfg.device` the activation store uses, so no HookedTransformer
-copy of the weights is made. Each run is cached once per (model weights, hook, config) under
-`cache/saes/<sae_id>/` in SAELens's save format, plus `workbench_metrics.json` with held-out
-metrics we compute ourselves (SAELens computes none without wandb).
+`train_sae` collects the activations of the hook once (one forward pass, fp16 in memory: about
+1 GB for 800k tokens at d_model 640, the model lock held per batch so no edit preview leaks in),
+then trains with SAELens's `SAETrainer` (the class its LanguageModelSAETrainingRunner drives) on
+a shuffled stream of them. Training from a cache, rather than through the runner's streaming
+store, is what lets the decoder bias start at the data mean (`b_dec_init`) and lets
+`workbench.sae.sweep` train many recipes on one forward pass. Each run is cached once per
+(model weights, hook, config) under `cache/saes/<sae_id>/` in SAELens's save format, plus
+`workbench_metrics.json` with held-out metrics we compute ourselves (SAELens computes none
+without wandb).
 
 Sites (`SAETrainConfig.site`), all of layer `layer`:
-  hook_mlp_out   post-FFN-norm MLP output, what reaches the residual (default; PISCES' site)
+  hook_mlp_out   post-FFN-norm MLP output, what reaches the residual (PISCES' site on Gemma 2)
   mlp.hook_out   raw MLP output o = h @ W_out, before the post-FFN RMSNorm   [d_model]
   mlp.hook_post  input of down_proj (neuron coefficients h)                   [d_mlp]
 """
@@ -20,9 +23,9 @@ import hashlib
 import json
 import logging
 import shutil
-import threading
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,12 +57,12 @@ class SAETrainConfig:
     k: int = 32
     tokens: int = 800_000
     context_size: int = 128
-    train_batch_tokens: int = 4096
-    lr: float = 3e-4
-    store_batch_prompts: int = 16
-    # Activation buffer, in training batches (SAELens sizes its mixing buffer as
-    # n_batches_in_buffer * context_size tokens; we derive n_batches_in_buffer from this).
-    buffer_train_batches: int = 4
+    # 1024-token batches, lr 1e-3: a CPU run has few steps, and BatchTopK's inference threshold is
+    # an EMA (rate 0.01 per step) that is still far too low after ~100 steps of 4096 tokens
+    # (bench/sae_sweep.py: L0 977 instead of 32); more, smaller steps also leave fewer dead features.
+    train_batch_tokens: int = 1024
+    lr: float = 1e-3
+    store_batch_prompts: int = 16  # texts per forward pass when collecting activations
     norm_batches: int = 30
     # Steps without firing before a feature counts as dead and the aux-k loss starts to revive
     # it. SAELens's default (1000 steps = 4M tokens) is longer than our whole run.
@@ -160,6 +163,75 @@ class TrainedSAE:
     trained_state: dict[str, torch.Tensor] | None = None
 
 
+def activation_stream(acts: torch.Tensor, batch_tokens: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless shuffled fp32 batches [batch_tokens, d_in] of cached activations (a new
+    permutation every epoch, like SAELens's mixing buffer but over the whole cache)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = acts.shape[0]
+    if n < batch_tokens:
+        raise ValueError(f"Only {n} cached tokens for a batch of {batch_tokens}.")
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n - batch_tokens + 1, batch_tokens):
+            yield acts[order[start : start + batch_tokens]].float()
+
+
+def train_on_activations(
+    acts: torch.Tensor,  # [n_tokens, d_in] cached activations of cfg.hook_name
+    cfg: SAETrainConfig,
+    progress: Progress | None = None,
+) -> tuple[Any, list[float], float]:
+    """Train one SAE with SAELens's SAETrainer on cached activations for cfg.tokens tokens
+    (cycling the cache when it is shorter). Returns (inference SAE, per-step reconstruction
+    losses, seconds)."""
+    from sae_lens import SAE
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.saes.sae import TrainingSAE
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    progress = progress or NullProgress()
+    torch.manual_seed(cfg.seed)
+    sae_cfg = training_sae_config(cfg, d_in=int(acts.shape[1]))
+    sae_cfg.metadata.hook_name = cfg.hook_name
+    training = TrainingSAE.from_dict(sae_cfg.to_dict())
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=cfg.tokens, train_batch_size_samples=cfg.train_batch_tokens, lr=cfg.lr,
+        lr_end=cfg.lr / 10,  # what the runner config sets (only used by decaying schedules)
+        device="cpu", dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 1),
+        n_batches_for_norm_estimate=cfg.norm_batches, logger=LoggingConfig(log_to_wandb=False),
+    )
+    losses: list[float] = []
+    forward = training.training_forward_pass
+
+    def reporting_forward(step_input: Any) -> Any:
+        out = forward(step_input)
+        # reconstruction loss only: the aux-k term grows while it revives dead features
+        mse = out.losses.get("mse_loss", out.loss)
+        losses.append(float(mse.detach() if isinstance(mse, torch.Tensor) else mse))
+        progress.advance(int(out.sae_in.shape[0]), mse=losses[-1])
+        return out
+
+    training.training_forward_pass = reporting_forward
+    t0 = time.perf_counter()
+    trainer = SAETrainer(cfg=trainer_cfg, sae=training,
+                         data_provider=activation_stream(acts, cfg.train_batch_tokens, cfg.seed))
+    if cfg.b_dec_init == "mean":
+        # the scaler SAELens would estimate (sqrt(d_in) / mean norm), set here so b_dec can start
+        # at the mean in the same normalised units; fit() folds both back into the saved weights
+        sample = acts[: cfg.norm_batches * cfg.train_batch_tokens].float()  # [n, d_in]
+        scale = float(acts.shape[1] ** 0.5 / sample.norm(dim=1).mean())
+        trainer.activation_scaler.scaling_factor = scale
+        with torch.no_grad():
+            training.b_dec.copy_(sample.mean(0) * scale)
+    trained = trainer.fit()
+    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="sae-train-") as tmp:
+        trained.save_inference_model(tmp)
+        sae = SAE.load_from_disk(tmp, device="cpu")
+    return sae, losses, seconds
+
+
 def split_texts(texts: Sequence[str], holdout_docs: int, seed: int) -> tuple[list[str], list[str]]:
     """Seeded split of corpus texts into (train, held-out)."""
     import random
@@ -180,7 +252,7 @@ def train_sae(
     progress: Progress | None = None,
     force: bool = False,
 ) -> TrainedSAE:
-    """Train (or load the cached result of) one SAE with SAELens's runner.
+    """Train (or load the cached result of) one SAE with SAELens's trainer on cached activations.
 
     `texts` defaults to the embedded Wikipedia corpus `cfg.corpus`; a seeded `holdout_docs`
     slice is kept out of training for the metrics. The folder appears atomically (temp dir +
@@ -207,18 +279,17 @@ def train_sae(
 
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.perf_counter()
-    runner = _build_runner(bundle, cfg, train_texts, tmp)
-    losses = _attach_progress(runner, cfg, progress)
-    progress.stage(f"Estimating activation norm ({cfg.norm_batches} batches)", total=None)
-    trained = runner.run()
-    trained_state = {k: v.detach().clone() for k, v in trained.state_dict().items()}
-    trained.process_state_dict_for_saving_inference(trained_state)
-    train_seconds = time.perf_counter() - t0
+    progress.stage(f"Collecting activations at {cfg.hook_name}", total=cfg.tokens, unit="tok")
+    acts = collect_hook_activations(bundle, [cfg.hook_name], train_texts, cfg.tokens, cfg.context_size,
+                                    batch_size=cfg.store_batch_prompts, progress=progress,
+                                    dtype=torch.float16)[cfg.hook_name]
+    progress.stage(f"Training SAE on {cfg.hook_name}", total=cfg.tokens, unit="tok")
+    sae, losses, train_seconds = train_on_activations(acts, cfg, progress)
+    del acts
+    trained_state = {k: v.detach().clone() for k, v in sae.state_dict().items()}
+    tmp.mkdir(parents=True)
+    sae.save_model(str(tmp))
     progress.stage("Held-out metrics", total=cfg.eval_tokens, unit="tok")
-    from sae_lens import SAE
-
-    sae = SAE.load_from_disk(str(tmp), device="cpu")
     metrics = evaluate_sae(bundle, sae, cfg.hook_name, held_out, max_tokens=cfg.eval_tokens,
                            context_size=cfg.context_size, progress=progress)
     metrics.train_seconds = round(train_seconds, 1)
@@ -226,7 +297,7 @@ def train_sae(
     metrics.losses = [round(x, 6) for x in losses]
     metrics.loss_first = losses[0] if losses else None
     metrics.loss_last = losses[-1] if losses else None
-    _publish(tmp, target, bundle, cfg, metrics, trainer="SAELens LanguageModelSAETrainingRunner (streamed)")
+    _publish(tmp, target, bundle, cfg, metrics, trainer=f"SAELens SAETrainer on {cfg.tokens} cached tokens")
     progress.close()
     sae, _, digest = load_local_sae(target)
     return TrainedSAE(sae, sae_id, target, digest, metrics, cfg, trained_state)
@@ -275,95 +346,6 @@ def training_sae_config(cfg: SAETrainConfig, d_in: int) -> Any:
         dtype="float32",
         device="cpu",
     )
-
-
-def _build_runner(bundle: Any, cfg: SAETrainConfig, texts: list[str], output: Path) -> Any:
-    import datasets
-    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
-
-    d_in = bundle.d_mlp if cfg.site == "mlp.hook_post" else bundle.d_model
-    runner_cfg = LanguageModelSAERunnerConfig(
-        sae=training_sae_config(cfg, d_in),
-        model_name=bundle.model_id,
-        model_class_name="TransformerBridge",
-        hook_name=cfg.hook_name,
-        dataset_path="",
-        streaming=False,
-        is_dataset_tokenized=False,
-        context_size=cfg.context_size,
-        training_tokens=cfg.tokens,
-        store_batch_size_prompts=cfg.store_batch_prompts,
-        n_batches_in_buffer=-(-cfg.buffer_train_batches * cfg.train_batch_tokens // cfg.context_size),
-        train_batch_size_tokens=cfg.train_batch_tokens,
-        lr=cfg.lr,
-        device="cpu",
-        seed=cfg.seed,
-        dtype="float32",
-        prepend_bos=True,
-        exclude_special_tokens=True,
-        dead_feature_window=cfg.dead_feature_window,
-        feature_sampling_window=max(cfg.dead_feature_window, 1),
-        n_batches_for_norm_estimate=cfg.norm_batches,
-        logger=LoggingConfig(log_to_wandb=False),
-        checkpoint_path=None,
-        output_path=str(output),
-        verbose=False,
-    )
-    torch.manual_seed(cfg.seed)
-    dataset = datasets.Dataset.from_dict({"text": texts})
-
-    class _Runner(LanguageModelSAETrainingRunner):  # type: ignore[misc]
-        def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:
-            # SAELens installs SIGINT/SIGTERM handlers, which only the main thread may do;
-            # the app runs builds in worker threads.
-            if threading.current_thread() is threading.main_thread():
-                return super().run_trainer_with_interruption_handling(trainer)
-            return trainer.fit()
-
-    runner = _Runner(runner_cfg, override_dataset=dataset, override_model=bundle.bridge)
-    # Forward passes read the shared weights: hold the model lock per batch so an edit preview
-    # (apply -> generate -> revert under the same lock) never leaks into the activations.
-    store = runner.activations_store
-    original = store.get_activations
-
-    def locked_get_activations(batch_tokens: torch.Tensor) -> torch.Tensor:
-        with bundle.lock:
-            return original(batch_tokens)
-
-    store.get_activations = locked_get_activations
-    return runner
-
-
-def _attach_progress(runner: Any, cfg: SAETrainConfig, progress: Progress) -> list[float]:
-    """Report tokens, loss and explained variance of every training step through `progress`
-    by wrapping the SAE's `training_forward_pass` (the hook SAELens itself uses for
-    torch.compile). Returns the list the per-step losses are appended to."""
-    losses: list[float] = []
-    sae = runner.sae
-    forward = sae.training_forward_pass
-    state = {"started": False}
-
-    def reporting_forward(step_input: Any) -> Any:
-        out = forward(step_input)
-        if not state["started"]:
-            progress.stage(f"Training SAE on {cfg.hook_name}", total=cfg.tokens, unit="tok")
-            state["started"] = True
-        with torch.no_grad():
-            x = out.sae_in.detach()
-            resid = (x - out.sae_out.detach()).pow(2).sum()
-            var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
-            ev = float(1 - resid / var)
-            l0 = float((out.feature_acts.detach() > 0).float().sum(-1).mean())
-        # Reconstruction loss only: the aux-k term grows while it revives dead features.
-        mse = out.losses.get("mse_loss", out.loss)
-        mse = mse() if callable(mse) else mse
-        loss = float(mse.detach() if isinstance(mse, torch.Tensor) else mse)
-        losses.append(loss)
-        progress.advance(int(x.shape[0]), mse=loss, ev=ev, l0=l0)
-        return out
-
-    sae.training_forward_pass = reporting_forward
-    return losses
 
 
 @torch.no_grad()
