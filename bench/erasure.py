@@ -33,6 +33,7 @@ from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.erase import METHODS, EraseOptions, erase  # noqa: E402
 from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
+from workbench.edits.key_rewrite import RewriteConfig  # noqa: E402
 from workbench.edits.optimise import OptimiseConfig  # noqa: E402
 from workbench.edits.overlay import apply_overlay, compile_spec, resolve_attr  # noqa: E402
 from workbench.edits.pisces_search import local_sae_loader  # noqa: E402
@@ -53,29 +54,37 @@ def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
     return facts
 
 
-def optimise_overrides(pairs: list[str], n_layers: int) -> OptimiseConfig | None:
-    """OptimiseConfig from FIELD=VALUE strings (values typed like the field's default)."""
-    if not pairs:
-        return None
-    base = OptimiseConfig().fitted(n_layers)
+def config_overrides(base: Any, pairs: list[str]) -> Any:
+    """A config dataclass with FIELD=VALUE strings applied (values typed like the field's
+    default; tuples as comma lists). Unknown fields exit with the list of known ones."""
     changes: dict[str, Any] = {}
     for pair in pairs:
         key, _, raw = pair.partition("=")
         if not hasattr(base, key):
-            sys.exit(f"OptimiseConfig has no field {key!r}")
+            sys.exit(f"{type(base).__name__} has no field {key!r}")
         default = getattr(base, key)
-        changes[key] = tuple(int(x) for x in raw.split(",")) if isinstance(default, tuple) else type(default)(raw)
+        if isinstance(default, tuple):
+            kind = type(default[0]) if default else int
+            changes[key] = tuple(kind(x) for x in raw.split(","))
+        else:
+            changes[key] = type(default)(raw)
     return replace(base, **changes)
 
 
+def optimise_overrides(pairs: list[str], n_layers: int) -> OptimiseConfig | None:
+    """OptimiseConfig from FIELD=VALUE strings (None when there are none)."""
+    return config_overrides(OptimiseConfig().fitted(n_layers), pairs) if pairs else None
+
+
 def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
-            optimise: OptimiseConfig | None = None, key_names: list[str] | None = None) -> dict[str, Any]:
+            optimise: OptimiseConfig | None = None, key_names: list[str] | None = None,
+            rewrite: RewriteConfig | None = None) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
     if key_names:
         facts = replace(facts, key_names=key_names)
     t0 = time.perf_counter()
     result = erase(bundle, corpus, concept, method, TqdmProgress(), fact_set=facts,
-                   options=EraseOptions(score=False, optimise=optimise))
+                   options=EraseOptions(score=False, optimise=optimise, rewrite=rewrite))
     edit_s = time.perf_counter() - t0
     overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
                            payload=result.payload or None)
@@ -148,7 +157,8 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="label appended to the method name in the rows (a variant)")
     parser.add_argument("--key-names", default="", help="comma-separated FactSet.key_names for this run's concepts")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="OptimiseConfig override for the optimise methods, e.g. --set steps=60")
+                        help="config override: OptimiseConfig for the optimise methods (--set steps=60), "
+                             "RewriteConfig for rewrite (--set layers=4,6)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = OUT / f"results-{args.model}.jsonl"
@@ -167,7 +177,11 @@ def main() -> None:
         for method in methods:
             print(f"\n=== {concept} / {method} ===", flush=True)
             keys = [k.strip() for k in args.key_names.split(",") if k.strip()]
-            row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers), keys)
+            if method == "rewrite":
+                row = run_one(bundle, corpus, concept, method, key_names=keys,
+                              rewrite=config_overrides(RewriteConfig(), args.set) if args.set else None)
+            else:
+                row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers), keys)
             row["key_names"] = keys
             if args.tag:
                 row["method"] = f"{method}:{args.tag}"

@@ -11,6 +11,9 @@ Methods (METHODS.md section 2):
   pisces-rows
             PISCES's row selection (SAE features firing on the fact set, their rows by the tau
             rule) as the rows of the localized optimisation, instead of activation contrast.
+  rewrite   closed-form (MEMIT-style) rewrite of the name's key in one MLP so the residual at the
+            name looks like made-up names after layer 8 (edits/key_rewrite.py); every row of that
+            layer's W_out changes, the delta travels in the payload like 'optimise'.
   optimise-facts / optimise-repr
             the same with only the fact (unlikelihood) or only the representation target; kept
             so the bench can compare the two halves of the default.
@@ -36,6 +39,7 @@ import torch
 
 from workbench.corpus import Corpus
 from workbench.edits.facts import FactSet, build_fact_set
+from workbench.edits.key_rewrite import RewriteConfig, rewrite_name_key
 from workbench.edits.optimise import (
     OptimiseConfig,
     Target,
@@ -78,6 +82,7 @@ class EraseOptions:
 
     steps: int | None = None  # optimisation steps ('optimise'); None = OptimiseConfig default
     optimise: OptimiseConfig | None = None  # settings for the optimise methods (target set by the method)
+    rewrite: RewriteConfig | None = None  # settings for 'rewrite'; None = RewriteConfig()
     n_rows: int = 256  # rows edited by 'optimise' and 'ablate'
     runners_up: int = 32  # unselected rows listed after the selected ones ('ablate')
     saes_dir: Path | None = None  # where 'pisces' finds its SAE; None = Settings.from_env().saes_dir
@@ -136,6 +141,23 @@ def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOp
         v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [r, d]
         rel = result.deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [r]
         candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(idx, rel.tolist(), strict=True)]
+    candidates.sort(key=lambda c: -c.score)
+    return MethodRun([op], payload, candidates)
+
+
+def _rewrite(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    cfg = opts.rewrite or RewriteConfig()
+    result, solves = rewrite_name_key(bundle, facts, corpus, cfg, progress)
+    op, payload = to_operation(result, cfg)
+    candidates = []
+    for layer, idx in result.rows.items():
+        v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [m, d]
+        rel = result.deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [m]
+        solve = next(s for s in solves if s.layer == layer)
+        evidence = (f"|delta| / |v| (lam {solve.lam:g}; name's distance to made-up names "
+                    f"{solve.remaining_before:.2f} -> {solve.remaining_after:.2f})")
+        top = rel.argsort(descending=True)[: opts.n_rows].tolist()
+        candidates += [RowCandidate(layer, idx[i], float(rel[i]), evidence) for i in top]
     candidates.sort(key=lambda c: -c.score)
     return MethodRun([op], payload, candidates)
 
@@ -213,6 +235,7 @@ METHODS: dict[str, MethodFn] = {
     "optimise-facts": _optimise_target("facts"),
     "optimise-repr": _optimise_target("representation"),
     "pisces-rows": _pisces_rows,
+    "rewrite": _rewrite,
 }
 
 

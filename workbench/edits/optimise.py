@@ -556,8 +556,9 @@ def bake(bundle: ModelBundle, result: OptimiseResult) -> dict[str, torch.Tensor]
     return out
 
 
-def to_operation(result: OptimiseResult, cfg: OptimiseConfig) -> tuple[Any, dict[str, torch.Tensor]]:
-    """The spec operation (OptimiseValueVectors) and its safetensors payload for a result."""
+def to_operation(result: OptimiseResult, cfg: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The spec operation (OptimiseValueVectors) and its safetensors payload for a result; `cfg`
+    (the dataclass config that made it) is recorded in the operation's params."""
     from workbench.edits.spec import OptimiseValueVectors, ValueVectorDelta
 
     payload = {f"optimise.l{layer}.delta": result.deltas[layer].contiguous() for layer in result.rows}

@@ -1,0 +1,83 @@
+"""The closed-form key rewrite (edits/key_rewrite.py): the solve on tiny tensors, and the whole
+method on the tiny model (the name's residual moves towards made-up names, only one W_out changes,
+the spec + payload re-apply bit-exactly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.corpus import load_wiki
+from workbench.edits.erase import EraseOptions, erase
+from workbench.edits.key_rewrite import RewriteConfig, repr_distance, rewrite_name_key, solve_delta
+from workbench.edits.optimise import build_frames
+from workbench.edits.overlay import apply_overlay, compile_spec
+from workbench.edits.spec import load_spec, save_spec
+from workbench.models.hashing import tensor_sha256
+
+TINY = RewriteConfig(layers=(1,), repr_layers=(2,), steps=60, cov_tokens=1500, n_retain_neutral=8,
+                     n_retain_neighbours=4, max_remaining=0.5)
+
+
+def test_solve_maps_each_key_to_its_output_and_spares_other_directions() -> None:
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randn(4, 32, generator=g)  # [n, d_mlp]
+    desired = torch.randn(4, 8, generator=g)  # [n, d_model]
+    cov = torch.eye(32)
+    exact = solve_delta(keys, desired, cov, lam=1e-6)  # [d_mlp, d_model]
+    assert torch.allclose(keys @ exact, desired, atol=1e-3)
+    # a key orthogonal to all edited keys is not moved (minimum-norm solution under C = I)
+    q, _ = torch.linalg.qr(torch.cat([keys.T, torch.randn(32, 1, generator=g)], dim=1))
+    other = q[:, -1]  # [d_mlp], orthogonal to every key
+    assert (other @ exact).norm() < 1e-3 * exact.norm()
+    # a larger lam is a smaller, less exact change
+    soft = solve_delta(keys, desired, cov, lam=1.0)
+    assert soft.norm() < exact.norm()
+    assert (keys @ soft - desired).norm() > (keys @ exact - desired).norm()
+
+
+@pytest.fixture(scope="module")
+def corpus():  # type: ignore[no-untyped-def]
+    return load_wiki("en")
+
+
+def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
+    from workbench.edits.facts import build_fact_set
+
+    facts = build_fact_set(tiny_bundle, corpus, "Harry Potter", samples_per_prompt=0)
+    result, solves = rewrite_name_key(tiny_bundle, facts, corpus, TINY)
+    assert list(result.rows) == [1] and result.rows[1] == list(range(tiny_bundle.d_mlp))
+    solve = solves[0]
+    assert solve.remaining_before == pytest.approx(1.0, abs=1e-4)  # nothing edited before layer 1
+    assert solve.remaining_desired < 0.5 < solve.remaining_before
+    # the solved weights reproduce what the hook did, measured again from scratch
+    frames = build_frames(tiny_bundle, facts, TINY.frames_config())
+    from workbench.edits.key_rewrite import _delta_on_w_out
+
+    with torch.no_grad():
+        base = repr_distance(tiny_bundle, frames)
+        with _delta_on_w_out(tiny_bundle, result.deltas):
+            edited = repr_distance(tiny_bundle, frames)
+    assert float((edited / base).mean().sqrt()) == pytest.approx(solve.remaining_after, rel=1e-3)
+    assert solve.remaining_after < 0.9 and solve.tried[0]["lam"] == TINY.lams[0]
+
+
+def test_rewrite_method_spec_round_trip(tiny_bundle, corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = erase(tiny_bundle, corpus, "Harry Potter", "rewrite",
+                   options=EraseOptions(rewrite=TINY, n_rows=16, score=False))
+    assert result.spec.operations[0].kind == "optimise_value_vectors" and len(result.candidates) == 16
+    save_spec(result.spec, tmp_path / "rw.json", payload=result.payload)
+    spec, payload = load_spec(tmp_path / "rw.json")
+    overlay = compile_spec(spec, tiny_bundle, payload=payload)
+    assert list(overlay.tensors) == ["model.layers.1.mlp.down_proj.weight"]
+    again = compile_spec(result.spec, tiny_bundle, payload=result.payload)
+    assert tensor_sha256(overlay.tensors["model.layers.1.mlp.down_proj.weight"]) == \
+        tensor_sha256(again.tensors["model.layers.1.mlp.down_proj.weight"])
+    ids = tiny_bundle.tokenizer(["Harry Potter is a wizard"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = tiny_bundle.hf_model(ids).logits
+        with apply_overlay(tiny_bundle, overlay):
+            during = tiny_bundle.hf_model(ids).logits
+    assert not torch.equal(before, during)
