@@ -17,8 +17,8 @@ from workbench.edits.overlay import apply_overlay, compile_spec
 from workbench.edits.spec import load_spec, save_spec
 from workbench.models.hashing import tensor_sha256
 
-TINY = RewriteConfig(layers=(1,), repr_layers=(2,), steps=60, cov_tokens=1500, n_retain_neutral=8,
-                     n_retain_neighbours=4, max_remaining=0.5)
+TINY = RewriteConfig(layers=(0, 1), repr_layers=(2,), steps=60, cov_tokens=1500, n_retain_neutral=8,
+                     n_retain_neighbours=4, max_remaining=0.5, frame_batch=16)
 
 
 def test_solve_maps_each_key_to_its_output_and_spares_other_directions() -> None:
@@ -48,9 +48,9 @@ def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> No
 
     facts = build_fact_set(tiny_bundle, corpus, "Harry Potter", samples_per_prompt=0)
     result, solves = rewrite_name_key(tiny_bundle, facts, corpus, TINY)
-    assert list(result.rows) == [1] and result.rows[1] == list(range(tiny_bundle.d_mlp))
+    assert [s.layer for s in solves] == [0, 1] and len({s.lam for s in solves}) == 1
+    assert list(result.rows) == [0, 1] and result.rows[1] == list(range(tiny_bundle.d_mlp))
     solve = solves[0]
-    assert solve.remaining_before == pytest.approx(1.0, abs=1e-4)  # nothing edited before layer 1
     assert solve.remaining_desired < 0.5 < solve.remaining_before
     # the solved weights reproduce what the hook did, measured again from scratch
     frames = build_frames(tiny_bundle, facts, TINY.frames_config())
@@ -71,7 +71,7 @@ def test_rewrite_method_spec_round_trip(tiny_bundle, corpus, tmp_path: Path) -> 
     save_spec(result.spec, tmp_path / "rw.json", payload=result.payload)
     spec, payload = load_spec(tmp_path / "rw.json")
     overlay = compile_spec(spec, tiny_bundle, payload=payload)
-    assert list(overlay.tensors) == ["model.layers.1.mlp.down_proj.weight"]
+    assert sorted(overlay.tensors) == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
     again = compile_spec(result.spec, tiny_bundle, payload=result.payload)
     assert tensor_sha256(overlay.tensors["model.layers.1.mlp.down_proj.weight"]) == \
         tensor_sha256(again.tensors["model.layers.1.mlp.down_proj.weight"])
@@ -81,3 +81,16 @@ def test_rewrite_method_spec_round_trip(tiny_bundle, corpus, tmp_path: Path) -> 
         with apply_overlay(tiny_bundle, overlay):
             during = tiny_bundle.hf_model(ids).logits
     assert not torch.equal(before, during)
+
+
+def test_key_covariance_is_the_mean_outer_product(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    from workbench.edits.key_rewrite import _capture_mlp, key_covariances
+
+    texts = ["The cat sat on the mat.", "A river flows to the sea and beyond."]
+    covs = key_covariances(tiny_bundle, texts, [0, 2], max_tokens=10_000, max_len=32)
+    enc = tiny_bundle.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
+    keep = enc["attention_mask"].bool().clone()
+    keep[:, 0] = False
+    with torch.no_grad():
+        h = _capture_mlp(tiny_bundle, enc["input_ids"], 2)[0][keep]  # [n_tok, d_mlp]
+    assert torch.allclose(covs[2], h.T @ h / h.shape[0], atol=1e-5)

@@ -159,7 +159,7 @@ def _rewrite(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpt
         top = rel.argsort(descending=True)[: opts.n_rows].tolist()
         candidates += [RowCandidate(layer, idx[i], float(rel[i]), evidence) for i in top]
     candidates.sort(key=lambda c: -c.score)
-    return MethodRun([op], payload, candidates)
+    return MethodRun([op], payload, candidates[: opts.n_rows])  # the most changed rows of all layers
 
 
 def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions,

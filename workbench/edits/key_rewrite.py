@@ -48,12 +48,13 @@ from workbench.progress import NullProgress, Progress
 
 @dataclass(frozen=True)
 class RewriteConfig:
-    """Defaults: rewrite layer 5's W_out so the name looks made-up after layer 8."""
+    """Defaults: rewrite layers 3-7's W_out so the name looks made-up after layer 8."""
 
-    layers: tuple[int, ...] = (5,)  # MLPs rewritten, in order; each removes what is left
+    layers: tuple[int, ...] = (3, 4, 5, 6, 7)  # MLPs rewritten together
     repr_layers: tuple[int, ...] = (8,)
-    steps: int = 150  # optimisation of the desired outputs d_j
-    lr: float = 0.1  # Adam step, relative to the rms of the MLP output at the name
+    steps: int = 100  # optimisation of the desired outputs d_j
+    frame_batch: int = 24  # frames per optimisation step
+    lr: float = 0.2  # Adam step, relative to the rms of the MLP output at the name
     output_penalty: float = 1e-3  # ||d_j||^2 / ||o_j||^2 weight: the smallest change that does it
     lams: tuple[float, ...] = (30.0, 10.0, 3.0, 1.0, 0.3, 0.1)  # tried largest first
     max_remaining: float = 0.15  # sqrt(repr loss / base repr loss) on the frames to accept a lam
@@ -81,7 +82,7 @@ class LayerSolve:
 
     layer: int
     lam: float
-    remaining_before: float  # sqrt(repr loss / base repr loss) with only earlier layers edited
+    remaining_before: float  # sqrt(repr loss / base repr loss) before the edit (1.0)
     remaining_desired: float  # with the optimised d_j added exactly
     remaining_after: float  # with the solved weight change
     output_change_neutral: float  # mean ||h dW|| / ||h W_out|| on retain tokens
@@ -89,20 +90,22 @@ class LayerSolve:
 
 
 @contextmanager
-def _added_at_name(bundle: ModelBundle, layer: int, last: torch.Tensor, add: torch.Tensor) -> Iterator[None]:
-    """Adds add[j] [d_model] to the raw MLP output of `layer` at position last[j] of row j."""
+def _added_at_names(bundle: ModelBundle, last: torch.Tensor, adds: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Adds adds[layer][j] [d_model] to the raw MLP output of each layer at position last[j] of row j."""
     rows = torch.arange(len(last))
+    handles = []
+    for layer, add in adds.items():
+        def hook(_m: torch.nn.Module, _inp: object, out: torch.Tensor, add: torch.Tensor = add) -> torch.Tensor:
+            out = out.clone()
+            out[rows, last] = out[rows, last] + add
+            return out
 
-    def hook(_m: torch.nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor:
-        out = out.clone()
-        out[rows, last] = out[rows, last] + add
-        return out
-
-    handle = layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(hook)
+        handles.append(layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(hook))
     try:
         yield
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
 
 
 @contextmanager
@@ -148,25 +151,35 @@ def repr_distance(bundle: ModelBundle, frames: FrameBatch) -> torch.Tensor:
     return out
 
 
-def key_covariance(bundle: ModelBundle, texts: Sequence[str], layer: int, max_tokens: int, max_len: int) -> torch.Tensor:
-    """C = mean h h^T of layer's down_proj input over the texts' real tokens (BOS excluded): [d_mlp, d_mlp]."""
+def key_covariances(bundle: ModelBundle, texts: Sequence[str], layers: Sequence[int], max_tokens: int,
+                    max_len: int) -> dict[int, torch.Tensor]:
+    """C_l = mean h h^T of each layer's down_proj input over the texts' real tokens (BOS
+    excluded), one forward pass for all layers: {layer: [d_mlp, d_mlp]}."""
     tok = bundle.tokenizer
-    c = torch.zeros(bundle.d_mlp, bundle.d_mlp, dtype=torch.float64)
+    sums = {layer: torch.zeros(bundle.d_mlp, bundle.d_mlp, dtype=torch.float64) for layer in layers}
+    got: dict[int, torch.Tensor] = {}
+    handles = [layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
+        lambda _m, inp, _o, layer=layer: got.__setitem__(layer, inp[0].detach())) for layer in layers]
     n = 0
-    for start in range(0, len(texts), 8):
-        enc = tok(list(texts[start:start + 8]), return_tensors="pt", padding=True, truncation=True,
-                  max_length=max_len, padding_side="right")
-        h, _ = _capture_mlp(bundle, enc["input_ids"], layer)
-        keep = enc["attention_mask"].bool().clone()
-        keep[:, 0] = False
-        x = h[keep].double()  # [n_tok, d_mlp]
-        c += x.T @ x
-        n += x.shape[0]
-        if n >= max_tokens:
-            break
+    try:
+        for start in range(0, len(texts), 8):
+            enc = tok(list(texts[start:start + 8]), return_tensors="pt", padding=True, truncation=True,
+                      max_length=max_len, padding_side="right")
+            residuals_after(bundle, enc["input_ids"], [max(layers)])
+            keep = enc["attention_mask"].bool().clone()
+            keep[:, 0] = False
+            for layer in layers:
+                x = got[layer][keep].double()  # [n_tok, d_mlp]
+                sums[layer] += x.T @ x
+            n += int(keep.sum())
+            if n >= max_tokens:
+                break
+    finally:
+        for h in handles:
+            h.remove()
     if n == 0:
         raise ValueError("No retain tokens for the key covariance.")
-    return (c / n).float()
+    return {layer: (c / n).float() for layer, c in sums.items()}
 
 
 def solve_delta(keys: torch.Tensor, desired: torch.Tensor, cov: torch.Tensor, lam: float) -> torch.Tensor:
@@ -186,68 +199,98 @@ def rewrite_name_key(
     progress: Progress = NullProgress(),
 ) -> tuple[OptimiseResult, list[LayerSolve]]:
     """Solve the rewrite (see module docstring). Returns the deltas as an OptimiseResult (rows =
-    every neuron of each rewritten layer) and what each layer's solve did."""
+    every neuron of each rewritten layer) and what each layer's solve did.
+
+    The desired outputs of all `layers` are optimised jointly (one post-FFN-normalised MLP output
+    can only rotate, not grow, so one layer alone may not reach the target), then each layer's
+    weight change is solved for its own keys, measured with the others' additions in place."""
     t0 = time.perf_counter()
     cfg = cfg.fitted(bundle.n_layers)
-    for layer in cfg.layers:
+    layers = sorted(set(cfg.layers))
+    for layer in layers:
         bundle.check_layer(layer)
-    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     with bundle.lock:
         progress.stage("frames and made-up-name targets", total=None)
         frames = build_frames(bundle, facts, cfg.frames_config())
         retain = [s for d in retain_documents(corpus, facts, cfg.frames_config()) for s in split_sentences(d.text)[:3]]
+        n = len(frames.last)
+        rows = torch.arange(n)
         with torch.no_grad():
             base_dist = repr_distance(bundle, frames).clamp_min(1e-9)  # [n]
-        deltas: dict[int, torch.Tensor] = {}
-        solves: list[LayerSolve] = []
-        rows = torch.arange(len(frames.last))
-        for layer in cfg.layers:
+            outs = {layer: _capture_mlp(bundle, frames.input_ids, layer)[1][rows, frames.last] for layer in layers}
+        scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
+        adds = {layer: torch.zeros(n, bundle.d_model, requires_grad=True) for layer in layers}
+        opt = torch.optim.Adam([{"params": [adds[layer]], "lr": cfg.lr * scales[layer]} for layer in layers])
+        progress.stage(f"desired MLP outputs at the name (layers {layers})", total=cfg.steps, unit="step")
+        for _ in range(cfg.steps):
+            pick = torch.randperm(n, generator=gen)[: cfg.frame_batch]
+            sub = _subset(frames, pick)
+            opt.zero_grad()
+            with _added_at_names(bundle, sub.last, {layer: adds[layer][pick] for layer in layers}):
+                dist = repr_distance(bundle, sub) / base_dist[pick]
+            penalty = sum((adds[layer][pick].pow(2).sum(-1) / outs[layer][pick].pow(2).sum(-1).clamp_min(1e-9)).mean()
+                          for layer in layers)
+            loss = dist.mean() + cfg.output_penalty * penalty
+            loss.backward()
+            opt.step()
+            progress.advance(1, remaining=float(dist.mean().sqrt()))
+        desired = {layer: a.detach() for layer, a in adds.items()}
+        with torch.no_grad(), _added_at_names(bundle, frames.last, desired):
+            remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
+            keys = _keys_at_names(bundle, frames, layers)  # [n, d_mlp] per layer, under the additions
+        progress.stage("key covariance on retain text", total=None)
+        with torch.no_grad():
+            covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
+        energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
+                                           @ layout.w_out(bundle.hf_model, layer).detach().float()))
+                  for layer in layers}  # E||h W_out||^2 on retain text
+        tried: list[dict[str, float]] = []
+        chosen: tuple[float, dict[int, torch.Tensor], float] | None = None
+        progress.stage("solving the weight change (largest lam that erases)", total=len(cfg.lams))
+        for lam in cfg.lams:
+            deltas = {layer: solve_delta(keys[layer], desired[layer], covs[layer], lam) for layer in layers}
             with torch.no_grad(), _delta_on_w_out(bundle, deltas):
-                h, o = _capture_mlp(bundle, frames.input_ids, layer)
-                keys, outs = h[rows, frames.last], o[rows, frames.last]  # [n, d_mlp], [n, d_model]
-                before = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
-            progress.stage(f"layer {layer}: desired MLP outputs at the name", total=cfg.steps, unit="step")
-            scale = float(outs.pow(2).mean().sqrt())
-            add = torch.zeros_like(outs, requires_grad=True)
-            opt = torch.optim.Adam([add], lr=cfg.lr * scale)
-            for _ in range(cfg.steps):
-                opt.zero_grad()
-                with _delta_on_w_out(bundle, deltas), _added_at_name(bundle, layer, frames.last, add):
-                    dist = repr_distance(bundle, frames) / base_dist
-                penalty = add.pow(2).sum(-1) / outs.pow(2).sum(-1).clamp_min(1e-9)
-                loss = dist.mean() + cfg.output_penalty * penalty.mean()
-                loss.backward()
-                opt.step()
-                progress.advance(1, remaining=float(dist.mean().sqrt()))
-            desired = add.detach()
-            with torch.no_grad(), _delta_on_w_out(bundle, deltas), _added_at_name(bundle, layer, frames.last, desired):
-                remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
-            progress.stage(f"layer {layer}: key covariance on retain text", total=None)
-            with torch.no_grad(), _delta_on_w_out(bundle, deltas):
-                cov = key_covariance(bundle, retain, layer, cfg.cov_tokens, cfg.max_len)
-            w_out = layout.w_out(bundle.hf_model, layer).detach().float()  # [d_mlp, d_model]
-            base_energy = float(torch.trace(w_out.T @ cov @ w_out))  # E||h W_out||^2
-            tried, chosen = [], None
-            for lam in cfg.lams:
-                delta = solve_delta(keys, desired, cov, lam)
-                with torch.no_grad(), _delta_on_w_out(bundle, {**deltas, layer: delta}):
-                    rem = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
-                change = (float(torch.trace(delta.T @ cov @ delta)) / max(base_energy, 1e-12)) ** 0.5
-                tried.append({"lam": lam, "remaining": rem, "neutral_change": change})
-                chosen = (lam, delta, rem, change)
-                if rem <= cfg.max_remaining:
-                    break
-            if chosen is None:
-                raise ValueError("RewriteConfig.lams is empty: give at least one lam.")
-            lam, delta, rem, change = chosen
-            deltas[layer] = delta
-            solves.append(LayerSolve(layer, lam, before, remaining_desired, rem, change, tried))
-            progress.message(f"layer {layer}: lam {lam:g}, remaining {before:.2f} -> {rem:.2f}, "
-                             f"output change on retain text {change:.3f}")
+                rem = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
+            change = {layer: (float(torch.trace(d.T @ covs[layer] @ d)) / max(energy[layer], 1e-12)) ** 0.5
+                      for layer, d in deltas.items()}
+            tried.append({"lam": lam, "remaining": rem, **{f"change_l{k}": v for k, v in change.items()}})
+            chosen = (lam, deltas, rem)
+            progress.advance(1, lam=lam, remaining=rem)
+            if rem <= cfg.max_remaining:
+                break
+        if chosen is None:
+            raise ValueError("RewriteConfig.lams is empty: give at least one lam.")
+        lam, deltas, rem = chosen
+        progress.message(f"lam {lam:g}: name's distance to made-up names 1.00 -> {rem:.2f} "
+                         f"(desired outputs reach {remaining_desired:.2f})")
+    solves = [LayerSolve(layer, lam, 1.0, remaining_desired, rem,
+                         next(t[f"change_l{layer}"] for t in tried if t["lam"] == lam), tried) for layer in layers]
     result = OptimiseResult(
-        rows={layer: list(range(bundle.d_mlp)) for layer in deltas},
+        rows={layer: list(range(bundle.d_mlp)) for layer in layers},
         deltas={layer: d.contiguous() for layer, d in deltas.items()},
-        history=[{"layer": float(s.layer), "lam": s.lam, "remaining": s.remaining_after} for s in solves],
+        history=tried,
         seconds=time.perf_counter() - t0,
     )
     return result, solves
+
+
+def _subset(frames: FrameBatch, pick: torch.Tensor) -> FrameBatch:
+    width = int(frames.last[pick].max()) + 1
+    return FrameBatch(frames.input_ids[pick, :width], frames.last[pick],
+                      {layer: t[pick] for layer, t in frames.target.items()})
+
+
+def _keys_at_names(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """h (down_proj input) of each layer at the name's last token: {layer: [n, d_mlp]}."""
+    got: dict[int, torch.Tensor] = {}
+    rows = torch.arange(len(frames.last))
+    handles = [layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
+        lambda _m, inp, _o, layer=layer: got.__setitem__(layer, inp[0][rows, frames.last].detach()))
+        for layer in layers]
+    try:
+        residuals_after(bundle, frames.input_ids, [max(layers)])
+    finally:
+        for h in handles:
+            h.remove()
+    return got
