@@ -18,7 +18,8 @@ from workbench.edits.spec import load_spec, save_spec
 from workbench.models.hashing import tensor_sha256
 
 TINY = RewriteConfig(layers=(0, 1), repr_layers=(2,), steps=60, cov_tokens=1500, n_retain_neutral=8,
-                     n_retain_neighbours=4, max_remaining=0.5, frame_batch=16)
+                     n_retain_neighbours=4, max_remaining=0.5, frame_batch=16,
+                     max_neutral_change=1.0)
 
 
 def test_solve_maps_each_key_to_its_output_and_spares_other_directions() -> None:
@@ -36,6 +37,15 @@ def test_solve_maps_each_key_to_its_output_and_spares_other_directions() -> None
     soft = solve_delta(keys, desired, cov, lam=1.0)
     assert soft.norm() < exact.norm()
     assert (keys @ soft - desired).norm() > (keys @ exact - desired).norm()
+
+
+def test_choose_lam_prefers_the_most_conservative_edit_that_erases() -> None:
+    from workbench.edits.key_rewrite import choose_lam
+
+    c = [(300.0, {}, 0.6, 0.01), (30.0, {}, 0.1, 0.04), (3.0, {}, 0.05, 0.2)]  # lam, deltas, remaining, change
+    assert choose_lam(c, max_remaining=0.15, max_change=0.05)[0] == 30.0
+    assert choose_lam(c, max_remaining=0.01, max_change=0.05)[0] == 30.0  # none erases: best within budget
+    assert choose_lam(c, max_remaining=0.15, max_change=0.001)[0] == 300.0  # none within budget: smallest change
 
 
 @pytest.fixture(scope="module")

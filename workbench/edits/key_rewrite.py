@@ -55,9 +55,10 @@ class RewriteConfig:
     steps: int = 100  # optimisation of the desired outputs d_j
     frame_batch: int = 24  # frames per optimisation step
     lr: float = 0.2  # Adam step, relative to the rms of the MLP output at the name
-    output_penalty: float = 1e-3  # ||d_j||^2 / ||o_j||^2 weight: the smallest change that does it
-    lams: tuple[float, ...] = (30.0, 10.0, 3.0, 1.0, 0.3, 0.1)  # tried largest first
+    output_penalty: float = 1e-5  # ||d_j||^2 / ||o_j||^2 weight (per layer): a tie-breaker only
+    lams: tuple[float, ...] = (300.0, 100.0, 30.0, 10.0, 3.0, 1.0)  # tried largest (most conservative) first
     max_remaining: float = 0.15  # sqrt(repr loss / base repr loss) on the frames to accept a lam
+    max_neutral_change: float = 0.05  # sqrt(E||h dW||^2 / E||h W_out||^2) on retain text, per layer
     cov_tokens: int = 16_000
     max_len: int = 64
     n_retain_neutral: int = 60
@@ -238,7 +239,6 @@ def rewrite_name_key(
         desired = {layer: a.detach() for layer, a in adds.items()}
         with torch.no_grad(), _added_at_names(bundle, frames.last, desired):
             remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
-            keys = _keys_at_names(bundle, frames, layers)  # [n, d_mlp] per layer, under the additions
         progress.stage("key covariance on retain text", total=None)
         with torch.no_grad():
             covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
@@ -246,22 +246,22 @@ def rewrite_name_key(
                                            @ layout.w_out(bundle.hf_model, layer).detach().float()))
                   for layer in layers}  # E||h W_out||^2 on retain text
         tried: list[dict[str, float]] = []
-        chosen: tuple[float, dict[int, torch.Tensor], float] | None = None
-        progress.stage("solving the weight change (largest lam that erases)", total=len(cfg.lams))
+        candidates: list[tuple[float, dict[int, torch.Tensor], float, float]] = []
+        progress.stage("solving the weight change per lam", total=len(cfg.lams))
         for lam in cfg.lams:
-            deltas = {layer: solve_delta(keys[layer], desired[layer], covs[layer], lam) for layer in layers}
+            deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam)
             with torch.no_grad(), _delta_on_w_out(bundle, deltas):
                 rem = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
             change = {layer: (float(torch.trace(d.T @ covs[layer] @ d)) / max(energy[layer], 1e-12)) ** 0.5
                       for layer, d in deltas.items()}
             tried.append({"lam": lam, "remaining": rem, **{f"change_l{k}": v for k, v in change.items()}})
-            chosen = (lam, deltas, rem)
+            candidates.append((lam, deltas, rem, max(change.values())))
             progress.advance(1, lam=lam, remaining=rem)
-            if rem <= cfg.max_remaining:
+            if rem <= cfg.max_remaining and max(change.values()) <= cfg.max_neutral_change:
                 break
-        if chosen is None:
+        if not candidates:
             raise ValueError("RewriteConfig.lams is empty: give at least one lam.")
-        lam, deltas, rem = chosen
+        lam, deltas, rem, _ = choose_lam(candidates, cfg.max_remaining, cfg.max_neutral_change)
         progress.message(f"lam {lam:g}: name's distance to made-up names 1.00 -> {rem:.2f} "
                          f"(desired outputs reach {remaining_desired:.2f})")
     solves = [LayerSolve(layer, lam, 1.0, remaining_desired, rem,
@@ -273,6 +273,33 @@ def rewrite_name_key(
         seconds=time.perf_counter() - t0,
     )
     return result, solves
+
+
+def choose_lam(candidates: Sequence[tuple[float, dict[int, torch.Tensor], float, float]], max_remaining: float,
+               max_change: float) -> tuple[float, dict[int, torch.Tensor], float, float]:
+    """(lam, deltas, remaining, neutral change) to keep, from candidates in the order tried
+    (largest lam first): the first that erases (remaining <= max_remaining) within the change
+    budget; else the one that erases most within the budget; else the smallest change."""
+    within = [c for c in candidates if c[3] <= max_change]
+    for c in within:
+        if c[2] <= max_remaining:
+            return c
+    if within:
+        return min(within, key=lambda c: c[2])
+    return min(candidates, key=lambda c: c[3])
+
+
+def _solve_in_order(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int], desired: dict[int, torch.Tensor],
+                    covs: dict[int, torch.Tensor], lam: float) -> dict[int, torch.Tensor]:
+    """Solve the layers in order, as MEMIT does: each layer's keys are read with the earlier
+    layers' solved weights in place and the later layers' desired additions still hooked."""
+    deltas: dict[int, torch.Tensor] = {}
+    for i, layer in enumerate(layers):
+        later = {other: desired[other] for other in layers[i:]}
+        with torch.no_grad(), _delta_on_w_out(bundle, deltas), _added_at_names(bundle, frames.last, later):
+            keys = _keys_at_names(bundle, frames, [layer])[layer]  # [n, d_mlp]
+        deltas[layer] = solve_delta(keys, desired[layer], covs[layer], lam)
+    return deltas
 
 
 def _subset(frames: FrameBatch, pick: torch.Tensor) -> FrameBatch:
