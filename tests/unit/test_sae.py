@@ -319,3 +319,29 @@ def test_sae_feature_rows_feed_the_localized_optimisation(tiny_bundle, trained, 
         union |= {int(i) for i in tau_rows(tiny_bundle.hf_model, trained.sae, f, 0.5)["neuron"]}
     (target,) = result.spec.operations[0].targets
     assert target.layer == layer and 0 < len(target.rows) <= 12 and set(target.rows) <= union
+
+
+def test_pisces_with_a_pre_norm_sae(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
+    """site='mlp.hook_out' picks the pre-norm SAE (not the newer-or-older post-norm one) and its
+    features are read at that hook; the spec's rows are the raw-row tau rule of that SAE."""
+    from workbench.edits.facts import Fact, FactSet, split_sentences
+    from workbench.edits.overlay import compile_spec
+    from workbench.edits.pisces_search import local_sae_loader, pisces_erase
+
+    raw = train_sae(tiny_bundle, replace(TINY_CFG, site="mlp.hook_out"), sae_settings,
+                    texts=[d.text for d in load_wiki("en").sample(400, seed=3)])
+    corpus = load_wiki("en")
+    doc = corpus.get("Paris")
+    facts = FactSet(concept=doc.title, name="Paris", kind="place",
+                    facts=[Fact(s, "article") for s in split_sentences(doc.text)])
+    try:
+        result = pisces_erase(tiny_bundle, corpus, facts, sae_settings.saes_dir, layer=TINY_CFG.layer, n_candidates=4,
+                              n_select=2, taus=(0.5,), mus=(8.0,), min_target_prob=0.0, site="mlp.hook_out")
+    except ValueError as err:
+        assert "No candidate feature" in str(err)
+        pytest.skip("no candidate lowered the concept on the random tiny model")
+    assert result.spec.sae.id == raw.sae_id and ".mlp_raw." in raw.sae_id
+    op = result.spec.operations[0]
+    overlay = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
+    rows = {int(i) for f in op.features for i in tau_rows(tiny_bundle.hf_model, raw.sae, f, op.tau)["neuron"]}
+    assert {r.neuron for r in overlay.rows} <= rows
