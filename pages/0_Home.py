@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.jobs import prepare_job, pretrained_sae_job, sae_catalogue_job, sae_job
-from workbench.sae.train import SITES, SAETrainConfig
+from workbench.sae.train import CORPUS_MIXES, SITES, SAETrainConfig
 from workbench.store import list_saes
 from workbench.ui import panels, resources
 from workbench.ui.features import compact, sae_overview
@@ -118,9 +118,12 @@ with b3:
         k = t2.number_input("k (active per token)", 1, 256, d.k, key="sae_k")
         tokens = st.select_slider("training tokens", [50_000, 200_000, 400_000, 800_000, 1_600_000], value=d.tokens,
                                   key="sae_tokens", help="~1k tokens/s on 2 CPU cores: 800k tokens take ~15 min.")
+        corpus = st.selectbox("corpus", CORPUS_MIXES, index=CORPUS_MIXES.index(d.corpus), key="sae_corpus",
+                              help="Wikipedia summaries: English (~1M tokens) or mixed with French and Spanish (~2.5M).")
         if st.button("Start training", key="build_sae", type="primary"):
             try:
-                cfg = SAETrainConfig(layer=int(layer), site=site, width=int(width), k=int(k), tokens=int(tokens))
+                cfg = SAETrainConfig(layer=int(layer), site=site, width=int(width), k=int(k), tokens=int(tokens),
+                                     corpus=corpus)
             except ValueError as err:
                 st.error(str(err))
             else:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_embedded_sae_round_trip(embedded_bundle, tmp_path, session_settings) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "models").symlink_to(session_settings.models_dir.resolve(), target_is_directory=True)
     settings = Settings(cache_dir=tmp_path)
-    cfg = SAETrainConfig(layer=6, width=256, k=8, tokens=3072, context_size=64, train_batch_tokens=1024,
+    cfg = SAETrainConfig(layer=6, site="hook_mlp_out", width=256, k=8, tokens=3072, context_size=64, train_batch_tokens=1024,
                          store_batch_prompts=8, norm_batches=1, holdout_docs=20, eval_tokens=512)
     texts = [d.text for d in load_wiki("en").sample(120, seed=5)]
     result = train_sae(embedded_bundle, cfg, settings, texts=texts)

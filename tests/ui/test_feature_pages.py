@@ -14,7 +14,7 @@ from workbench.sae.train import SAETrainConfig
 from workbench.ui.draft import EditDraft
 from workbench.ui.features import compact, density_text, example_html, sae_label, snippet_html, table_height
 
-TINY_SAE = SAETrainConfig(layer=1, width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
+TINY_SAE = SAETrainConfig(layer=1, site="hook_mlp_out", width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
                           store_batch_prompts=8, norm_batches=2, holdout_docs=40, eval_tokens=1500, lr=2e-3,
                           dead_feature_window=8)
 

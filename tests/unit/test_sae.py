@@ -31,7 +31,7 @@ from workbench.sae.sources import SAELoadError, check_sae_folder, load_local_sae
 from workbench.sae.train import SAETrainConfig, collect_activations, train_sae
 
 TINY_CFG = SAETrainConfig(
-    layer=1, width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
+    layer=1, site="hook_mlp_out", width=128, k=6, tokens=12_288, context_size=32, train_batch_tokens=512,
     store_batch_prompts=8, norm_batches=2, holdout_docs=40, eval_tokens=1500, lr=2e-3,
     dead_feature_window=8,
 )

@@ -22,7 +22,7 @@ from workbench.sae.train import (
     train_on_activations,
 )
 
-CFG = SAETrainConfig(layer=1, width=128, k=6, tokens=6144, context_size=32, train_batch_tokens=512,
+CFG = SAETrainConfig(layer=1, site="hook_mlp_out", width=128, k=6, tokens=6144, context_size=32, train_batch_tokens=512,
                      norm_batches=2, holdout_docs=20, eval_tokens=1000, lr=2e-3, dead_feature_window=8)
 
 

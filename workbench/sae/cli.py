@@ -33,6 +33,7 @@ def add_sae_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ig
     p.add_argument("--k", type=int, default=d.k, help="active features per token (BatchTopK mean)")
     p.add_argument("--architecture", default=d.architecture, choices=["batchtopk", "topk"])
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--corpus", default=d.corpus, help="training text: en, es, fr or a mix such as en+fr+es")
     p.add_argument("--catalogue-tokens", type=int, default=50_000, help="corpus tokens for the catalogue sweep")
     p.add_argument("--no-catalogue", action="store_true", help="train only, do not catalogue into the store")
     p.add_argument("--force", action="store_true", help="retrain even if this config is cached")
@@ -82,7 +83,7 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 
     try:
         cfg = SAETrainConfig(layer=args.layer, site=args.hook, tokens=args.tokens, width=args.width,
-                             k=args.k, architecture=args.architecture, lr=args.lr)
+                             k=args.k, architecture=args.architecture, lr=args.lr, corpus=args.corpus)
     except ValueError as err:
         raise UserError(str(err)) from err
     settings, bundle = load_bundle_for(args)
