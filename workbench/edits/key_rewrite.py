@@ -9,10 +9,11 @@ gradient-trained value-vector edit (optimise.py) reaches about that 30% on singl
 (Japan, Paris) and leaves them answered, so this method solves for the edit instead:
 
 1. keys k_j = h (down_proj input) of layer `layer` at the name's last token in frame j;
-2. desired outputs: a per-frame vector d_j added to that MLP's raw output at the name
-   position is optimised (a few hundred parameters, forwards up to max(repr_layers)) until the
-   residuals match the made-up-name targets; the post-FFN RMSNorm is in the loop, so no
-   division by its ill-conditioned gain is needed;
+2. desired outputs: one vector d per MLP, added to its raw output at the name position in
+   every frame, is optimised (forwards up to max(repr_layers)) until the residuals match the
+   made-up-name targets; the post-FFN RMSNorm is in the loop, so no division by its
+   ill-conditioned gain is needed (per-frame vectors, tried first, learn slowly on minibatches
+   and have no reason to carry over to unseen prompts);
 3. the weight change that maps every k_j to d_j while moving the layer's output on ordinary
    text as little as possible (C = E[h h^T] over retain text):
        dW = (K^T K + lam * n * C)^-1 K^T D            (W_out: [d_mlp, d_model], h @ W_out)
@@ -221,22 +222,25 @@ def rewrite_name_key(
             base_dist = repr_distance(bundle, frames).clamp_min(1e-9)  # [n]
             outs = {layer: _capture_mlp(bundle, frames.input_ids, layer)[1][rows, frames.last] for layer in layers}
         scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
-        adds = {layer: torch.zeros(n, bundle.d_model, requires_grad=True) for layer in layers}
-        opt = torch.optim.Adam([{"params": [adds[layer]], "lr": cfg.lr * scales[layer]} for layer in layers])
+        # one vector per layer, shared by every frame (as ROME's v*): it is updated at every step
+        # and has to work in all contexts, which is what the held-out prompts need
+        shared = {layer: torch.zeros(bundle.d_model, requires_grad=True) for layer in layers}
+        opt = torch.optim.Adam([{"params": [shared[layer]], "lr": cfg.lr * scales[layer]} for layer in layers])
         progress.stage(f"desired MLP outputs at the name (layers {layers})", total=cfg.steps, unit="step")
         for _ in range(cfg.steps):
             pick = torch.randperm(n, generator=gen)[: cfg.frame_batch]
             sub = _subset(frames, pick)
             opt.zero_grad()
-            with _added_at_names(bundle, sub.last, {layer: adds[layer][pick] for layer in layers}):
+            adds = {layer: shared[layer].expand(len(pick), -1) for layer in layers}
+            with _added_at_names(bundle, sub.last, adds):
                 dist = repr_distance(bundle, sub) / base_dist[pick]
-            penalty = sum((adds[layer][pick].pow(2).sum(-1) / outs[layer][pick].pow(2).sum(-1).clamp_min(1e-9)).mean()
+            penalty = sum(shared[layer].pow(2).sum() / outs[layer][pick].pow(2).sum(-1).mean().clamp_min(1e-9)
                           for layer in layers)
             loss = dist.mean() + cfg.output_penalty * penalty
             loss.backward()
             opt.step()
             progress.advance(1, remaining=float(dist.mean().sqrt()))
-        desired = {layer: a.detach() for layer, a in adds.items()}
+        desired = {layer: v.detach().expand(n, -1).contiguous() for layer, v in shared.items()}
         with torch.no_grad(), _added_at_names(bundle, frames.last, desired):
             remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
         progress.stage("key covariance on retain text", total=None)
