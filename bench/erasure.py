@@ -78,14 +78,14 @@ def optimise_overrides(pairs: list[str], n_layers: int) -> OptimiseConfig | None
 
 def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
             optimise: OptimiseConfig | None = None, key_names: list[str] | None = None,
-            rewrite: RewriteConfig | None = None, sae_site: str | None = None) -> dict[str, Any]:
+            rewrite: RewriteConfig | None = None, pisces: dict[str, Any] | None = None) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
     if key_names:
         facts = replace(facts, key_names=key_names)
     t0 = time.perf_counter()
     result = erase(bundle, corpus, concept, method, TqdmProgress(), fact_set=facts,
                    options=EraseOptions(score=False, optimise=optimise, rewrite=rewrite,
-                                        pisces={"site": sae_site} if sae_site else {}))
+                                        pisces=pisces or {}))
     edit_s = time.perf_counter() - t0
     overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
                            payload=result.payload or None)
@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only print the table of finished rows")
     parser.add_argument("--sae-site", default=None, choices=["hook_mlp_out", "mlp.hook_out"],
                         help="site of the local layer-6 SAE the pisces methods use (default: the newest)")
+    parser.add_argument("--sae-id", default=None, help="local SAE folder the pisces methods use")
     parser.add_argument("--tag", default="", help="label appended to the method name in the rows (a variant)")
     parser.add_argument("--key-names", default="", help="comma-separated FactSet.key_names for this run's concepts")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -175,6 +176,7 @@ def main() -> None:
         sys.exit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     bundle = load_bundle(parse_source(args.model))
     corpus = load_wiki("en")
+    pisces = {k: v for k, v in (("site", args.sae_site), ("sae_id", args.sae_id)) if v}
     rows = []
     for concept in concepts:
         for method in methods:
@@ -185,9 +187,9 @@ def main() -> None:
                               rewrite=config_overrides(RewriteConfig(), args.set) if args.set else None)
             else:
                 row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers), keys,
-                              sae_site=args.sae_site)
+                              pisces=pisces)
             if method.startswith("pisces"):
-                row["sae_site"] = args.sae_site
+                row["sae"] = args.sae_id or args.sae_site
             row["key_names"] = keys
             if args.tag:
                 row["method"] = f"{method}:{args.tag}"

@@ -46,10 +46,17 @@ class PiscesResult:
     grid: list[dict[str, float]]
 
 
-def find_local_sae(saes_dir: Path, model_id: str, layer: int, site: str | None = None) -> Path:
-    """The newest local SAE folder for this model and layer (trained by `sae train`), of one
-    site ('hook_mlp_out', 'mlp.hook_out') when given."""
+def find_local_sae(saes_dir: Path, model_id: str, layer: int, site: str | None = None,
+                   sae_id: str | None = None) -> Path:
+    """The local SAE folder `sae_id`, or else the newest one for this model and layer (trained by
+    `sae train`), of one site ('hook_mlp_out', 'mlp.hook_out') when given."""
     from workbench.sae.train import site_short
+
+    if sae_id:
+        path = Path(saes_dir) / sae_id
+        if not (path / "sae_weights.safetensors").exists():
+            raise FileNotFoundError(f"No local SAE {sae_id!r} in {saes_dir}.")
+        return path
 
     pattern = f"{model_id}.l{layer}.{site_short(site) if site else '*'}.*"
     folders = sorted((p for p in Path(saes_dir).glob(pattern) if p.is_dir()
@@ -125,6 +132,7 @@ def contrast_candidates(bundle: ModelBundle, sae: Any, targets: FactTargets, r_i
 def sae_feature_rows(
     bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6, n_features: int = 16,
     tau: float = 0.5, max_rows: int = 256, min_target_prob: float = 0.05, site: str | None = None,
+    sae_id: str | None = None,
 ) -> tuple[dict[int, list[int]], list[FeatureCandidate]]:
     """PISCES's row selection as the rows of a localized optimisation: the SAE features that fire
     most on the fact set vs retain text, and for each the W_out rows of the tau rule (strongest
@@ -132,7 +140,7 @@ def sae_feature_rows(
     from workbench.sae.catalogue import tau_rows
     from workbench.sae.sources import load_local_sae
 
-    sae, _, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer, site))
+    sae, _, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer, site, sae_id))
     targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
     enc = retain_encoding(bundle, corpus, facts)
     with bundle.lock:
@@ -157,11 +165,11 @@ def pisces_erase(
     bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6,
     n_candidates: int = 8, n_select: int = 4, taus: tuple[float, ...] = (0.9, 0.7, 0.5),
     mus: tuple[float, ...] = (8.0, 16.0, 32.0), min_target_prob: float = 0.05, site: str | None = None,
-    progress: Progress = NullProgress(),
+    sae_id: str | None = None, progress: Progress = NullProgress(),
 ) -> PiscesResult:
     from workbench.sae.sources import load_local_sae
 
-    sae, sae_id, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer, site))
+    sae, sae_id, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer, site, sae_id))
     ref = SaeRef(id=sae_id, sha256=sae_sha256(sae))
     targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
     if targets.n_targets == 0:
