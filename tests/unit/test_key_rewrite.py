@@ -70,7 +70,7 @@ def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> No
         base = repr_distance(tiny_bundle, frames)
         with _delta_on_w_out(tiny_bundle, result.deltas):
             edited = repr_distance(tiny_bundle, frames)
-    assert float((edited / base).mean().sqrt()) == pytest.approx(solve.remaining_after, rel=1e-3)
+    assert float((edited.mean() / base.mean()).sqrt()) == pytest.approx(solve.remaining_after, rel=1e-3)
     assert solve.remaining_after < 0.9 and solve.tried[0]["lam"] == TINY.lams[0]
 
 

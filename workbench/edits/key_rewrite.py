@@ -58,7 +58,7 @@ class RewriteConfig:
     lr: float = 0.2  # Adam step, relative to the rms of the MLP output at the name
     output_penalty: float = 1e-5  # ||d_j||^2 / ||o_j||^2 weight (per layer): a tie-breaker only
     lams: tuple[float, ...] = (300.0, 100.0, 30.0, 10.0, 3.0, 1.0)  # tried largest (most conservative) first
-    max_remaining: float = 0.15  # sqrt(repr loss / base repr loss) on the frames to accept a lam
+    max_remaining: float = 0.15  # sqrt(mean repr loss / mean base repr loss) on the frames to accept a lam
     max_neutral_change: float = 0.05  # sqrt(E||h dW||^2 / E||h W_out||^2) on retain text, per layer
     cov_tokens: int = 16_000
     max_len: int = 64
@@ -84,7 +84,7 @@ class LayerSolve:
 
     layer: int
     lam: float
-    remaining_before: float  # sqrt(repr loss / base repr loss) before the edit (1.0)
+    remaining_before: float  # sqrt(mean repr loss / mean base repr loss) before the edit (1.0)
     remaining_desired: float  # with the optimised d_j added exactly
     remaining_after: float  # with the solved weight change
     output_change_neutral: float  # mean ||h dW|| / ||h W_out|| on retain tokens
@@ -219,7 +219,9 @@ def rewrite_name_key(
         n = len(frames.last)
         rows = torch.arange(n)
         with torch.no_grad():
-            base_dist = repr_distance(bundle, frames).clamp_min(1e-9)  # [n]
+            # one scale for all frames: a frame whose name already sits near the made-up names
+            # must not dominate (per-frame ratios blew up on Paris, which many frames mention)
+            base_dist = repr_distance(bundle, frames).mean().clamp_min(1e-9)  # scalar
             outs = {layer: _capture_mlp(bundle, frames.input_ids, layer)[1][rows, frames.last] for layer in layers}
         scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
         # one vector per layer, shared by every frame (as ROME's v*): it is updated at every step
@@ -233,7 +235,7 @@ def rewrite_name_key(
             opt.zero_grad()
             adds = {layer: shared[layer].expand(len(pick), -1) for layer in layers}
             with _added_at_names(bundle, sub.last, adds):
-                dist = repr_distance(bundle, sub) / base_dist[pick]
+                dist = repr_distance(bundle, sub) / base_dist
             penalty = sum(shared[layer].pow(2).sum() / outs[layer][pick].pow(2).sum(-1).mean().clamp_min(1e-9)
                           for layer in layers)
             loss = dist.mean() + cfg.output_penalty * penalty
