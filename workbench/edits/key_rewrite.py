@@ -59,7 +59,7 @@ class RewriteConfig:
     output_penalty: float = 1e-5  # ||d_j||^2 / ||o_j||^2 weight (per layer): a tie-breaker only
     lams: tuple[float, ...] = (300.0, 100.0, 30.0, 10.0, 3.0, 1.0)  # tried largest (most conservative) first
     max_remaining: float = 0.15  # sqrt(mean repr loss / mean base repr loss) on the frames to accept a lam
-    max_neutral_change: float = 0.05  # sqrt(E||h dW||^2 / E||h W_out||^2) on retain text, per layer
+    max_neutral_change: float = 0.03  # sqrt(E||h dW||^2 / E||h W_out||^2) on retain text, per layer
     cov_tokens: int = 16_000
     max_len: int = 64
     n_retain_neutral: int = 60
