@@ -27,8 +27,8 @@ The result is an additive delta on every row of one W_out, so it travels as an
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -36,10 +36,12 @@ import torch
 from workbench.corpus import Corpus
 from workbench.edits.facts import FactSet, split_sentences
 from workbench.edits.optimise import (
+    DownProjEdit,
     FrameBatch,
     OptimiseConfig,
     OptimiseResult,
     build_frames,
+    down_proj_edits,
     residuals_after,
     retain_documents,
 )
@@ -91,40 +93,24 @@ class LayerSolve:
     tried: list[dict[str, float]] = field(default_factory=list)
 
 
-@contextmanager
-def _added_at_names(bundle: ModelBundle, last: torch.Tensor, adds: dict[int, torch.Tensor]) -> Iterator[None]:
+def _added_at_names(bundle: ModelBundle, last: torch.Tensor, adds: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
     """Adds adds[layer][j] [d_model] to the raw MLP output of each layer at position last[j] of row j."""
     rows = torch.arange(len(last))
-    handles = []
-    for layer, add in adds.items():
-        def hook(_m: torch.nn.Module, _inp: object, out: torch.Tensor, add: torch.Tensor = add) -> torch.Tensor:
+
+    def at_names(add: torch.Tensor) -> DownProjEdit:
+        def edit(_h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             out = out.clone()
             out[rows, last] = out[rows, last] + add
             return out
 
-        handles.append(layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(hook))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+        return edit
+
+    return down_proj_edits(bundle, {layer: at_names(add) for layer, add in adds.items()})
 
 
-@contextmanager
-def _delta_on_w_out(bundle: ModelBundle, deltas: dict[int, torch.Tensor]) -> Iterator[None]:
-    """down_proj output += h @ delta for each layer (delta: [d_mlp, d_model])."""
-    handles = []
-    for layer, delta in deltas.items():
-        def hook(_m: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor,
-                 delta: torch.Tensor = delta) -> torch.Tensor:
-            return out + inp[0] @ delta
-
-        handles.append(layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(hook))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+def _delta_on_w_out(bundle: ModelBundle, deltas: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
+    """down_proj output += h @ delta for each layer (delta: [d_mlp, d_model], every row)."""
+    return down_proj_edits(bundle, {layer: lambda h, out, d=d: out + h @ d for layer, d in deltas.items()})
 
 
 def _capture_mlp(bundle: ModelBundle, ids: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -105,25 +105,33 @@ class _Stop(Exception):
     """Raised from a hook to end a forward pass once the needed layer has run."""
 
 
+DownProjEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (h [.., d_mlp], out [.., d_model]) -> out
+
+
 @contextmanager
-def delta_hooks(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[int, torch.Tensor]) -> Iterator[None]:
-    """Adds h[..., rows] @ delta to each chosen layer's down_proj output: the same as adding
-    delta to those W_out rows, but differentiable in delta and free to remove."""
-    handles = []
-    for layer, idx in rows.items():
-        index = torch.tensor(idx, dtype=torch.long)
-        delta = deltas[layer]
-
-        def hook(_mod: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor,
-                 index: torch.Tensor = index, delta: torch.Tensor = delta) -> torch.Tensor:
-            return output + inputs[0][..., index] @ delta
-
-        handles.append(layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(hook))
+def down_proj_edits(bundle: ModelBundle, edits: dict[int, DownProjEdit]) -> Iterator[None]:
+    """Replace each layer's down_proj output by edit(h, out) while the context is open (h is the
+    down_proj input); the hooks are always removed."""
+    handles = [
+        layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
+            lambda _m, inputs, output, edit=edit: edit(inputs[0], output))
+        for layer, edit in edits.items()
+    ]
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+
+
+def delta_hooks(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
+    """Adds h[..., rows] @ delta to each chosen layer's down_proj output: the same as adding
+    delta to those W_out rows, but differentiable in delta and free to remove."""
+    edits: dict[int, DownProjEdit] = {}
+    for layer, idx in rows.items():
+        index, delta = torch.tensor(idx, dtype=torch.long), deltas[layer]
+        edits[layer] = lambda h, out, index=index, delta=delta: out + h[..., index] @ delta
+    return down_proj_edits(bundle, edits)
 
 
 def final_hidden(bundle: ModelBundle, input_ids: torch.Tensor) -> torch.Tensor:
