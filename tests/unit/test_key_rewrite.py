@@ -64,11 +64,11 @@ def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> No
     assert solve.remaining_desired < 0.5 < solve.remaining_before
     # the solved weights reproduce what the hook did, measured again from scratch
     frames = build_frames(tiny_bundle, facts, TINY.frames_config())
-    from workbench.edits.key_rewrite import _delta_on_w_out
+    from workbench.edits.key_rewrite import full_layer_deltas
 
     with torch.no_grad():
         base = repr_distance(tiny_bundle, frames)
-        with _delta_on_w_out(tiny_bundle, result.deltas):
+        with full_layer_deltas(tiny_bundle, result.deltas):
             edited = repr_distance(tiny_bundle, frames)
     assert float((edited.mean() / base.mean()).sqrt()) == pytest.approx(solve.remaining_after, rel=1e-3)
     assert solve.remaining_after < 0.9 and solve.tried[0]["lam"] == TINY.lams[0]
@@ -104,3 +104,22 @@ def test_key_covariance_is_the_mean_outer_product(tiny_bundle) -> None:  # type:
     with torch.no_grad():
         h = _capture_mlp(tiny_bundle, enc["input_ids"], 2)[0][keep]  # [n_tok, d_mlp]
     assert torch.allclose(covs[2], h.T @ h / h.shape[0], atol=1e-5)
+
+
+def test_rewrite_then_optimise_is_two_composed_operations(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
+    from workbench.edits.optimise import OptimiseConfig
+    from workbench.models import layout
+
+    opt = OptimiseConfig(layers=(1, 2), n_rows=12, steps=2, min_target_prob=0.0, repr_layers=(2,), n_retain_neutral=6,
+                         n_retain_neighbours=2, n_retain_collisions=2, eval_every=100, lr_scale=0.5)
+    result = erase(tiny_bundle, corpus, "Harry Potter", "rewrite-optimise",
+                   options=EraseOptions(rewrite=TINY, optimise=opt, n_rows=12, score=False))
+    first, second = result.spec.operations
+    assert {t.delta for t in first.targets} == {"rewrite.l0.delta", "rewrite.l1.delta"}
+    assert {t.delta for t in second.targets} <= {"optimise.l1.delta", "optimise.l2.delta"}
+    overlay = compile_spec(result.spec, tiny_bundle, payload=result.payload)
+    w1 = layout.w_out(tiny_bundle.hf_model, 1).detach().float() + result.payload["rewrite.l1.delta"]
+    for t in second.targets:
+        if t.layer == 1:
+            w1[t.rows] += result.payload[t.delta]
+    assert torch.allclose(overlay.tensors[layout.down_proj_name(1)].T, w1, atol=1e-6)

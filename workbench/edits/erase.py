@@ -14,6 +14,8 @@ Methods (METHODS.md section 2):
   rewrite   closed-form (MEMIT-style) rewrite of the name's key in one MLP so the residual at the
             name looks like made-up names after layer 8 (edits/key_rewrite.py); every row of that
             layer's W_out changes, the delta travels in the payload like 'optimise'.
+  rewrite-optimise
+            'rewrite', then 'optimise' trained with the rewrite in place: two operations in one spec.
   optimise-facts / optimise-repr
             the same with only the fact (unlikelihood) or only the representation target; kept
             so the bench can compare the two halves of the default.
@@ -148,7 +150,7 @@ def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOp
 def _rewrite(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
     cfg = opts.rewrite or RewriteConfig()
     result, solves = rewrite_name_key(bundle, facts, corpus, cfg, progress)
-    op, payload = to_operation(result, cfg)
+    op, payload = to_operation(result, cfg, prefix="rewrite")
     candidates = []
     for layer, idx in result.rows.items():
         v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [m, d]
@@ -160,6 +162,20 @@ def _rewrite(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpt
         candidates += [RowCandidate(layer, idx[i], float(rel[i]), evidence) for i in top]
     candidates.sort(key=lambda c: -c.score)
     return MethodRun([op], payload, candidates[: opts.n_rows])  # the most changed rows of all layers
+
+
+def _rewrite_optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions,
+                      progress: Progress) -> MethodRun:
+    """'rewrite', then 'optimise' trained on top of it (its KL anchors to the rewritten model):
+    the rewrite removes who the name is, the optimisation the facts the name's removal left."""
+    from workbench.edits.key_rewrite import full_layer_deltas
+
+    first = _rewrite(bundle, corpus, facts, opts, progress)
+    deltas = {t.layer: first.payload[t.delta] for t in first.operations[0].targets}
+    with bundle.lock, full_layer_deltas(bundle, deltas):
+        second = _optimise(bundle, corpus, facts, opts, progress)
+    return MethodRun([*first.operations, *second.operations], {**first.payload, **second.payload},
+                     [*second.candidates, *first.candidates])
 
 
 def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions,
@@ -236,6 +252,7 @@ METHODS: dict[str, MethodFn] = {
     "optimise-repr": _optimise_target("representation"),
     "pisces-rows": _pisces_rows,
     "rewrite": _rewrite,
+    "rewrite-optimise": _rewrite_optimise,
 }
 
 

@@ -108,7 +108,7 @@ def _added_at_names(bundle: ModelBundle, last: torch.Tensor, adds: dict[int, tor
     return down_proj_edits(bundle, {layer: at_names(add) for layer, add in adds.items()})
 
 
-def _delta_on_w_out(bundle: ModelBundle, deltas: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
+def full_layer_deltas(bundle: ModelBundle, deltas: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
     """down_proj output += h @ delta for each layer (delta: [d_mlp, d_model], every row)."""
     return down_proj_edits(bundle, {layer: lambda h, out, d=d: out + h @ d for layer, d in deltas.items()})
 
@@ -242,7 +242,7 @@ def rewrite_name_key(
         progress.stage("solving the weight change per lam", total=len(cfg.lams))
         for lam in cfg.lams:
             deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam)
-            with torch.no_grad(), _delta_on_w_out(bundle, deltas):
+            with torch.no_grad(), full_layer_deltas(bundle, deltas):
                 rem = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
             change = {layer: (float(torch.trace(d.T @ covs[layer] @ d)) / max(energy[layer], 1e-12)) ** 0.5
                       for layer, d in deltas.items()}
@@ -288,7 +288,7 @@ def _solve_in_order(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[in
     deltas: dict[int, torch.Tensor] = {}
     for i, layer in enumerate(layers):
         later = {other: desired[other] for other in layers[i:]}
-        with torch.no_grad(), _delta_on_w_out(bundle, deltas), _added_at_names(bundle, frames.last, later):
+        with torch.no_grad(), full_layer_deltas(bundle, deltas), _added_at_names(bundle, frames.last, later):
             keys = _keys_at_names(bundle, frames, [layer])[layer]  # [n, d_mlp]
         deltas[layer] = solve_delta(keys, desired[layer], covs[layer], lam)
     return deltas

@@ -564,16 +564,17 @@ def bake(bundle: ModelBundle, result: OptimiseResult) -> dict[str, torch.Tensor]
     return out
 
 
-def to_operation(result: OptimiseResult, cfg: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+def to_operation(result: OptimiseResult, cfg: Any, prefix: str = "optimise") -> tuple[Any, dict[str, torch.Tensor]]:
     """The spec operation (OptimiseValueVectors) and its safetensors payload for a result; `cfg`
-    (the dataclass config that made it) is recorded in the operation's params."""
+    (the dataclass config that made it) is recorded in the operation's params, and the payload
+    tensors are named '<prefix>.l<layer>.delta' (distinct prefixes let two such ops share a spec)."""
     from workbench.edits.spec import OptimiseValueVectors, ValueVectorDelta
 
-    payload = {f"optimise.l{layer}.delta": result.deltas[layer].contiguous() for layer in result.rows}
+    payload = {f"{prefix}.l{layer}.delta": result.deltas[layer].contiguous() for layer in result.rows}
     params = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in asdict(cfg).items()}
     params.update(steps_run=len(result.history), seconds=round(result.seconds, 1), stopped_early=result.stopped_early)
     op = OptimiseValueVectors(
-        targets=[ValueVectorDelta(layer=layer, rows=rows, delta=f"optimise.l{layer}.delta")
+        targets=[ValueVectorDelta(layer=layer, rows=rows, delta=f"{prefix}.l{layer}.delta")
                  for layer, rows in result.rows.items()],
         params=params,
     )
