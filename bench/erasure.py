@@ -5,7 +5,7 @@ general; other concepts; perplexity change; re-introduction; weights changed; wa
     python bench/erasure.py --concepts "Harry Potter,Eiffel Tower" --methods optimise,ablate
     python bench/erasure.py --all            # all dev concepts x all methods (hours on 2 cores)
 
-Rows are appended to cache/erasure/results.jsonl as they finish, so a long run can be stopped
+Rows are appended to cache/erasure/results-<model>.jsonl as they finish, so a long run can be stopped
 and its finished rows kept; `--table` reprints the table from that file.
 """
 
@@ -28,6 +28,14 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from workbench.benchmark.devbench import load_devbench  # noqa: E402
+from workbench.benchmark.goals import (  # noqa: E402
+    ErasureGoal,
+    controls_held,
+    goal_checks,
+    goal_summary,
+    latest_rows,
+    mean_row,
+)
 from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
@@ -126,7 +134,9 @@ COLUMNS = [("concept", 20), ("method", 14), ("concept_first", 6), ("concept_cont
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = " ".join(f"{name[:w]:>{w}}" for name, w in COLUMNS)
+    """Rows, then per method the mean row and which parts of the goal (ErasureGoal) it meets,
+    and on how many concepts the controls all held."""
+    head = " ".join(f"{name[:w]:>{w}}" for name, w in COLUMNS) + " controls"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -134,18 +144,17 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         for name, w in COLUMNS:
             v = r.get(name)
             cells.append(f"{v:>{w}.2f}" if isinstance(v, float) else f"{str(v)[:w]:>{w}}")
-        print(" ".join(cells))
+        print(" ".join(cells) + ("     held" if controls_held(r) else "   BROKEN"))
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
-    print("\nmean over concepts")
+    print("\nmean over concepts (goal: " + ", ".join(f"{k} {v}" for k, v in vars(ErasureGoal()).items()) + ")")
     for method, group in by_method.items():
-        means = {}
-        for name, _ in COLUMNS[2:]:
-            vals = [g[name] for g in group if isinstance(g.get(name), int | float)]
-            means[name] = sum(vals) / len(vals) if vals else None
+        means = mean_row(group)
+        held = sum(controls_held(g) for g in group)
         print(f"{'(' + str(len(group)) + ' concepts)':>20} {method:>14} " + " ".join(
-            f"{means[n]:>{w}.2f}" if means[n] is not None else f"{'-':>{w}}" for n, w in COLUMNS[2:]))
+            f"{means[n]:>{w}.2f}" if means.get(n) is not None else f"{'-':>{w}}" for n, w in COLUMNS[2:]))
+        print(f"{'':>35} {goal_summary(goal_checks(means))}; controls held on {held}/{len(group)} concepts")
 
 
 def main() -> None:
@@ -167,7 +176,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results = OUT / f"results-{args.model}.jsonl"
     if args.table:
-        print_table([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
+        print_table(latest_rows([json.loads(line) for line in results.read_text().splitlines() if line.strip()]))
         return
     concepts = [c.title for c in load_devbench().concepts] if args.all else [c.strip() for c in args.concepts.split(",")]
     methods = list(METHODS) if args.all else [m.strip() for m in args.methods.split(",")]

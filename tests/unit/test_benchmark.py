@@ -147,3 +147,24 @@ def test_cloze_candidates_cut_before_capitalised_or_rare_words() -> None:
     assert ("Zorbland is a small country in the north of", "Europe") in pairs
     assert ("Zorbland: Its capital city is", "Quaxville") in pairs
     assert all(c.prompt.startswith("Zorbland") for c in cands)
+
+
+def test_goal_checks_name_each_broken_control_and_latest_rows_replace_reruns() -> None:
+    from workbench.benchmark.goals import controls_held, goal_checks, latest_rows, mean_row
+
+    good = {"name_dep": 0.05, "neighbours": 0.95, "general": 0.96, "others": 0.88, "others_base": 0.91,
+            "ppl_change_pct": 1.0}
+    assert goal_checks(good) == dict.fromkeys(("concept", "neighbours", "general", "others", "perplexity"), True)
+    assert controls_held(good)
+    # lowering the concept while breaking a control is not a held edit
+    broken = {**good, "neighbours": 0.80, "others": 0.80}
+    checks = goal_checks(broken)
+    assert checks["concept"] and not checks["neighbours"] and not checks["others"] and checks["general"]
+    assert not controls_held(broken)
+    assert goal_checks({**good, "name_dep": 0.2})["concept"] is False
+    assert not controls_held({k: v for k, v in good.items() if k != "ppl_change_pct"})  # missing != held
+    rows = [{"concept": "A", "method": "m", "name_dep": 0.5}, {"concept": "B", "method": "m", "name_dep": 0.1},
+            {"concept": "A", "method": "m", "name_dep": 0.3}]
+    last = latest_rows(rows)
+    assert [(r["concept"], r["name_dep"]) for r in last] == [("B", 0.1), ("A", 0.3)]
+    assert mean_row(last)["name_dep"] == pytest.approx(0.2)

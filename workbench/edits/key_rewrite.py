@@ -227,7 +227,7 @@ def rewrite_name_key(
             loss = dist.mean() + cfg.output_penalty * penalty
             loss.backward()
             opt.step()
-            progress.advance(1, remaining=float(dist.mean().sqrt()))
+            progress.advance(1, remaining=float(dist.detach().mean().sqrt()))
         desired = {layer: v.detach().expand(n, -1).contiguous() for layer, v in shared.items()}
         with torch.no_grad(), _added_at_names(bundle, frames.last, desired):
             remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())

@@ -1,0 +1,77 @@
+"""The erasure goal of the dev benchmark as numbers, and which of its parts a bench row meets.
+
+A bench row (bench/erasure.py, one concept x method, or the mean of several) is a mapping with
+keys name_dep, concept_first, concept_cont, neighbours, general, others, others_base and
+ppl_change_pct. Every prompt of the dev benchmark is one the base model answers, so the base of
+neighbours and general is 1.00; other concepts are scored by first-token accuracy, whose base
+(others_base) is below 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+CONTROL_CHECKS = ("neighbours", "general", "others", "perplexity")
+
+
+@dataclass(frozen=True)
+class ErasureGoal:
+    """Thresholds of issue 8's goal (means over the dev concepts)."""
+
+    name_dep_max: float = 0.10  # answered fraction of prompts that need the concept's name
+    neighbour_drop_max: float = 0.10
+    general_drop_max: float = 0.05
+    others_drop_max: float = 0.05  # first-token accuracy on the other concepts' prompts
+    ppl_change_max_pct: float = 2.0
+
+
+def goal_checks(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> dict[str, bool | None]:
+    """{check: met?} for the concept goal and each control; None when the row lacks the number."""
+
+    def val(key: str) -> float | None:
+        v = row.get(key)
+        return float(v) if isinstance(v, int | float) else None
+
+    name_dep, nb, gen, oth, ob, ppl = (val(k) for k in
+                                       ("name_dep", "neighbours", "general", "others", "others_base", "ppl_change_pct"))
+    return {
+        "concept": None if name_dep is None else name_dep <= goal.name_dep_max,
+        "neighbours": None if nb is None else 1.0 - nb <= goal.neighbour_drop_max + 1e-9,
+        "general": None if gen is None else 1.0 - gen <= goal.general_drop_max + 1e-9,
+        "others": None if oth is None or ob is None else ob - oth <= goal.others_drop_max + 1e-9,
+        "perplexity": None if ppl is None else ppl <= goal.ppl_change_max_pct,
+    }
+
+
+def controls_held(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> bool:
+    """True when no control failed (neighbours, general, other concepts, perplexity): the edit
+    removed at most the concept. A missing number does not count as held."""
+    checks = goal_checks(row, goal)
+    return all(checks[k] is True for k in CONTROL_CHECKS)
+
+
+def mean_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Column means over rows (numbers only; None where no row has the column)."""
+    keys = {k for r in rows for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    out: dict[str, float | None] = {}
+    for k in sorted(keys):
+        vals = [float(r[k]) for r in rows if isinstance(r.get(k), int | float)]
+        out[k] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def latest_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The last row of each (concept, method), in the order they were last run: a re-run
+    replaces the row it repeats."""
+    last: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for r in rows:
+        last.pop((r["concept"], r["method"]), None)
+        last[(r["concept"], r["method"])] = r
+    return list(last.values())
+
+
+def goal_summary(checks: Mapping[str, bool | None]) -> str:
+    """'concept FAIL · neighbours ok · ...' for a table line."""
+    return " · ".join(f"{k} {'-' if v is None else 'ok' if v else 'FAIL'}" for k, v in checks.items())
