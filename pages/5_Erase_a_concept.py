@@ -108,7 +108,7 @@ blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id) if info and 
 if blocked:
     m2.warning(blocked)
 o1, o2 = st.columns(2)
-steps = o1.slider("Optimisation steps", 5, 80, 40, 5, key="er_steps", disabled=not method.startswith("optimise"),
+steps = o1.slider("Optimisation steps", 5, 80, 40, 5, key="er_steps", disabled=not (info and info.optimises),
                   help="Adam steps on the row deltas; early stopping on a validation split of the fact set.")
 score = o2.checkbox("Run the scorecard afterwards", value=True, key="er_score",
                     help="Concept, neighbours, general knowledge, perplexity, re-introduction in context (~1.5 min).")

@@ -340,3 +340,14 @@ def test_continuation_markdown_bolds_the_generated_part_only() -> None:
     assert continuation_markdown("The city of", " Paris, France. ") == "The city of **Paris, France\\.** "
     assert continuation_markdown("a*b", "", cursor=True) == "a\\*b▌"
     assert continuation_markdown("x", " <script>") == "x **\\<script\\>**"
+
+
+def test_every_erase_method_is_described_on_the_page() -> None:
+    """A method the CLI offers must not appear on the Erase page as a bare key without its
+    measured trade-off, and the default must be labelled as such."""
+    from workbench.edits.erase import DEFAULT_METHOD, METHODS
+    from workbench.ui.erase import METHOD_INFO
+
+    assert set(METHOD_INFO) == set(METHODS)
+    assert "default" in METHOD_INFO[DEFAULT_METHOD].label
+    assert sum("default" in info.label for info in METHOD_INFO.values()) == 1

@@ -22,8 +22,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--concept", required=True, help="a title of the embedded corpus, e.g. 'Harry Potter'")
     p.add_argument("--out", required=True, help="where to write the spec JSON (payload goes beside it)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                   help=f"erasure method (default {DEFAULT_METHOD}; pisces needs a local layer-6 SAE)")
-    p.add_argument("--steps", type=int, help="optimisation steps (method optimise)")
+                   help=f"erasure method (default {DEFAULT_METHOD}; pisces and pisces-rows need a local layer-6 SAE)")
+    p.add_argument("--steps", type=int, help="optimisation steps (the methods that optimise: optimise*, pisces-rows, rewrite-optimise)")
     p.add_argument("--candidates", type=int, default=10, help="candidate rows/features to print")
     p.add_argument("--facts", help="a fact-set JSON (edited by hand) instead of building one")
     p.add_argument("--no-eval", action="store_true", help="skip the scorecard")

@@ -7,15 +7,18 @@
 Methods (METHODS.md section 2):
   optimise  localized optimisation of ~256 value vectors, fact + representation targets together
             (OptimiseConfig target 'both'); one OptimiseValueVectors op + a payload of deltas.
-            The best method on the dev benchmark (bench/erasure.py).
+            The default: on the dev benchmark (bench/erasure.py, README) the method that keeps
+            neighbours, general knowledge and perplexity while erasing most of what needs the name.
   pisces-rows
             PISCES's row selection (SAE features firing on the fact set, their rows by the tau
             rule) as the rows of the localized optimisation, instead of activation contrast.
-  rewrite   closed-form (MEMIT-style) rewrite of the name's key in one MLP so the residual at the
-            name looks like made-up names after layer 8 (edits/key_rewrite.py); every row of that
-            layer's W_out changes, the delta travels in the payload like 'optimise'.
+  rewrite   closed-form (MEMIT-style) rewrite of the name's key in MLPs 3-7 so the residual at the
+            name looks like made-up names after layer 8 (edits/key_rewrite.py); every row of those
+            layers' W_out changes, the delta travels in the payload like 'optimise'.
   rewrite-optimise
             'rewrite', then 'optimise' trained with the rewrite in place: two operations in one spec.
+            The strongest erasure measured (meets the name-dependent goal) but it costs neighbours
+            and general prompts, so it is not the default.
   optimise-facts / optimise-repr
             the same with only the fact (unlikelihood) or only the representation target; kept
             so the bench can compare the two halves of the default.

@@ -20,7 +20,7 @@ gradient-trained value-vector edit (optimise.py) reaches about that 30% on singl
    the largest `lam` of a short list that still leaves <= `max_remaining` of the distance on the
    frames is kept (the most conservative edit that erases).
 
-The result is an additive delta on every row of one W_out, so it travels as an
+The result is an additive delta on every row of each edited W_out, so it travels as an
 `optimise_value_vectors` operation with its delta in the safetensors payload, like optimise.py's.
 """
 
