@@ -50,10 +50,10 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "stay (0.90). Every row of the five layers changes (6.6M weights). ~4 min."),
     "optimise-facts": MethodInfo(
         "Localized optimisation, fact target only",
-        "Only the unlikelihood on the fact set (no representation target). On 4 concepts (Harry Potter, Paris, Einstein, Japan): name-dep 0.41 answered (the default 0.39), neighbours 0.89 (Paris 0.67): the facts' answer words are also the neighbours'.", optimises=True),
+        "Only the unlikelihood on the fact set (no representation target). On 6 concepts: name-dep 0.41 answered (the default 0.26 on the same 6), neighbours 0.93 (Paris 0.67): the facts' answer words are also the neighbours'.", optimises=True),
     "optimise-repr": MethodInfo(
         "Localized optimisation, representation target only",
-        "Only 'make the name look like made-up names' (no fact list). On the same 4 concepts: keeps every control (neighbours 1.00, general 0.97, perplexity -0.1%) but erases little: name-dep 0.64 answered.", optimises=True),
+        "Only 'make the name look like made-up names' (no fact list). On 5 concepts: keeps every control (neighbours 1.00, general 0.98, perplexity +0.0%) but erases little: name-dep 0.66 answered.", optimises=True),
     "pisces": MethodInfo(
         "PISCES (SAE features, closed form)",
         "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
