@@ -13,17 +13,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.evaluate import EvalOptions
+
+_SCORECARD = EvalOptions()  # the per-edit verdict thresholds; the goal's control drops are the same numbers
 CONTROL_CHECKS = ("neighbours", "general", "others", "perplexity")
 
 
 @dataclass(frozen=True)
 class ErasureGoal:
-    """Thresholds of issue 8's goal (means over the dev concepts)."""
+    """Thresholds of issue 8's goal (means over the dev concepts). The drops are the scorecard's
+    verdict thresholds (EvalOptions); the concept and perplexity bars are the goal's own, stricter
+    than the scorecard's (forget ratio 0.25, perplexity ratio 1.05)."""
 
     name_dep_max: float = 0.10  # answered fraction of prompts that need the concept's name
-    neighbour_drop_max: float = 0.10
-    general_drop_max: float = 0.05
-    others_drop_max: float = 0.05  # first-token accuracy on the other concepts' prompts
+    neighbour_drop_max: float = _SCORECARD.neighbour_max_drop
+    general_drop_max: float = _SCORECARD.general_max_drop
+    others_drop_max: float = _SCORECARD.others_max_drop  # first-token accuracy on the other concepts' prompts
     ppl_change_max_pct: float = 2.0
 
 

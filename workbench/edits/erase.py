@@ -7,8 +7,8 @@
 Methods (METHODS.md section 2):
   optimise  localized optimisation of ~256 value vectors, fact + representation targets together
             (OptimiseConfig target 'both'); one OptimiseValueVectors op + a payload of deltas.
-            The default: on the dev benchmark (bench/erasure.py, README) the method that keeps
-            neighbours, general knowledge and perplexity while erasing most of what needs the name.
+            The default: on the dev benchmark (bench/erasure.py, README) the method that holds every
+            control (neighbours, general, other concepts, perplexity) on the most concepts.
   pisces-rows
             PISCES's row selection (SAE features firing on the fact set, their rows by the tau
             rule) as the rows of the localized optimisation, instead of activation contrast.
@@ -17,8 +17,8 @@ Methods (METHODS.md section 2):
             layers' W_out changes, the delta travels in the payload like 'optimise'.
   rewrite-optimise
             'rewrite', then 'optimise' trained with the rewrite in place: two operations in one spec.
-            The strongest erasure measured (meets the name-dependent goal) but it costs neighbours
-            and general prompts, so it is not the default.
+            The strongest erasure measured (closest to the name-dependent goal) but it costs
+            neighbours and general prompts, so it is not the default.
   optimise-facts / optimise-repr
             the same with only the fact (unlikelihood) or only the representation target; kept
             so the bench can compare the two halves of the default.

@@ -50,10 +50,14 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "stay (0.90). Every row of the five layers changes (6.6M weights). ~4 min."),
     "optimise-facts": MethodInfo(
         "Localized optimisation, fact target only",
-        "Only the unlikelihood on the fact set (no representation target). On 6 concepts: name-dep 0.41 answered (the default 0.26 on the same 6), neighbours 0.93 (Paris 0.67): the facts' answer words are also the neighbours'.", optimises=True),
+        "Only the unlikelihood on the fact set (no representation target). On 6 concepts: name-dep 0.41 "
+        "answered (the default 0.26 on the same 6), neighbours 0.93 (Paris 0.67): the facts' answer "
+        "words are also the neighbours'.", optimises=True),
     "optimise-repr": MethodInfo(
         "Localized optimisation, representation target only",
-        "Only 'make the name look like made-up names' (no fact list). On 5 concepts: keeps every control (neighbours 1.00, general 0.98, perplexity +0.0%) but erases little: name-dep 0.66 answered.", optimises=True),
+        "Only 'make the name look like made-up names' (no fact list). On 5 concepts: keeps every "
+        "control (neighbours 1.00, general 0.98, perplexity +0.0%) but erases little: name-dep 0.66 "
+        "answered.", optimises=True),
     "pisces": MethodInfo(
         "PISCES (SAE features, closed form)",
         "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
@@ -63,8 +67,8 @@ METHOD_INFO: dict[str, MethodInfo] = {
     "pisces-rows": MethodInfo(
         "SAE feature rows + localized optimisation",
         "PISCES's selection (SAE features that fire on the fact set; their W_out rows by the tau rule) "
-        "as the rows the localized optimisation edits. Keeps the controls but erases less than the "
-        "contrast rows: name-dep 0.64 answered. Needs a local SAE of layer 6.", needs_sae=True,
+        "as the rows the localized optimisation edits. Keeps neighbours (0.93) and perplexity (+0.5%) "
+        "but erases less than the contrast rows: name-dep 0.64 answered. Needs a local SAE of layer 6.", needs_sae=True,
         optimises=True),
     "ablate": MethodInfo(
         "Zero contrast-ranked value vectors",
