@@ -1,17 +1,17 @@
 """Edit & preview: your ordered list of operations, base vs edited generations streamed side by
 side, the scorecard, import/export of the EditSpec JSON and export of the edited checkpoint.
 
-Your edit lives in this browser session only; the shared model is edited only inside the model
-lock (apply -> generate -> revert), so other users never see it."""
+Your edit lives in this browser session only, as an adapter: the shared model's weights are
+never written, and your edit is added only to your own rows of a batched forward pass (base and
+edited decode as one batch, together with other users' previews), so nobody else sees it."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import streamlit as st
 
-from workbench.edits.overlay import compile_spec
+from workbench.edits.compile import compile_spec
 from workbench.edits.spec import SpecError, pack_payload
 from workbench.ui import draft as drafts
 from workbench.ui import panels, resources
@@ -67,7 +67,7 @@ if d.operations and st.button("Clear all", key="ed_clear"):
 
 
 def compiled() -> tuple[object, object] | None:
-    """(spec, overlay) of the current draft, compiled once per draft version."""
+    """(spec, adapter) of the current draft, compiled once per draft version."""
     if not d.operations:
         return None
     key = ("ed_compiled", d.version, d.name, d.notes)
@@ -76,9 +76,9 @@ def compiled() -> tuple[object, object] | None:
         return cache[1], cache[2]
     spec = d.to_spec(bundle)
     with st.spinner("Compiling the edit ..."):
-        overlay = compile_spec(spec, bundle, sae_loader=resources.sae_loader(), payload=d.payload or None)
-    st.session_state["ed_compiled"] = (key, spec, overlay)
-    return spec, overlay
+        adapter = compile_spec(spec, bundle, sae_loader=resources.sae_loader(), payload=d.payload or None)
+    st.session_state["ed_compiled"] = (key, spec, adapter)
+    return spec, adapter
 
 
 try:
@@ -87,9 +87,10 @@ except (SpecError, ValueError, RuntimeError) as err:
     st.error(f"This edit cannot be compiled: {err}")
     ready = None
 if ready:
-    spec, overlay = ready
-    st.caption(f"Compiled: {len(overlay.tensors)} tensor(s) replaced, {len(overlay.rows)} row(s) changed, "  # type: ignore[attr-defined]
-               f"{len(overlay.hooks)} run-time hook(s) · spec sha256 `{spec.sha256()[:12]}…`")  # type: ignore[attr-defined]
+    spec, adapter = ready
+    forms = ", ".join(f"layer {layer}: {form}" for layer, form in adapter.forms().items())  # type: ignore[attr-defined]
+    st.caption(f"Compiled adapter: {len(adapter.rows)} row(s) changed ({forms or 'no weight delta'}), "  # type: ignore[attr-defined]
+               f"{len(adapter.hooks)} run-time hook(s) · spec sha256 `{spec.sha256()[:12]}…`")  # type: ignore[attr-defined]
 
 # ---------------------------------------------------------------- preview
 st.subheader("Preview: base vs edited")
@@ -99,28 +100,25 @@ prompt = p1.text_area("Prompt", value=st.session_state.get("ed_prompt_default", 
                       max_chars=limits.max_prompt_chars, key="ed_prompt", height=80)
 max_new = p2.slider("new tokens", 1, limits.max_new_tokens, min(24, limits.max_new_tokens), key="ed_max_new")
 if st.button("Generate", key="ed_generate", type="primary"):
-    from workbench.generate import SamplingParams, lock_busy, stream_generate
+    from workbench.generate import SamplingParams, stream_pair
 
     left, right = st.columns(2)
     left.markdown("**Base model**")
     right.markdown("**Edited model**" + ("" if ready else " (no operations: same as base)"))
     slots = (left.empty(), right.empty())
     params = SamplingParams(max_new_tokens=int(max_new))
-    overlay_or_none = ready[1] if ready else None
+    texts = ["", ""]
     try:
-        for slot, ov in zip(slots, (None, overlay_or_none), strict=True):
-            if lock_busy(bundle):
-                slot.warning("Queued: the model is busy (another user's preview or a build); starting when it is free ...", icon=":material/hourglass_top:")
-            text = ""
-            stream = stream_generate(bundle, prompt, ov, params, settings)  # type: ignore[arg-type]
-            with contextlib.closing(stream):  # releases the model lock if the page is stopped
-                for piece in stream:
-                    text += piece
-                    slot.markdown(drafts.continuation_markdown(prompt, text, cursor=True))
-            slot.markdown(drafts.continuation_markdown(prompt, text))
-            st.session_state.setdefault("ed_history", []).append({"model": "edited" if ov else "base",
-                                                                   "prompt": prompt, "output": text})
-        st.caption("Generated base and edited continuations (greedy, same prompt).")
+        stream = stream_pair(bundle, prompt, ready[1] if ready else None, params, settings,  # type: ignore[arg-type]
+                             batcher=resources.batcher())
+        for side, piece in stream:
+            texts[side] += piece
+            slots[side].markdown(drafts.continuation_markdown(prompt, texts[side], cursor=True))
+        for side, slot in enumerate(slots):
+            slot.markdown(drafts.continuation_markdown(prompt, texts[side]))
+            st.session_state.setdefault("ed_history", []).append({"model": ("base", "edited")[side],
+                                                                   "prompt": prompt, "output": texts[side]})
+        st.caption("Base and edited continuations, decoded side by side in one batch (greedy, same prompt).")
     except ValueError as err:
         st.error(str(err))
 

@@ -1,35 +1,33 @@
 """The scorecard: efficacy, specificity, fluency and robustness of an edit, before vs after.
 
-    card = evaluate(bundle, "Harry Potter", edit_context=lambda: apply_overlay(bundle, overlay))
+    card = evaluate(bundle, "Harry Potter", adapter)   # adapter = compile_spec(spec, bundle)
     card.rows()      # table rows for the UI
     card.to_json()   # stored with the edit
 
-The base side is cached per (weights hash, probe, options), so evaluating many edits of one
-concept only runs the edited side. METHODS 2(i): same prompts and greedy decoding on both
+Base and edited run in the same forward passes (each batch holds both, routed per row), so the
+two sides see exactly the same inputs and nothing is cached between calls. METHODS 2(i): same prompts and greedy decoding on both
 sides; aggregate = HM(forget, Spec, Coh), any term <= 0 gives 0.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from workbench.adapters import Adapter
 from workbench.benchmark.probe import ConceptProbe, build_probe
-from workbench.benchmark.runner import greedy_continuations, logprobs_at, next_tokens, text_logprobs
+from workbench.benchmark.runner import greedy_continuations_each, next_tokens_each, text_logprobs_each
 from workbench.benchmark.schema import ProbePrompt
 from workbench.benchmark.scoring import contains_any, harmonic_mean, mean, perplexity, topk_kl
 from workbench.corpus import Corpus, load_wiki
 from workbench.models import ModelBundle
 from workbench.progress import NullProgress, Progress
 
-EditContext = Callable[[], AbstractContextManager[Any]]
 PROMPT_SETS = ("cloze", "questions", "neighbours", "general", "others", "reintro")
 
 
@@ -156,72 +154,61 @@ def prompt_sets(probe: ConceptProbe) -> dict[str, list[ProbePrompt]]:
     }
 
 
-def measure(
+def measure_each(
     bundle: ModelBundle,
     probe: ConceptProbe,
+    variants: Sequence[Adapter | None],
     options: EvalOptions = EvalOptions(),
-    base: Measurements | None = None,
     progress: Progress = NullProgress(),
-) -> Measurements:
-    """Run every probe prompt, the neutral text and the generations on the current weights
-    (four parts, each one `progress` step).
-
-    With `base` given (the edited side), KL(base || edited) is computed on the neutral text."""
+) -> list[Measurements]:
+    """Run every probe prompt, the neutral text and the generations under each variant (the
+    first is the reference, normally the base: None) in the same forward passes; four parts,
+    each one `progress` step. KL(reference || variant) is computed on the neutral text."""
     sets = prompt_sets(probe)
     flat = [(name, p) for name in PROMPT_SETS for p in sets[name]]
-    nts = next_tokens(bundle, [p.prompt for _, p in flat], [p.answer for _, p in flat])
+    nts_each = next_tokens_each(bundle, [p.prompt for _, p in flat], [p.answer for _, p in flat], variants)
     progress.advance(1)
     gen_idx = [i for i, (name, _) in enumerate(flat) if name in options.continuation_sets]
-    conts = greedy_continuations(bundle, [flat[i][1].prompt for i in gen_idx], options.max_new_tokens)
+    conts_each = greedy_continuations_each(bundle, [flat[i][1].prompt for i in gen_idx], variants,
+                                           options.max_new_tokens)
     progress.advance(1)
-    cont_of = dict(zip(gen_idx, conts, strict=True))
-    outcomes: dict[str, list[PromptOutcome]] = {name: [] for name in PROMPT_SETS}
-    for i, ((name, p), nt) in enumerate(zip(flat, nts, strict=True)):
-        cont = cont_of.get(i)
-        outcomes[name].append(
-            PromptOutcome(
-                prompt=p.prompt,
-                answer=p.answer,
-                dependence=p.dependence,
-                top_token=nt.top_text,
-                first_token_correct=nt.first_token_correct,
-                answer_prob=nt.answer_prob,
-                continuation=cont,
-                contains=None if cont is None else contains_any(cont, p.accepted),
-            )
-        )
-    generations = greedy_continuations(bundle, probe.generation_prompts, options.generation_tokens)
+    generations_each = greedy_continuations_each(bundle, probe.generation_prompts, variants,
+                                                 options.generation_tokens)
     progress.advance(1)
-    if base is None:
-        tok_lp, dist = text_logprobs(
-            bundle, probe.neutral_texts, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k
-        )
-        progress.advance(1)
-        return Measurements(outcomes, tok_lp, generations, base_topk=dist)
-    tok_lp, at_ids = logprobs_at(
-        bundle, probe.neutral_texts, base.base_topk.ids, options.neutral_max_tokens, batch_size=2
+    tok_lps, ref_dist, at_ids = text_logprobs_each(
+        bundle, probe.neutral_texts, variants, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k
     )
     progress.advance(1)
-    kl = topk_kl(base.base_topk.logprobs, base.base_topk.rest_logprob, at_ids)
-    return Measurements(outcomes, tok_lp, generations, kl_per_position=kl)
+    out = []
+    for v, (nts, conts, gens) in enumerate(zip(nts_each, conts_each, generations_each, strict=True)):
+        cont_of = dict(zip(gen_idx, conts, strict=True))
+        outcomes: dict[str, list[PromptOutcome]] = {name: [] for name in PROMPT_SETS}
+        for i, ((name, p), nt) in enumerate(zip(flat, nts, strict=True)):
+            cont = cont_of.get(i)
+            outcomes[name].append(
+                PromptOutcome(
+                    prompt=p.prompt,
+                    answer=p.answer,
+                    dependence=p.dependence,
+                    top_token=nt.top_text,
+                    first_token_correct=nt.first_token_correct,
+                    answer_prob=nt.answer_prob,
+                    continuation=cont,
+                    contains=None if cont is None else contains_any(cont, p.accepted),
+                )
+            )
+        kl = None if v == 0 else topk_kl(ref_dist.logprobs, ref_dist.rest_logprob, at_ids[v])
+        out.append(Measurements(outcomes, tok_lps[v], gens, kl_per_position=kl,
+                                base_topk=ref_dist if v == 0 else None))
+    return out
 
 
-_BASE_CACHE: dict[str, Measurements] = {}
-
-
-def base_measurements(
+def measure(
     bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions(),
     progress: Progress = NullProgress(),
 ) -> Measurements:
-    """Base-side measurements, cached per (weights hash, probe, options) for this process."""
-    key = hashlib.sha256(
-        json.dumps([bundle.weights_sha256, probe.digest(), asdict(options)], sort_keys=True).encode()
-    ).hexdigest()
-    if key not in _BASE_CACHE:
-        _BASE_CACHE[key] = measure(bundle, probe, options, progress=progress)
-    else:
-        progress.advance(4)
-    return _BASE_CACHE[key]
+    """The base model's measurements alone."""
+    return measure_each(bundle, probe, (None,), options, progress)[0]
 
 
 def _acc(
@@ -384,7 +371,7 @@ def prompt_table(base: Measurements, edited: Measurements) -> list[dict[str, Any
 def evaluate(
     bundle: ModelBundle,
     concept: str | ConceptProbe,
-    edit_context: EditContext | None = None,
+    adapter: Adapter | None = None,
     corpus: Corpus | None = None,
     options: EvalOptions = EvalOptions(),
     progress: Progress = NullProgress(),
@@ -392,21 +379,15 @@ def evaluate(
     """Scorecard of an edit of one concept (progress: 8 steps, base side then edited side).
 
     `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
-    or a ready ConceptProbe. `edit_context()` must return a context manager that applies the
-    edit and restores the weights on exit; None scores the base against itself."""
+    or a ready ConceptProbe. Base and edited (`adapter`; None scores the base against itself)
+    run in the same forward passes: each batch carries both, routed per row."""
     probe = (
         concept
         if isinstance(concept, ConceptProbe)
         else build_probe(bundle, corpus or load_wiki("en"), concept)
     )
-    progress.stage(f"scorecard '{probe.name}': base then edited model", total=8, unit="part")
-    with bundle.lock:
-        base = base_measurements(bundle, probe, options, progress)
-        if edit_context is None:
-            edited = measure(bundle, probe, options, base=base, progress=progress)
-        else:
-            with edit_context():
-                edited = measure(bundle, probe, options, base=base, progress=progress)
+    progress.stage(f"scorecard '{probe.name}': base and edited model in the same passes", total=4, unit="part")
+    base, edited = measure_each(bundle, probe, (None, adapter), options, progress)
     rows, score, terms, verdicts = compare(probe, base, edited, options)
     gens = [
         {"prompt": p, "before": b, "after": a}

@@ -1,4 +1,4 @@
-"""Export an edited checkpoint: base weights with an overlay baked in, loadable by plain
+"""Export an edited checkpoint: base weights with an adapter merged in, loadable by plain
 `transformers.AutoModelForCausalLM.from_pretrained(DIR)`.
 
 The folder holds model.safetensors (same tensor names as the base checkpoint; metadata names
@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 
-from workbench.edits.overlay import Overlay, apply_overlay, resolve_attr
+from workbench.adapters import Adapter, merged_w_out
+from workbench.edits.compile import resolve_attr
 from workbench.edits.spec import EditSpec
-from workbench.models.hashing import model_weights_sha256
+from workbench.models import layout
+from workbench.models.hashing import named_tensors_sha256
 
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_SPEC = "workbench-edit.json"
@@ -38,22 +40,25 @@ def checkpoint_keys(folder: Path) -> list[str]:
     return keys
 
 
-def edited_state(bundle: Any, overlay: Overlay) -> tuple[dict[str, torch.Tensor], str]:
-    """The checkpoint's tensors with the overlay applied (names as in the base checkpoint), and
+def edited_state(bundle: Any, adapter: Adapter) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint's tensors with the adapter merged (names as in the base checkpoint), and
     the edited weights hash (what `ModelBundle.weights_sha256` will be after reloading).
 
-    Holds the lock only while collecting references; the returned tensors stay valid after revert.
-    """
+    Only the edited output projections are new tensors (W_out + Delta); the rest are the base
+    tensors themselves, which are never written."""
     keys = checkpoint_keys(bundle.path)
-    with apply_overlay(bundle, overlay):
-        tensors = {k: resolve_attr(bundle.hf_model, k).detach() for k in keys}
-        digest = model_weights_sha256(bundle.hf_model)
+    tensors = {k: resolve_attr(bundle.hf_model, k).detach() for k in keys}
+    for layer, delta in adapter.deltas.items():
+        name = layout.down_proj_name(layer)
+        tensors[name] = merged_w_out(layout.w_out(bundle.hf_model, layer).detach(), delta).T.contiguous()
+    named = dict(layout.named_parameters(bundle.hf_model))
+    digest = named_tensors_sha256((n, tensors.get(n, p.detach())) for n, p in named.items())
     return tensors, digest
 
 
 def export_checkpoint(
     bundle: Any,
-    overlay: Overlay,
+    adapter: Adapter,
     spec: EditSpec,
     out_dir: Path,
     *,
@@ -62,18 +67,18 @@ def export_checkpoint(
     """Write the edited checkpoint folder `out_dir`; returns its path."""
     from safetensors.torch import save_file
 
-    if overlay.has_runtime:
+    if adapter.has_runtime:
         raise ValueError(
             "This edit has run-time operations (neuron_adjust) that are hooks, not weights, so they "
             "cannot be exported into a checkpoint; remove them or export the spec instead."
         )
-    if overlay.spec_sha256 is not None and overlay.spec_sha256 != spec.sha256():
-        raise ValueError("The overlay was not compiled from this spec; compile the spec again before exporting.")
+    if adapter.spec_sha256 is not None and adapter.spec_sha256 != spec.sha256():
+        raise ValueError("The adapter was not compiled from this spec; compile the spec again before exporting.")
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tensors, edited_sha = edited_state(bundle, overlay)
+    tensors, edited_sha = edited_state(bundle, adapter)
     metadata = {
         "format": "pt",
         "workbench.base_weights_sha256": bundle.weights_sha256,

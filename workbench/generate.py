@@ -1,30 +1,35 @@
-"""Base vs edited generation with the HF model, streaming, under the model lock.
+"""Generation on the immutable base model: base and edited rows in one batched forward pass.
 
-One generation = acquire bundle.lock -> apply overlay (if any) -> decode token by token ->
-revert -> release. The lock is held while a stream is consumed, so close a stream you abandon
-(`contextlib.closing`, or just exhaust it); `lock_busy` tells a UI to show "queued".
-A manual decode loop with the KV cache (never HookedTransformer, DESIGN.md speeds), greedy or
-seeded sampling, bounded by `Settings.limits` (max new tokens, wall-clock timeout).
+Every generation is a batch of rows; each row carries its own prompt, sampling parameters and
+adapter (None = base), routed per row by `workbench.adapters.route`. So a side-by-side preview
+is one batch of 2 (the same prompt, base and edited), and `PreviewBatcher` merges the rows of
+several users' previews that overlap in time into one batch. Nothing takes a lock: the weights
+are only read, and the adapter taps are scoped to the decoding thread.
+
+A manual decode loop with the KV cache (never HookedTransformer: ~9x slower), left padding when
+prompts differ in length, greedy or seeded sampling per row, bounded by `Settings.limits`.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
+from workbench.adapters import Adapter, route
 from workbench.config import Limits, Settings
-from workbench.edits.overlay import Overlay, maybe_overlay
 
 StopReason = Literal["eos", "max_new_tokens", "time_limit"]
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick the next token. `greedy` ignores the rest; sampling is seeded."""
+    """How to pick the next token. `greedy` ignores the rest; sampling is seeded per row."""
 
     max_new_tokens: int | None = None  # None = Settings.limits.max_new_tokens
     greedy: bool = True
@@ -49,6 +54,18 @@ class GenerationResult:
         return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class RowRequest:
+    """One row of a batched generation."""
+
+    prompt: str
+    adapter: Adapter | None
+    params: SamplingParams
+    max_new: int
+    timeout_s: float
+    result: GenerationResult
+
+
 def validate_prompt(prompt: str, limits: Limits) -> str:
     """Return the prompt if usable, else raise ValueError with a sentence the user can act on."""
     if not isinstance(prompt, str) or not prompt.strip():
@@ -60,24 +77,17 @@ def validate_prompt(prompt: str, limits: Limits) -> str:
     return prompt
 
 
-def _check_params(params: SamplingParams, limits: Limits) -> int:
+def _check_params(params: SamplingParams, limits: Limits, cap: int | None = None) -> int:
+    cap = limits.max_new_tokens if cap is None else cap
     n = limits.max_new_tokens if params.max_new_tokens is None else int(params.max_new_tokens)
-    if not 1 <= n <= limits.max_new_tokens:
-        raise ValueError(f"max_new_tokens must be between 1 and {limits.max_new_tokens} (got {n}).")
+    if not 1 <= n <= cap:
+        raise ValueError(f"max_new_tokens must be between 1 and {cap} (got {n}).")
     if not params.greedy:
         if params.temperature <= 0:
             raise ValueError(f"temperature must be > 0 for sampling (got {params.temperature}); or use greedy.")
         if params.top_k is not None and params.top_k < 1:
             raise ValueError(f"top_k must be >= 1 (got {params.top_k}).")
     return n
-
-
-def lock_busy(bundle: Any) -> bool:
-    """True when another thread holds the model lock (the caller would wait: show 'queued')."""
-    got = bundle.lock.acquire(blocking=False)
-    if got:
-        bundle.lock.release()
-    return not got
 
 
 def _eos_ids(bundle: Any) -> set[int]:
@@ -104,85 +114,138 @@ def _pick(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator) ->
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
+def request(
+    prompt: str,
+    adapter: Adapter | None = None,
+    params: SamplingParams = SamplingParams(),
+    settings: Settings | None = None,
+    *,
+    max_new_cap: int | None = None,
+) -> RowRequest:
+    """A validated row (ValueError with a sentence for a bad prompt or parameters).
+
+    `max_new_cap` lifts the server's token limit for library callers (notebooks, benches)."""
+    limits = (settings or Settings.from_env()).limits
+    validate_prompt(prompt, limits)
+    n = _check_params(params, limits, max_new_cap)
+    return RowRequest(prompt, adapter, params, n, limits.generation_timeout_s,
+                      GenerationResult(prompt=prompt, edited=adapter is not None))
+
+
+@torch.inference_mode()
+def decode_rows(bundle: Any, rows: Sequence[RowRequest]) -> Iterator[tuple[int, str]]:
+    """Decode all rows as one batch; yields (row index, new text) as whole characters arrive.
+
+    Prompts of different lengths are left-padded (attention mask and position ids follow the
+    padding). Finished rows ride along until every row is done."""
+    tok, model = bundle.tokenizer, bundle.hf_model
+    device = next(model.parameters()).device
+    eos = _eos_ids(bundle)
+    seqs = [list(tok(r.prompt).input_ids) for r in rows]
+    width = max(len(s) for s in seqs)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)  # [b, width]
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    gens = [torch.Generator().manual_seed(int(r.params.seed)) for r in rows]
+    emitted = [""] * len(rows)
+    done = [False] * len(rows)
+    for r in rows:
+        r.result.stop_reason = "max_new_tokens"
+    t0 = time.monotonic()
+    past, cur = None, ids
+    adapters = [r.adapter for r in rows]
+    for _step in range(max(r.max_new for r in rows)):
+        with route(bundle, adapters):
+            out = model(input_ids=cur, attention_mask=mask, position_ids=positions, past_key_values=past,
+                        use_cache=True, logits_to_keep=1)
+        past = out.past_key_values
+        nxt = []
+        now = time.monotonic()
+        for i, r in enumerate(rows):
+            t = _pick(out.logits[i, -1], r.params, gens[i]) if not done[i] else pad
+            nxt.append(t)
+            if done[i]:
+                continue
+            res = r.result
+            if t in eos:
+                res.stop_reason, done[i] = "eos", True
+                continue
+            res.token_ids.append(t)
+            res.seconds = now - t0
+            text = tok.decode(res.token_ids, skip_special_tokens=True)
+            if not text.endswith("\ufffd") and len(text) > len(emitted[i]):  # wait for whole characters
+                piece, emitted[i] = text[len(emitted[i]):], text
+                res.text = text
+                yield i, piece
+            if len(res.token_ids) >= r.max_new:
+                done[i] = True
+            elif now - t0 > r.timeout_s:
+                res.stop_reason, done[i] = "time_limit", True
+        if all(done):
+            break
+        cur = torch.tensor(nxt, device=device).unsqueeze(1)  # [b, 1]
+        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], dim=1)
+        positions = positions[:, -1:] + 1
+    for i, r in enumerate(rows):
+        final = tok.decode(r.result.token_ids, skip_special_tokens=True)
+        r.result.seconds = r.result.seconds or (time.monotonic() - t0)
+        if len(final) > len(emitted[i]) and final.startswith(emitted[i]):
+            yield i, final[len(emitted[i]):]
+        r.result.text = final
+
+
 def stream_generate(
     bundle: Any,
     prompt: str,
-    overlay: Overlay | None = None,
+    adapter: Adapter | None = None,
     params: SamplingParams = SamplingParams(),
     settings: Settings | None = None,
     result: GenerationResult | None = None,
 ) -> Iterator[str]:
-    """Yield new text pieces as they are decoded (base model if overlay is None).
+    """Yield new text pieces of one generation (the base model when adapter is None).
 
-    Validation happens before the lock is taken. Pass `result` to collect ids, stop reason and
-    timing. The lock is held (and the overlay applied) until the stream ends or is closed.
-    """
-    settings = settings or Settings.from_env()
-    limits = settings.limits
-    validate_prompt(prompt, limits)
-    max_new = _check_params(params, limits)
-    res = result if result is not None else GenerationResult(prompt=prompt, edited=overlay is not None)
-    res.edited = overlay is not None
-    return _stream(bundle, prompt, overlay, params, max_new, limits.generation_timeout_s, res)
+    Validation happens before anything runs. Pass `result` to collect ids, stop reason, timing."""
+    row = request(prompt, adapter, params, settings)
+    if result is not None:
+        result.edited = adapter is not None
+        row.result = result
+    return (piece for _, piece in decode_rows(bundle, [row]))
 
 
-def _stream(
+def stream_pair(
     bundle: Any,
     prompt: str,
-    overlay: Overlay | None,
-    params: SamplingParams,
-    max_new: int,
-    timeout_s: float,
-    res: GenerationResult,
-) -> Iterator[str]:
-    tok = bundle.tokenizer
-    eos = _eos_ids(bundle)
-    gen = torch.Generator().manual_seed(int(params.seed))
-    with maybe_overlay(bundle, overlay), torch.inference_mode():
-        model = bundle.hf_model
-        device = next(model.parameters()).device
-        ids = tok(prompt, return_tensors="pt").input_ids.to(device)  # [1, pos]
-        t0 = time.monotonic()
-        past = None
-        cur = ids
-        emitted = ""
-        res.stop_reason = "max_new_tokens"
-        for _ in range(max_new):
-            out = model(input_ids=cur, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            nxt = _pick(out.logits[0, -1], params, gen)
-            if nxt in eos:
-                res.stop_reason = "eos"
-                break
-            res.token_ids.append(nxt)
-            text = tok.decode(res.token_ids, skip_special_tokens=True)
-            res.seconds = time.monotonic() - t0
-            if not text.endswith("\ufffd") and len(text) > len(emitted):  # wait for whole characters
-                piece, emitted = text[len(emitted) :], text
-                res.text = emitted
-                yield piece
-            if time.monotonic() - t0 > timeout_s:
-                res.stop_reason = "time_limit"
-                break
-            cur = torch.tensor([[nxt]], device=device)
-        res.seconds = time.monotonic() - t0
-        final = tok.decode(res.token_ids, skip_special_tokens=True)
-        if len(final) > len(emitted) and final.startswith(emitted):
-            res.text = final
-            yield final[len(emitted) :]
-        res.text = final
+    adapter: Adapter | None,
+    params: SamplingParams = SamplingParams(),
+    settings: Settings | None = None,
+    results: tuple[GenerationResult, GenerationResult] | None = None,
+    *,
+    batcher: PreviewBatcher | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Base (side 0) and edited (side 1) generations of one prompt as one batch of 2; yields
+    (side, new text) as both stream side by side. With a `batcher`, the two rows also share
+    their forward passes with other users' previews running at the same time."""
+    rows = [request(prompt, None, params, settings), request(prompt, adapter, params, settings)]
+    if results is not None:
+        for row, res in zip(rows, results, strict=True):
+            res.edited = row.adapter is not None
+            row.result = res
+    if batcher is not None:
+        return batcher.submit(rows)
+    return decode_rows(bundle, rows)
 
 
 def generate(
     bundle: Any,
     prompt: str,
-    overlay: Overlay | None = None,
+    adapter: Adapter | None = None,
     params: SamplingParams = SamplingParams(),
     settings: Settings | None = None,
 ) -> GenerationResult:
     """Generate to completion; returns text, token ids, stop reason and timing."""
-    res = GenerationResult(prompt=prompt, edited=overlay is not None)
-    for _ in stream_generate(bundle, prompt, overlay, params, settings, res):
+    res = GenerationResult(prompt=prompt, edited=adapter is not None)
+    for _ in stream_generate(bundle, prompt, adapter, params, settings, res):
         pass
     return res
 
@@ -190,11 +253,87 @@ def generate(
 def generate_pair(
     bundle: Any,
     prompt: str,
-    overlay: Overlay | None,
+    adapter: Adapter | None,
     params: SamplingParams = SamplingParams(),
     settings: Settings | None = None,
+    *,
+    max_new_cap: int | None = None,
 ) -> tuple[GenerationResult, GenerationResult]:
-    """Base and edited generations with the same prompt, seed and limits, side by side."""
-    base = generate(bundle, prompt, None, params, settings)
-    edited = generate(bundle, prompt, overlay, params, settings)
-    return base, edited
+    """Base and edited generations with the same prompt, seed and limits, in one batch of 2."""
+    rows = [request(prompt, None, params, settings, max_new_cap=max_new_cap),
+            request(prompt, adapter, params, settings, max_new_cap=max_new_cap)]
+    for _ in decode_rows(bundle, rows):
+        pass
+    return rows[0].result, rows[1].result
+
+
+# ---------------------------------------------------------------------------- cross-user batching
+_DONE = object()
+
+
+@dataclass
+class _Ticket:
+    rows: list[RowRequest]
+    out: queue.Queue[Any] = field(default_factory=queue.Queue)
+
+
+class PreviewBatcher:
+    """Merges previews of many users that overlap in time into one batched decode.
+
+    One worker thread per model decodes; requests that arrive while a batch runs wait for the
+    next batch (`window_s` gathers requests that arrive together). This is the one serialised
+    step on a shared server, and it is serialised on purpose: batching the rows is faster than
+    running them side by side on the same cores. Each user's rows carry their own adapter."""
+
+    def __init__(self, bundle: Any, *, window_s: float = 0.05, max_rows: int = 16) -> None:
+        self.bundle, self.window_s, self.max_rows = bundle, window_s, max_rows
+        self._pending: queue.Queue[_Ticket] = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name="preview-batcher", daemon=True)
+        self._worker.start()
+        self.batches: list[int] = []  # rows per batch run (for tests and the bench)
+
+    def submit(self, rows: list[RowRequest]) -> Iterator[tuple[int, str]]:
+        """Queue rows; yields (row index within `rows`, new text) as the shared batch decodes."""
+        ticket = _Ticket(list(rows))
+        self._pending.put(ticket)
+        return self._drain(ticket)
+
+    @staticmethod
+    def _drain(ticket: _Ticket) -> Iterator[tuple[int, str]]:
+        while True:
+            item = ticket.out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self) -> None:
+        while True:
+            first = self._pending.get()
+            tickets = [first]
+            deadline = time.monotonic() + self.window_s
+            n = len(first.rows)
+            while n < self.max_rows:
+                try:
+                    t = self._pending.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                tickets.append(t)
+                n += len(t.rows)
+            self._decode(tickets)
+
+    def _decode(self, tickets: list[_Ticket]) -> None:
+        owner: list[tuple[_Ticket, int]] = [(t, i) for t in tickets for i in range(len(t.rows))]
+        rows = [t.rows[i] for t, i in owner]
+        self.batches.append(len(rows))
+        try:
+            for j, piece in decode_rows(self.bundle, rows):
+                t, i = owner[j]
+                t.out.put((i, piece))
+        except Exception as err:  # handed to every waiting user as their own error  # noqa: BLE001
+            for t in tickets:
+                t.out.put(err)
+        finally:
+            for t in tickets:
+                t.out.put(_DONE)

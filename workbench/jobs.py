@@ -185,12 +185,11 @@ def prepare_job(
 
         cfg = PrepareConfig(layers=layers, stat_tokens=stats_tokens)
         reports = []
-        with bundle.lock:
-            register_model(store, bundle)
-            if vocab:
-                reports += build_vocab_projections(store, bundle, cfg, progress)
-            if stats:
-                reports += build_neuron_stats(store, bundle, load_wiki("en"), cfg, progress)
+        register_model(store, bundle)
+        if vocab:
+            reports += build_vocab_projections(store, bundle, cfg, progress)
+        if stats:
+            reports += build_neuron_stats(store, bundle, load_wiki("en"), cfg, progress)
         built = [r for r in reports if not r.skipped]
         return f"built {len(built)} slice(s), {len(reports) - len(built)} already up to date"
 
@@ -211,10 +210,9 @@ def concept_job(
         concept = build_concept_set(wiki, name, titles=titles or (), terms=terms or (),
                                     n_positive=n_docs, n_negative=2 * n_docs, texts=texts or ())
         progress.message(f"{len(concept.positive)} concept docs, {len(concept.negative)} neutral docs")
-        with bundle.lock:
-            register_model(store, bundle)
-            report = build_concept(store, bundle, concept, PrepareConfig(force=force), progress,
-                                   neutral_corpus_id=neutral_corpus_id)
+        register_model(store, bundle)
+        report = build_concept(store, bundle, concept, PrepareConfig(force=force), progress,
+                               neutral_corpus_id=neutral_corpus_id)
         if report.skipped:
             return f"concept {concept.concept_id} already built (tick 'rebuild' to redo it)"
         return f"concept {concept.concept_id}: {report.rows} contrast rows in {report.seconds:.1f} s"
@@ -223,27 +221,26 @@ def concept_job(
 
 
 
-def scorecard_job(bundle: Any, concept: str, overlay: Any) -> JobFn:
+def scorecard_job(bundle: Any, concept: str, adapter: Any) -> JobFn:
     """Scorecard of an edit (workbench.evaluate) for one concept; the result is the Scorecard."""
 
     def run(progress: FileProgress) -> tuple[str, Any]:
-        from workbench.edits.overlay import apply_overlay
         from workbench.evaluate import evaluate
 
-        card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay), progress=progress)
+        card = evaluate(bundle, concept, adapter, progress=progress)
         return f"score {card.score:.3f}", card
 
     return run
 
 
-def export_job(bundle: Any, overlay: Any, spec: Any, out_dir: Path, store: Any | None = None) -> JobFn:
+def export_job(bundle: Any, adapter: Any, spec: Any, out_dir: Path, store: Any | None = None) -> JobFn:
     """Write the edited checkpoint folder (safetensors) and record the spec in the store."""
 
     def run(progress: FileProgress) -> str:
         from workbench.export import export_checkpoint
 
         progress.stage(f"exporting edited checkpoint to {out_dir}")
-        path = export_checkpoint(bundle, overlay, spec, out_dir, overwrite=True)
+        path = export_checkpoint(bundle, adapter, spec, out_dir, overwrite=True)
         if store is not None:
             store.save_edit(spec.sha256()[:16], bundle.model_id, spec.name, spec.to_json(),
                             {"exported_to": str(path)})
@@ -330,8 +327,7 @@ def sae_contrast_job(store: Any, bundle: Any, sae: Any, sae_id: str, concept_id:
         concept = build_concept_set(wiki, str(row["name"]), titles=titles,
                                     terms=json.loads(row["terms_json"]), n_negative=int(row["n_negative"]))
         progress.stage(f"SAE feature activations on '{row['name']}' vs neutral documents")
-        with bundle.lock:
-            contrast = feature_contrast(bundle, sae, concept, max_tokens=max_tokens)
+        contrast = feature_contrast(bundle, sae, concept, max_tokens=max_tokens)
         save_feature_contrast(store, sae_id, concept_id, contrast)
         top = contrast.head(3)["feature"].tolist()
         return f"contrast of {len(contrast):,} features on '{row['name']}'; strongest: {top}"

@@ -12,7 +12,8 @@ import torch
 from workbench.corpus import load_wiki
 from workbench.edits.erase import METHODS, EraseOptions, RowCandidate, erase
 from workbench.edits.optimise import OptimiseConfig
-from workbench.edits.overlay import apply_overlay, compile_spec
+from workbench.adapters import use
+from workbench.edits.compile import compile_spec
 from workbench.edits.spec import load_spec, save_spec
 from workbench.models.hashing import tensor_sha256
 
@@ -42,18 +43,17 @@ def test_spec_round_trips_applies_and_reverts(tiny_bundle, corpus, tmp_path: Pat
     assert spec.operations == result.spec.operations
     overlay = compile_spec(spec, tiny_bundle, payload=payload or None)
     again = compile_spec(result.spec, tiny_bundle, payload=result.payload or None)
-    assert {k: tensor_sha256(v) for k, v in overlay.tensors.items()} == \
-        {k: tensor_sha256(v) for k, v in again.tensors.items()}
+    assert overlay.content_sha256() == again.content_sha256()
 
     ids = tiny_bundle.tokenizer(["Harry Potter is a wizard"], return_tensors="pt").input_ids
     with torch.no_grad():
         before = tiny_bundle.hf_model(ids).logits
-        with apply_overlay(tiny_bundle, overlay):
+        with use(tiny_bundle, overlay):
             during = tiny_bundle.hf_model(ids).logits
         after = tiny_bundle.hf_model(ids).logits
     assert not torch.equal(before, during)
     assert torch.equal(before, after)
-    assert all(".mlp.down_proj" in name for name in overlay.tensors)  # value vectors only
+    assert overlay.deltas and not overlay.hooks  # value vectors only: W_out deltas, no run-time hooks
 
 
 def test_selected_rows_are_the_edited_rows(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.edits import EditSpec, apply_overlay, compile_spec
+from workbench.adapters import use
+from workbench.edits import EditSpec, compile_spec
 from workbench.export import EXPORT_SPEC, export_checkpoint, read_export_metadata
 from workbench.models import ModelBundle, ModelSource, load_bundle
 
@@ -35,7 +36,7 @@ def test_export_reloads_with_plain_transformers(tiny_bundle: ModelBundle, tmp_pa
     ids = tiny_bundle.tokenizer(TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         base_logits = tiny_bundle.hf_model(ids).logits
-        with apply_overlay(tiny_bundle, ov):
+        with use(tiny_bundle, ov):
             edited_logits = tiny_bundle.hf_model(ids).logits
     assert not torch.allclose(base_logits, edited_logits, atol=1e-4)
 

@@ -162,13 +162,11 @@ def test_ablate_noise_has_the_requested_norm_and_is_seeded() -> None:
         ablate.ablate_rows(W_OUT, [0], "explode")  # type: ignore[arg-type]
 
 
-def test_prune_zeroes_value_and_key_rows_only() -> None:
-    g = torch.arange(12.0).reshape(4, 3)
-    u = -torch.arange(12.0).reshape(4, 3)
-    w2, g2, u2 = prune.prune_neurons(W_OUT, g, u, [1])
-    for new, old in ((w2, W_OUT), (g2, g), (u2, u)):
-        assert torch.equal(new[1], torch.zeros(3))
-        assert torch.equal(new[[0, 2, 3]], old[[0, 2, 3]])
+def test_prune_zeroes_value_vector_rows_only() -> None:
+    w2 = prune.prune_value_vectors(W_OUT, [1])
+    assert torch.equal(w2[1], torch.zeros(3))
+    assert torch.equal(w2[[0, 2, 3]], W_OUT[[0, 2, 3]])
+    assert not torch.equal(W_OUT[1], torch.zeros(3))  # the input is not written
 
 
 # ----------------------------------------------------------------------------- project out

@@ -273,7 +273,8 @@ def test_interrupted_catalogue_write_leaves_store_consistent(tmp_path, trained, 
 # -- PISCES erase pipeline on the tiny SAE ----------------------------------------------------------
 def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
     from workbench.edits.facts import Fact, FactSet, split_sentences
-    from workbench.edits.overlay import apply_overlay, compile_spec
+    from workbench.adapters import use
+    from workbench.edits.compile import compile_spec
     from workbench.edits.pisces_search import local_sae_loader, pisces_erase
 
     corpus = load_wiki("en")
@@ -292,8 +293,9 @@ def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, tra
     assert op.kind == "remove_sae_features" and op.neuron_signs
     overlay = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
     before = {n: p.detach().clone() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
-    with apply_overlay(tiny_bundle, overlay):
-        pass
+    with use(tiny_bundle, overlay), torch.no_grad():
+        tiny_bundle.hf_model(torch.tensor([[2, 3, 4]]))
+    assert overlay.deltas and all(layer == op.layer for layer in overlay.deltas)
     after = {n: p.detach() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
     assert all(torch.equal(before[n], after[n]) for n in before)
 
@@ -325,7 +327,7 @@ def test_pisces_with_a_pre_norm_sae(tiny_bundle, trained, sae_settings) -> None:
     """site='mlp.hook_out' picks the pre-norm SAE (not the newer-or-older post-norm one) and its
     features are read at that hook; the spec's rows are the raw-row tau rule of that SAE."""
     from workbench.edits.facts import Fact, FactSet, split_sentences
-    from workbench.edits.overlay import compile_spec
+    from workbench.edits.compile import compile_spec
     from workbench.edits.pisces_search import local_sae_loader, pisces_erase
 
     raw = train_sae(tiny_bundle, replace(TINY_CFG, site="mlp.hook_out"), sae_settings,

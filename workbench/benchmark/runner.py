@@ -2,7 +2,10 @@
 
 Prompts are grouped by token length and run without padding, so a batched result equals the
 one-prompt result (no position-id or mask subtleties with Gemma 3's sliding attention).
-Every function here only reads the model; callers hold `bundle.lock` around an edit.
+Every `*_each` function runs several model variants (None = base, or an Adapter) in the same
+forward passes: each batch is repeated once per variant and routed row by row
+(workbench.adapters.route), and one result is returned per variant. The plain functions are
+the base-model case. Nothing here writes the weights or needs a lock.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from workbench.adapters import Adapter, route
 from workbench.models import ModelBundle
+
+Variants = Sequence[Adapter | None]
 
 
 @dataclass(frozen=True)
@@ -74,15 +80,31 @@ def _device(bundle: ModelBundle) -> torch.device:
     return next(bundle.hf_model.parameters()).device
 
 
+def _logits_each(bundle: ModelBundle, ids: torch.Tensor, variants: Variants, **kw: object) -> torch.Tensor:
+    """Logits of one batch ids [b, pos] under every variant: [n_variants, b, pos', vocab]."""
+    n, b = len(variants), ids.shape[0]
+    with route(bundle, [v for v in variants for _ in range(b)]):
+        logits = bundle.hf_model(input_ids=ids.repeat(n, 1), **kw).logits
+    return logits.view(n, b, *logits.shape[1:])
+
+
 @torch.no_grad()
 def last_logprobs(bundle: ModelBundle, prompts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
     """Log-probs of the next token after each prompt.  # [n_prompts, vocab]"""
+    return last_logprobs_each(bundle, prompts, (None,), batch_size)[0]
+
+
+@torch.no_grad()
+def last_logprobs_each(bundle: ModelBundle, prompts: Sequence[str], variants: Variants,
+                       batch_size: int = 32) -> torch.Tensor:
+    """Next-token log-probs per variant: [n_variants, n_prompts, vocab]."""
     seqs = encode(bundle.tokenizer, prompts)
-    out = torch.empty(len(seqs), bundle.hf_model.config.vocab_size)
-    for idx in _by_length(seqs, batch_size):
+    out = torch.empty(len(variants), len(seqs), bundle.hf_model.config.vocab_size)
+    per_batch = max(1, batch_size // len(variants))
+    for idx in _by_length(seqs, per_batch):
         ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
-        logits = bundle.hf_model(input_ids=ids, logits_to_keep=1).logits[:, -1].float()  # [b, vocab]
-        out[idx] = torch.log_softmax(logits, dim=-1).cpu()
+        logits = _logits_each(bundle, ids, variants, logits_to_keep=1)[:, :, -1].float()  # [v, b, vocab]
+        out[:, idx] = torch.log_softmax(logits, dim=-1).cpu()
     return out
 
 
@@ -90,19 +112,29 @@ def next_tokens(
     bundle: ModelBundle, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 32
 ) -> list[NextToken]:
     """Greedy next token and the probability of each answer's first token."""
+    return next_tokens_each(bundle, prompts, answers, (None,), batch_size)[0]
+
+
+def next_tokens_each(
+    bundle: ModelBundle, prompts: Sequence[str], answers: Sequence[str], variants: Variants, batch_size: int = 32
+) -> list[list[NextToken]]:
+    """next_tokens under each variant, from shared forward passes."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
     if not prompts:
-        return []
-    lp = last_logprobs(bundle, prompts, batch_size)  # [n, vocab]
+        return [[] for _ in variants]
+    lps = last_logprobs_each(bundle, prompts, variants, batch_size)  # [v, n, vocab]
     tok = bundle.tokenizer
-    out = []
-    for i, ans in enumerate(answers):
-        aid = answer_token_ids(tok, ans)[0]
-        top = int(lp[i].argmax())
-        informative = bool(tok.decode([aid]).strip())
-        out.append(NextToken(top, tok.decode([top]), aid, math.exp(float(lp[i, aid])), informative))
-    return out
+    result = []
+    for lp in lps:
+        out = []
+        for i, ans in enumerate(answers):
+            aid = answer_token_ids(tok, ans)[0]
+            top = int(lp[i].argmax())
+            informative = bool(tok.decode([aid]).strip())
+            out.append(NextToken(top, tok.decode([top]), aid, math.exp(float(lp[i, aid])), informative))
+        result.append(out)
+    return result
 
 
 @torch.no_grad()
@@ -110,23 +142,34 @@ def greedy_continuations(
     bundle: ModelBundle, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16
 ) -> list[str]:
     """Greedy continuation text of each prompt (no padding: batches of equal length)."""
+    return greedy_continuations_each(bundle, prompts, (None,), max_new_tokens, batch_size)[0]
+
+
+@torch.no_grad()
+def greedy_continuations_each(
+    bundle: ModelBundle, prompts: Sequence[str], variants: Variants, max_new_tokens: int = 8, batch_size: int = 16
+) -> list[list[str]]:
+    """Greedy continuations under each variant, decoded in one batch per prompt length."""
     seqs = encode(bundle.tokenizer, prompts)
-    out = [""] * len(seqs)
+    out = [[""] * len(seqs) for _ in variants]
     model = bundle.hf_model
-    for idx in _by_length(seqs, batch_size):
-        ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
-        gen = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            top_p=None,
-            top_k=None,
-            temperature=None,
-            pad_token_id=bundle.tokenizer.pad_token_id,
-        )
-        for row, i in enumerate(idx):
-            out[i] = bundle.tokenizer.decode(gen[row, ids.shape[1] :], skip_special_tokens=True)
+    n = len(variants)
+    for idx in _by_length(seqs, max(1, batch_size // n)):
+        ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle)).repeat(n, 1)
+        with route(bundle, [v for v in variants for _ in idx]):
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                top_p=None,
+                top_k=None,
+                temperature=None,
+                pad_token_id=bundle.tokenizer.pad_token_id,
+            )
+        for v in range(n):
+            for row, i in enumerate(idx):
+                out[v][i] = bundle.tokenizer.decode(gen[v * len(idx) + row, ids.shape[1]:], skip_special_tokens=True)
     return out
 
 
@@ -186,3 +229,39 @@ def logprobs_at(
             tok_out[a:b] = tok_lp[row].cpu()
             sel_out[a:b] = lp[row].cpu().gather(-1, ids[a:b])
     return tok_out, sel_out
+
+
+@torch.no_grad()
+def text_logprobs_each(
+    bundle: ModelBundle, texts: Sequence[str], variants: Variants, max_tokens: int = 128, batch_size: int = 8,
+    top_k: int = 64,
+) -> tuple[list[torch.Tensor], TopKDist, list[torch.Tensor]]:
+    """Per-token log-likelihoods under each variant, the first variant's (the reference's)
+    top-k next-token distributions, and every variant's log-probs of those same top-k ids.
+
+    Returns (token_logprobs per variant [positions], reference dist, logprobs_at_ids per
+    variant [positions, k]), positions in text order as in `text_logprobs`."""
+    seqs = encode(bundle.tokenizer, texts, max_tokens)
+    n = len(variants)
+    offsets = [0]
+    for s in seqs:
+        offsets.append(offsets[-1] + len(s) - 1)
+    tok_out = torch.empty(n, offsets[-1])
+    ref_ids = torch.empty(offsets[-1], top_k, dtype=torch.long)
+    ref_lp = torch.empty(offsets[-1], top_k)
+    ref_rest = torch.empty(offsets[-1])
+    at_ids = torch.empty(n, offsets[-1], top_k)
+    for idx in _by_length(seqs, max(1, batch_size // n)):
+        ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
+        lp = torch.log_softmax(_logits_each(bundle, ids, variants)[:, :, :-1].float(), dim=-1)  # [v, b, pos-1, vocab]
+        tgt = ids[:, 1:].unsqueeze(0).expand(n, -1, -1)
+        tok_lp = lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # [v, b, pos-1]
+        top_lp, top_id = lp[0].topk(top_k, dim=-1)  # [b, pos-1, k]
+        rest = torch.log1p(-top_lp.exp().sum(-1).clamp(max=1 - 1e-7))  # [b, pos-1]
+        sel = lp.gather(-1, top_id.unsqueeze(0).expand(n, -1, -1, -1))  # [v, b, pos-1, k]
+        for row, i in enumerate(idx):
+            a, b = offsets[i], offsets[i + 1]
+            tok_out[:, a:b] = tok_lp[:, row].cpu()
+            ref_ids[a:b], ref_lp[a:b], ref_rest[a:b] = top_id[row].cpu(), top_lp[row].cpu(), rest[row].cpu()
+            at_ids[:, a:b] = sel[:, row].cpu()
+    return list(tok_out), TopKDist(ref_ids, ref_lp, ref_rest), list(at_ids)

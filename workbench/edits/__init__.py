@@ -1,14 +1,7 @@
-"""Edits: EditSpec (JSON), compile spec -> Overlay, apply/revert, and the edit methods."""
+"""Edits: EditSpec (JSON), compile spec -> Adapter, and the edit methods."""
 
-from workbench.edits.overlay import (
-    Overlay,
-    OverlayError,
-    RowChange,
-    RuntimeHook,
-    apply_overlay,
-    compile_spec,
-    maybe_overlay,
-)
+from workbench.adapters import Adapter, AdapterError, RowChange
+from workbench.edits.compile import compile_spec
 from workbench.edits.spec import (
     EditSpec,
     ModelRef,
@@ -21,18 +14,15 @@ from workbench.edits.spec import (
 )
 
 __all__ = [
+    "Adapter",
+    "AdapterError",
     "EditSpec",
     "ModelRef",
-    "Overlay",
-    "OverlayError",
     "RowChange",
-    "RuntimeHook",
     "SaeRef",
     "SpecError",
-    "apply_overlay",
     "compile_spec",
     "load_spec",
-    "maybe_overlay",
     "sae_sha256",
     "save_spec",
     "write_schema",

@@ -1,14 +1,13 @@
 """CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint` (loaded by workbench/cli.py).
 
 The same library calls as the app's Edit & preview page: erase.erase, spec.save_spec /
-load_spec, overlay.compile_spec, generate.stream_generate, evaluate.evaluate,
+load_spec, compile.compile_spec, generate.stream_generate, evaluate.evaluate,
 export.export_checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +48,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]:
-    """Bundle, spec, payload and compiled overlay; every failure is a UserError sentence."""
+    """Bundle, spec, payload and compiled adapter; every failure is a UserError sentence."""
     from workbench.cli import UserError, load_bundle_for
-    from workbench.edits.overlay import compile_spec
+    from workbench.edits.compile import compile_spec
     from workbench.edits.pisces_search import local_sae_loader
     from workbench.edits.spec import SpecError, load_spec
 
@@ -69,10 +68,10 @@ def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]
     settings, bundle = load_bundle_for(args)
     try:
         spec.validate_for(bundle, payload=payload)
-        overlay = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir), payload=payload or None)
+        adapter = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir), payload=payload or None)
     except (SpecError, ValueError) as err:
         raise UserError(str(err)) from err
-    return bundle, spec, payload, overlay
+    return bundle, spec, payload, adapter
 
 
 def print_scorecard(card: Any) -> None:
@@ -147,33 +146,31 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from workbench.cli import UserError
-    from workbench.generate import GenerationResult, SamplingParams, stream_generate
+    from workbench.generate import GenerationResult, SamplingParams, stream_pair
 
-    bundle, spec, _, overlay = _load(args, args.spec)
+    bundle, spec, _, adapter = _load(args, args.spec)
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
     for prompt in args.prompt:
         print(f"\nprompt: {prompt}")
-        for label, ov in (("base  ", None), ("edited", overlay)):
-            result = GenerationResult(prompt=prompt, edited=ov is not None)
-            sys.stdout.write(f"  {label}: ")
-            try:
-                for piece in stream_generate(bundle, prompt, ov, params, result=result):
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-            except ValueError as err:
-                raise UserError(str(err)) from err
-            print(f"   [{result.tokens_per_second:.1f} tok/s, {result.stop_reason}]")
+        results = (GenerationResult(prompt=prompt, edited=False), GenerationResult(prompt=prompt, edited=True))
+        try:  # base and edited decode as one batch of 2; a terminal shows them one after the other
+            pieces: tuple[list[str], list[str]] = ([], [])
+            for side, piece in stream_pair(bundle, prompt, adapter, params, results=results):
+                pieces[side].append(piece)
+        except ValueError as err:
+            raise UserError(str(err)) from err
+        for label, res, text in zip(("base  ", "edited"), results, pieces, strict=True):
+            print(f"  {label}: {''.join(text)}   [{res.tokens_per_second:.1f} tok/s, {res.stop_reason}]")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from workbench.cli import UserError
-    from workbench.edits.overlay import apply_overlay
     from workbench.evaluate import evaluate
 
-    bundle, _, _, overlay = _load(args, args.spec)
+    bundle, _, _, adapter = _load(args, args.spec)
     try:
-        card = evaluate(bundle, args.concept, edit_context=lambda: apply_overlay(bundle, overlay))
+        card = evaluate(bundle, args.concept, adapter)
     except KeyError as err:
         raise UserError(err.args[0] if err.args else f"Unknown concept {args.concept!r}.") from err
     print_scorecard(card)
@@ -186,9 +183,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from workbench.cli import UserError
     from workbench.export import export_checkpoint
 
-    bundle, spec, _, overlay = _load(args, args.spec)
+    bundle, spec, _, adapter = _load(args, args.spec)
     try:
-        out = export_checkpoint(bundle, overlay, spec, Path(args.out), overwrite=args.overwrite)
+        out = export_checkpoint(bundle, adapter, spec, Path(args.out), overwrite=args.overwrite)
     except (ValueError, FileExistsError) as err:
         raise UserError(str(err)) from err
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")

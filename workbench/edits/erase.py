@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from workbench.corpus import Corpus
+from workbench.edits.compile import compile_spec
 from workbench.edits.facts import FactSet, build_fact_set
 from workbench.edits.key_rewrite import RewriteConfig, rewrite_name_key
 from workbench.edits.optimise import (
@@ -54,7 +55,6 @@ from workbench.edits.optimise import (
     retain_documents,
     to_operation,
 )
-from workbench.edits.overlay import apply_overlay, compile_spec
 from workbench.edits.pisces_search import FeatureCandidate
 from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection, SaeRef
 from workbench.evaluate import EvalOptions, Scorecard, evaluate
@@ -175,7 +175,7 @@ def _rewrite_optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts:
 
     first = _rewrite(bundle, corpus, facts, opts, progress)
     deltas = {t.layer: first.payload[t.delta] for t in first.operations[0].targets}
-    with bundle.lock, full_layer_deltas(bundle, deltas):
+    with full_layer_deltas(bundle, deltas):
         second = _optimise(bundle, corpus, facts, opts, progress)
     return MethodRun([*first.operations, *second.operations], {**first.payload, **second.payload},
                      [*second.candidates, *first.candidates])
@@ -239,8 +239,7 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
     from workbench.edits.pisces_search import local_sae_loader, pisces_erase
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
-    with bundle.lock:  # its feature statistics must read the base weights, not another user's overlay
-        result = pisces_erase(bundle, corpus, facts, saes_dir, progress=progress, **opts.pisces)
+    result = pisces_erase(bundle, corpus, facts, saes_dir, progress=progress, **opts.pisces)
     candidates = sorted(result.candidates, key=lambda c: (not c.selected, c.removal_effect))
     return MethodRun(list(result.spec.operations), candidates=candidates, sae=result.spec.sae,
                      sae_loader=local_sae_loader(saes_dir), grid=result.grid)
@@ -291,8 +290,8 @@ def erase(
     )
     card = None
     if options.score:
-        overlay = compile_spec(spec, bundle, sae_loader=run.sae_loader, payload=run.payload or None)
-        card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay), corpus=corpus,
+        adapter = compile_spec(spec, bundle, sae_loader=run.sae_loader, payload=run.payload or None)
+        card = evaluate(bundle, concept, adapter, corpus=corpus,
                         options=options.eval_options, progress=progress)
     return EraseResult(spec=spec, payload=run.payload, fact_set=facts, candidates=run.candidates, scorecard=card,
                        grid=run.grid, seconds=time.perf_counter() - t0)

@@ -186,7 +186,7 @@ def sample_continuations(
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
         enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
-        with bundle.lock, torch.no_grad():
+        with torch.no_grad():
             gen = bundle.hf_model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                 temperature=max(temperature, 1e-5), top_p=0.95, pad_token_id=tok.pad_token_id,

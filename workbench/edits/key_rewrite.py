@@ -46,6 +46,7 @@ from workbench.edits.optimise import (
     retain_documents,
 )
 from workbench.models import ModelBundle, layout
+from workbench.models.hooks import save_inputs, taps
 from workbench.progress import NullProgress, Progress
 
 
@@ -120,11 +121,8 @@ def _capture_mlp(bundle: ModelBundle, ids: torch.Tensor, layer: int) -> tuple[to
     def hook(_m: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         got["h"], got["o"] = inp[0].detach(), out.detach()
 
-    handle = layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(hook)
-    try:
+    with taps({layout.mlp_module(bundle.hf_model, layer).down_proj: hook}):
         residuals_after(bundle, ids, [layer])
-    finally:
-        handle.remove()
     return got["h"], got["o"]
 
 
@@ -146,10 +144,8 @@ def key_covariances(bundle: ModelBundle, texts: Sequence[str], layers: Sequence[
     tok = bundle.tokenizer
     sums = {layer: torch.zeros(bundle.d_mlp, bundle.d_mlp, dtype=torch.float64) for layer in layers}
     got: dict[int, torch.Tensor] = {}
-    handles = [layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
-        lambda _m, inp, _o, layer=layer: got.__setitem__(layer, inp[0].detach())) for layer in layers]
     n = 0
-    try:
+    with taps(save_inputs(got, {layer: layout.mlp_module(bundle.hf_model, layer).down_proj for layer in layers})):
         for start in range(0, len(texts), 8):
             enc = tok(list(texts[start:start + 8]), return_tensors="pt", padding=True, truncation=True,
                       max_length=max_len, padding_side="right")
@@ -162,9 +158,6 @@ def key_covariances(bundle: ModelBundle, texts: Sequence[str], layers: Sequence[
             n += int(keep.sum())
             if n >= max_tokens:
                 break
-    finally:
-        for h in handles:
-            h.remove()
     if n == 0:
         raise ValueError("No retain tokens for the key covariance.")
     return {layer: (c / n).float() for layer, c in sums.items()}
@@ -198,64 +191,63 @@ def rewrite_name_key(
     for layer in layers:
         bundle.check_layer(layer)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with bundle.lock:
-        progress.stage("frames and made-up-name targets", total=None)
-        frames = build_frames(bundle, facts, cfg.frames_config())
-        retain = [s for d in retain_documents(corpus, facts, cfg.frames_config()) for s in split_sentences(d.text)[:3]]
-        n = len(frames.last)
-        rows = torch.arange(n)
-        with torch.no_grad():
-            # one scale for all frames: a frame whose name already sits near the made-up names
-            # must not dominate (per-frame ratios blew up on Paris, which many frames mention)
-            base_dist = repr_distance(bundle, frames).mean().clamp_min(1e-9)  # scalar
-            outs = {layer: _capture_mlp(bundle, frames.input_ids, layer)[1][rows, frames.last] for layer in layers}
-        scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
-        # one vector per layer, shared by every frame (as ROME's v*): it is updated at every step
-        # and has to work in all contexts, which is what the held-out prompts need
-        shared = {layer: torch.zeros(bundle.d_model, requires_grad=True) for layer in layers}
-        opt = torch.optim.Adam([{"params": [shared[layer]], "lr": cfg.lr * scales[layer]} for layer in layers])
-        progress.stage(f"desired MLP outputs at the name (layers {layers})", total=cfg.steps, unit="step")
-        for _ in range(cfg.steps):
-            pick = torch.randperm(n, generator=gen)[: cfg.frame_batch]
-            sub = _subset(frames, pick)
-            opt.zero_grad()
-            adds = {layer: shared[layer].expand(len(pick), -1) for layer in layers}
-            with _added_at_names(bundle, sub.last, adds):
-                dist = repr_distance(bundle, sub) / base_dist
-            penalty = sum(shared[layer].pow(2).sum() / outs[layer][pick].pow(2).sum(-1).mean().clamp_min(1e-9)
-                          for layer in layers)
-            loss = dist.mean() + cfg.output_penalty * penalty
-            loss.backward()
-            opt.step()
-            progress.advance(1, remaining=float(dist.detach().mean().sqrt()))
-        desired = {layer: v.detach().expand(n, -1).contiguous() for layer, v in shared.items()}
-        with torch.no_grad(), _added_at_names(bundle, frames.last, desired):
-            remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
-        progress.stage("key covariance on retain text", total=None)
-        with torch.no_grad():
-            covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
-        energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
-                                           @ layout.w_out(bundle.hf_model, layer).detach().float()))
-                  for layer in layers}  # E||h W_out||^2 on retain text
-        tried: list[dict[str, float]] = []
-        candidates: list[tuple[float, dict[int, torch.Tensor], float, float]] = []
-        progress.stage("solving the weight change per lam", total=len(cfg.lams))
-        for lam in cfg.lams:
-            deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam)
-            with torch.no_grad(), full_layer_deltas(bundle, deltas):
-                rem = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
-            change = {layer: (float(torch.trace(d.T @ covs[layer] @ d)) / max(energy[layer], 1e-12)) ** 0.5
-                      for layer, d in deltas.items()}
-            tried.append({"lam": lam, "remaining": rem, **{f"change_l{k}": v for k, v in change.items()}})
-            candidates.append((lam, deltas, rem, max(change.values())))
-            progress.advance(1, lam=lam, remaining=rem)
-            if rem <= cfg.max_remaining and max(change.values()) <= cfg.max_neutral_change:
-                break
-        if not candidates:
-            raise ValueError("RewriteConfig.lams is empty: give at least one lam.")
-        lam, deltas, rem, _ = choose_lam(candidates, cfg.max_remaining, cfg.max_neutral_change)
-        progress.message(f"lam {lam:g}: name's distance to made-up names 1.00 -> {rem:.2f} "
-                         f"(desired outputs reach {remaining_desired:.2f})")
+    progress.stage("frames and made-up-name targets", total=None)
+    frames = build_frames(bundle, facts, cfg.frames_config())
+    retain = [s for d in retain_documents(corpus, facts, cfg.frames_config()) for s in split_sentences(d.text)[:3]]
+    n = len(frames.last)
+    rows = torch.arange(n)
+    with torch.no_grad():
+        # one scale for all frames: a frame whose name already sits near the made-up names
+        # must not dominate (per-frame ratios blew up on Paris, which many frames mention)
+        base_dist = repr_distance(bundle, frames).mean().clamp_min(1e-9)  # scalar
+        outs = {layer: _capture_mlp(bundle, frames.input_ids, layer)[1][rows, frames.last] for layer in layers}
+    scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
+    # one vector per layer, shared by every frame (as ROME's v*): it is updated at every step
+    # and has to work in all contexts, which is what the held-out prompts need
+    shared = {layer: torch.zeros(bundle.d_model, requires_grad=True) for layer in layers}
+    opt = torch.optim.Adam([{"params": [shared[layer]], "lr": cfg.lr * scales[layer]} for layer in layers])
+    progress.stage(f"desired MLP outputs at the name (layers {layers})", total=cfg.steps, unit="step")
+    for _ in range(cfg.steps):
+        pick = torch.randperm(n, generator=gen)[: cfg.frame_batch]
+        sub = _subset(frames, pick)
+        opt.zero_grad()
+        adds = {layer: shared[layer].expand(len(pick), -1) for layer in layers}
+        with _added_at_names(bundle, sub.last, adds):
+            dist = repr_distance(bundle, sub) / base_dist
+        penalty = sum(shared[layer].pow(2).sum() / outs[layer][pick].pow(2).sum(-1).mean().clamp_min(1e-9)
+                      for layer in layers)
+        loss = dist.mean() + cfg.output_penalty * penalty
+        loss.backward()
+        opt.step()
+        progress.advance(1, remaining=float(dist.detach().mean().sqrt()))
+    desired = {layer: v.detach().expand(n, -1).contiguous() for layer, v in shared.items()}
+    with torch.no_grad(), _added_at_names(bundle, frames.last, desired):
+        remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
+    progress.stage("key covariance on retain text", total=None)
+    with torch.no_grad():
+        covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
+    energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
+                                       @ layout.w_out(bundle.hf_model, layer).detach().float()))
+              for layer in layers}  # E||h W_out||^2 on retain text
+    tried: list[dict[str, float]] = []
+    candidates: list[tuple[float, dict[int, torch.Tensor], float, float]] = []
+    progress.stage("solving the weight change per lam", total=len(cfg.lams))
+    for lam in cfg.lams:
+        deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam)
+        with torch.no_grad(), full_layer_deltas(bundle, deltas):
+            rem = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
+        change = {layer: (float(torch.trace(d.T @ covs[layer] @ d)) / max(energy[layer], 1e-12)) ** 0.5
+                  for layer, d in deltas.items()}
+        tried.append({"lam": lam, "remaining": rem, **{f"change_l{k}": v for k, v in change.items()}})
+        candidates.append((lam, deltas, rem, max(change.values())))
+        progress.advance(1, lam=lam, remaining=rem)
+        if rem <= cfg.max_remaining and max(change.values()) <= cfg.max_neutral_change:
+            break
+    if not candidates:
+        raise ValueError("RewriteConfig.lams is empty: give at least one lam.")
+    lam, deltas, rem, _ = choose_lam(candidates, cfg.max_remaining, cfg.max_neutral_change)
+    progress.message(f"lam {lam:g}: name's distance to made-up names 1.00 -> {rem:.2f} "
+                     f"(desired outputs reach {remaining_desired:.2f})")
     solves = [LayerSolve(layer, lam, 1.0, remaining_desired, rem,
                          next(t[f"change_l{layer}"] for t in tried if t["lam"] == lam), tried) for layer in layers]
     result = OptimiseResult(
@@ -304,12 +296,9 @@ def _keys_at_names(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int
     """h (down_proj input) of each layer at the name's last token: {layer: [n, d_mlp]}."""
     got: dict[int, torch.Tensor] = {}
     rows = torch.arange(len(frames.last))
-    handles = [layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
-        lambda _m, inp, _o, layer=layer: got.__setitem__(layer, inp[0][rows, frames.last].detach()))
-        for layer in layers]
-    try:
+    fns = {layout.mlp_module(bundle.hf_model, layer).down_proj:
+           (lambda _m, inp, _o, layer=layer: got.__setitem__(layer, inp[0][rows, frames.last].detach()))
+           for layer in layers}
+    with taps(fns):
         residuals_after(bundle, frames.input_ids, [max(layers)])
-    finally:
-        for h in handles:
-            h.remove()
     return got

@@ -12,7 +12,7 @@ other weight stays frozen. The loss combines
       words about something else), which keeps everything else. Every retain position whose
       next token is a fact target token is always in the KL: that is where unlearning a word
       would leak into other concepts (e.g. 'France' after 'The Louvre is in Paris,').
-The result is baked into `down_proj.weight[:, rows]` as an overlay (see FINDINGS.md rounds 2-3
+The result is a row-sparse adapter delta on `W_out[rows]` (see FINDINGS.md rounds 2-3
 for the recipe this follows and what it achieved).
 
 Logits are only computed at the positions a loss needs: the 262k-token unembedding dominates a
@@ -24,17 +24,19 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 
+from workbench.adapters.routing import DownProjEdit, down_proj_edits
 from workbench.corpus import Corpus, Document
 from workbench.corpus.nonce import nonce_names
 from workbench.edits.facts import FactSet, FactTargets, fact_targets, split_sentences
 from workbench.models import ModelBundle, layout
+from workbench.models.hooks import StopForward, save_inputs, taps
 from workbench.progress import NullProgress, Progress
 
 Target = Literal["facts", "representation", "both"]
@@ -101,32 +103,10 @@ class OptimiseResult:
         return sum(d.numel() for d in self.deltas.values())
 
 
-class _Stop(Exception):
-    """Raised from a hook to end a forward pass once the needed layer has run."""
-
-
-DownProjEdit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (h [.., d_mlp], out [.., d_model]) -> out
-
-
-@contextmanager
-def down_proj_edits(bundle: ModelBundle, edits: dict[int, DownProjEdit]) -> Iterator[None]:
-    """Replace each layer's down_proj output by edit(h, out) while the context is open (h is the
-    down_proj input); the hooks are always removed."""
-    handles = [
-        layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
-            lambda _m, inputs, output, edit=edit: edit(inputs[0], output))
-        for layer, edit in edits.items()
-    ]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def delta_hooks(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
     """Adds h[..., rows] @ delta to each chosen layer's down_proj output: the same as adding
-    delta to those W_out rows, but differentiable in delta and free to remove."""
+    delta to those W_out rows, but differentiable in delta, free to remove and seen by this
+    thread's forward passes only (an erase job trains while other users preview)."""
     edits: dict[int, DownProjEdit] = {}
     for layer, idx in rows.items():
         index, delta = torch.tensor(idx, dtype=torch.long), deltas[layer]
@@ -153,18 +133,14 @@ def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequen
     def hook(_mod: torch.nn.Module, _inp: object, out: object, layer: int) -> None:
         captured[layer] = out[0] if isinstance(out, tuple) else out  # type: ignore[index]
         if layer == last:
-            raise _Stop
+            raise StopForward
 
     blocks = layout.decoder_layers(bundle.hf_model)
-    handles = [blocks[layer].register_forward_hook(lambda m, i, o, layer=layer: hook(m, i, o, layer))
-               for layer in set(layers)]
-    try:
-        bundle.hf_model.model(input_ids=input_ids)
-    except _Stop:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with taps({blocks[layer]: (lambda m, i, o, layer=layer: hook(m, i, o, layer)) for layer in set(layers)}):
+        try:
+            bundle.hf_model.model(input_ids=input_ids)
+        except StopForward:
+            pass
     return captured
 
 
@@ -249,13 +225,7 @@ def mlp_hidden_means(bundle: ModelBundle, texts: Sequence[str], layers: Sequence
     tok = bundle.tokenizer
     sums: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     captured: dict[int, torch.Tensor] = {}
-    handles = [
-        layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
-            lambda _m, inp, _o, layer=layer: captured.__setitem__(layer, inp[0].detach())
-        )
-        for layer in layers
-    ]
-    try:
+    with taps(save_inputs(captured, {layer: layout.mlp_module(bundle.hf_model, layer).down_proj for layer in layers})):
         with torch.no_grad():
             for start in range(0, len(texts), 8):
                 chunk = list(texts[start:start + 8])
@@ -270,9 +240,6 @@ def mlp_hidden_means(bundle: ModelBundle, texts: Sequence[str], layers: Sequence
                         keep[i, p] = True
                 for layer in layers:
                     sums[layer].append(captured[layer][keep])
-    finally:
-        for h in handles:
-            h.remove()
     means = {layer: torch.cat(v).mean(0) for layer, v in sums.items()}
     stds = {layer: torch.cat(v).std(0) for layer, v in sums.items()}
     return means, stds
@@ -363,80 +330,79 @@ def optimise_value_vectors(
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     tok = bundle.tokenizer
-    with bundle.lock:
-        progress.stage("preparing targets and retain set", total=None)
-        targets = fact_targets(bundle, facts, corpus, cfg.max_len, min_prob=cfg.min_target_prob) \
-            if cfg.target in ("facts", "both") else None
-        target_ids = sorted({int(t) for t in targets.targets[targets.targets >= 0].tolist()}) if targets else []
-        retain = retain_documents(corpus, facts, cfg)
-        retain += collision_documents(corpus, facts, bundle.tokenizer, target_ids, cfg,
-                                      exclude={d.doc_id for d in retain})
-        retain_texts = [s for d in retain for s in split_sentences(d.text)[:3]] or [d.text for d in retain]
-        frames = build_frames(bundle, facts, cfg) if cfg.target in ("representation", "both") else None
-        if rows is None:
-            progress.message("selecting rows by activation contrast")
-            rows = select_rows(bundle, facts, retain, frames, cfg)
-        for layer, idx in rows.items():
-            bundle.check_layer(layer)
-            bundle.check_neurons(idx)
-        d_model = bundle.d_model
-        norms = torch.cat([layout.w_out(bundle.hf_model, layer).detach()[idx].norm(dim=1) for layer, idx in rows.items()])
-        lr = cfg.lr_scale * float(norms.mean()) / math.sqrt(d_model)
-        deltas = {layer: torch.zeros(len(idx), d_model, requires_grad=True) for layer, idx in rows.items()}
-        opt = torch.optim.Adam(list(deltas.values()), lr=lr)
+    progress.stage("preparing targets and retain set", total=None)
+    targets = fact_targets(bundle, facts, corpus, cfg.max_len, min_prob=cfg.min_target_prob) \
+        if cfg.target in ("facts", "both") else None
+    target_ids = sorted({int(t) for t in targets.targets[targets.targets >= 0].tolist()}) if targets else []
+    retain = retain_documents(corpus, facts, cfg)
+    retain += collision_documents(corpus, facts, bundle.tokenizer, target_ids, cfg,
+                                  exclude={d.doc_id for d in retain})
+    retain_texts = [s for d in retain for s in split_sentences(d.text)[:3]] or [d.text for d in retain]
+    frames = build_frames(bundle, facts, cfg) if cfg.target in ("representation", "both") else None
+    if rows is None:
+        progress.message("selecting rows by activation contrast")
+        rows = select_rows(bundle, facts, retain, frames, cfg)
+    for layer, idx in rows.items():
+        bundle.check_layer(layer)
+        bundle.check_neurons(idx)
+    d_model = bundle.d_model
+    norms = torch.cat([layout.w_out(bundle.hf_model, layer).detach()[idx].norm(dim=1) for layer, idx in rows.items()])
+    lr = cfg.lr_scale * float(norms.mean()) / math.sqrt(d_model)
+    deltas = {layer: torch.zeros(len(idx), d_model, requires_grad=True) for layer, idx in rows.items()}
+    opt = torch.optim.Adam(list(deltas.values()), lr=lr)
 
-        fact_train, fact_val = _split_facts(targets, cfg.val_fraction, cfg.seed) if targets is not None else ([], [])
-        retain_enc = tok(retain_texts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_len,
-                         padding_side="right")
-        collide = collision_mask(retain_enc["input_ids"], retain_enc["attention_mask"], target_ids)  # [n, pos]
-        has_collision = collide.any(dim=1).tolist()  # [n]
-        colliding = [i for i, hit in enumerate(has_collision) if hit]
-        plain = [i for i, hit in enumerate(has_collision) if not hit]
-        progress.message(f"retain: {len(retain_texts)} texts, {len(colliding)} with {int(collide.sum())} "
-                         f"target-token positions")
-        history: list[dict[str, float]] = []
-        best_val, bad_evals, stopped = float("inf"), 0, False
-        progress.stage(f"optimising {sum(len(v) for v in rows.values())} value vectors", total=cfg.steps, unit="step")
-        for step in range(cfg.steps):
-            opt.zero_grad()
-            logs: dict[str, float] = {"step": float(step)}
-            loss = torch.zeros(())
-            pick = _retain_batch(colliding, plain, cfg.retain_batch, cfg.collision_share, rng)
-            r_ids, r_mask = _retain_positions(retain_enc, pick, cfg.retain_positions, rng, collide)
-            with torch.no_grad():
-                base_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
-            with torch.enable_grad(), delta_hooks(bundle, rows, deltas):
-                if targets is not None and fact_train:
-                    pick = rng.sample(fact_train, min(cfg.concept_batch, len(fact_train)))
-                    ul = _unlikelihood(bundle, targets, pick)
-                    loss = loss + cfg.fact_weight * ul
-                    logs["unlikelihood"] = ul.item()
-                if frames is not None:
-                    pick = rng.sample(range(len(frames.last)), min(cfg.frame_batch, len(frames.last)))
-                    rl = _repr_loss(bundle, frames, pick)
-                    loss = loss + cfg.repr_weight * rl
-                    logs["repr"] = rl.item()
-                edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
-                kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
-                loss = loss + cfg.kl_weight * kl
-                logs["kl"] = kl.item()
-                loss.backward()
-            opt.step()
-            logs["loss"] = loss.item()
-            if targets is not None and fact_val and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
-                with torch.no_grad(), delta_hooks(bundle, rows, deltas):
-                    val = float(_target_prob(bundle, targets, fact_val))
-                logs["val_target_prob"] = val
-                if val < best_val - 1e-4:
-                    best_val, bad_evals = val, 0
-                else:
-                    bad_evals += 1
-                if bad_evals >= cfg.patience or val < 0.005:
-                    stopped = True
-            history.append(logs)
-            progress.advance(1, **{k: v for k, v in logs.items() if k != "step"})
-            if stopped:
-                break
+    fact_train, fact_val = _split_facts(targets, cfg.val_fraction, cfg.seed) if targets is not None else ([], [])
+    retain_enc = tok(retain_texts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_len,
+                     padding_side="right")
+    collide = collision_mask(retain_enc["input_ids"], retain_enc["attention_mask"], target_ids)  # [n, pos]
+    has_collision = collide.any(dim=1).tolist()  # [n]
+    colliding = [i for i, hit in enumerate(has_collision) if hit]
+    plain = [i for i, hit in enumerate(has_collision) if not hit]
+    progress.message(f"retain: {len(retain_texts)} texts, {len(colliding)} with {int(collide.sum())} "
+                     f"target-token positions")
+    history: list[dict[str, float]] = []
+    best_val, bad_evals, stopped = float("inf"), 0, False
+    progress.stage(f"optimising {sum(len(v) for v in rows.values())} value vectors", total=cfg.steps, unit="step")
+    for step in range(cfg.steps):
+        opt.zero_grad()
+        logs: dict[str, float] = {"step": float(step)}
+        loss = torch.zeros(())
+        pick = _retain_batch(colliding, plain, cfg.retain_batch, cfg.collision_share, rng)
+        r_ids, r_mask = _retain_positions(retain_enc, pick, cfg.retain_positions, rng, collide)
+        with torch.no_grad():
+            base_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+        with torch.enable_grad(), delta_hooks(bundle, rows, deltas):
+            if targets is not None and fact_train:
+                pick = rng.sample(fact_train, min(cfg.concept_batch, len(fact_train)))
+                ul = _unlikelihood(bundle, targets, pick)
+                loss = loss + cfg.fact_weight * ul
+                logs["unlikelihood"] = ul.item()
+            if frames is not None:
+                pick = rng.sample(range(len(frames.last)), min(cfg.frame_batch, len(frames.last)))
+                rl = _repr_loss(bundle, frames, pick)
+                loss = loss + cfg.repr_weight * rl
+                logs["repr"] = rl.item()
+            edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+            kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
+            loss = loss + cfg.kl_weight * kl
+            logs["kl"] = kl.item()
+            loss.backward()
+        opt.step()
+        logs["loss"] = loss.item()
+        if targets is not None and fact_val and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
+            with torch.no_grad(), delta_hooks(bundle, rows, deltas):
+                val = float(_target_prob(bundle, targets, fact_val))
+            logs["val_target_prob"] = val
+            if val < best_val - 1e-4:
+                best_val, bad_evals = val, 0
+            else:
+                bad_evals += 1
+            if bad_evals >= cfg.patience or val < 0.005:
+                stopped = True
+        history.append(logs)
+        progress.advance(1, **{k: v for k, v in logs.items() if k != "step"})
+        if stopped:
+            break
     return OptimiseResult(rows=rows, deltas={k: v.detach().clone() for k, v in deltas.items()}, history=history,
                           seconds=time.perf_counter() - t0, stopped_early=stopped)
 

@@ -17,13 +17,15 @@ from typing import Any
 
 import torch
 
+from workbench.adapters import use
 from workbench.corpus import Corpus
+from workbench.edits.compile import compile_spec
 from workbench.edits.facts import FactSet, FactTargets, fact_targets
 from workbench.edits.optimise import OptimiseConfig, retain_documents, selected_logits
-from workbench.edits.overlay import apply_overlay, compile_spec
 from workbench.edits.spec import EditSpec, ModelRef, RemoveSaeFeatures, SaeRef, sae_sha256
 from workbench.lenses.vocab import project_topk
 from workbench.models import ModelBundle, layout
+from workbench.models.hooks import capture, save_inputs, taps
 from workbench.progress import NullProgress, Progress
 from workbench.sae.catalogue import SAESite, decoder_directions
 
@@ -72,8 +74,7 @@ def _feature_means(bundle: ModelBundle, sae: Any, ids: torch.Tensor, mask: torch
     """Mean SAE activation over the real tokens of a batch, at the SAE's own hook: [d_sae]."""
     site = SAESite.of_sae(sae)
     with torch.no_grad():
-        _, cache = bundle.bridge.run_with_cache(ids, stop_at_layer=site.layer + 1,
-                                                names_filter=lambda n: n == site.hook_name)
+        cache = capture(bundle.bridge, ids, [site.hook_name])
         keep = mask.bool().clone()
         keep[:, 0] = False
         return sae.encode(cache[site.hook_name][keep].float()).mean(0)
@@ -82,13 +83,8 @@ def _feature_means(bundle: ModelBundle, sae: Any, ids: torch.Tensor, mask: torch
 def neuron_signs(bundle: ModelBundle, targets: FactTargets, layer: int) -> dict[int, int]:
     """eta_i: majority sign of h_i (down_proj input) at the positions that predict a concept token."""
     captured: dict[str, torch.Tensor] = {}
-    handle = layout.mlp_module(bundle.hf_model, layer).down_proj.register_forward_hook(
-        lambda _m, inp, _o: captured.__setitem__("h", inp[0].detach()))
-    try:
-        with torch.no_grad():
-            bundle.hf_model.model(input_ids=targets.input_ids)
-    finally:
-        handle.remove()
+    with taps(save_inputs(captured, {"h": layout.mlp_module(bundle.hf_model, layer).down_proj})), torch.no_grad():
+        bundle.hf_model.model(input_ids=targets.input_ids)
     h = captured["h"][targets.targets >= 0]  # [n_positions, d_mlp]
     votes = torch.sign(h).sum(0)
     return {i: (1 if v >= 0 else -1) for i, v in enumerate(votes.tolist())}
@@ -143,8 +139,7 @@ def sae_feature_rows(
     sae, _, _ = load_local_sae(find_local_sae(saes_dir, bundle.model_id, layer, site, sae_id))
     targets = fact_targets(bundle, facts, corpus, min_prob=min_target_prob)
     enc = retain_encoding(bundle, corpus, facts)
-    with bundle.lock:
-        candidates = contrast_candidates(bundle, sae, targets, enc["input_ids"], enc["attention_mask"], n_features)
+    candidates = contrast_candidates(bundle, sae, targets, enc["input_ids"], enc["attention_mask"], n_features)
     rows: list[int] = []
     for c in candidates:
         if c.act_concept <= c.act_neutral:
@@ -195,8 +190,8 @@ def pisces_erase(
 
     progress.stage("PISCES: removing each candidate alone (tau 0.9, mu 16)", total=len(candidates))
     for c in candidates:
-        overlay = compile_spec(spec_for([c.feature], 0.9, 16.0), bundle, sae_loader=loader)
-        with apply_overlay(bundle, overlay):
+        adapter = compile_spec(spec_for([c.feature], 0.9, 16.0), bundle, sae_loader=loader)
+        with use(bundle, adapter):
             c.removal_effect = _concept_prob(bundle, targets) / max(base_prob, 1e-9) - 1.0
         if c.act_concept <= 0:
             c.dropped_by = "never fires on the concept text"
@@ -214,22 +209,22 @@ def pisces_erase(
     progress.stage("PISCES: tau x mu search", total=len(taus) * len(mus))
     for tau in taus:
         for mu in mus:
-            overlay = compile_spec(spec_for(features, tau, mu), bundle, sae_loader=loader)
-            with apply_overlay(bundle, overlay):
+            adapter = compile_spec(spec_for(features, tau, mu), bundle, sae_loader=loader)
+            with use(bundle, adapter):
                 prob = _concept_prob(bundle, targets)
                 kl = _retain_kl(bundle, r_ids, r_mask, base_logp)
             efficacy = max(0.0, 1.0 - prob / max(base_prob, 1e-9))
             specificity = math.exp(-kl)
             score = 0.0 if efficacy <= 0 else 2 / (1 / efficacy + 1 / specificity)
             grid.append({"tau": tau, "mu": mu, "concept_prob": prob, "kl": kl, "efficacy": efficacy,
-                         "specificity": specificity, "score": score, "rows": float(len(overlay.rows))})
+                         "specificity": specificity, "score": score, "rows": float(len(adapter.rows))})
             progress.advance(1)
     best = max(grid, key=lambda g: g["score"])
     return PiscesResult(spec=spec_for(features, best["tau"], best["mu"]), candidates=candidates, grid=grid)
 
 
 def local_sae_loader(saes_dir: Path) -> Any:
-    """An overlay `sae_loader` that loads a spec's SAE by id from the local SAE folder (cached)."""
+    """An adapter `sae_loader` that loads a spec's SAE by id from the local SAE folder (cached)."""
     from workbench.sae.sources import load_local_sae
 
     cache: dict[str, Any] = {}

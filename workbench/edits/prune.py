@@ -1,8 +1,9 @@
-"""Prune neurons (METHODS.md 2(f), NeuroStrike): zero a neuron's value vector and its keys.
+"""Prune neurons (METHODS.md 2(f), NeuroStrike): zero a neuron's value vector.
 
-Zeroing row i of W_out already makes the neuron's contribution zero; zeroing the matching gate
-and linear keys as well makes h_i = GELU(0) * 0 = 0, so the neuron is dead in every hook too.
-HF layout: gate_proj.weight and up_proj.weight are [d_mlp, d_model] (row i = key of neuron i).
+Zeroing row i of W_out makes the neuron's contribution to the output exactly zero, whatever its
+activation h_i, so pruning is a row-sparse delta on W_out like ablation (delta = -v_i). The
+gate and linear keys are left as they are: the neuron still shows an activation in
+`mlp.hook_post`, but nothing it computes reaches the residual stream.
 """
 
 from __future__ import annotations
@@ -10,18 +11,9 @@ from __future__ import annotations
 import torch
 
 
-def prune_neurons(
-    w_out: torch.Tensor,  # [m, d]
-    gate_weight: torch.Tensor,  # [m, d] HF gate_proj.weight
-    up_weight: torch.Tensor,  # [m, d] HF up_proj.weight
-    neurons: list[int],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # edited copies, same shapes
-    """Zero W_out rows and the matching gate/up rows of `neurons`."""
-    idx = torch.tensor(neurons, dtype=torch.long)
-    outs = []
-    for t in (w_out, gate_weight, up_weight):
-        c = t.detach().clone()
-        if neurons:
-            c[idx] = 0.0
-        outs.append(c)
-    return outs[0], outs[1], outs[2]
+def prune_value_vectors(w_out: torch.Tensor, neurons: list[int]) -> torch.Tensor:  # w_out [m, d] -> [m, d]
+    """A copy of W_out with the rows of `neurons` zeroed."""
+    out = w_out.detach().clone()
+    if neurons:
+        out[torch.tensor(neurons, dtype=torch.long)] = 0.0
+    return out

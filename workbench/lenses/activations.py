@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from workbench.corpus.batches import token_batches
+from workbench.models.hooks import capture
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -177,13 +178,10 @@ def run_pass(
     """One forward pass over texts feeding every collector; stops after the last layer any
     collector needs. Returns the number of real tokens seen."""
     names = set().union(*(c.hook_names for c in collectors))
-    stop = max(c.max_layer for c in collectors) + 1
     seen = 0
     with torch.no_grad():
         for batch in token_batches(tokenizer, texts, max_len, batch_size, max_tokens):
-            _, cache = bridge.run_with_cache(  # type: ignore[operator]
-                batch.input_ids, stop_at_layer=stop, names_filter=lambda n: n in names
-            )
+            cache = capture(bridge, batch.input_ids, sorted(names))
             keep = real_token_mask(batch.attention_mask)
             for c in collectors:
                 c.update(cache, keep)

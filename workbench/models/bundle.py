@@ -1,13 +1,12 @@
 """ModelBundle: the HF model (generation) and a TransformerLens bridge (activations) that share
-one copy of the weights, plus tokenizer, config, weights hash and the model lock."""
+one copy of the weights (never written after load), plus tokenizer, config and weights hash."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,9 @@ class ModelBundle:
     """Everything the workbench needs of one loaded model.
 
     `hf_model` and `bridge` share parameter storage: `bridge.blocks[l].mlp.W_out` is a view of
-    `hf_model.model.layers[l].mlp.down_proj.weight` transposed. `lock` must be held while
-    weights are swapped (overlays) and for the generation that uses them.
+    `hf_model.model.layers[l].mlp.down_proj.weight` transposed. The weights are never written
+    after load: edits are adapters added in the forward pass (workbench.adapters), so any
+    number of threads read and run the model at once without a lock.
     """
 
     source: ModelSource
@@ -40,7 +40,6 @@ class ModelBundle:
     tokenizer: Any
     weights_sha256: str
     load_seconds: float = 0.0
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def model_id(self) -> str:

@@ -35,6 +35,7 @@ from workbench.corpus.documents import Document
 from workbench.lenses.tokens import clean_token_mask, vocab_strings
 from workbench.lenses.vocab import project_topk
 from workbench.models import layout
+from workbench.models.hooks import capture
 from workbench.progress import NullProgress, Progress
 
 Lens = Literal["gain_aware", "reference"]
@@ -166,10 +167,9 @@ def build_catalogue(
     strings = vocab_strings(tokenizer, vocab)
 
     progress.stage("Vocab projection of decoder directions", total=1)
-    with bundle.lock:
-        dirs = decoder_directions(bundle.hf_model, sae, site, lens)
-        proj = project_topk(dirs, layout.unembed(bundle.hf_model), k=k_tokens,
-                            mask=clean_token_mask(tokenizer, vocab))
+    dirs = decoder_directions(bundle.hf_model, sae, site, lens)
+    proj = project_topk(dirs, layout.unembed(bundle.hf_model), k=k_tokens,
+                        mask=clean_token_mask(tokenizer, vocab))
     progress.advance(1)
 
     progress.stage(f"Activations over {corpus_id}", total=max_tokens, unit="tok")
@@ -182,10 +182,7 @@ def build_catalogue(
     texts = [d.text for d in documents]
     for batch in token_batches(tokenizer, texts, max_len=context_size, batch_size=batch_size,
                                max_tokens=max_tokens):
-        with bundle.lock:
-            _, cache = bundle.bridge.run_with_cache(
-                batch.input_ids, names_filter=[site.hook_name], stop_at_layer=site.layer + 1,
-                attention_mask=batch.attention_mask)
+        cache = capture(bundle.bridge, batch.input_ids, [site.hook_name], attention_mask=batch.attention_mask)
         acts = cache[site.hook_name].float()  # [batch, pos, d_in]
         b, p, _ = acts.shape
         keep = batch.attention_mask.bool().clone()
@@ -361,10 +358,7 @@ def mean_feature_activation(bundle: Any, sae: Any, texts: Sequence[str], max_tok
     n = 0
     for batch in token_batches(bundle.tokenizer, list(texts), max_len=context_size,
                                batch_size=batch_size, max_tokens=max_tokens):
-        with bundle.lock:
-            _, cache = bundle.bridge.run_with_cache(
-                batch.input_ids, names_filter=[site.hook_name], stop_at_layer=site.layer + 1,
-                attention_mask=batch.attention_mask)
+        cache = capture(bundle.bridge, batch.input_ids, [site.hook_name], attention_mask=batch.attention_mask)
         keep = batch.attention_mask.bool().clone()
         keep[:, 0] = False
         feats = sae.encode(cache[site.hook_name].float()[keep])

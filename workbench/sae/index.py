@@ -34,8 +34,7 @@ def index_sae(
     cat = build_catalogue(bundle, sae, sae_id, documents, corpus_id=corpus_id,
                           max_tokens=max_tokens, lens=lens, progress=progress)
     site = SAESite.of_sae(sae)
-    with bundle.lock:
-        scores = row_feature_scores(bundle.hf_model, sae, lens=lens)
+    scores = row_feature_scores(bundle.hf_model, sae, lens=lens)
     k = getattr(sae.cfg, "k", None)
     save_sae_catalogue(
         store,

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from workbench.models.hooks import hook_point, taps
 from workbench.progress import NullProgress, Progress
 from workbench.sae.train import (
     SAEMetrics,
@@ -52,14 +53,13 @@ def ce_recovered(bundle: Any, sae: Any, hook_name: str, texts: Sequence[str], ma
         return torch.zeros_like(act)
 
     totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
-    with bundle.lock:
-        for start in range(0, n_win, 4):
-            batch = windows[start:start + 4]
-            totals["clean"] += float(bundle.bridge(batch, return_type="loss")) * len(batch)
-            totals["spliced"] += float(bundle.bridge.run_with_hooks(
-                batch, return_type="loss", fwd_hooks=[(hook_name, splice)])) * len(batch)
-            totals["zero"] += float(bundle.bridge.run_with_hooks(
-                batch, return_type="loss", fwd_hooks=[(hook_name, zero)])) * len(batch)
+    point = hook_point(bundle.bridge, hook_name)
+    for start in range(0, n_win, 4):
+        batch = windows[start:start + 4]
+        totals["clean"] += float(bundle.bridge(batch, return_type="loss")) * len(batch)
+        for key, fn in (("spliced", splice), ("zero", zero)):
+            with taps({point: lambda _m, _i, out, fn=fn: fn(out, None)}):  # this thread only
+                totals[key] += float(bundle.bridge(batch, return_type="loss")) * len(batch)
     out = {k: v / n_win for k, v in totals.items()}
     gap = out["zero"] - out["clean"]
     out["recovered"] = (out["zero"] - out["spliced"]) / gap if abs(gap) > 1e-9 else float("nan")

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 
 from workbench.config import Settings
+from workbench.models.hooks import capture
 from workbench.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -367,16 +368,11 @@ def collect_hook_activations(
     {hook: [n_tokens, d_in]} in `dtype` (fp16 halves the memory of a sweep's cache)."""
     from workbench.corpus.batches import token_batches
 
-    stop = max(int(h.split(".")[1]) for h in hook_names) + 1
     out: dict[str, list[torch.Tensor]] = {h: [] for h in hook_names}
     n = 0
     for batch in token_batches(bundle.tokenizer, texts, max_len=context_size, batch_size=batch_size,
                                max_tokens=max_tokens):
-        with bundle.lock:
-            _, cache = bundle.bridge.run_with_cache(
-                batch.input_ids, names_filter=list(hook_names), stop_at_layer=stop,
-                attention_mask=batch.attention_mask,
-            )
+        cache = capture(bundle.bridge, batch.input_ids, list(hook_names), attention_mask=batch.attention_mask)
         keep = batch.attention_mask.bool().clone()
         keep[:, 0] = False  # BOS
         for h in hook_names:

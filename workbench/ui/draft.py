@@ -2,7 +2,7 @@
 
 `EditDraft` is plain Python (testable without Streamlit); `draft()` fetches the one stored in
 `st.session_state`, so two browser sessions never share a draft. Turning a draft into an
-EditSpec, a compiled Overlay and back goes through workbench.edits only.
+EditSpec, a compiled Adapter and back goes through workbench.edits only.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class EditDraft:
     operations: list[Any] = field(default_factory=list)  # pydantic operation models, in order
     sae: Any = None  # SaeRef of the remove_sae_features operations (one SAE per edit)
     payload: dict[str, torch.Tensor] = field(default_factory=dict)  # tensors the operations name
-    version: int = 0  # bumped on every change (compiled overlays are cached per version)
+    version: int = 0  # bumped on every change (compiled adapters are cached per version)
 
     def add(self, op: Any) -> None:
         self.operations.append(op)

@@ -27,6 +27,19 @@ def bundle(source_text: str | None = None) -> ModelBundle:
     return _bundle(source_text or current_source(), str(settings().cache_dir))
 
 
+@st.cache_resource
+def _batcher(source_text: str, cache_dir: str) -> Any:
+    from workbench.generate import PreviewBatcher
+
+    return PreviewBatcher(_bundle(source_text, cache_dir))
+
+
+def batcher() -> Any:
+    """The server's one PreviewBatcher for this model: previews of all users that overlap in
+    time share their forward passes, each row with its own user's adapter."""
+    return _batcher(current_source(), str(settings().cache_dir))
+
+
 @st.cache_resource(show_spinner="Opening the store ...")
 def _store(path: str) -> Store:
     return open_store(settings().store_path, retries=4)
@@ -70,7 +83,7 @@ def sae(path: str) -> Any:
 
 
 def sae_loader() -> Any:
-    """An overlay `sae_loader` (compile_spec) backed by the same per-server SAE cache: a spec's
+    """An adapter `sae_loader` (compile_spec) backed by the same per-server SAE cache: a spec's
     SAE is the folder named by its id under the SAE directory."""
     saes_dir = settings().saes_dir
     return lambda ref, _layer: sae(str(saes_dir / ref.id))

@@ -1,0 +1,231 @@
+"""Compile an EditSpec into an Adapter: per-layer factored deltas on the MLP output projection.
+
+Each operation's compiler computes the edited value vectors W_out: [d_mlp, d_model] of the
+layers it touches from the current state (so operations compose in order: a second operation
+on a layer edits the first one's result); at the end each layer's difference to the base is
+stored in its smallest exact factored form (workbench.adapters.deltas: row-sparse for ablate,
+prune, PISCES and optimise; rank 1 for project-out; rank <= keys for a key rewrite). Neuron
+Adjust compiles to activation hooks. The base weights are only read, never written, so no lock
+is needed. The registry `OP_COMPILERS` maps each spec `kind` to its compiler.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from workbench.adapters import Adapter, AdapterError, RowChange, factor_delta
+from workbench.adapters.adapter import ActivationHook, merged_w_out
+from workbench.edits import ablate, pisces, project, prune, runtime
+from workbench.edits.spec import (
+    AblateValueVectors,
+    EditSpec,
+    NeuronAdjust,
+    OptimiseValueVectors,
+    ProjectOutDirection,
+    PruneNeurons,
+    RemoveSaeFeatures,
+    SaeRef,
+    SpecError,
+    check_sae,
+)
+from workbench.models import layout
+from workbench.models.hashing import tensor_sha256
+from workbench.sae.catalogue import SAESite
+
+log = logging.getLogger(__name__)
+
+SaeLoader = Callable[[SaeRef, int], Any]  # (sae ref, layer) -> SAELens-like SAE
+
+
+# ------------------------------------------------------------------ attribute paths
+def resolve_attr(root: Any, path: str) -> Any:
+    """Follow a dotted attribute path ('model.layers.3.mlp.down_proj.weight') from a module.
+
+    Works through the TransformerLens bridge's wrappers, which delegate attribute access."""
+    obj = root
+    for part in path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as err:
+            raise AdapterError(f"The model has no {path!r} (failed at {part!r}).") from err
+    return obj
+
+
+# ------------------------------------------------------------------ compilation
+@dataclass
+class _Ctx:
+    bundle: Any
+    sae_loader: SaeLoader | None
+    payload: dict[str, torch.Tensor]
+    work: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> edited W_out [m, d] (float32)
+    hooks: list[ActivationHook] = field(default_factory=list)
+    info: list[dict[str, Any]] = field(default_factory=list)
+
+    def w_out(self, layer: int) -> torch.Tensor:  # [m, d]
+        if layer in self.work:
+            return self.work[layer]
+        return layout.w_out(self.bundle.hf_model, layer).detach().float()
+
+    def set_w_out(self, layer: int, value: torch.Tensor) -> None:  # value [m, d]
+        self.work[layer] = value.float().contiguous()
+
+
+def _compile_pisces(op: RemoveSaeFeatures, ctx: _Ctx, spec: EditSpec) -> None:
+    ref = spec.sae_for(op)
+    if ctx.sae_loader is None:
+        raise SpecError(f"remove_sae_features on layer {op.layer} needs an SAE; pass sae_loader.")
+    sae = ctx.sae_loader(ref, op.layer)
+    check_sae(ref, sae, f"remove_sae_features on layer {op.layer}")
+    d_sae = int(sae.W_enc.shape[1])
+    bad = [f for f in op.features if f >= d_sae]
+    if bad:
+        raise SpecError(f"remove_sae_features on layer {op.layer}: features {bad[:5]} out of range (d_sae {d_sae}).")
+    if op.signed and op.neuron_signs is None:
+        raise SpecError(
+            f"remove_sae_features on layer {op.layer} is signed but has no neuron_signs; measure "
+            "the signs on the concept corpus first, or set signed=false."
+        )
+    bundle = ctx.bundle
+    site = SAESite.of_sae(sae)
+    if site.site == "mlp.hook_post" or site.layer != op.layer:
+        raise SpecError(f"remove_sae_features on layer {op.layer} needs an SAE on that layer's MLP output "
+                        f"(hook_mlp_out or mlp.hook_out); this SAE reads {site.hook_name}.")
+    gamma = layout.post_ffn_gain(bundle.hf_model, op.layer)
+    if site.site == "mlp.hook_out":  # pre-norm SAE: value vectors already live in its space
+        gamma = torch.ones_like(gamma)
+    mu_l = pisces.mu_for_layer(op.mu, op.layer, bundle.n_layers, op.schedule)
+    res = pisces.pisces_rewrite(
+        ctx.w_out(op.layer),
+        sae,
+        list(op.features),
+        tau=op.tau,
+        mu_layer=mu_l,
+        gamma_post=gamma,
+        mode=op.mode,
+        feature_signs=list(op.feature_signs) if op.feature_signs else None,
+        neuron_signs=dict(op.neuron_signs) if op.signed and op.neuron_signs is not None else None,
+    )
+    ctx.set_w_out(op.layer, res.w_out)
+    ctx.info.append(
+        {
+            "kind": op.kind,
+            "layer": op.layer,
+            "rows": res.rows,
+            "rows_per_feature": res.rows_per_feature,
+            "M_l": res.scale,
+            "mu_l": res.mu_layer,
+        }
+    )
+
+
+def _compile_ablate(op: AblateValueVectors, ctx: _Ctx, spec: EditSpec) -> None:
+    w = ablate.ablate_rows(
+        ctx.w_out(op.layer),
+        list(op.neurons),
+        op.mode,
+        scale=op.scale,
+        noise_norm_ratio=op.noise_norm_ratio,
+        seed=op.seed,
+    )
+    ctx.set_w_out(op.layer, w)
+    ctx.info.append({"kind": op.kind, "layer": op.layer, "rows": sorted(set(op.neurons))})
+
+
+def _compile_project(op: ProjectOutDirection, ctx: _Ctx, spec: EditSpec) -> None:
+    if isinstance(op.direction, str):
+        u = ctx.payload[op.direction].float()
+    else:
+        u = torch.tensor(op.direction, dtype=torch.float32)
+    for layer in op.layers:
+        gamma = layout.post_ffn_gain(ctx.bundle.hf_model, layer) if op.gain_aware else None
+        w, rows = project.project_out(ctx.w_out(layer), u, alpha=op.alpha, gamma_post=gamma, tau=op.tau)
+        ctx.set_w_out(layer, w)
+        ctx.info.append({"kind": op.kind, "layer": layer, "rows": rows})
+
+
+def _compile_prune(op: PruneNeurons, ctx: _Ctx, spec: EditSpec) -> None:
+    # A pruned neuron's value vector is zero, so its gate and up keys no longer reach the
+    # output: the adapter carries the W_out rows only (same function, one module per layer).
+    ctx.set_w_out(op.layer, prune.prune_value_vectors(ctx.w_out(op.layer), list(op.neurons)))
+    ctx.info.append({"kind": op.kind, "layer": op.layer, "rows": sorted(set(op.neurons))})
+
+
+def _compile_neuron_adjust(op: NeuronAdjust, ctx: _Ctx, spec: EditSpec) -> None:
+    for i, lay in enumerate(op.runtime):
+        def make(lay: Any = lay, i: int = i) -> Callable[..., Any]:
+            return runtime.make_gate_hook(
+                list(lay.neurons),
+                list(lay.forget_mean),
+                list(lay.forget_std),
+                list(lay.retain_mean),
+                list(lay.retain_std),
+                deterministic=op.deterministic,
+                seed=op.seed + i,
+            )
+
+        ctx.hooks.append(
+            ActivationHook(
+                layer=lay.layer,
+                make=make,
+                description=f"neuron_adjust layer {lay.layer}: {len(lay.neurons)} neurons",
+            )
+        )
+        ctx.info.append({"kind": op.kind, "layer": lay.layer, "neurons": list(lay.neurons)})
+
+
+def _compile_optimised(op: OptimiseValueVectors, ctx: _Ctx, spec: EditSpec) -> None:
+    for t in op.targets:
+        w = ctx.w_out(t.layer).clone()
+        idx = torch.tensor(t.rows, dtype=torch.long)
+        w[idx] = w[idx] + ctx.payload[t.delta].float().to(w.device)  # [r, d]
+        ctx.set_w_out(t.layer, w)
+        ctx.info.append({"kind": op.kind, "layer": t.layer, "rows": sorted(set(t.rows))})
+
+
+OP_COMPILERS: dict[str, Callable[[Any, _Ctx, EditSpec], None]] = {
+    "remove_sae_features": _compile_pisces,
+    "ablate_value_vectors": _compile_ablate,
+    "project_out_direction": _compile_project,
+    "prune_neurons": _compile_prune,
+    "neuron_adjust": _compile_neuron_adjust,
+    "optimise_value_vectors": _compile_optimised,
+}
+
+
+def compile_spec(
+    spec: EditSpec,
+    bundle: Any,
+    sae_loader: SaeLoader | None = None,
+    payload: dict[str, torch.Tensor] | None = None,
+    *,
+    check: bool = True,
+) -> Adapter:
+    """Compile a spec for this bundle into an Adapter (the base weights are only read).
+
+    Raises SpecError for a spec that does not fit the model, SAE or payload."""
+    payload = payload or {}
+    if check:
+        spec.validate_for(bundle, payload=payload)
+    ctx = _Ctx(bundle=bundle, sae_loader=sae_loader, payload=payload)
+    for op in spec.operations:
+        OP_COMPILERS[op.kind](op, ctx, spec)
+    adapter = Adapter(hooks=ctx.hooks, info=ctx.info, spec_sha256=spec.sha256(),
+                      model_sha256=bundle.weights_sha256, name=spec.name)
+    for layer, new in sorted(ctx.work.items()):
+        base = layout.w_out(bundle.hf_model, layer).detach()  # [m, d]
+        delta = factor_delta(new.to(base.dtype) - base.float().to(base.dtype))
+        if delta is None:
+            continue
+        adapter.deltas[layer] = delta
+        after = merged_w_out(base, delta)
+        name = layout.down_proj_name(layer)
+        changed = torch.nonzero((after != base).any(dim=1)).flatten().tolist()
+        adapter.rows.extend(
+            RowChange(name, layer, i, tensor_sha256(base[i]), tensor_sha256(after[i])) for i in changed
+        )
+    return adapter
