@@ -218,7 +218,7 @@ def compile_spec(
                       model_sha256=bundle.weights_sha256, name=spec.name)
     for layer, new in sorted(ctx.work.items()):
         base = layout.w_out(bundle.hf_model, layer).detach()  # [m, d]
-        delta = factor_delta(new.to(base.dtype) - base.float().to(base.dtype))
+        delta = factor_delta(new.to(base.dtype) - base)  # [m, d]
         if delta is None:
             continue
         adapter.deltas[layer] = delta
