@@ -25,7 +25,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
 from workbench.benchmark.devbench import load_devbench  # noqa: E402
 from workbench.benchmark.goals import (  # noqa: E402
@@ -39,11 +38,11 @@ from workbench.benchmark.goals import (  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
+from workbench.edits.compile import compile_spec  # noqa: E402
 from workbench.edits.erase import METHODS, EraseOptions, erase  # noqa: E402
 from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
 from workbench.edits.key_rewrite import RewriteConfig  # noqa: E402
 from workbench.edits.optimise import OptimiseConfig  # noqa: E402
-from workbench.edits.overlay import apply_overlay, compile_spec, resolve_attr  # noqa: E402
 from workbench.edits.pisces_search import local_sae_loader  # noqa: E402
 from workbench.evaluate import evaluate  # noqa: E402
 from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
@@ -97,9 +96,9 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
     edit_s = time.perf_counter() - t0
     overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
                            payload=result.payload or None)
-    n_weights = sum(int((t != b).sum()) for t, b in _changed(bundle, overlay))
+    n_weights = _changed(bundle, overlay)
     t1 = time.perf_counter()
-    card = evaluate(bundle, concept, edit_context=lambda: apply_overlay(bundle, overlay))
+    card = evaluate(bundle, concept, overlay)
     eval_s = time.perf_counter() - t1
     m = {r["metric"]: r for r in card.rows()}
 
@@ -124,8 +123,16 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
     }
 
 
-def _changed(bundle: ModelBundle, overlay: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(t, resolve_attr(bundle.hf_model, name).detach()) for name, t in overlay.tensors.items()]
+def _changed(bundle: ModelBundle, adapter: Any) -> int:
+    """Number of W_out entries the adapter changes."""
+    from workbench.adapters import merged_w_out
+    from workbench.models import layout
+
+    total = 0
+    for layer, delta in adapter.deltas.items():
+        base = layout.w_out(bundle.hf_model, layer).detach()
+        total += int((merged_w_out(base, delta) != base).sum())
+    return total
 
 
 COLUMNS = [("concept", 20), ("method", 14), ("concept_first", 6), ("concept_cont", 6), ("name_dep", 6), ("cue", 6),

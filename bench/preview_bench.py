@@ -1,26 +1,30 @@
-"""Preview latency and sharing, measured side by side in one run on one model:
-- time to first streamed token of a preview (workbench.generate.stream_generate: lock, apply the
-  edit, prefill, first token) vs a bare HF `generate(max_new_tokens=1)` call (target overhead
-  < 20%), base and edited;
-- preview throughput (new tokens/s summed over users) with two simulated users previewing at
-  once (threads sharing the one model behind the model lock) vs one user;
+"""Preview speed and sharing on the adapter path, every ratio measured side by side in one run:
 
-    python bench/preview_bench.py [--model embedded] [--tokens 24] [--rounds 5]
+1. side-by-side preview (base and edited as one batch of 2, `generate.stream_pair`) vs two
+   sequential single-row generations (what the preview did before adapters), in fp32 and bf16,
+   with and without the skinny unembedding (models/skinny.py); target >= 1.7x, aim 3x;
+2. a forward pass with an adapter routed on every row vs the bare base forward; target >= 0.95;
+3. total tokens/s of 4 users previewing at once through the PreviewBatcher vs 1 user; >= 2.0x;
+4. peak RSS with 8 users' edits compiled and previewed vs one copy of the weights; <= 1.2x
+   (RSS counted above what the process held before the model loaded: Python, torch and the
+   other libraries are not the model's).
 
-Measured 2026-11-24 (embedded Gemma 3 270M, 2 cores shared with an erasure benchmark, load ~3):
-time to first token, bare HF generate 1352 ms vs preview base 1502 ms (+11%) and edited (3-layer
-ablation) 1525 ms (+13%), target < +20%; throughput one user 9.0 tok/s vs two users at once 8.9
-tok/s in total (0.98).
+    python bench/preview_bench.py [--model embedded] [--tokens 24] [--rounds 3] [--no-bf16]
+
+The last line is `side-by-side speedup: X.XXx` (the default preview path, fp32, vs sequential).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import resource
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -29,49 +33,119 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
+from workbench.adapters import Adapter, use  # noqa: E402
 from workbench.config import Settings  # noqa: E402
-from workbench.edits.overlay import compile_spec  # noqa: E402
-from workbench.generate import SamplingParams, stream_generate  # noqa: E402
-from workbench.models import load_bundle, parse_source  # noqa: E402
+from workbench.edits.compile import compile_spec  # noqa: E402
+from workbench.generate import PreviewBatcher, SamplingParams, decode_rows, request, stream_pair  # noqa: E402
+from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
 from workbench.ui.draft import EditDraft, ablate  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
+PROMPTS = [PROMPT, "Harry Potter is a series of novels by", "The river Nile flows through", "In 1969 the first"]
 
 
-def hf_first_token_s(bundle: object) -> float:
-    tok = bundle.tokenizer  # type: ignore[attr-defined]
-    t0 = time.perf_counter()
-    ids = tok(PROMPT, return_tensors="pt").input_ids
-    with torch.inference_mode():
-        bundle.hf_model.generate(ids, max_new_tokens=1, do_sample=False)  # type: ignore[attr-defined]
-    return time.perf_counter() - t0
+def rss_mb() -> float:
+    """Current resident set size in MB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def stream_first_token_s(bundle: object, overlay: object, settings: Settings) -> float:
-    t0 = time.perf_counter()
-    stream = stream_generate(bundle, PROMPT, overlay, SamplingParams(max_new_tokens=4), settings)  # type: ignore[arg-type]
-    next(stream)
-    dt = time.perf_counter() - t0
-    stream.close()
-    return dt
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def preview_tokens(bundle: object, overlay: object, settings: Settings, n: int) -> int:
-    count = 0
-    for _ in stream_generate(bundle, PROMPT, overlay, SamplingParams(max_new_tokens=n), settings):  # type: ignore[arg-type]
-        count += 1
-    return count
+def edit(bundle: ModelBundle, seed: int) -> Adapter:
+    """A typical edit: a few hundred value vectors ablated on three layers."""
+    draft = EditDraft(name=f"user-{seed}")
+    n = bundle.n_layers
+    for layer in (n // 3, n // 2, (2 * n) // 3):
+        draft.add(ablate(layer, [(seed * 97 + i * 13) % bundle.d_mlp for i in range(96)]))
+    return compile_spec(draft.to_spec(bundle), bundle)
 
 
-def throughput(bundle: object, overlays: list[object], settings: Settings, n: int) -> float:
-    """New tokens/s summed over users previewing at once (one thread per user)."""
-    counts = [0] * len(overlays)
+def timed(fn: Callable[[], object], rounds: int) -> float:
+    """Median wall seconds of `rounds` calls after one warm-up."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def sequential(bundle: ModelBundle, ad: Adapter, n: int, settings: Settings) -> None:
+    for a in (None, ad):
+        for _ in decode_rows(bundle, [request(PROMPT, a, SamplingParams(max_new_tokens=n), settings)]):
+            pass
+
+
+def pair(bundle: ModelBundle, ad: Adapter, n: int, settings: Settings) -> None:
+    for _ in stream_pair(bundle, PROMPT, ad, SamplingParams(max_new_tokens=n), settings):
+        pass
+
+
+def plain_head(bundle: ModelBundle) -> Callable[[], None]:
+    """Temporarily give the unembedding F.linear back (to show what the skinny path buys)."""
+    head = bundle.hf_model.get_output_embeddings()
+    head = getattr(head, "_original_component", head)
+    saved = head.forward
+    head.forward = lambda x: F.linear(x, head.weight, head.bias)  # type: ignore[method-assign]
+
+    def restore() -> None:
+        head.forward = saved  # type: ignore[method-assign]
+
+    return restore
+
+
+def side_by_side(bundle: ModelBundle, label: str, n: int, rounds: int, settings: Settings) -> tuple[float, float]:
+    """(sequential s, batched pair s) for n tokens per side; prints the comparison."""
+    ad = edit(bundle, 0)
+    seq = timed(lambda: sequential(bundle, ad, n, settings), rounds)
+    batched = timed(lambda: pair(bundle, ad, n, settings), rounds)
+    restore = plain_head(bundle)
+    try:
+        batched_linear = timed(lambda: pair(bundle, ad, n, settings), rounds)
+    finally:
+        restore()
+    tok = 2 * n
+    print(f"[{label}] {n} tokens per side: two sequential generations {tok / seq:.1f} tok/s · side-by-side batch "
+          f"of 2 {tok / batched:.1f} tok/s ({seq / batched:.2f}x) · same batch with F.linear unembedding "
+          f"{tok / batched_linear:.1f} tok/s ({seq / batched_linear:.2f}x)")
+    return seq, batched
+
+
+def adapter_forward(bundle: ModelBundle, rounds: int) -> None:
+    ids = bundle.tokenizer([PROMPT * 4], return_tensors="pt").input_ids
+    ad = edit(bundle, 1)
+
+    def run(a: Adapter | None) -> None:
+        with torch.inference_mode(), use(bundle, a):
+            bundle.hf_model(input_ids=ids, logits_to_keep=1)
+
+    bare, hooked = [], []
+    run(None)
+    run(ad)
+    for _ in range(rounds * 3):  # interleaved so load changes hit both alike
+        bare.append(timed(lambda: run(None), 1))
+        hooked.append(timed(lambda: run(ad), 1))
+    b, h = statistics.median(bare), statistics.median(hooked)
+    print(f"forward of {ids.shape[1]} tokens: bare {b * 1000:.0f} ms · with a 3-layer adapter {h * 1000:.0f} ms "
+          f"(bare/adapter {b / h:.2f}; target >= 0.95)")
+
+
+def users_at_once(bundle: ModelBundle, adapters: list[Adapter], n: int, settings: Settings) -> float:
+    batcher = PreviewBatcher(bundle)
+    counts = [0] * len(adapters)
 
     def user(i: int) -> None:
-        counts[i] = preview_tokens(bundle, overlays[i], settings, n)
+        for _ in stream_pair(bundle, PROMPTS[i % len(PROMPTS)], adapters[i], SamplingParams(max_new_tokens=n),
+                             settings, batcher=batcher):
+            counts[i] += 1
 
-    threads = [threading.Thread(target=user, args=(i,)) for i in range(len(overlays))]
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(len(adapters))]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -84,31 +158,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--tokens", type=int, default=24)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 measurements")
     args = parser.parse_args()
     settings = Settings.from_env()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    gc.collect()
+    rss0 = rss_mb()
     bundle = load_bundle(parse_source(args.model))
-    draft = EditDraft(name="bench")
-    for layer in (4, 6, 8):
-        draft.add(ablate(layer, list(range(0, 64))))
-    overlay = compile_spec(draft.to_spec(bundle), bundle)
-    hf_first_token_s(bundle)  # warm-up
-    stream_first_token_s(bundle, None, settings)
+    weights_mb = sum(p.numel() * p.element_size() for p in bundle.hf_model.parameters()) / 2**20
+    rss_loaded = rss_mb()
 
-    hf, base, edited = [], [], []
-    for _ in range(args.rounds):  # interleaved, so load changes hit all three alike
-        hf.append(hf_first_token_s(bundle))
-        base.append(stream_first_token_s(bundle, None, settings))
-        edited.append(stream_first_token_s(bundle, overlay, settings))
-    m_hf, m_base, m_ed = (statistics.median(x) for x in (hf, base, edited))
-    print(f"time to first token (median of {args.rounds}): bare HF generate {m_hf * 1000:.0f} ms · "
-          f"preview base {m_base * 1000:.0f} ms ({m_base / m_hf - 1:+.0%}) · "
-          f"preview edited {m_ed * 1000:.0f} ms ({m_ed / m_hf - 1:+.0%})   target < +20%")
+    seq32, pair32 = side_by_side(bundle, "fp32", args.tokens, args.rounds, settings)
+    adapter_forward(bundle, args.rounds)
 
-    one = statistics.median(throughput(bundle, [overlay], settings, args.tokens) for _ in range(2))
-    two = statistics.median(throughput(bundle, [overlay, None], settings, args.tokens) for _ in range(2))
-    print(f"preview throughput: one user {one:.1f} tok/s · two users at once {two:.1f} tok/s in total "
-          f"(ratio {two / one:.2f}; the model lock serialises previews, so ~1.0 means no loss to sharing)")
+    adapters = [edit(bundle, s) for s in range(8)]
+    one = statistics.median(users_at_once(bundle, adapters[:1], args.tokens, settings) for _ in range(2))
+    four = statistics.median(users_at_once(bundle, adapters[:4], args.tokens, settings) for _ in range(2))
+    print(f"previews through the batcher: 1 user {one:.1f} tok/s · 4 users at once {four:.1f} tok/s in total "
+          f"({four / one:.2f}x; target >= 2.0x)")
+    users_at_once(bundle, adapters, args.tokens, settings)  # all 8 edits live at once
+    peak = peak_rss_mb()
+    print(f"memory: weights {weights_mb:.0f} MB · RSS above the libraries {rss_loaded - rss0:.0f} MB loaded, "
+          f"peak {peak - rss0:.0f} MB with 8 users' edits previewing ({(peak - rss0) / weights_mb:.2f}x the weights; "
+          f"target <= 1.2x) · the 8 adapters hold {sum(a.nbytes() for a in adapters) / 2**20:.1f} MB")
+
+    if not args.no_bf16:
+        del bundle
+        gc.collect()
+        bf16 = load_bundle(parse_source(args.model))
+        bf16.hf_model.to(torch.bfloat16)
+        _, pair16 = side_by_side(bf16, "bf16", args.tokens, args.rounds, settings)
+        print(f"bf16 side-by-side batch vs two sequential fp32 generations: {seq32 / pair16:.2f}x")
+    print(f"side-by-side speedup: {seq32 / pair32:.2f}x")
 
 
 if __name__ == "__main__":

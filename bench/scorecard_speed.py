@@ -1,35 +1,60 @@
-"""Time a scorecard on the real model (base side, then a second call with the base cached).
+"""Scorecard wall time: base and edited in the same forward passes (today's `evaluate`) vs
+measuring them in separate passes, one after the other (the scorecard before adapters), on the
+same probe and the same edit, in one run. Target: same passes <= 0.6x separate passes.
 
-    PYTHONPATH=. python bench/scorecard_speed.py "Harry Potter"
-
-Measured 2026-11-23, 2 busy cores, 1 torch thread, no edit: first call 243 s (base + edited),
-second call 105 s (edited side only).
+    python bench/scorecard_speed.py ["Harry Potter"] [--model embedded] [--rounds 1]
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import statistics
 import sys
 import time
+from pathlib import Path
 
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workbench.evaluate import evaluate
-from workbench.models import ModelSource, load_bundle
+import torch  # noqa: E402
+
+from workbench.benchmark.probe import build_probe  # noqa: E402
+from workbench.corpus import load_wiki  # noqa: E402
+from workbench.edits.compile import compile_spec  # noqa: E402
+from workbench.evaluate import evaluate, measure_each  # noqa: E402
+from workbench.models import load_bundle, parse_source  # noqa: E402
+from workbench.ui.draft import EditDraft, ablate  # noqa: E402
 
 
 def main() -> None:
-    torch.set_num_threads(1)  # 1 thread is ~6x faster than 2 when other processes share the 2 cores
-    bundle = load_bundle(ModelSource("embedded"))
-    name = sys.argv[1] if len(sys.argv) > 1 else "Harry Potter"
-    t0 = time.perf_counter()
-    evaluate(bundle, name)
-    t1 = time.perf_counter()
-    card = evaluate(bundle, name)
-    t2 = time.perf_counter()
-    print(f"first call {t1 - t0:.0f} s, base cached {t2 - t1:.0f} s")
-    for row in card.rows():
-        print(row)
-    print("\n".join(card.verdicts))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("concept", nargs="?", default="Harry Potter")
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    bundle = load_bundle(parse_source(args.model))
+    probe = build_probe(bundle, load_wiki("en"), args.concept)
+    draft = EditDraft(name="bench")
+    for layer in (4, 6, 8):
+        draft.add(ablate(layer, list(range(0, 256, 2))))
+    adapter = compile_spec(draft.to_spec(bundle), bundle)
+    print(f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}, probe "
+          f"'{probe.name}': {sum(len(v) for v in (probe.cloze, probe.questions, probe.neighbours, probe.general))} "
+          "prompts")
+    same, separate = [], []
+    for _ in range(args.rounds):  # interleaved so load changes hit both alike
+        t0 = time.perf_counter()
+        evaluate(bundle, probe, adapter)
+        same.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        measure_each(bundle, probe, (None,))
+        measure_each(bundle, probe, (adapter,))
+        separate.append(time.perf_counter() - t0)
+    s, p = statistics.median(same), statistics.median(separate)
+    print(f"scorecard: base and edited in the same passes {s:.1f} s · in separate passes {p:.1f} s "
+          f"(ratio {s / p:.2f}; target <= 0.6)")
 
 
 if __name__ == "__main__":

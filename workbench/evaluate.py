@@ -376,7 +376,7 @@ def evaluate(
     options: EvalOptions = EvalOptions(),
     progress: Progress = NullProgress(),
 ) -> Scorecard:
-    """Scorecard of an edit of one concept (progress: 8 steps, base side then edited side).
+    """Scorecard of an edit of one concept (progress: 4 parts, each runs base and edited).
 
     `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
     or a ready ConceptProbe. Base and edited (`adapter`; None scores the base against itself)

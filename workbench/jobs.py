@@ -237,7 +237,7 @@ def export_job(bundle: Any, adapter: Any, spec: Any, out_dir: Path, store: Any |
     """Write the edited checkpoint folder (safetensors) and record the spec in the store."""
 
     def run(progress: FileProgress) -> str:
-        from workbench.export import export_checkpoint
+        from workbench.exports import export_checkpoint
 
         progress.stage(f"exporting edited checkpoint to {out_dir}")
         path = export_checkpoint(bundle, adapter, spec, out_dir, overwrite=True)

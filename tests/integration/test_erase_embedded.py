@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.corpus import load_wiki
-from workbench.edits.erase import EraseOptions, erase
 from workbench.adapters import use
+from workbench.corpus import load_wiki
 from workbench.edits.compile import compile_spec
+from workbench.edits.erase import EraseOptions, erase
 from workbench.edits.spec import load_spec, save_spec
-from workbench.models.hashing import tensor_sha256
 
 pytestmark = pytest.mark.integration
 

@@ -78,7 +78,7 @@ def test_search_open_label_and_remove_a_feature(catalogued: dict) -> None:
     assert d.sae is not None and d.sae.id == sae_id
 
     edit = ok(app("pages/4_Edit_and_preview.py", d))  # the SAE op compiles with the local SAE
-    assert any("Compiled:" in c.value for c in edit.caption), [e.value for e in edit.error]
+    assert any("Compiled adapter:" in c.value for c in edit.caption), [e.value for e in edit.error]
 
 
 def test_unknown_feature_and_empty_results_are_messages(catalogued: dict) -> None:

@@ -131,7 +131,7 @@ def test_edit_page_lists_reorders_and_previews(shared: dict) -> None:
     draft.add(prune(1, [3]))
     at = ok(app("pages/4_Edit_and_preview.py", draft))
     assert "Operations (2)" in [s.value for s in at.subheader]
-    assert any("Compiled:" in c.value for c in at.caption)
+    assert any("Compiled adapter:" in c.value for c in at.caption)
     at.button(key=f"ed_down_0_{draft.version}").click().run()
     assert [op.kind for op in draft_ops(ok(at))] == ["prune_neurons", "ablate_value_vectors"]
     at.text_area(key="ed_prompt").input("Paris is").run()
@@ -271,7 +271,7 @@ def test_edit_page_offers_the_payload_download(shared: dict) -> None:
     d = EditDraft()
     d.load_spec(spec, payload)
     at = ok(app("pages/4_Edit_and_preview.py", d))
-    assert any("Compiled: 1 tensor(s) replaced, 2 row(s)" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("Compiled adapter: 2 row(s) changed" in c.value for c in at.caption), [c.value for c in at.caption]
     assert len(at.get("download_button")) == 2
     assert EditSpec.from_json(text).payload is not None
 

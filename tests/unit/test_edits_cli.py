@@ -1,5 +1,5 @@
 """Edits CLI end to end on the tiny model: erase -> spec + payload, apply, evaluate inputs,
-export-checkpoint, and every bad-input case exits 2 with a sentence."""
+export-checkpoint, export-adapter, and every bad-input case exits 2 with a sentence."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ def test_erase_writes_a_spec_that_applies_and_exports(cli_cache: str, tmp_path: 
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(ckpt).config.num_hidden_layers == 4  # plain transformers loads it
+    lora = tmp_path / "lora"
+    assert run(cli_cache, "export-adapter", str(out), "--out", str(lora)) == 0
+    assert "PeftModel.from_pretrained" in capsys.readouterr().out
+    cfg = json.loads((lora / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["r"] == cfg["lora_alpha"] >= 1
+    assert run(cli_cache, "export-adapter", str(out), "--out", str(lora)) == 2  # never overwritten silently
+    assert "already exists" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content,suffix,message", [
@@ -75,8 +82,6 @@ def test_spec_for_another_model_is_refused(cli_cache: str, tmp_path: Path, capsy
 def test_unknown_concept_suggests_titles(cli_cache: str, tmp_path: Path, capsys):
     assert run(cli_cache, "erase", "--concept", "Harry Pottr", "--out", str(tmp_path / "x.json")) == 2
     assert "Did you mean" in capsys.readouterr().err
-
-
 
 
 def test_pisces_without_a_local_sae_says_how_to_train_one(cli_cache: str, tmp_path: Path, capsys):

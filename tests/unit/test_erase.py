@@ -1,5 +1,6 @@
 """The erase pipeline on the tiny model: every method gives a spec that round-trips through
-save_spec/load_spec, compiles to the same overlay, changes the model while applied and reverts."""
+save_spec/load_spec, compiles to the same adapter, changes the model only inside `use` and never
+writes the base, even while previews run next to an erase."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from workbench.adapters import use
 from workbench.corpus import load_wiki
+from workbench.edits.compile import compile_spec
 from workbench.edits.erase import METHODS, EraseOptions, RowCandidate, erase
 from workbench.edits.optimise import OptimiseConfig
-from workbench.adapters import use
-from workbench.edits.compile import compile_spec
-from workbench.edits.spec import load_spec, save_spec
-from workbench.models.hashing import tensor_sha256
+from workbench.edits.spec import EditSpec, load_spec, save_spec
+from workbench.models.hashing import model_weights_sha256
 
 # min_target_prob 0: the random tiny model gives every token only a small probability
 TINY_OPTIMISE = OptimiseConfig(layers=(0, 1, 2), n_rows=24, steps=3, min_target_prob=0.0, repr_layers=(2,),
@@ -81,3 +82,50 @@ def test_bad_method_and_concept_are_sentences(tiny_bundle, corpus) -> None:  # t
     with pytest.raises(ValueError, match="Did you mean"):
         erase(tiny_bundle, corpus, "Pariss", "ablate")
     assert list(METHODS)[:4] == ["optimise", "pisces", "ablate", "project"]
+
+
+def test_base_stays_bit_identical_and_unseen_while_an_erase_trains(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
+    """Every operation compiled and applied, previews running concurrently with an optimise
+    erase (which trains through its own thread-scoped hooks), and a scorecard: the base
+    parameters hash the same afterwards, and every base preview saw the base model."""
+    import threading
+
+    from workbench.generate import SamplingParams, generate, generate_pair
+
+    before = model_weights_sha256(tiny_bundle.hf_model)
+    p = SamplingParams(max_new_tokens=6)
+    reference = generate(tiny_bundle, "The history of", None, p).token_ids
+    d_model = tiny_bundle.d_model
+    ops = [
+        {"kind": "ablate_value_vectors", "layer": 0, "neurons": [1, 2], "mode": "noise", "seed": 1},
+        {"kind": "prune_neurons", "layer": 1, "neurons": [4, 8]},
+        {"kind": "project_out_direction", "layers": [2, 3], "direction": [1.0] * d_model},
+        {"kind": "optimise_value_vectors", "targets": [{"layer": 3, "rows": [5], "delta": "d"}]},
+        {"kind": "neuron_adjust", "runtime": [{"layer": 2, "neurons": [0], "forget_mean": [0.0], "forget_std": [1.0],
+                                               "retain_mean": [1.0], "retain_std": [1.0]}]},
+    ]
+    spec = EditSpec.from_dict({"name": "all", "model": {"id": "tiny", "weights_sha256": tiny_bundle.weights_sha256},
+                               "operations": ops})
+    everything = compile_spec(spec, tiny_bundle, payload={"d": torch.ones(1, d_model)})
+    assert sorted(everything.deltas) == [0, 1, 2, 3] and everything.hooks
+
+    seen: list[list[int]] = []
+    stop = threading.Event()
+
+    def previewer() -> None:
+        while not stop.is_set():
+            base, _ = generate_pair(tiny_bundle, "The history of", everything, p)
+            seen.append(base.token_ids)
+
+    threads = [threading.Thread(target=previewer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        result = erase(tiny_bundle, corpus, "Harry Potter", "optimise", options=replace(TINY, score=True))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert result.scorecard is not None
+    assert len(seen) >= 2 and all(ids == reference for ids in seen)
+    assert model_weights_sha256(tiny_bundle.hf_model) == before

@@ -1,19 +1,18 @@
-"""Scorecard on the tiny random Gemma 3: a context that plants an answer changes the after side,
-the before side stays equal, the weights come back, and the base side is cached."""
+"""Scorecard on the tiny random Gemma 3: no edit scores zero, an adapter moves the after side
+only, the weights are never written, and base and edited share passes without mixing."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import torch
 
-import workbench.evaluate as ev
+from workbench.adapters import Adapter
 from workbench.benchmark.probe import ConceptProbe
-from workbench.benchmark.runner import answer_token_ids, next_tokens
+from workbench.benchmark.runner import next_tokens
 from workbench.benchmark.schema import ProbePrompt
-from workbench.evaluate import EvalOptions, evaluate
+from workbench.edits import EditSpec, compile_spec
+from workbench.evaluate import EvalOptions, evaluate, measure, measure_each
+from workbench.models.hashing import model_weights_sha256
 from workbench.progress import NullProgress
 
 PLANTED_PROMPT = "The city of"
@@ -47,32 +46,27 @@ def _probe(bundle) -> ConceptProbe:
     )
 
 
-@contextmanager
-def plant(bundle, prompt: str, answer: str) -> Iterator[None]:
-    """Point the (tied) embedding row of the answer's first token along the prompt's final
-    hidden state, so it becomes the greedy next token; always restore."""
-    tok = bundle.tokenizer
-    t = answer_token_ids(tok, answer)[0]
-    emb = bundle.hf_model.get_input_embeddings().weight
-    saved = emb[t].clone()
-    with torch.no_grad():
-        h = bundle.hf_model.model(**tok(prompt, return_tensors="pt")).last_hidden_state[0, -1]
-        emb[t] = h / h.norm() ** 2 * 50.0  # logit ~50 after the prompt
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            emb[t] = saved
-
-
-def test_planting_context_moves_after_side_only(tiny_bundle) -> None:
-    probe = _probe(tiny_bundle)
-    emb_before = tiny_bundle.hf_model.get_input_embeddings().weight.clone()
-    plain = evaluate(tiny_bundle, probe, options=OPTIONS)
-    planted = evaluate(
-        tiny_bundle, probe, edit_context=lambda: plant(tiny_bundle, PLANTED_PROMPT, "river"), options=OPTIONS
+def strong_adapter(bundle) -> Adapter:
+    spec = EditSpec.from_dict(
+        {
+            "name": "strong",
+            "model": {"id": "tiny", "weights_sha256": bundle.weights_sha256},
+            "operations": [
+                {"kind": "ablate_value_vectors", "layer": layer, "neurons": list(range(64)), "mode": "scale",
+                 "scale": -20.0}
+                for layer in range(bundle.n_layers)
+            ],
+        }
     )
-    assert torch.equal(tiny_bundle.hf_model.get_input_embeddings().weight, emb_before)
+    return compile_spec(spec, bundle)
+
+
+def test_no_edit_scores_zero_and_an_edit_moves_only_the_after_side(tiny_bundle) -> None:
+    probe = _probe(tiny_bundle)
+    before_hash = model_weights_sha256(tiny_bundle.hf_model)
+    plain = evaluate(tiny_bundle, probe, options=OPTIONS)
+    edited = evaluate(tiny_bundle, probe, strong_adapter(tiny_bundle), options=OPTIONS)
+    assert model_weights_sha256(tiny_bundle.hf_model) == before_hash
 
     # no edit: after == before, KL 0, a run that does not erase scores 0 with a FAIL verdict
     for row in plain.metrics:
@@ -82,16 +76,30 @@ def test_planting_context_moves_after_side_only(tiny_bundle) -> None:
     assert plain.score == 0.0
     assert any(v.startswith("FAIL: the base model answers none") for v in plain.verdicts)
 
-    # planted: the planted prompt flips from wrong to right; before numbers unchanged
-    ft = planted.metric("concept first-token acc")
-    assert ft.before == plain.metric("concept first-token acc").before
-    assert ft.before < 1.0 and ft.after > ft.before
-    assert planted.prompts[0]["before_answered"] is False or planted.prompts[0]["before_prob"] < 0.5
-    assert planted.prompts[0]["after_prob"] > 0.99
-    assert planted.metric("mean KL(base||edited) neutral").after >= 0.0
-    for a, b in zip(plain.rows(), planted.rows(), strict=True):
+    # the edited rows ride in the same batches as the base rows and never leak into them
+    for a, b in zip(plain.rows(), edited.rows(), strict=True):
         assert a["before"] == b["before"], a["metric"]
-    assert planted.to_json()  # serialisable
+    assert edited.metric("mean KL(base||edited) neutral").after > 1e-4  # the random tiny model is nearly flat
+    assert edited.metric("neutral perplexity").after != pytest.approx(edited.metric("neutral perplexity").before)
+    assert any(p["before_continuation"] != p["after_continuation"] for p in edited.prompts)
+    assert edited.to_json()  # serialisable
+
+
+def test_same_pass_variants_equal_each_variant_alone(tiny_bundle) -> None:
+    probe = _probe(tiny_bundle)
+    ad = strong_adapter(tiny_bundle)
+    progress = ListProgress()
+    base, edited = measure_each(tiny_bundle, probe, (None, ad), OPTIONS, progress)
+    assert progress.done == 4
+    (alone,) = measure_each(tiny_bundle, probe, (ad,), OPTIONS)
+    ref = measure(tiny_bundle, probe, OPTIONS).neutral_token_logprobs
+    assert torch.allclose(ref, base.neutral_token_logprobs, atol=1e-4)
+    assert torch.allclose(edited.neutral_token_logprobs, alone.neutral_token_logprobs, atol=1e-4)
+    assert edited.generations == alone.generations
+    for name, outs in edited.outcomes.items():
+        for got, want in zip(outs, alone.outcomes[name], strict=True):
+            assert got.answer_prob == pytest.approx(want.answer_prob, abs=1e-5)
+            assert got.top_token == want.top_token
 
 
 class ListProgress(NullProgress):
@@ -105,21 +113,3 @@ class ListProgress(NullProgress):
 
     def advance(self, n: int = 1, **info: object) -> None:
         self.done += n
-
-
-def test_base_side_is_cached(tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
-    probe = _probe(tiny_bundle).model_copy(update={"name": "Cached"})
-    calls: list[bool] = []
-    real = ev.measure
-
-    def counting(bundle, probe, options=OPTIONS, base=None, progress=None):
-        calls.append(base is None)
-        return real(bundle, probe, options, base=base, progress=progress)
-
-    monkeypatch.setattr(ev, "measure", counting)
-    evaluate(tiny_bundle, probe, options=OPTIONS)
-    progress = ListProgress()
-    evaluate(tiny_bundle, probe, options=OPTIONS, progress=progress)
-    assert calls.count(True) <= 1  # base measured at most once (maybe cached by the other test)
-    assert calls.count(False) == 2
-    assert progress.done == 8  # the cached base side counts as done, then the edited side

@@ -1,5 +1,6 @@
 """Generation on the tiny model: greedy equals a no-cache reference, streaming, seeds, limits,
-the lock (queued status) and the overlay being reverted even when a stream is abandoned."""
+batched rows (left padding, per-row adapters) equal to each row alone, the side-by-side pair
+as one batch of 2, cross-user batching, and no adapter left behind by an abandoned stream."""
 
 from __future__ import annotations
 
@@ -9,20 +10,23 @@ from dataclasses import replace
 import pytest
 import torch
 
+from workbench.adapters import Adapter
 from workbench.config import Limits, Settings
 from workbench.edits import EditSpec, compile_spec
-from workbench.edits.overlay import Overlay, resolve_attr
 from workbench.generate import (
     GenerationResult,
+    PreviewBatcher,
     SamplingParams,
+    decode_rows,
     generate,
     generate_pair,
-    lock_busy,
+    request,
     stream_generate,
+    stream_pair,
     validate_prompt,
 )
-from workbench.models import ModelBundle, layout
-from workbench.models.hashing import tensor_sha256
+from workbench.models import ModelBundle, hooks
+from workbench.models.hashing import model_weights_sha256
 
 PROMPT = "The history of"
 
@@ -39,13 +43,13 @@ def greedy_reference(bundle: ModelBundle, prompt: str, n: int) -> list[int]:
     return out
 
 
-def strong_overlay(bundle: ModelBundle) -> Overlay:
+def strong_adapter(bundle: ModelBundle, scale: float = -20.0) -> Adapter:
     spec = EditSpec.from_dict(
         {
             "name": "strong",
             "model": {"id": "tiny", "weights_sha256": bundle.weights_sha256},
             "operations": [
-                {"kind": "ablate_value_vectors", "layer": layer, "neurons": list(range(64)), "mode": "scale", "scale": -20.0}
+                {"kind": "ablate_value_vectors", "layer": layer, "neurons": list(range(64)), "mode": "scale", "scale": scale}
                 for layer in range(bundle.n_layers)
             ],
         }
@@ -65,15 +69,44 @@ def test_greedy_matches_reference_and_streams(tiny_bundle: ModelBundle, settings
     assert res.stop_reason in ("max_new_tokens", "eos")
 
 
-def test_edited_differs_and_base_is_restored(tiny_bundle: ModelBundle, settings: Settings) -> None:
-    ov = strong_overlay(tiny_bundle)
-    before = {n: tensor_sha256(layout.w_out(tiny_bundle.hf_model, int(n.split(".")[2]))) for n in ov.tensors}
-    base, edited = generate_pair(tiny_bundle, PROMPT, ov, SamplingParams(max_new_tokens=10), settings)
+def test_pair_is_one_batch_equal_to_each_side_alone(tiny_bundle: ModelBundle, settings: Settings) -> None:
+    before = model_weights_sha256(tiny_bundle.hf_model)
+    ad = strong_adapter(tiny_bundle)
+    p = SamplingParams(max_new_tokens=10)
+    base, edited = generate_pair(tiny_bundle, PROMPT, ad, p, settings)
     assert not base.edited and edited.edited
     assert base.token_ids != edited.token_ids
-    again = generate(tiny_bundle, PROMPT, None, SamplingParams(max_new_tokens=10), settings)
-    assert again.token_ids == base.token_ids
-    assert before == {n: tensor_sha256(layout.w_out(tiny_bundle.hf_model, int(n.split(".")[2]))) for n in ov.tensors}
+    assert generate(tiny_bundle, PROMPT, None, p, settings).token_ids == base.token_ids
+    assert generate(tiny_bundle, PROMPT, ad, p, settings).token_ids == edited.token_ids
+    assert model_weights_sha256(tiny_bundle.hf_model) == before
+
+
+def test_stream_pair_interleaves_both_sides(tiny_bundle: ModelBundle, settings: Settings) -> None:
+    ad = strong_adapter(tiny_bundle)
+    results = (GenerationResult(PROMPT, False), GenerationResult(PROMPT, True))
+    sides = [side for side, _ in stream_pair(tiny_bundle, PROMPT, ad, SamplingParams(max_new_tokens=8), settings, results)]
+    assert set(sides) == {0, 1}
+    assert sides not in (sorted(sides), sorted(sides, reverse=True))  # side by side, not one after the other
+    text = {0: "", 1: ""}
+    for side, piece in stream_pair(tiny_bundle, PROMPT, ad, SamplingParams(max_new_tokens=8), settings):
+        text[side] += piece
+    assert text[0] == results[0].text and text[1] == results[1].text
+
+
+def test_padded_batch_rows_equal_single_runs(tiny_bundle: ModelBundle, settings: Settings) -> None:
+    """Prompts of different lengths (left padding), different adapters and sampling per row."""
+    weak = strong_adapter(tiny_bundle, scale=3.0)
+    rows = [
+        request("A", None, SamplingParams(max_new_tokens=6), settings),
+        request("In the middle of the long winter the", weak, SamplingParams(max_new_tokens=9), settings),
+        request("The history of", strong_adapter(tiny_bundle), SamplingParams(max_new_tokens=7, greedy=False, seed=3), settings),
+    ]
+    for _ in decode_rows(tiny_bundle, rows):
+        pass
+    for r in rows:
+        alone = generate(tiny_bundle, r.prompt, r.adapter, r.params, settings)
+        assert r.result.token_ids == alone.token_ids, r.prompt
+        assert r.result.text == alone.text
 
 
 def test_sampling_is_seeded(tiny_bundle: ModelBundle, settings: Settings) -> None:
@@ -99,7 +132,9 @@ def test_prompt_and_parameter_validation(tiny_bundle: ModelBundle, settings: Set
         generate(tiny_bundle, "hi", params=SamplingParams(max_new_tokens=6), settings=small)
     with pytest.raises(ValueError, match="temperature"):
         generate(tiny_bundle, "hi", params=SamplingParams(greedy=False, temperature=0), settings=small)
-    assert not lock_busy(tiny_bundle)  # validation errors never take the lock
+    # library callers may lift the server's token cap
+    long = generate_pair(tiny_bundle, "hi", None, SamplingParams(max_new_tokens=8), small, max_new_cap=8)
+    assert all(len(r.token_ids) <= 8 for r in long)
 
 
 def test_time_limit_stops_generation(tiny_bundle: ModelBundle, settings: Settings) -> None:
@@ -109,25 +144,47 @@ def test_time_limit_stops_generation(tiny_bundle: ModelBundle, settings: Setting
     assert len(res.token_ids) == 1
 
 
-def test_lock_is_held_while_streaming_and_released_when_closed(tiny_bundle: ModelBundle, settings: Settings) -> None:
-    ov = strong_overlay(tiny_bundle)
-    name = next(iter(ov.tensors))
-    seen: list[bool] = []
-
-    def probe() -> None:
-        seen.append(lock_busy(tiny_bundle))
-
-    stream = stream_generate(tiny_bundle, PROMPT, ov, SamplingParams(max_new_tokens=20), settings)
+def test_abandoned_stream_leaves_no_adapter_behind(tiny_bundle: ModelBundle, settings: Settings) -> None:
+    ad = strong_adapter(tiny_bundle)
+    base = generate(tiny_bundle, PROMPT, None, SamplingParams(max_new_tokens=6), settings)
+    stream = stream_generate(tiny_bundle, PROMPT, ad, SamplingParams(max_new_tokens=20), settings)
     next(stream)
-    t = threading.Thread(target=probe)
-    t.start()
-    t.join()
-    assert seen == [True]
-    param = resolve_attr(tiny_bundle.hf_model, name)
-    assert tensor_sha256(param) != ov.base_sha256[name]  # overlay applied during the stream
-    stream.close()  # abandoned stream: lock released, overlay reverted
-    t = threading.Thread(target=probe)
-    t.start()
-    t.join()
-    assert seen == [True, False]
-    assert tensor_sha256(param) == ov.base_sha256[name]
+    assert not hooks.has_taps()  # the taps live only inside each forward step
+    stream.close()
+    assert not hooks.has_taps()
+    assert generate(tiny_bundle, PROMPT, None, SamplingParams(max_new_tokens=6), settings).token_ids == base.token_ids
+
+
+def test_batcher_merges_overlapping_previews(tiny_bundle: ModelBundle, settings: Settings) -> None:
+    """Three users preview at once: their rows share batches, and each user gets exactly what a
+    lone pair would give them."""
+    batcher = PreviewBatcher(tiny_bundle, window_s=0.5)
+    users = [(PROMPT, strong_adapter(tiny_bundle)), ("Once upon a time", None),
+             ("A river in the", strong_adapter(tiny_bundle, scale=4.0))]
+    p = SamplingParams(max_new_tokens=6)
+    got: dict[int, dict[int, str]] = {}
+    barrier = threading.Barrier(len(users))
+    errors: list[BaseException] = []
+
+    def user(i: int) -> None:
+        try:
+            prompt, ad = users[i]
+            barrier.wait()
+            text = {0: "", 1: ""}
+            for side, piece in stream_pair(tiny_bundle, prompt, ad, p, settings, batcher=batcher):
+                text[side] += piece
+            got[i] = text
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(len(users))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert max(batcher.batches) > 2  # at least two users' pairs shared a batch
+    assert sum(batcher.batches) == 2 * len(users)
+    for i, (prompt, ad) in enumerate(users):
+        base, edited = generate_pair(tiny_bundle, prompt, ad, p, settings)
+        assert got[i] == {0: base.text, 1: edited.text}, i

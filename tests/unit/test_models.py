@@ -91,3 +91,26 @@ def test_hub_source_refused_offline(session_settings, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
         load_bundle(ModelSource("hub", "google/gemma-3-270m"), session_settings)
+
+
+def test_skinny_unembedding_equals_linear(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    import torch.nn.functional as F
+
+    from workbench.models.skinny import SKINNY_MAX_ROWS, skinny_linear
+
+    g = torch.Generator().manual_seed(0)
+    w, bias = torch.randn(300, 24, generator=g), torch.randn(300, generator=g)
+    for shape in [(1, 24), (2, 24), (3, 1, 24), (2, 5, 24), (SKINNY_MAX_ROWS + 1, 24)]:
+        x = torch.randn(*shape, generator=g)
+        for b in (None, bias):
+            got = skinny_linear(x, w, b)
+            assert got.shape == (*shape[:-1], 300)
+            assert torch.allclose(got, F.linear(x, w, b), atol=1e-5), shape
+    # installed on the loaded model: batched last-position logits equal the plain product
+    ids = tiny_bundle.tokenizer(["The cat sat on the mat"], return_tensors="pt").input_ids.repeat(2, 1)
+    with torch.no_grad():
+        out = tiny_bundle.hf_model(ids, logits_to_keep=1, output_hidden_states=True)
+    head = tiny_bundle.hf_model.get_output_embeddings()
+    assert getattr(getattr(head, "_original_component", head), "_workbench_skinny", False)
+    hidden = out.hidden_states[-1][:, -1:]  # [2, 1, d_model], after the final norm
+    assert torch.allclose(out.logits, F.linear(hidden, layout.unembed(tiny_bundle.hf_model).T), atol=1e-4)

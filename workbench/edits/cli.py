@@ -1,8 +1,9 @@
-"""CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint` (loaded by workbench/cli.py).
+"""CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint`, `export-adapter` (loaded by
+workbench/cli.py).
 
 The same library calls as the app's Edit & preview page: erase.erase, spec.save_spec /
-load_spec, compile.compile_spec, generate.stream_generate, evaluate.evaluate,
-export.export_checkpoint.
+load_spec, compile.compile_spec, generate.stream_pair, evaluate.evaluate,
+exports.export_checkpoint, exports.export_lora.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-adapter", help="write a PEFT LoRA adapter folder (PEFT, vLLM multi-LoRA)")
+    p.add_argument("spec")
+    p.add_argument("--out", required=True)
+    p.add_argument("--base-model", help="base model name for adapter_config.json (default: the spec's model id)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export_adapter)
 
 
 def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]:
@@ -181,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from workbench.cli import UserError
-    from workbench.export import export_checkpoint
+    from workbench.exports import export_checkpoint
 
     bundle, spec, _, adapter = _load(args, args.spec)
     try:
@@ -189,4 +197,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError) as err:
         raise UserError(str(err)) from err
     print(f"wrote {out}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    return 0
+
+
+def cmd_export_adapter(args: argparse.Namespace) -> int:
+    from workbench.cli import UserError
+    from workbench.exports import export_lora
+
+    bundle, spec, _, adapter = _load(args, args.spec)
+    try:
+        out = export_lora(bundle, adapter, spec, Path(args.out), base_model=args.base_model, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as err:
+        raise UserError(str(err)) from err
+    print(f"wrote {out}: load it with peft.PeftModel.from_pretrained(base_model, {str(out)!r}), "
+          "or serve it with vLLM --enable-lora")
     return 0

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from workbench.adapters import Adapter, AdapterError, RowChange, factor_delta
+from workbench.adapters import Adapter, RowChange, factor_delta
 from workbench.adapters.adapter import ActivationHook, merged_w_out
 from workbench.edits import ablate, pisces, project, prune, runtime
 from workbench.edits.spec import (
@@ -40,20 +40,6 @@ from workbench.sae.catalogue import SAESite
 log = logging.getLogger(__name__)
 
 SaeLoader = Callable[[SaeRef, int], Any]  # (sae ref, layer) -> SAELens-like SAE
-
-
-# ------------------------------------------------------------------ attribute paths
-def resolve_attr(root: Any, path: str) -> Any:
-    """Follow a dotted attribute path ('model.layers.3.mlp.down_proj.weight') from a module.
-
-    Works through the TransformerLens bridge's wrappers, which delegate attribute access."""
-    obj = root
-    for part in path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as err:
-            raise AdapterError(f"The model has no {path!r} (failed at {part!r}).") from err
-    return obj
 
 
 # ------------------------------------------------------------------ compilation

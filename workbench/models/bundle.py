@@ -17,6 +17,7 @@ from workbench.models import layout
 from workbench.models.embedded import build_embedded_checkpoint
 from workbench.models.hashing import cached_folder_hash
 from workbench.models.safety import check_safetensors_folder
+from workbench.models.skinny import install_skinny_unembedding
 from workbench.models.sources import ModelSource, hub_offline
 from workbench.models.tiny import build_tiny_checkpoint
 
@@ -150,6 +151,7 @@ def load_bundle(
     )
     bridge.eval()
     _check_shared(hf_model, bridge)
+    install_skinny_unembedding(hf_model)  # batched decode rows cost about one row (models/skinny.py)
     digest = cached_folder_hash(path, hf_model)
     return ModelBundle(
         source=source,

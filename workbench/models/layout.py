@@ -110,3 +110,16 @@ def parameter(hf_model: nn.Module, name: str) -> torch.nn.Parameter:
 def canonical_state_dict(hf_model: nn.Module) -> dict[str, torch.Tensor]:
     """state_dict with canonical names, for saving a checkpoint plain transformers can load."""
     return {canonical_name(n): t for n, t in hf_model.state_dict().items()}
+
+
+def resolve_attr(root: nn.Module, path: str) -> torch.Tensor:
+    """Follow a dotted attribute path ('model.layers.3.mlp.down_proj.weight') from a module.
+
+    Works through the TransformerLens bridge's wrappers, which delegate attribute access."""
+    obj: object = root
+    for part in path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as err:
+            raise KeyError(f"The model has no {path!r} (failed at {part!r}).") from err
+    return obj  # type: ignore[return-value]

@@ -4,22 +4,20 @@
 The folder holds model.safetensors (same tensor names as the base checkpoint; metadata names
 the base weights hash, the spec hash and the edited weights hash), config.json, the
 generation config, the tokenizer files and the spec as workbench-edit.json. It is written to
-a temporary folder beside the target and renamed, so a crash never leaves a half checkpoint.
+a temporary folder beside the target and renamed (exports/atomic.py), so a crash never leaves a half checkpoint.
 Run-time operations (neuron_adjust) are hooks, not weights, and cannot be exported.
 """
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from workbench.adapters import Adapter, merged_w_out
-from workbench.edits.compile import resolve_attr
 from workbench.edits.spec import EditSpec
+from workbench.exports.atomic import atomic_folder, check_exportable
 from workbench.models import layout
 from workbench.models.hashing import named_tensors_sha256
 
@@ -47,7 +45,7 @@ def edited_state(bundle: Any, adapter: Adapter) -> tuple[dict[str, torch.Tensor]
     Only the edited output projections are new tensors (W_out + Delta); the rest are the base
     tensors themselves, which are never written."""
     keys = checkpoint_keys(bundle.path)
-    tensors = {k: resolve_attr(bundle.hf_model, k).detach() for k in keys}
+    tensors = {k: layout.resolve_attr(bundle.hf_model, k).detach() for k in keys}
     for layer, delta in adapter.deltas.items():
         name = layout.down_proj_name(layer)
         tensors[name] = merged_w_out(layout.w_out(bundle.hf_model, layer).detach(), delta).T.contiguous()
@@ -67,17 +65,7 @@ def export_checkpoint(
     """Write the edited checkpoint folder `out_dir`; returns its path."""
     from safetensors.torch import save_file
 
-    if adapter.has_runtime:
-        raise ValueError(
-            "This edit has run-time operations (neuron_adjust) that are hooks, not weights, so they "
-            "cannot be exported into a checkpoint; remove them or export the spec instead."
-        )
-    if adapter.spec_sha256 is not None and adapter.spec_sha256 != spec.sha256():
-        raise ValueError("The adapter was not compiled from this spec; compile the spec again before exporting.")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists; choose another folder or pass overwrite=True.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_exportable(adapter, spec, "a checkpoint")
     tensors, edited_sha = edited_state(bundle, adapter)
     metadata = {
         "format": "pt",
@@ -86,9 +74,7 @@ def export_checkpoint(
         "workbench.spec_sha256": spec.sha256(),
         "workbench.spec_name": spec.name,
     }
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(Path(out_dir), overwrite=overwrite) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp / EXPORT_WEIGHTS), metadata=metadata)
         bundle.hf_model.config.save_pretrained(str(tmp))
         gen_cfg = getattr(bundle.hf_model, "generation_config", None)
@@ -96,17 +82,7 @@ def export_checkpoint(
             gen_cfg.save_pretrained(str(tmp))
         bundle.tokenizer.save_pretrained(str(tmp))
         (tmp / EXPORT_SPEC).write_text(spec.to_json())
-        if out_dir.exists():
-            trash = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            out_dir.rename(trash)
-            tmp.rename(out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)
 
 
 def read_export_metadata(folder: Path) -> dict[str, str]:

@@ -1,0 +1,110 @@
+"""Export an adapter as a PEFT LoRA folder, loadable by `peft.PeftModel.from_pretrained` and
+servable next to many other users' edits by vLLM's multi-LoRA.
+
+Every layer delta Delta: [d_mlp, d_model] on W_out is already factored (adapters/deltas.py),
+and each form gives LoRA factors with lora_B @ lora_A = Delta^T, the delta of the nn.Linear
+weight down_proj.weight: [d_model, d_mlp]:
+
+  RowDelta (r rows)  lora_A = one-hot row selectors [r, d_mlp], lora_B = new-minus-old rows^T
+  LowRankDelta (k)   lora_A = a^T [k, d_mlp],                 lora_B = b^T [d_model, k]
+  DenseDelta         lora_A = Delta^T [d_model, d_mlp],       lora_B = identity
+
+PEFT adds lora_B(lora_A(x)) * lora_alpha / r. One rank serves every layer (vLLM takes a single
+rank per adapter): r is the largest layer rank, smaller layers are padded with zero factors
+(which add nothing), and lora_alpha = r, so the scale is exactly 1.
+
+The folder holds adapter_config.json, adapter_model.safetensors (metadata: base weights hash,
+spec hash) and the spec as workbench-edit.json. Run-time operations (neuron_adjust) are hooks,
+not weights, and are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.adapters import Adapter
+from workbench.edits.spec import EditSpec
+from workbench.exports.atomic import atomic_folder, check_exportable
+from workbench.exports.checkpoint import EXPORT_SPEC
+from workbench.models import layout
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."  # PeftModel wraps the causal LM as base_model.model
+
+
+def lora_tensors(adapter: Adapter, d_mlp: int) -> tuple[dict[str, torch.Tensor], int, list[str]]:
+    """({PEFT key: tensor}, uniform rank r, target module names) for an adapter's deltas."""
+    if not adapter.deltas:
+        raise ValueError("This edit changes no weights, so there is no LoRA adapter to write.")
+    factors = {layer: d.lora(d_mlp) for layer, d in sorted(adapter.deltas.items())}
+    r = max(a.shape[0] for a, _ in factors.values())
+    tensors: dict[str, torch.Tensor] = {}
+    targets: list[str] = []
+    for layer, (a, b) in factors.items():  # a: [k, d_mlp], b: [d_model, k]
+        k = a.shape[0]
+        a_pad = torch.zeros(r, a.shape[1], dtype=torch.float32)
+        b_pad = torch.zeros(b.shape[0], r, dtype=torch.float32)
+        a_pad[:k], b_pad[:, :k] = a.float(), b.float()
+        module = layout.down_proj_name(layer).removesuffix(".weight")
+        targets.append(module)
+        tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a_pad.contiguous()
+        tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = b_pad.contiguous()
+    return tensors, r, targets
+
+
+def lora_config(r: int, targets: list[str], base_model: str) -> dict[str, Any]:
+    """adapter_config.json for a plain LoRA on the listed modules, scale lora_alpha / r = 1."""
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": r,
+        "lora_alpha": r,
+        "target_modules": targets,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+
+
+def export_lora(
+    bundle: Any,
+    adapter: Adapter,
+    spec: EditSpec,
+    out_dir: Path,
+    *,
+    base_model: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a PEFT LoRA folder for this adapter; returns its path.
+
+    `base_model` goes into adapter_config.json (default: the spec's model id) so that
+    `PeftModel.from_pretrained(base, DIR)` and vLLM know which base the adapter belongs to."""
+    from safetensors.torch import save_file
+
+    check_exportable(adapter, spec, "a LoRA adapter")
+    tensors, r, targets = lora_tensors(adapter, bundle.d_mlp)
+    config = lora_config(r, targets, base_model or spec.model.id)
+    metadata = {
+        "format": "pt",
+        "workbench.base_weights_sha256": bundle.weights_sha256,
+        "workbench.spec_sha256": spec.sha256(),
+        "workbench.spec_name": spec.name,
+    }
+    with atomic_folder(Path(out_dir), overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata=metadata)
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=1))
+        (tmp / EXPORT_SPEC).write_text(spec.to_json())
+    return Path(out_dir)
