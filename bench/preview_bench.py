@@ -178,11 +178,14 @@ def main() -> None:
     four = statistics.median(users_at_once(bundle, adapters[:4], args.tokens, settings) for _ in range(2))
     print(f"previews through the batcher: 1 user {one:.1f} tok/s · 4 users at once {four:.1f} tok/s in total "
           f"({four / one:.2f}x; target >= 2.0x)")
+    warm = rss_mb()  # the base model after previews: every weight page touched
     users_at_once(bundle, adapters, args.tokens, settings)  # all 8 edits live at once
     peak = peak_rss_mb()
-    print(f"memory: weights {weights_mb:.0f} MB · RSS above the libraries {rss_loaded - rss0:.0f} MB loaded, "
-          f"peak {peak - rss0:.0f} MB with 8 users' edits previewing ({(peak - rss0) / weights_mb:.2f}x the weights; "
-          f"target <= 1.2x) · the 8 adapters hold {sum(a.nbytes() for a in adapters) / 2**20:.1f} MB")
+    print(f"memory: weights {weights_mb:.0f} MB · process RSS {rss0:.0f} MB before the model, {rss_loaded:.0f} MB "
+          f"loaded, {warm:.0f} MB after base previews, peak {peak:.0f} MB with 8 users' edits previewing "
+          f"(peak / base {peak / warm:.2f}x; above the libraries {(peak - rss0) / weights_mb:.2f}x the weights, "
+          f"which includes the tokenizer and the bridge; target <= 1.2x) · the 8 adapters hold "
+          f"{sum(a.nbytes() for a in adapters) / 2**20:.1f} MB")
 
     if not args.no_bf16:
         del bundle

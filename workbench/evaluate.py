@@ -160,10 +160,14 @@ def measure_each(
     variants: Sequence[Adapter | None],
     options: EvalOptions = EvalOptions(),
     progress: Progress = NullProgress(),
+    reference: Measurements | None = None,
 ) -> list[Measurements]:
     """Run every probe prompt, the neutral text and the generations under each variant (the
     first is the reference, normally the base: None) in the same forward passes; four parts,
-    each one `progress` step. KL(reference || variant) is computed on the neutral text."""
+    each one `progress` step. KL(reference || variant) is computed on the neutral text.
+
+    With `reference` (the base measured before, same probe and options), every variant is
+    compared with it instead and all of them are edited sides."""
     sets = prompt_sets(probe)
     flat = [(name, p) for name in PROMPT_SETS for p in sets[name]]
     nts_each = next_tokens_each(bundle, [p.prompt for _, p in flat], [p.answer for _, p in flat], variants)
@@ -176,7 +180,8 @@ def measure_each(
                                                  options.generation_tokens)
     progress.advance(1)
     tok_lps, ref_dist, at_ids = text_logprobs_each(
-        bundle, probe.neutral_texts, variants, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k
+        bundle, probe.neutral_texts, variants, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k,
+        reference=reference.base_topk if reference is not None else None,
     )
     progress.advance(1)
     out = []
@@ -197,9 +202,10 @@ def measure_each(
                     contains=None if cont is None else contains_any(cont, p.accepted),
                 )
             )
-        kl = None if v == 0 else topk_kl(ref_dist.logprobs, ref_dist.rest_logprob, at_ids[v])
+        is_ref = v == 0 and reference is None
+        kl = None if is_ref else topk_kl(ref_dist.logprobs, ref_dist.rest_logprob, at_ids[v])
         out.append(Measurements(outcomes, tok_lps[v], gens, kl_per_position=kl,
-                                base_topk=ref_dist if v == 0 else None))
+                                base_topk=ref_dist if is_ref else None))
     return out
 
 
@@ -368,6 +374,21 @@ def prompt_table(base: Measurements, edited: Measurements) -> list[dict[str, Any
     return out
 
 
+# The base side of a scorecard, kept per (base weights, probe, options). Safe to reuse because the
+# base weights are never written (edits are adapters in the forward pass), so a later scorecard
+# of the same concept measures only the edited side.
+BASE_CACHE_SIZE = 32
+_BASE_CACHE: dict[str, Measurements] = {}
+
+
+def _base_key(bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions) -> str:
+    import hashlib
+
+    text = json.dumps([bundle.weights_sha256, probe.model_dump(mode="json"), asdict(options)], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def evaluate(
     bundle: ModelBundle,
     concept: str | ConceptProbe,
@@ -376,7 +397,8 @@ def evaluate(
     options: EvalOptions = EvalOptions(),
     progress: Progress = NullProgress(),
 ) -> Scorecard:
-    """Scorecard of an edit of one concept (progress: 4 parts, each runs base and edited).
+    """Scorecard of an edit of one concept (progress: 4 parts, each runs base and edited; the
+    base side is measured once per concept and options and reused).
 
     `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
     or a ready ConceptProbe. Base and edited (`adapter`; None scores the base against itself)
@@ -386,8 +408,17 @@ def evaluate(
         if isinstance(concept, ConceptProbe)
         else build_probe(bundle, corpus or load_wiki("en"), concept)
     )
-    progress.stage(f"scorecard '{probe.name}': base and edited model in the same passes", total=4, unit="part")
-    base, edited = measure_each(bundle, probe, (None, adapter), options, progress)
+    key = _base_key(bundle, probe, options)
+    base = _BASE_CACHE.get(key)
+    if base is None:
+        progress.stage(f"scorecard '{probe.name}': base and edited model in the same passes", total=4, unit="part")
+        base, edited = measure_each(bundle, probe, (None, adapter), options, progress)
+        _BASE_CACHE[key] = base
+        while len(_BASE_CACHE) > BASE_CACHE_SIZE:
+            _BASE_CACHE.pop(next(iter(_BASE_CACHE)))
+    else:
+        progress.stage(f"scorecard '{probe.name}': edited model (base side measured before)", total=4, unit="part")
+        (edited,) = measure_each(bundle, probe, (adapter,), options, progress, reference=base)
     rows, score, terms, verdicts = compare(probe, base, edited, options)
     gens = [
         {"prompt": p, "before": b, "after": a}

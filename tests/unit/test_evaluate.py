@@ -113,3 +113,28 @@ class ListProgress(NullProgress):
 
     def advance(self, n: int = 1, **info: object) -> None:
         self.done += n
+
+
+def test_second_scorecard_reuses_the_base_side_and_agrees(tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workbench.evaluate as ev
+
+    probe = _probe(tiny_bundle).model_copy(update={"name": "Cached"})
+    ad = strong_adapter(tiny_bundle)
+    ev._BASE_CACHE.clear()
+    calls: list[int] = []
+    real = ev.measure_each
+
+    def counting(bundle, probe, variants, options=OPTIONS, progress=NullProgress(), reference=None):  # type: ignore[no-untyped-def]
+        calls.append(len(variants) + (0 if reference is None else 10))
+        return real(bundle, probe, variants, options, progress, reference)
+
+    monkeypatch.setattr(ev, "measure_each", counting)
+    first = evaluate(tiny_bundle, probe, ad, options=OPTIONS)
+    second = evaluate(tiny_bundle, probe, ad, options=OPTIONS)
+    assert calls == [2, 11]  # base + edited together, then the edited side against the cached base
+    for a, b in zip(first.rows(), second.rows(), strict=True):
+        assert a["before"] == b["before"], a["metric"]
+        assert a["after"] == pytest.approx(b["after"], abs=1e-5, nan_ok=True), a["metric"]
+    evaluate(tiny_bundle, probe, ad, options=EvalOptions(max_new_tokens=1, neutral_max_tokens=16,
+                                                          generation_tokens=3, kl_top_k=16))
+    assert calls[-1] == 2  # other options: measured afresh

@@ -234,10 +234,13 @@ def logprobs_at(
 @torch.no_grad()
 def text_logprobs_each(
     bundle: ModelBundle, texts: Sequence[str], variants: Variants, max_tokens: int = 128, batch_size: int = 8,
-    top_k: int = 64,
+    top_k: int = 64, reference: TopKDist | None = None,
 ) -> tuple[list[torch.Tensor], TopKDist, list[torch.Tensor]]:
     """Per-token log-likelihoods under each variant, the first variant's (the reference's)
     top-k next-token distributions, and every variant's log-probs of those same top-k ids.
+
+    With `reference` (a TopKDist measured before on the same texts), its top-k ids are used and
+    returned instead, so every variant is measured against it.
 
     Returns (token_logprobs per variant [positions], reference dist, logprobs_at_ids per
     variant [positions, k]), positions in text order as in `text_logprobs`."""
@@ -250,13 +253,21 @@ def text_logprobs_each(
     ref_ids = torch.empty(offsets[-1], top_k, dtype=torch.long)
     ref_lp = torch.empty(offsets[-1], top_k)
     ref_rest = torch.empty(offsets[-1])
+    if reference is not None:
+        if reference.ids.shape[0] != offsets[-1]:
+            raise ValueError("The reference distribution was measured on other texts.")
+        top_k = int(reference.ids.shape[1])
     at_ids = torch.empty(n, offsets[-1], top_k)
     for idx in _by_length(seqs, max(1, batch_size // n)):
         ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
         lp = torch.log_softmax(_logits_each(bundle, ids, variants)[:, :, :-1].float(), dim=-1)  # [v, b, pos-1, vocab]
         tgt = ids[:, 1:].unsqueeze(0).expand(n, -1, -1)
         tok_lp = lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)  # [v, b, pos-1]
-        top_lp, top_id = lp[0].topk(top_k, dim=-1)  # [b, pos-1, k]
+        if reference is None:
+            top_lp, top_id = lp[0].topk(top_k, dim=-1)  # [b, pos-1, k]
+        else:
+            top_id = torch.stack([reference.ids[offsets[i]:offsets[i + 1]] for i in idx]).to(lp.device)
+            top_lp = lp[0].gather(-1, top_id)
         rest = torch.log1p(-top_lp.exp().sum(-1).clamp(max=1 - 1e-7))  # [b, pos-1]
         sel = lp.gather(-1, top_id.unsqueeze(0).expand(n, -1, -1, -1))  # [v, b, pos-1, k]
         for row, i in enumerate(idx):
@@ -264,4 +275,5 @@ def text_logprobs_each(
             tok_out[:, a:b] = tok_lp[:, row].cpu()
             ref_ids[a:b], ref_lp[a:b], ref_rest[a:b] = top_id[row].cpu(), top_lp[row].cpu(), rest[row].cpu()
             at_ids[:, a:b] = sel[:, row].cpu()
-    return list(tok_out), TopKDist(ref_ids, ref_lp, ref_rest), list(at_ids)
+    ref = reference if reference is not None else TopKDist(ref_ids, ref_lp, ref_rest)
+    return list(tok_out), ref, list(at_ids)

@@ -9,6 +9,7 @@ exports.export_checkpoint, exports.export_lora.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +204,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_export_adapter(args: argparse.Namespace) -> int:
     from workbench.cli import UserError
     from workbench.exports import export_lora
+    from workbench.exports.lora import vllm_max_lora_rank
 
     bundle, spec, _, adapter = _load(args, args.spec)
     try:
         out = export_lora(bundle, adapter, spec, Path(args.out), base_model=args.base_model, overwrite=args.overwrite)
     except (ValueError, FileExistsError) as err:
         raise UserError(str(err)) from err
-    print(f"wrote {out}: load it with peft.PeftModel.from_pretrained(base_model, {str(out)!r}), "
-          "or serve it with vLLM --enable-lora")
+    r = json.loads((out / "adapter_config.json").read_text())["r"]
+    vllm = vllm_max_lora_rank(r)
+    print(f"wrote {out} (LoRA rank {r} on {len(adapter.deltas)} down_proj module(s)): load it with "
+          f"peft.PeftModel.from_pretrained(base_model, {str(out)!r})")
+    print(f"  vLLM: --enable-lora --max-lora-rank {vllm}" if vllm else
+          f"  vLLM takes LoRA ranks up to 512, this one is {r}: serve the merged checkpoint instead")
     return 0

@@ -35,6 +35,12 @@ from workbench.models import layout
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PeftModel wraps the causal LM as base_model.model
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
+
+
+def vllm_max_lora_rank(r: int) -> int | None:
+    """The smallest --max-lora-rank vLLM accepts for an adapter of rank r (None: above 512)."""
+    return next((v for v in VLLM_LORA_RANKS if v >= r), None)
 
 
 def lora_tensors(adapter: Adapter, d_mlp: int) -> tuple[dict[str, torch.Tensor], int, list[str]]:
