@@ -34,7 +34,7 @@ def wait_idle(page) -> None:  # type: ignore[no-untyped-def]
 
 def generate(page) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text("Generated base and edited continuations").wait_for(timeout=WAIT)
+    page.get_by_text("decoded side by side in one batch").wait_for(timeout=WAIT)
     wait_idle(page)
 
 

@@ -56,7 +56,7 @@ def test_erase_a_concept_preview_and_download(server: str, browser, artifacts: P
         nav(p, "Edit and preview")
         p.get_by_text("optimised deltas on").first.wait_for(timeout=WAIT)
         p.get_by_role("button", name="Generate").click()
-        p.get_by_text("Generated base and edited continuations").wait_for(timeout=WAIT)
+        p.get_by_text("decoded side by side in one batch").wait_for(timeout=WAIT)
         idle(p)
         p.screenshot(path=str(artifacts / "erase-02-edit-preview.png"), full_page=True)
         with p.expect_download(timeout=WAIT) as spec_dl:
