@@ -213,6 +213,12 @@ def stream_generate(
     return (piece for _, piece in decode_rows(bundle, [row]))
 
 
+def _pair_rows(prompt: str, adapter: Adapter | None, params: SamplingParams, settings: Settings | None,
+               max_new_cap: int | None = None) -> list[RowRequest]:
+    """The base row and the edited row of a side-by-side pair (same prompt, seed and limits)."""
+    return [request(prompt, a, params, settings, max_new_cap=max_new_cap) for a in (None, adapter)]
+
+
 def stream_pair(
     bundle: Any,
     prompt: str,
@@ -226,7 +232,7 @@ def stream_pair(
     """Base (side 0) and edited (side 1) generations of one prompt as one batch of 2; yields
     (side, new text) as both stream side by side. With a `batcher`, the two rows also share
     their forward passes with other users' previews running at the same time."""
-    rows = [request(prompt, None, params, settings), request(prompt, adapter, params, settings)]
+    rows = _pair_rows(prompt, adapter, params, settings)
     if results is not None:
         for row, res in zip(rows, results, strict=True):
             res.edited = row.adapter is not None
@@ -260,8 +266,7 @@ def generate_pair(
     max_new_cap: int | None = None,
 ) -> tuple[GenerationResult, GenerationResult]:
     """Base and edited generations with the same prompt, seed and limits, in one batch of 2."""
-    rows = [request(prompt, None, params, settings, max_new_cap=max_new_cap),
-            request(prompt, adapter, params, settings, max_new_cap=max_new_cap)]
+    rows = _pair_rows(prompt, adapter, params, settings, max_new_cap)
     for _ in decode_rows(bundle, rows):
         pass
     return rows[0].result, rows[1].result
