@@ -47,8 +47,8 @@ PROMPT = "The Eiffel Tower is located in the city of"
 
 def three_layer_spec(bundle, saes_dir: Path):  # type: ignore[no-untyped-def]
     """(spec, sae_loader, label): PISCES on layer 6 + ablations on 4 and 8, or three ablations."""
-    from workbench.edits.pisces_search import find_local_sae, local_sae_loader
     from workbench.edits.spec import sae_sha256
+    from workbench.methods.pisces_search import find_local_sae, local_sae_loader
 
     model = ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256)
     layers = sorted({min(layer, bundle.n_layers - 1) for layer in (4, 6, 8)})
@@ -153,7 +153,7 @@ def main() -> None:
 
     if not args.no_erase:
         from workbench.corpus import load_wiki
-        from workbench.edits.erase import EraseOptions, erase
+        from workbench.methods.erase import EraseOptions, erase
 
         timer = StageTimer()
         t = time.perf_counter()

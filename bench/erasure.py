@@ -35,16 +35,16 @@ from workbench.benchmark.goals import (  # noqa: E402
     latest_rows,
     mean_row,
 )
+from workbench.benchmark.scorecard import evaluate  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.compile import compile_spec  # noqa: E402
-from workbench.edits.erase import METHODS, EraseOptions, erase  # noqa: E402
-from workbench.edits.facts import FactSet, build_fact_set  # noqa: E402
-from workbench.edits.key_rewrite import RewriteConfig  # noqa: E402
-from workbench.edits.optimise import OptimiseConfig  # noqa: E402
-from workbench.edits.pisces_search import local_sae_loader  # noqa: E402
-from workbench.evaluate import evaluate  # noqa: E402
+from workbench.methods.erase import METHODS, EraseOptions, erase  # noqa: E402
+from workbench.methods.facts import FactSet, build_fact_set  # noqa: E402
+from workbench.methods.key_rewrite import RewriteConfig  # noqa: E402
+from workbench.methods.optimise import OptimiseConfig  # noqa: E402
+from workbench.methods.pisces_search import local_sae_loader  # noqa: E402
 from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
 from workbench.progress import TqdmProgress  # noqa: E402
 

@@ -1,11 +1,15 @@
-"""Scorecard wall time, in one run on the same probe and edit: base and edited in the same
-forward passes (`evaluate`), measured in separate passes one after the other (the scorecard
-before adapters), and a second scorecard of the same concept whose base side comes from the
-cache (safe now that the base is never written). Target: <= 0.6x the separate passes.
+"""Scorecard wall time, in one run on the same probe and edit:
 
-Measured 2026-12-02 (embedded model, 2 idle cores, 'Harry Potter', 82 prompts): same passes
-174.6 s vs separate 176.6 s (0.99: on CPU the forward passes are compute-bound, so stacking
-the rows saves little).
+- today's scorecard: base and edited in the same passes (`evaluate`): prompts in left-padded
+  batches of 16 rows, each prompt's next-token score taken from the first step of its greedy
+  continuation;
+- the scorecard before adapters (commit 9e58fd9), kept here as the baseline: base, then edited,
+  in separate passes, prompts grouped by exact token length (no padding, so small batches), a
+  next-token pass and then a Hugging Face `generate` pass for the continuations;
+- a second scorecard of the same concept, whose base side comes from the cache (safe now that
+  the base is never written).
+
+Target: <= 0.6x the baseline.
 
     python bench/scorecard_speed.py ["Harry Potter"] [--model embedded] [--rounds 1]
 """
@@ -25,13 +29,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-import workbench.evaluate as evaluate_mod  # noqa: E402
+import workbench.benchmark.scorecard as evaluate_mod  # noqa: E402
+from workbench.adapters import Adapter, use  # noqa: E402
 from workbench.benchmark.probe import build_probe  # noqa: E402
+from workbench.benchmark.runner import encode, text_logprobs_each  # noqa: E402
+from workbench.benchmark.scorecard import EvalOptions, evaluate, prompt_sets  # noqa: E402
 from workbench.corpus import load_wiki  # noqa: E402
 from workbench.edits.compile import compile_spec  # noqa: E402
-from workbench.evaluate import evaluate, measure_each  # noqa: E402
 from workbench.models import load_bundle, parse_source  # noqa: E402
 from workbench.ui.draft import EditDraft, ablate  # noqa: E402
+
+
+@torch.no_grad()
+def baseline_measure(bundle, probe, variant: Adapter | None, options: EvalOptions = EvalOptions()) -> None:
+    """The forward passes of the pre-adapter scorecard for one variant (results discarded)."""
+    model, tok = bundle.hf_model, bundle.tokenizer
+    sets = prompt_sets(probe)
+    flat = [p for name in sets for p in sets[name]]
+    conts = [p.prompt for name in options.continuation_sets for p in sets[name]]
+    with use(bundle, variant):
+        for prompts, steps in (([p.prompt for p in flat], 0), (conts, options.max_new_tokens),
+                               (probe.generation_prompts, options.generation_tokens)):
+            seqs = encode(tok, prompts)
+            groups: dict[int, list[list[int]]] = {}
+            for s in seqs:
+                groups.setdefault(len(s), []).append(s)
+            for same in groups.values():
+                for j in range(0, len(same), 32 if steps == 0 else 16):
+                    ids = torch.tensor(same[j:j + (32 if steps == 0 else 16)])
+                    if steps == 0:
+                        torch.log_softmax(model(input_ids=ids, logits_to_keep=1).logits[:, -1].float(), -1)
+                    else:
+                        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps,
+                                       do_sample=False, top_p=None, top_k=None, temperature=None,
+                                       pad_token_id=tok.pad_token_id)
+    text_logprobs_each(bundle, probe.neutral_texts, (variant,), options.neutral_max_tokens, batch_size=2,
+                       top_k=options.kl_top_k)
 
 
 def main() -> None:
@@ -59,13 +92,13 @@ def main() -> None:
         evaluate(bundle, probe, adapter)  # the base side comes from the cache
         cached.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        measure_each(bundle, probe, (None,))
-        measure_each(bundle, probe, (adapter,))
+        baseline_measure(bundle, probe, None)
+        baseline_measure(bundle, probe, adapter)
         separate.append(time.perf_counter() - t0)
     s, p, c = statistics.median(same), statistics.median(separate), statistics.median(cached)
-    print(f"scorecard: base and edited in the same passes {s:.1f} s · in separate passes {p:.1f} s "
-          f"(ratio {s / p:.2f}) · a second scorecard of the concept, base cached, {c:.1f} s (ratio {c / p:.2f}; "
-          "target <= 0.6)")
+    print(f"scorecard: today's (same passes, padded batches) {s:.1f} s · before adapters (separate passes, "
+          f"exact-length batches) {p:.1f} s · ratio {s / p:.2f} (target <= 0.6)")
+    print(f"second scorecard of the same concept, base side cached: {c:.1f} s · ratio {c / p:.2f}")
 
 
 if __name__ == "__main__":

@@ -125,9 +125,9 @@ if st.button("Generate", key="ed_generate", type="primary"):
 # ---------------------------------------------------------------- scorecard
 st.subheader("Scorecard")
 try:
-    import workbench.evaluate  # noqa: F401
+    import workbench.benchmark.scorecard  # noqa: F401
 except ImportError:
-    st.info("The scorecard (workbench.evaluate) isn't built yet.")
+    st.info("The scorecard (workbench.benchmark.scorecard) isn't built yet.")
 else:
     sets = store.concept_sets()  # type: ignore[attr-defined]
     default_concept = str(st.session_state.get("er_concept") or "")  # the concept last erased on the Erase page

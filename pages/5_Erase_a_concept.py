@@ -2,15 +2,15 @@
 an erasure method as a background job, read its scorecard and the rows/features it touched, then
 take the result into your edit for previews and export.
 
-The same pipeline as `python -m workbench erase` (workbench.edits.erase)."""
+The same pipeline as `python -m workbench erase` (workbench.methods.erase)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from workbench.edits.erase import DEFAULT_METHOD, METHODS, EraseOptions
-from workbench.evaluate import EvalOptions
+from workbench.benchmark.scorecard import EvalOptions
 from workbench.jobs import erase_job, fact_set_job
+from workbench.methods.erase import DEFAULT_METHOD, METHODS, EraseOptions
 from workbench.ui import draft as drafts
 from workbench.ui import erase as ui_erase
 from workbench.ui import panels, resources

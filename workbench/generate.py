@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,20 +133,32 @@ def request(
 
 
 @torch.inference_mode()
-def decode_rows(bundle: Any, rows: Sequence[RowRequest]) -> Iterator[tuple[int, str]]:
+def left_padded(seqs: Sequence[Sequence[int]], pad: int, device: torch.device | str = "cpu",
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token id lists of any lengths as one left-padded batch.
+
+    Returns ids [b, width], attention mask [b, width] (0 on padding) and position ids [b, width]
+    that start at 0 on each row's first real token, so a padded row computes what it would alone."""
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([[pad] * (width - len(s)) + list(s) for s in seqs], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def decode_rows(
+    bundle: Any, rows: Sequence[RowRequest], on_logits: Callable[[int, torch.Tensor], None] | None = None,
+) -> Iterator[tuple[int, str]]:
     """Decode all rows as one batch; yields (row index, new text) as whole characters arrive.
 
     Prompts of different lengths are left-padded (attention mask and position ids follow the
-    padding). Finished rows ride along until every row is done."""
+    padding). Finished rows ride along until every row is done. `on_logits(step, logits)` sees
+    each step's next-token logits [b, vocab] (step 0 = after the prompt), for callers that
+    score the prompt and continue it in the same passes."""
     tok, model = bundle.tokenizer, bundle.hf_model
     device = next(model.parameters()).device
     eos = _eos_ids(bundle)
-    seqs = [list(tok(r.prompt).input_ids) for r in rows]
-    width = max(len(s) for s in seqs)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)  # [b, width]
-    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    ids, mask, positions = left_padded([tok(r.prompt).input_ids for r in rows], pad, device)  # [b, width]
     gens = [torch.Generator().manual_seed(int(r.params.seed)) for r in rows]
     emitted = [""] * len(rows)
     done = [False] * len(rows)
@@ -155,11 +167,13 @@ def decode_rows(bundle: Any, rows: Sequence[RowRequest]) -> Iterator[tuple[int, 
     t0 = time.monotonic()
     past, cur = None, ids
     adapters = [r.adapter for r in rows]
-    for _step in range(max(r.max_new for r in rows)):
+    for step in range(max(r.max_new for r in rows)):
         with route(bundle, adapters):
             out = model(input_ids=cur, attention_mask=mask, position_ids=positions, past_key_values=past,
                         use_cache=True, logits_to_keep=1)
         past = out.past_key_values
+        if on_logits is not None:
+            on_logits(step, out.logits[:, -1])
         nxt = []
         now = time.monotonic()
         for i, r in enumerate(rows):

@@ -222,10 +222,10 @@ def concept_job(
 
 
 def scorecard_job(bundle: Any, concept: str, adapter: Any) -> JobFn:
-    """Scorecard of an edit (workbench.evaluate) for one concept; the result is the Scorecard."""
+    """Scorecard of an edit (workbench.benchmark.scorecard) for one concept; the result is the Scorecard."""
 
     def run(progress: FileProgress) -> tuple[str, Any]:
-        from workbench.evaluate import evaluate
+        from workbench.benchmark.scorecard import evaluate
 
         card = evaluate(bundle, concept, adapter, progress=progress)
         return f"score {card.score:.3f}", card
@@ -250,11 +250,11 @@ def export_job(bundle: Any, adapter: Any, spec: Any, out_dir: Path, store: Any |
 
 
 def fact_set_job(bundle: Any, corpus: Any, concept: str) -> JobFn:
-    """Build a concept's fact set (edits.facts.build_fact_set); the result is the FactSet, which the
+    """Build a concept's fact set (methods.facts.build_fact_set); the result is the FactSet, which the
     page shows for editing before the erasure runs."""
 
     def run(progress: FileProgress) -> tuple[str, Any]:
-        from workbench.edits.facts import build_fact_set
+        from workbench.methods.facts import build_fact_set
 
         facts = build_fact_set(bundle, corpus, concept, progress=progress)
         return f"{len(facts.facts)} facts about '{facts.concept}'", facts
@@ -263,11 +263,11 @@ def fact_set_job(bundle: Any, corpus: Any, concept: str) -> JobFn:
 
 
 def erase_job(bundle: Any, corpus: Any, concept: str, method: str, fact_set: Any | None, options: Any) -> JobFn:
-    """Run the erase pipeline (edits.erase.erase); the result is the EraseResult (spec, payload,
+    """Run the erase pipeline (methods.erase.erase); the result is the EraseResult (spec, payload,
     candidates, scorecard)."""
 
     def run(progress: FileProgress) -> tuple[str, Any]:
-        from workbench.edits.erase import erase
+        from workbench.methods.erase import erase
 
         result = erase(bundle, corpus, concept, method, progress, fact_set=fact_set, options=options)
         score = f", score {result.scorecard.score:.3f}" if result.scorecard is not None else ""

@@ -11,8 +11,8 @@ import torch
 from workbench.adapters import use
 from workbench.corpus import load_wiki
 from workbench.edits.compile import compile_spec
-from workbench.edits.erase import EraseOptions, erase
 from workbench.edits.spec import load_spec, save_spec
+from workbench.methods.erase import EraseOptions, erase
 
 pytestmark = pytest.mark.integration
 

@@ -317,7 +317,7 @@ def test_sessions_do_not_share_edits(shared: dict) -> None:
 
 
 def test_fact_table_round_trip_and_key_names() -> None:
-    from workbench.edits.facts import Fact, FactSet
+    from workbench.methods.facts import Fact, FactSet
     from workbench.ui.erase import facts_frame, facts_from_frame, parse_names
 
     facts = FactSet("Paris", "Paris", "place", [Fact("Paris is in France.", "article"), Fact("It has a tower.", "sample")])
@@ -345,7 +345,7 @@ def test_continuation_markdown_bolds_the_generated_part_only() -> None:
 def test_every_erase_method_is_described_on_the_page() -> None:
     """A method the CLI offers must not appear on the Erase page as a bare key without its
     measured trade-off, and the default must be labelled as such."""
-    from workbench.edits.erase import DEFAULT_METHOD, METHODS
+    from workbench.methods.erase import DEFAULT_METHOD, METHODS
     from workbench.ui.erase import METHOD_INFO
 
     assert set(METHOD_INFO) == set(METHODS)

@@ -17,10 +17,10 @@ from transformers import AutoModelForCausalLM
 
 from workbench.adapters import AdapterError, LowRankDelta, RowDelta, factor_delta, merged_w_out, route, use
 from workbench.edits import Adapter, EditSpec, SpecError, compile_spec, sae_sha256
-from workbench.edits.pisces import mu_for_layer, pisces_rewrite
 from workbench.exports import edited_state
 from workbench.models import ModelBundle, hooks, layout
 from workbench.models.hashing import model_weights_sha256, tensor_sha256
+from workbench.ops.pisces import mu_for_layer, pisces_rewrite
 
 TEXT = "The cat sat on the mat and"
 

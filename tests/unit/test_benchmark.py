@@ -15,6 +15,7 @@ from workbench.benchmark.runner import (
     greedy_continuations,
     logprobs_at,
     next_tokens,
+    prompt_outcomes_each,
     text_logprobs,
 )
 from workbench.benchmark.schema import DevConcept, ProbePrompt
@@ -110,7 +111,37 @@ def test_batched_results_equal_one_at_a_time(tiny_bundle) -> None:
         assert b.top_id == s.top_id
         assert b.answer_prob == pytest.approx(s.answer_prob, rel=1e-4)
     conts = greedy_continuations(tiny_bundle, PROMPTS, max_new_tokens=4)
-    assert conts[1] == greedy_continuations(tiny_bundle, [PROMPTS[1]], max_new_tokens=4)[0]
+    assert conts == [greedy_continuations(tiny_bundle, [p], max_new_tokens=4)[0] for p in PROMPTS]
+
+
+@torch.no_grad()
+def test_outcomes_in_padded_passes_equal_each_prompt_alone_for_every_variant(tiny_bundle) -> None:
+    """Prompts of four lengths, base and an edit, in left-padded batches of 3 rows (so batches
+    mix lengths and variants): every next token and greedy continuation equals the prompt run
+    alone, unpadded, through Hugging Face generate with only that variant routed."""
+    from tests.unit.test_evaluate import strong_adapter
+    from workbench.adapters import route
+
+    adapter = strong_adapter(tiny_bundle)
+    answers = ["river", "the", "city", "year"]
+    nts_each, conts_each = prompt_outcomes_each(
+        tiny_bundle, PROMPTS, answers, (None, adapter), max_new_tokens=4, rows_per_batch=3
+    )
+    tok = tiny_bundle.tokenizer
+    assert conts_each[0] != conts_each[1]  # the edit changes what is generated
+    for v, variant in enumerate((None, adapter)):
+        for i, prompt in enumerate(PROMPTS):
+            ids = tok(prompt, return_tensors="pt").input_ids
+            with route(tiny_bundle, [variant]):
+                lp = torch.log_softmax(tiny_bundle.hf_model(input_ids=ids).logits[0, -1], -1)
+                gen = tiny_bundle.hf_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                                    max_new_tokens=4, do_sample=False, top_p=None, top_k=None,
+                                                    temperature=None, pad_token_id=tok.pad_token_id)
+            nt = nts_each[v][i]
+            assert nt.top_id == int(lp.argmax())
+            assert nt.answer_prob == pytest.approx(math.exp(float(lp[answer_token_ids(tok, answers[i])[0]])),
+                                                   rel=1e-4)
+            assert conts_each[v][i] == tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
 
 
 @torch.no_grad()

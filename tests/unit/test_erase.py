@@ -13,9 +13,9 @@ import torch
 from workbench.adapters import use
 from workbench.corpus import load_wiki
 from workbench.edits.compile import compile_spec
-from workbench.edits.erase import METHODS, EraseOptions, RowCandidate, erase
-from workbench.edits.optimise import OptimiseConfig
 from workbench.edits.spec import EditSpec, load_spec, save_spec
+from workbench.methods.erase import METHODS, EraseOptions, RowCandidate, erase
+from workbench.methods.optimise import OptimiseConfig
 from workbench.models.hashing import model_weights_sha256
 
 # min_target_prob 0: the random tiny model gives every token only a small probability

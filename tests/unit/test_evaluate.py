@@ -10,8 +10,8 @@ from workbench.adapters import Adapter
 from workbench.benchmark.probe import ConceptProbe
 from workbench.benchmark.runner import next_tokens
 from workbench.benchmark.schema import ProbePrompt
+from workbench.benchmark.scorecard import EvalOptions, evaluate, measure, measure_each
 from workbench.edits import EditSpec, compile_spec
-from workbench.evaluate import EvalOptions, evaluate, measure, measure_each
 from workbench.models.hashing import model_weights_sha256
 from workbench.progress import NullProgress
 
@@ -116,7 +116,7 @@ class ListProgress(NullProgress):
 
 
 def test_second_scorecard_reuses_the_base_side_and_agrees(tiny_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workbench.evaluate as ev
+    import workbench.benchmark.scorecard as ev
 
     probe = _probe(tiny_bundle).model_copy(update={"name": "Cached"})
     ad = strong_adapter(tiny_bundle)

@@ -12,10 +12,10 @@ import torch
 from workbench.adapters import use
 from workbench.corpus import load_wiki
 from workbench.edits.compile import compile_spec
-from workbench.edits.erase import EraseOptions, erase
-from workbench.edits.key_rewrite import RewriteConfig, repr_distance, rewrite_name_key, solve_delta
-from workbench.edits.optimise import build_frames
 from workbench.edits.spec import load_spec, save_spec
+from workbench.methods.erase import EraseOptions, erase
+from workbench.methods.key_rewrite import RewriteConfig, repr_distance, rewrite_name_key, solve_delta
+from workbench.methods.optimise import build_frames
 
 TINY = RewriteConfig(layers=(0, 1), repr_layers=(2,), steps=60, cov_tokens=1500, n_retain_neutral=8,
                      n_retain_neighbours=4, max_remaining=0.5, frame_batch=16,
@@ -40,7 +40,7 @@ def test_solve_maps_each_key_to_its_output_and_spares_other_directions() -> None
 
 
 def test_choose_lam_prefers_the_most_conservative_edit_that_erases() -> None:
-    from workbench.edits.key_rewrite import choose_lam
+    from workbench.methods.key_rewrite import choose_lam
 
     c = [(300.0, {}, 0.6, 0.01), (30.0, {}, 0.1, 0.04), (3.0, {}, 0.05, 0.2)]  # lam, deltas, remaining, change
     assert choose_lam(c, max_remaining=0.15, max_change=0.05)[0] == 30.0
@@ -54,7 +54,7 @@ def corpus():  # type: ignore[no-untyped-def]
 
 
 def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
-    from workbench.edits.facts import build_fact_set
+    from workbench.methods.facts import build_fact_set
 
     facts = build_fact_set(tiny_bundle, corpus, "Harry Potter", samples_per_prompt=0)
     result, solves = rewrite_name_key(tiny_bundle, facts, corpus, TINY)
@@ -64,7 +64,7 @@ def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> No
     assert solve.remaining_desired < 0.5 < solve.remaining_before
     # the solved weights reproduce what the hook did, measured again from scratch
     frames = build_frames(tiny_bundle, facts, TINY.frames_config())
-    from workbench.edits.key_rewrite import full_layer_deltas
+    from workbench.methods.key_rewrite import full_layer_deltas
 
     with torch.no_grad():
         base = repr_distance(tiny_bundle, frames)
@@ -93,7 +93,7 @@ def test_rewrite_method_spec_round_trip(tiny_bundle, corpus, tmp_path: Path) -> 
 
 
 def test_key_covariance_is_the_mean_outer_product(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    from workbench.edits.key_rewrite import _capture_mlp, key_covariances
+    from workbench.methods.key_rewrite import _capture_mlp, key_covariances
 
     texts = ["The cat sat on the mat.", "A river flows to the sea and beyond."]
     covs = key_covariances(tiny_bundle, texts, [0, 2], max_tokens=10_000, max_len=32)
@@ -107,7 +107,7 @@ def test_key_covariance_is_the_mean_outer_product(tiny_bundle) -> None:  # type:
 
 def test_rewrite_then_optimise_is_two_composed_operations(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
     from workbench.adapters import merged_w_out
-    from workbench.edits.optimise import OptimiseConfig
+    from workbench.methods.optimise import OptimiseConfig
     from workbench.models import layout
 
     opt = OptimiseConfig(layers=(1, 2), n_rows=12, steps=2, min_target_prob=0.0, repr_layers=(2,), n_retain_neutral=6,

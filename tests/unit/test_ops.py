@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from workbench.edits import ablate, pisces, project, prune, runtime
+from workbench.ops import ablate, neuron_adjust, pisces, project, prune
 
 
 class IdentityReluSae:
@@ -200,7 +200,7 @@ def test_project_out_tau_restricts_rows() -> None:
 
 # ----------------------------------------------------------------------------- neuron adjust
 def test_normal_pdf() -> None:
-    assert float(runtime.normal_pdf(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(1.0))) == pytest.approx(
+    assert float(neuron_adjust.normal_pdf(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(1.0))) == pytest.approx(
         1 / math.sqrt(2 * math.pi)
     )
 
@@ -208,19 +208,19 @@ def test_normal_pdf() -> None:
 def test_neuron_adjust_deterministic_hand_computation() -> None:
     fm, fs, rm, rs = (torch.tensor([v]) for v in (5.0, 1.0, 0.0, 2.0))
     x = torch.tensor([[5.0], [6.0], [0.0]])  # [3, n=1]
-    out = runtime.neuron_adjust_remap(x, fm, fs, rm, rs, deterministic=True)
+    out = neuron_adjust.neuron_adjust_remap(x, fm, fs, rm, rs, deterministic=True)
     # 5 -> mirror 0 - (5-5)*2/1 = 0; 6 -> -(1)*2 = -2; 0 is retain-like -> unchanged
     assert torch.equal(out, torch.tensor([[0.0], [-2.0], [0.0]]))
     x2 = torch.tensor([[0.5]])
-    assert torch.equal(runtime.neuron_adjust_remap(x2, fm, fs, rm, rs), x2)
+    assert torch.equal(neuron_adjust.neuron_adjust_remap(x2, fm, fs, rm, rs), x2)
 
 
 def test_neuron_adjust_stochastic_is_seeded_and_uses_the_density_ratio() -> None:
     fm, fs, rm, rs = (torch.tensor([v]) for v in (1.0, 1.0, 0.0, 1.0))
     x = torch.full((4000, 1), 1.0)
-    p = float(runtime.normal_pdf(x[0], fm, fs) / (runtime.normal_pdf(x[0], fm, fs) + runtime.normal_pdf(x[0], rm, rs)))
-    a = runtime.neuron_adjust_remap(x, fm, fs, rm, rs, deterministic=False, generator=torch.Generator().manual_seed(1))
-    b = runtime.neuron_adjust_remap(x, fm, fs, rm, rs, deterministic=False, generator=torch.Generator().manual_seed(1))
+    p = float(neuron_adjust.normal_pdf(x[0], fm, fs) / (neuron_adjust.normal_pdf(x[0], fm, fs) + neuron_adjust.normal_pdf(x[0], rm, rs)))
+    a = neuron_adjust.neuron_adjust_remap(x, fm, fs, rm, rs, deterministic=False, generator=torch.Generator().manual_seed(1))
+    b = neuron_adjust.neuron_adjust_remap(x, fm, fs, rm, rs, deterministic=False, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
     mirrored = a == -0.0  # mirror of 1 is 0 - (1-1) = 0
     assert set(a.flatten().tolist()) <= {0.0, 1.0}
@@ -228,7 +228,7 @@ def test_neuron_adjust_stochastic_is_seeded_and_uses_the_density_ratio() -> None
 
 
 def test_gate_hook_edits_only_selected_columns() -> None:
-    hook = runtime.make_gate_hook([1, 3], [5.0, 5.0], [1.0, 1.0], [0.0, 0.0], [2.0, 2.0])
+    hook = neuron_adjust.make_gate_hook([1, 3], [5.0, 5.0], [1.0, 1.0], [0.0, 0.0], [2.0, 2.0])
     out = torch.tensor([[[5.0, 5.0, 5.0, 6.0]]])  # [batch, pos, d_mlp]
     new = hook(None, (), out)
     assert torch.equal(new, torch.tensor([[[5.0, 0.0, 5.0, -2.0]]]))

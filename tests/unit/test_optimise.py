@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from workbench.corpus import load_wiki
-from workbench.edits.facts import Fact, FactSet, fact_targets, split_sentences
-from workbench.edits.optimise import (
+from workbench.methods.facts import Fact, FactSet, fact_targets, split_sentences
+from workbench.methods.optimise import (
     OptimiseConfig,
     bake,
     contrast_rows,
@@ -106,7 +106,7 @@ def test_contrast_rows_ranks_planted_neuron_and_guards_always_on():
 
 
 def test_collision_mask_marks_positions_before_target_tokens() -> None:
-    from workbench.edits.optimise import collision_mask
+    from workbench.methods.optimise import collision_mask
 
     ids = torch.tensor([[2, 7, 9, 7, 0], [2, 5, 5, 5, 5]])
     am = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
@@ -118,7 +118,7 @@ def test_collision_mask_marks_positions_before_target_tokens() -> None:
 def test_retain_batch_takes_its_share_of_colliding_texts_and_keeps_their_positions() -> None:
     import random
 
-    from workbench.edits.optimise import _retain_batch, _retain_positions
+    from workbench.methods.optimise import _retain_batch, _retain_positions
 
     rng = random.Random(0)
     pick = _retain_batch([0, 1], [2, 3, 4, 5], size=4, share=0.5, rng=rng)
@@ -134,7 +134,7 @@ def test_retain_batch_takes_its_share_of_colliding_texts_and_keeps_their_positio
 def test_key_names_get_their_own_frames_and_round_trip(tiny_bundle, facts: FactSet) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from workbench.edits.optimise import FRAMES, build_frames, name_frames
+    from workbench.methods.optimise import FRAMES, build_frames, name_frames
 
     cfg = _cfg()
     plain = build_frames(tiny_bundle, facts, cfg)
@@ -152,7 +152,7 @@ def test_representation_target_at_several_layers(tiny_bundle, facts) -> None:
     residuals as a full forward with hidden states."""
     from dataclasses import replace
 
-    from workbench.edits.optimise import build_frames, residuals_after
+    from workbench.methods.optimise import build_frames, residuals_after
 
     one, two = (build_frames(tiny_bundle, facts, replace(_cfg(), repr_layers=(layer,))) for layer in (1, 2))
     both = build_frames(tiny_bundle, facts, replace(_cfg(), repr_layers=(1, 2)))
@@ -167,7 +167,7 @@ def test_representation_target_at_several_layers(tiny_bundle, facts) -> None:
 
 
 def test_key_name_suggestions_skip_sentence_starts_common_words_and_the_name() -> None:
-    from workbench.edits.facts import key_names
+    from workbench.methods.facts import key_names
 
     texts = ["He met Hermione Granger at Hogwarts.", "Later Hermione Granger left Hogwarts for London.",
              "Hermione Granger is clever.", "Harry Potter went to London. London is big."]

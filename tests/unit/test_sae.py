@@ -274,8 +274,8 @@ def test_interrupted_catalogue_write_leaves_store_consistent(tmp_path, trained, 
 def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
     from workbench.adapters import use
     from workbench.edits.compile import compile_spec
-    from workbench.edits.facts import Fact, FactSet, split_sentences
-    from workbench.edits.pisces_search import local_sae_loader, pisces_erase
+    from workbench.methods.facts import Fact, FactSet, split_sentences
+    from workbench.methods.pisces_search import local_sae_loader, pisces_erase
 
     corpus = load_wiki("en")
     doc = corpus.get("Paris")
@@ -302,9 +302,9 @@ def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, tra
 
 def test_sae_feature_rows_feed_the_localized_optimisation(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
     """'pisces-rows': the rows come from the SAE (features by contrast, tau rule), only they change."""
-    from workbench.edits.erase import EraseOptions, erase
-    from workbench.edits.optimise import OptimiseConfig
-    from workbench.edits.pisces_search import FeatureCandidate
+    from workbench.methods.erase import EraseOptions, erase
+    from workbench.methods.optimise import OptimiseConfig
+    from workbench.methods.pisces_search import FeatureCandidate
     from workbench.sae.catalogue import tau_rows
 
     layer = TINY_CFG.layer
@@ -327,8 +327,8 @@ def test_pisces_with_a_pre_norm_sae(tiny_bundle, trained, sae_settings) -> None:
     """site='mlp.hook_out' picks the pre-norm SAE (not the newer-or-older post-norm one) and its
     features are read at that hook; the spec's rows are the raw-row tau rule of that SAE."""
     from workbench.edits.compile import compile_spec
-    from workbench.edits.facts import Fact, FactSet, split_sentences
-    from workbench.edits.pisces_search import local_sae_loader, pisces_erase
+    from workbench.methods.facts import Fact, FactSet, split_sentences
+    from workbench.methods.pisces_search import local_sae_loader, pisces_erase
 
     raw = train_sae(tiny_bundle, replace(TINY_CFG, site="mlp.hook_out"), sae_settings,
                     texts=[d.text for d in load_wiki("en").sample(400, seed=3)])

@@ -10,7 +10,7 @@ import torch
 
 from workbench.config import Settings
 from workbench.corpus.wiki import load_wiki, wiki_texts
-from workbench.edits.pisces_search import find_local_sae
+from workbench.methods.pisces_search import find_local_sae
 from workbench.sae.sources import list_local_saes, load_local_sae
 from workbench.sae.sweep import ce_recovered, sweep
 from workbench.sae.train import (

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.evaluate import EvalOptions
+from workbench.benchmark.scorecard import EvalOptions
 
 _SCORECARD = EvalOptions()  # the per-edit verdict thresholds; the goal's control drops are the same numbers
 CONTROL_CHECKS = ("neighbours", "general", "others", "perplexity")

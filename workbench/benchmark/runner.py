@@ -1,11 +1,15 @@
 """Batched model calls used by the benchmark and the scorecard.
 
-Prompts are grouped by token length and run without padding, so a batched result equals the
-one-prompt result (no position-id or mask subtleties with Gemma 3's sliding attention).
+Prompts are sorted by token length and left-padded into batches (attention mask and position
+ids follow the padding, `generate.left_padded`), so a batched result equals the one-prompt
+result up to float summation order; tests/unit/test_benchmark.py checks it. Full-text scoring
+(`text_logprobs*`) groups texts of equal length instead and needs no padding.
 Every `*_each` function runs several model variants (None = base, or an Adapter) in the same
 forward passes: each batch is repeated once per variant and routed row by row
 (workbench.adapters.route), and one result is returned per variant. The plain functions are
-the base-model case. Nothing here writes the weights or needs a lock.
+the base-model case. `prompt_outcomes_each` scores a prompt's next token and continues it
+greedily in the same passes (the prompt's forward pass is the decode's first step). Nothing
+here writes the weights or needs a lock.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from workbench.adapters import Adapter, route
+from workbench.generate import GenerationResult, RowRequest, SamplingParams, decode_rows, left_padded
 from workbench.models import ModelBundle
 
 Variants = Sequence[Adapter | None]
@@ -65,7 +70,8 @@ def encode(tokenizer, texts: Sequence[str], max_tokens: int | None = None) -> li
     return out
 
 
-def _by_length(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+def _same_length(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Batches of indices whose sequences have equal length (no padding needed)."""
     groups: dict[int, list[int]] = defaultdict(list)
     for i, s in enumerate(seqs):
         groups[len(s)].append(i)
@@ -76,13 +82,31 @@ def _by_length(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]
     return batches
 
 
+def _by_length(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Batches of indices sorted by sequence length, so left padding stays short."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    return [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
+
+
 def _device(bundle: ModelBundle) -> torch.device:
     return next(bundle.hf_model.parameters()).device
 
 
-def _logits_each(bundle: ModelBundle, ids: torch.Tensor, variants: Variants, **kw: object) -> torch.Tensor:
+def _pad_id(bundle: ModelBundle) -> int:
+    pad = bundle.tokenizer.pad_token_id
+    return int(pad) if pad is not None else 0
+
+
+def _logits_each(
+    bundle: ModelBundle, ids: torch.Tensor, variants: Variants, mask: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None, **kw: object,
+) -> torch.Tensor:
     """Logits of one batch ids [b, pos] under every variant: [n_variants, b, pos', vocab]."""
     n, b = len(variants), ids.shape[0]
+    if mask is not None:
+        kw["attention_mask"] = mask.repeat(n, 1)
+    if positions is not None:
+        kw["position_ids"] = positions.repeat(n, 1)
     with route(bundle, [v for v in variants for _ in range(b)]):
         logits = bundle.hf_model(input_ids=ids.repeat(n, 1), **kw).logits
     return logits.view(n, b, *logits.shape[1:])
@@ -102,8 +126,8 @@ def last_logprobs_each(bundle: ModelBundle, prompts: Sequence[str], variants: Va
     out = torch.empty(len(variants), len(seqs), bundle.hf_model.config.vocab_size)
     per_batch = max(1, batch_size // len(variants))
     for idx in _by_length(seqs, per_batch):
-        ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
-        logits = _logits_each(bundle, ids, variants, logits_to_keep=1)[:, :, -1].float()  # [v, b, vocab]
+        ids, mask, positions = left_padded([seqs[i] for i in idx], _pad_id(bundle), _device(bundle))
+        logits = _logits_each(bundle, ids, variants, mask, positions, logits_to_keep=1)[:, :, -1].float()  # [v, b, vocab]
         out[:, idx] = torch.log_softmax(logits, dim=-1).cpu()
     return out
 
@@ -124,17 +148,14 @@ def next_tokens_each(
     if not prompts:
         return [[] for _ in variants]
     lps = last_logprobs_each(bundle, prompts, variants, batch_size)  # [v, n, vocab]
-    tok = bundle.tokenizer
-    result = []
-    for lp in lps:
-        out = []
-        for i, ans in enumerate(answers):
-            aid = answer_token_ids(tok, ans)[0]
-            top = int(lp[i].argmax())
-            informative = bool(tok.decode([aid]).strip())
-            out.append(NextToken(top, tok.decode([top]), aid, math.exp(float(lp[i, aid])), informative))
-        result.append(out)
-    return result
+    return [[_next_token(bundle.tokenizer, lp[i], ans) for i, ans in enumerate(answers)] for lp in lps]
+
+
+def _next_token(tokenizer, logprobs: torch.Tensor, answer: str) -> NextToken:  # logprobs [vocab]
+    aid = answer_token_ids(tokenizer, answer)[0]
+    top = int(logprobs.argmax())
+    informative = bool(tokenizer.decode([aid]).strip())
+    return NextToken(top, tokenizer.decode([top]), aid, math.exp(float(logprobs[aid])), informative)
 
 
 @torch.no_grad()
@@ -149,28 +170,48 @@ def greedy_continuations(
 def greedy_continuations_each(
     bundle: ModelBundle, prompts: Sequence[str], variants: Variants, max_new_tokens: int = 8, batch_size: int = 16
 ) -> list[list[str]]:
-    """Greedy continuations under each variant, decoded in one batch per prompt length."""
-    seqs = encode(bundle.tokenizer, prompts)
-    out = [[""] * len(seqs) for _ in variants]
-    model = bundle.hf_model
-    n = len(variants)
-    for idx in _by_length(seqs, max(1, batch_size // n)):
-        ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle)).repeat(n, 1)
-        with route(bundle, [v for v in variants for _ in idx]):
-            gen = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                top_p=None,
-                top_k=None,
-                temperature=None,
-                pad_token_id=bundle.tokenizer.pad_token_id,
-            )
+    """Greedy continuations under each variant; batch_size rows (prompts x variants) per batch."""
+    answers = [""] * len(prompts)
+    return prompt_outcomes_each(bundle, prompts, answers, variants, max_new_tokens, batch_size, score=False)[1]
+
+
+@torch.no_grad()
+def prompt_outcomes_each(
+    bundle: ModelBundle, prompts: Sequence[str], answers: Sequence[str], variants: Variants,
+    max_new_tokens: int = 8, rows_per_batch: int = 16, *, score: bool = True,
+) -> tuple[list[list[NextToken]], list[list[str]]]:
+    """next_tokens_each and greedy_continuations_each in the same passes: the prompt's forward
+    pass scores the answer's first token and is the first step of the greedy decode.
+
+    `rows_per_batch` counts prompts x variants; 16 keeps the CPU unembedding on its fast path
+    (models/skinny.py). Returns (next tokens per variant, continuation text per variant)."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
+    n, tok = len(variants), bundle.tokenizer
+    nts: list[list[NextToken | None]] = [[None] * len(prompts) for _ in variants]
+    conts = [[""] * len(prompts) for _ in variants]
+    seqs = encode(tok, prompts)
+    for idx in _by_length(seqs, max(1, rows_per_batch // n)):
+        rows = [
+            RowRequest(prompts[i], v, SamplingParams(max_new_tokens=max_new_tokens), max_new_tokens, math.inf,
+                       GenerationResult(prompt=prompts[i], edited=v is not None))
+            for v in variants for i in idx
+        ]
+
+        def first(step: int, logits: torch.Tensor, idx: list[int] = idx) -> None:  # logits [v * b, vocab]
+            if step != 0 or not score:
+                return
+            lp = torch.log_softmax(logits.float(), dim=-1).cpu().view(n, len(idx), -1)
+            for v in range(n):
+                for row, i in enumerate(idx):
+                    nts[v][i] = _next_token(tok, lp[v, row], answers[i])
+
+        for _ in decode_rows(bundle, rows, on_logits=first):
+            pass
         for v in range(n):
             for row, i in enumerate(idx):
-                out[v][i] = bundle.tokenizer.decode(gen[v * len(idx) + row, ids.shape[1]:], skip_special_tokens=True)
-    return out
+                conts[v][i] = rows[v * len(idx) + row].result.text
+    return [[t for t in per if t is not None] for per in nts], conts
 
 
 @torch.no_grad()
@@ -183,7 +224,7 @@ def text_logprobs(
     text order (position 1..len-1 of each text)."""
     seqs = encode(bundle.tokenizer, texts, max_tokens)
     per_text: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * len(seqs)
-    for idx in _by_length(seqs, batch_size):
+    for idx in _same_length(seqs, batch_size):
         ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
         logits = bundle.hf_model(input_ids=ids).logits[:, :-1].float()  # [b, pos-1, vocab]
         lp = torch.log_softmax(logits, dim=-1)
@@ -218,7 +259,7 @@ def logprobs_at(
         offsets.append(offsets[-1] + len(s) - 1)
     tok_out = torch.empty(offsets[-1])
     sel_out = torch.empty(offsets[-1], ids.shape[1])
-    for idx in _by_length(seqs, batch_size):
+    for idx in _same_length(seqs, batch_size):
         t = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
         lp = torch.log_softmax(
             bundle.hf_model(input_ids=t).logits[:, :-1].float(), dim=-1
@@ -258,7 +299,7 @@ def text_logprobs_each(
             raise ValueError("The reference distribution was measured on other texts.")
         top_k = int(reference.ids.shape[1])
     at_ids = torch.empty(n, offsets[-1], top_k)
-    for idx in _by_length(seqs, max(1, batch_size // n)):
+    for idx in _same_length(seqs, max(1, batch_size // n)):
         ids = torch.tensor([seqs[i] for i in idx], device=_device(bundle))
         lp = torch.log_softmax(_logits_each(bundle, ids, variants)[:, :, :-1].float(), dim=-1)  # [v, b, pos-1, vocab]
         tgt = ids[:, 1:].unsqueeze(0).expand(n, -1, -1)

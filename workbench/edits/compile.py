@@ -20,7 +20,6 @@ import torch
 
 from workbench.adapters import Adapter, RowChange, factor_delta
 from workbench.adapters.adapter import ActivationHook, merged_w_out
-from workbench.edits import ablate, pisces, project, prune, runtime
 from workbench.edits.spec import (
     AblateValueVectors,
     EditSpec,
@@ -35,7 +34,8 @@ from workbench.edits.spec import (
 )
 from workbench.models import layout
 from workbench.models.hashing import tensor_sha256
-from workbench.sae.catalogue import SAESite
+from workbench.models.sites import SAESite
+from workbench.ops import ablate, neuron_adjust, pisces, project, prune
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def _compile_prune(op: PruneNeurons, ctx: _Ctx, spec: EditSpec) -> None:
 def _compile_neuron_adjust(op: NeuronAdjust, ctx: _Ctx, spec: EditSpec) -> None:
     for i, lay in enumerate(op.runtime):
         def make(lay: Any = lay, i: int = i) -> Callable[..., Any]:
-            return runtime.make_gate_hook(
+            return neuron_adjust.make_gate_hook(
                 list(lay.neurons),
                 list(lay.forget_mean),
                 list(lay.forget_std),

@@ -36,6 +36,7 @@ from workbench.lenses.tokens import clean_token_mask, vocab_strings
 from workbench.lenses.vocab import project_topk
 from workbench.models import layout
 from workbench.models.hooks import capture
+from workbench.models.sites import SAESite
 from workbench.progress import NullProgress, Progress
 
 Lens = Literal["gain_aware", "reference"]
@@ -43,35 +44,8 @@ MARK_OPEN, MARK_CLOSE = "[[", "]]"
 
 
 # ---------------------------------------------------------------------------------------------
-# Site of an SAE
+# Decoder directions and weight rows at an SAE's site
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SAESite:
-    layer: int
-    site: str  # 'hook_mlp_out' | 'mlp.hook_out' | 'mlp.hook_post'
-
-    @property
-    def hook_name(self) -> str:
-        return f"blocks.{self.layer}.{self.site}"
-
-    @classmethod
-    def from_hook(cls, hook_name: str) -> SAESite:
-        parts = hook_name.split(".")
-        if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
-            raise ValueError(f"Hook {hook_name!r} is not like 'blocks.6.hook_mlp_out'.")
-        site = ".".join(parts[2:])
-        if site not in ("hook_mlp_out", "mlp.hook_out", "mlp.hook_post"):
-            raise ValueError(f"Feature catalogues support MLP sites only; got {hook_name!r}.")
-        return cls(int(parts[1]), site)
-
-    @classmethod
-    def of_sae(cls, sae: Any) -> SAESite:
-        hook = getattr(sae.cfg.metadata, "hook_name", None)
-        if not hook:
-            raise ValueError("The SAE's config has no hook_name; say which hook it was trained on.")
-        return cls.from_hook(hook)
-
-
 def decoder_directions(hf_model: Any, sae: Any, site: SAESite, lens: Lens = "gain_aware") -> torch.Tensor:
     """Residual-stream directions of the decoder rows, final gain folded in: [d_sae, d_model]."""
     w_dec = sae.W_dec.detach().float()  # [d_sae, d_in]

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.corpus.documents import Document
+from workbench.models.sites import SAESite
 from workbench.progress import NullProgress, Progress
-from workbench.sae.catalogue import FeatureCatalogue, Lens, SAESite, build_catalogue, row_feature_scores
+from workbench.sae.catalogue import FeatureCatalogue, Lens, build_catalogue, row_feature_scores
 
 
 def index_sae(

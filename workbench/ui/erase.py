@@ -1,6 +1,6 @@
 """Presentation glue of the 'Erase a concept' page: the fact set as an editable table and back,
 the methods with what each was measured to do, the candidate table. Plain Python (testable
-without Streamlit); the erasure itself is workbench.edits.erase.
+without Streamlit); the erasure itself is workbench.methods.erase.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.edits.facts import Fact, FactSet
+from workbench.methods.facts import Fact, FactSet
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ def parse_names(text: str) -> list[str]:
 
 
 def suggested_key_names(facts: FactSet, corpus: Any) -> list[str]:
-    """Key-name suggestions for the fact set (edits.facts.key_names), not yet chosen ones."""
-    from workbench.edits.facts import key_names
+    """Key-name suggestions for the fact set (methods.facts.key_names), not yet chosen ones."""
+    from workbench.methods.facts import key_names
 
     return [n for n in key_names(facts.texts(), facts.name, corpus) if n not in facts.key_names]
 
@@ -126,7 +126,7 @@ def candidates_frame(candidates: list[Any], limit: int = 200) -> pd.DataFrame:
 
 def pisces_ready(saes_dir: Path, model_id: str, layer: int = 6) -> str | None:
     """None when a local SAE for PISCES exists, else the sentence saying what to do."""
-    from workbench.edits.pisces_search import find_local_sae
+    from workbench.methods.pisces_search import find_local_sae
 
     try:
         find_local_sae(saes_dir, model_id, layer)

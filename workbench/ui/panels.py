@@ -75,7 +75,7 @@ def scorecard_view(card: object) -> None:
     plainly), the metric table (before / after / delta) and the side-by-side generations."""
     import pandas as pd
 
-    c = card  # workbench.evaluate.Scorecard
+    c = card  # workbench.benchmark.scorecard.Scorecard
     m1, m2 = st.columns([1, 3])
     m1.metric("score (harmonic mean of forget, specificity, coherence)", f"{c.score:.3f}")  # type: ignore[attr-defined]
     with m2:

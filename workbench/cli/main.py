@@ -7,58 +7,14 @@ file, locked store) instead of a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from workbench.config import Settings
-
-# Subcommand modules that add their own parsers: (module, function taking the subparsers).
-# A module that is missing (not built yet) is skipped, so the CLI never breaks on it.
-EXTENSIONS = (("workbench.sae.cli", "add_sae_parsers"), ("workbench.edits.cli", "add_parsers"))
-
-
-class UserError(Exception):
-    """A problem with the user's input or environment, shown without a traceback."""
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, object] = {}
-    if getattr(args, "cache", None):
-        overrides["cache_dir"] = Path(args.cache).expanduser().resolve()
-    if getattr(args, "model", None):
-        overrides["model_source"] = args.model
-    return Settings.from_env(**overrides)
-
-
-def _parse_layers(text: str | None) -> list[int] | None:
-    """'6', '2-8', '0,3,6' or 'all' -> list of layers (None = all)."""
-    if text is None or text == "all":
-        return None
-    layers: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
-                layers += list(range(int(lo), int(hi) + 1))
-            else:
-                layers.append(int(part))
-    except ValueError as err:
-        raise UserError(f"--layers {text!r} is not like '6', '2-8', '0,3,6' or 'all'.") from err
-    return layers
-
-
-def load_bundle_for(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from workbench.models import load_bundle, parse_source
-
-    settings = _settings(args)
-    source = parse_source(settings.model_source)
-    print(f"Loading {source.describe()} ...", file=sys.stderr)
-    return settings, load_bundle(source, settings, progress=lambda m: print(m, file=sys.stderr))
+from workbench.cli import edits, sae
+from workbench.cli.common import UserError, load_bundle_for, parse_layers, settings_for
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -76,7 +32,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     settings, bundle = load_bundle_for(args)
     cfg = PrepareConfig(
-        layers=_parse_layers(args.layers), k=args.k, stat_tokens=args.tokens,
+        layers=parse_layers(args.layers), k=args.k, stat_tokens=args.tokens,
         concepts=list(args.concept or PrepareConfig().concepts), force=args.force,
         lenses=["gain_aware", "reference"] if args.reference_lens else ["gain_aware"],
     )
@@ -124,7 +80,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from workbench.models.sources import parse_source
     from workbench.store import open_store
 
-    settings = _settings(args)
+    settings = settings_for(args)
     source = parse_source(settings.model_source)
     print(f"model source   {source.describe()}")
     print(f"cache dir      {settings.cache_dir}")
@@ -170,15 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="model, cache and store status")
     p.set_defaults(func=cmd_info)
 
-    for module_name, function in EXTENSIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name and module_name.startswith(err.name):
-                continue
-            raise
-        add: Callable[[argparse._SubParsersAction], None] = getattr(module, function)
-        add(sub)
+    sae.add_parsers(sub)
+    edits.add_parsers(sub)
     return parser
 
 

@@ -1,5 +1,5 @@
-"""CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint`, `export-adapter` (loaded by
-workbench/cli.py).
+"""CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint`, `export-adapter` (wired in by
+workbench/cli/main.py).
 
 The same library calls as the app's Edit & preview page: erase.erase, spec.save_spec /
 load_spec, compile.compile_spec, generate.stream_pair, evaluate.evaluate,
@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from workbench.cli.common import UserError, load_bundle_for
 from workbench.models.safety import refuse_pickle_file
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from workbench.edits.erase import DEFAULT_METHOD, METHODS
+    from workbench.methods.erase import DEFAULT_METHOD, METHODS
 
     p = sub.add_parser("erase", help="erase a corpus concept: fact set -> edit spec (+ payload) -> scorecard")
     p.add_argument("--concept", required=True, help="a title of the embedded corpus, e.g. 'Harry Potter'")
@@ -58,10 +59,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]:
     """Bundle, spec, payload and compiled adapter; every failure is a UserError sentence."""
-    from workbench.cli import UserError, load_bundle_for
     from workbench.edits.compile import compile_spec
-    from workbench.edits.pisces_search import local_sae_loader
     from workbench.edits.spec import SpecError, load_spec
+    from workbench.methods.pisces_search import local_sae_loader
 
     path = Path(path_text)
     try:
@@ -110,11 +110,10 @@ def print_candidates(candidates: list[Any], n: int) -> None:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    from workbench.cli import UserError, load_bundle_for
     from workbench.corpus import load_wiki
-    from workbench.edits.erase import EraseOptions, erase
-    from workbench.edits.facts import FactSet
     from workbench.edits.spec import save_spec
+    from workbench.methods.erase import EraseOptions, erase
+    from workbench.methods.facts import FactSet
     from workbench.progress import TqdmProgress
 
     corpus = load_wiki("en")
@@ -154,7 +153,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from workbench.cli import UserError
     from workbench.generate import GenerationResult, SamplingParams, stream_pair
 
     bundle, spec, _, adapter = _load(args, args.spec)
@@ -174,8 +172,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from workbench.cli import UserError
-    from workbench.evaluate import evaluate
+    from workbench.benchmark.scorecard import evaluate
 
     bundle, _, _, adapter = _load(args, args.spec)
     try:
@@ -189,7 +186,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from workbench.cli import UserError
     from workbench.exports import export_checkpoint
 
     bundle, spec, _, adapter = _load(args, args.spec)
@@ -202,7 +198,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_export_adapter(args: argparse.Namespace) -> int:
-    from workbench.cli import UserError
     from workbench.exports import export_lora
     from workbench.exports.lora import vllm_max_lora_rank
 

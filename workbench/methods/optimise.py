@@ -3,7 +3,7 @@
 Only an additive delta on a few hundred chosen rows of W_out (value vectors) is trained; every
 other weight stays frozen. The loss combines
   (a) a fact target: unlikelihood -log(1 - p) on the concept-specific next tokens of the
-      concept's fact set (workbench.edits.facts),
+      concept's fact set (workbench.methods.facts),
   (b) a representation target: at the concept name's last token in many frames, the residual
       after each of `repr_layers` should look like the mean residual of made-up names of the
       same kind in the same frames (removes "who/what the concept is" without a fact list),
@@ -34,7 +34,7 @@ import torch
 from workbench.adapters.routing import DownProjEdit, down_proj_edits
 from workbench.corpus import Corpus, Document
 from workbench.corpus.nonce import nonce_names
-from workbench.edits.facts import FactSet, FactTargets, fact_targets, split_sentences
+from workbench.methods.facts import FactSet, FactTargets, fact_targets, split_sentences
 from workbench.models import ModelBundle, layout
 from workbench.models.hooks import StopForward, save_inputs, taps
 from workbench.progress import NullProgress, Progress

@@ -42,11 +42,13 @@ from typing import Any
 
 import torch
 
+from workbench.benchmark.scorecard import EvalOptions, Scorecard, evaluate
 from workbench.corpus import Corpus
 from workbench.edits.compile import compile_spec
-from workbench.edits.facts import FactSet, build_fact_set
-from workbench.edits.key_rewrite import RewriteConfig, rewrite_name_key
-from workbench.edits.optimise import (
+from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection, SaeRef
+from workbench.methods.facts import FactSet, build_fact_set
+from workbench.methods.key_rewrite import RewriteConfig, rewrite_name_key
+from workbench.methods.optimise import (
     OptimiseConfig,
     Target,
     contrast_rows,
@@ -55,9 +57,7 @@ from workbench.edits.optimise import (
     retain_documents,
     to_operation,
 )
-from workbench.edits.pisces_search import FeatureCandidate
-from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection, SaeRef
-from workbench.evaluate import EvalOptions, Scorecard, evaluate
+from workbench.methods.pisces_search import FeatureCandidate
 from workbench.models import ModelBundle, layout
 from workbench.progress import NullProgress, Progress
 
@@ -171,7 +171,7 @@ def _rewrite_optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts:
                       progress: Progress) -> MethodRun:
     """'rewrite', then 'optimise' trained on top of it (its KL anchors to the rewritten model):
     the rewrite removes who the name is, the optimisation the facts the name's removal left."""
-    from workbench.edits.key_rewrite import full_layer_deltas
+    from workbench.methods.key_rewrite import full_layer_deltas
 
     first = _rewrite(bundle, corpus, facts, opts, progress)
     deltas = {t.layer: first.payload[t.delta] for t in first.operations[0].targets}
@@ -184,7 +184,7 @@ def _rewrite_optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts:
 def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions,
                  progress: Progress) -> MethodRun:
     from workbench.config import Settings
-    from workbench.edits.pisces_search import sae_feature_rows
+    from workbench.methods.pisces_search import sae_feature_rows
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
     progress.stage("SAE features by contrast on the fact set -> their W_out rows (tau rule)")
@@ -236,7 +236,7 @@ def _project(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpt
 
 def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
     from workbench.config import Settings
-    from workbench.edits.pisces_search import local_sae_loader, pisces_erase
+    from workbench.methods.pisces_search import local_sae_loader, pisces_erase
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
     result = pisces_erase(bundle, corpus, facts, saes_dir, progress=progress, **opts.pisces)

@@ -21,7 +21,12 @@ import torch
 
 from workbench.adapters import Adapter
 from workbench.benchmark.probe import ConceptProbe, build_probe
-from workbench.benchmark.runner import greedy_continuations_each, next_tokens_each, text_logprobs_each
+from workbench.benchmark.runner import (
+    greedy_continuations_each,
+    next_tokens_each,
+    prompt_outcomes_each,
+    text_logprobs_each,
+)
 from workbench.benchmark.schema import ProbePrompt
 from workbench.benchmark.scoring import contains_any, harmonic_mean, mean, perplexity, topk_kl
 from workbench.corpus import Corpus, load_wiki
@@ -170,12 +175,20 @@ def measure_each(
     compared with it instead and all of them are edited sides."""
     sets = prompt_sets(probe)
     flat = [(name, p) for name in PROMPT_SETS for p in sets[name]]
-    nts_each = next_tokens_each(bundle, [p.prompt for _, p in flat], [p.answer for _, p in flat], variants)
-    progress.advance(1)
     gen_idx = [i for i, (name, _) in enumerate(flat) if name in options.continuation_sets]
-    conts_each = greedy_continuations_each(bundle, [flat[i][1].prompt for i in gen_idx], variants,
-                                           options.max_new_tokens)
+    first_idx = [i for i, (name, _) in enumerate(flat) if name not in options.continuation_sets]
+    firsts_each = next_tokens_each(bundle, [flat[i][1].prompt for i in first_idx],
+                                   [flat[i][1].answer for i in first_idx], variants)
     progress.advance(1)
+    scored_each, conts_each = prompt_outcomes_each(
+        bundle, [flat[i][1].prompt for i in gen_idx], [flat[i][1].answer for i in gen_idx], variants,
+        options.max_new_tokens,
+    )
+    progress.advance(1)
+    nts_each = []
+    for firsts, scored in zip(firsts_each, scored_each, strict=True):
+        by_index = dict(zip(first_idx, firsts, strict=True)) | dict(zip(gen_idx, scored, strict=True))
+        nts_each.append([by_index[i] for i in range(len(flat))])
     generations_each = greedy_continuations_each(bundle, probe.generation_prompts, variants,
                                                  options.generation_tokens)
     progress.advance(1)

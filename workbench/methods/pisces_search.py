@@ -20,14 +20,15 @@ import torch
 from workbench.adapters import use
 from workbench.corpus import Corpus
 from workbench.edits.compile import compile_spec
-from workbench.edits.facts import FactSet, FactTargets, fact_targets
-from workbench.edits.optimise import OptimiseConfig, retain_documents, selected_logits
 from workbench.edits.spec import EditSpec, ModelRef, RemoveSaeFeatures, SaeRef, sae_sha256
 from workbench.lenses.vocab import project_topk
+from workbench.methods.facts import FactSet, FactTargets, fact_targets
+from workbench.methods.optimise import OptimiseConfig, retain_documents, selected_logits
 from workbench.models import ModelBundle, layout
 from workbench.models.hooks import capture, save_inputs, taps
+from workbench.models.sites import SAESite
 from workbench.progress import NullProgress, Progress
-from workbench.sae.catalogue import SAESite, decoder_directions
+from workbench.sae.catalogue import decoder_directions
 
 
 @dataclass

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from workbench.corpus import Corpus
-from workbench.edits.facts import FactSet, split_sentences
-from workbench.edits.optimise import (
+from workbench.methods.facts import FactSet, split_sentences
+from workbench.methods.optimise import (
     DownProjEdit,
     FrameBatch,
     OptimiseConfig,

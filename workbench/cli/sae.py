@@ -1,4 +1,4 @@
-"""CLI pieces for SAEs, wired into `python -m workbench` by workbench/cli.py:
+"""CLI pieces for SAEs, wired into `python -m workbench` by workbench/cli/main.py:
 
     sae train --layer 6 [--tokens N --width W --k K --hook H --no-catalogue]
     sae list
@@ -12,13 +12,15 @@ import sys
 import time
 from typing import Any
 
+from workbench.cli.common import UserError, load_bundle_for, settings_for
+
 
 def _say(text: str, err: bool = False) -> None:
     """CLI output (this module is the CLI's, so it writes to the terminal)."""
     (sys.stderr if err else sys.stdout).write(text + "\n")
 
 
-def add_sae_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from workbench.sae.train import SITES, SAETrainConfig
 
     d = SAETrainConfig()
@@ -77,7 +79,6 @@ def _report(cat: Any, settings: Any) -> None:
 
 
 def cmd_sae_train(args: argparse.Namespace) -> int:
-    from workbench.cli import UserError, load_bundle_for
     from workbench.progress import TqdmProgress
     from workbench.sae.train import SAETrainConfig, train_sae
 
@@ -103,7 +104,6 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 def cmd_sae_catalogue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.cli import load_bundle_for
     from workbench.progress import TqdmProgress
     from workbench.sae.index import catalogue_folder
     from workbench.store import open_store
@@ -120,11 +120,10 @@ def cmd_sae_catalogue(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_list(args: argparse.Namespace) -> int:
-    from workbench.cli import _settings
     from workbench.sae.sources import list_local_saes
     from workbench.store import list_saes, open_store
 
-    settings = _settings(args)
+    settings = settings_for(args)
     stored = set()
     if settings.store_path.exists():
         store = open_store(settings.store_path, read_only=True)
@@ -146,10 +145,9 @@ def cmd_sae_list(args: argparse.Namespace) -> int:
 
 
 def cmd_features_search(args: argparse.Namespace) -> int:
-    from workbench.cli import UserError, _settings
     from workbench.store import list_saes, open_store, search_features
 
-    settings = _settings(args)
+    settings = settings_for(args)
     if not settings.store_path.exists():
         raise UserError(f"No store at {settings.store_path}; run `python -m workbench sae train` first.")
     store = open_store(settings.store_path, read_only=True)
