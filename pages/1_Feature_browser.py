@@ -189,7 +189,7 @@ with tab_vv:
         if how == "exact token":
             hits = store.neurons_with_token(model_id, query if query.startswith(" ") else " " + query.strip(),  # type: ignore[attr-defined]
                                             layer=layer)
-            hits = hits.assign(side="top", hits=1, matched=[[query]] * len(hits))
+            hits = hits.assign(side="top", hits=1, exact=1, matched=[[query]] * len(hits))
         else:
             hits = store.neurons_matching(model_id, query, layer=layer)  # type: ignore[attr-defined]
         if hits.empty:
@@ -199,7 +199,7 @@ with tab_vv:
             st.caption(f"{len(hits)} value vector(s) match.")
             show = hits.copy()
             show["matched"] = [", ".join(repr(t) for t in m[:6]) for m in show["matched"]]
-            st.dataframe(show[["layer", "neuron", "side", "hits", "matched"]], hide_index=True, height=220,
+            st.dataframe(show[["layer", "neuron", "side", "exact", "hits", "matched"]], hide_index=True, height=220,
                          width="stretch")
             options = [f"L{int(r.layer)}/{int(r.neuron)}" for r in hits.itertuples()]
             pick = st.selectbox("Inspect", options, key="vv_pick")

@@ -241,16 +241,21 @@ class Store:
         self, model_id: str, text: str, layer: int | None = None, lens: str = "gain_aware",
         limit: int = 100,
     ) -> pd.DataFrame:
-        """Value vectors whose top/bottom tokens contain `text` as a case-insensitive substring,
-        ranked by how many of their tokens match and how high."""
-        sql = ("SELECT layer, neuron, side, count(*) AS hits, min(rank) AS best_rank, "
-               "list(token ORDER BY rank) AS matched FROM value_vector_tokens "
+        """Value vectors whose top/bottom tokens contain `text` as a case-insensitive substring.
+
+        Exact token matches (' Paris' for "paris", ignoring case and surrounding space) rank
+        above substrings (' Parish'); then by how many tokens match and how high. Column
+        `exact` counts the exact matches."""
+        word = text.strip()
+        sql = ("SELECT layer, neuron, side, count(*) AS hits, "
+               "count(*) FILTER (WHERE lower(trim(token)) = lower(?)) AS exact, "
+               "min(rank) AS best_rank, list(token ORDER BY rank) AS matched FROM value_vector_tokens "
                "WHERE model_id = ? AND lens = ? AND token ILIKE ?")
-        params: list[Any] = [model_id, lens, f"%{text.strip()}%"]
+        params: list[Any] = [word, model_id, lens, f"%{word}%"]
         if layer is not None:
             sql += " AND layer = ?"
             params.append(layer)
-        sql += " GROUP BY layer, neuron, side ORDER BY hits DESC, best_rank LIMIT ?"
+        sql += " GROUP BY layer, neuron, side ORDER BY exact > 0 DESC, hits DESC, best_rank LIMIT ?"
         params.append(limit)
         return self.df(sql, params)
 

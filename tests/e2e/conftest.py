@@ -55,6 +55,12 @@ def search_token(e2e_cache: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def server_log(e2e_cache: Path) -> Path:
+    """The e2e server's combined stdout and stderr."""
+    return e2e_cache / "server.log"
+
+
+@pytest.fixture(scope="session")
 def server(e2e_cache: Path, search_token: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "WORKBENCH_MODEL": "tiny", "WORKBENCH_CACHE": str(e2e_cache),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_spec_hash_ignores_notes_but_not_operations() -> None:
     ("text", "message"),
     [
         ("{not json", "not valid JSON"),
-        ("[1, 2]", "must be a JSON object"),
+        ("[1, 2]", "is a JSON list.*expected a JSON object"),
         ('{"schema": "workbench.edit/9", "name": "x", "model": {"id": "a", "weights_sha256": "b"}}', "Unsupported spec schema"),
     ],
     ids=["malformed", "not-object", "wrong-schema"],
@@ -80,6 +81,36 @@ def test_spec_hash_ignores_notes_but_not_operations() -> None:
 def test_unreadable_specs_get_clear_errors(text: str, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         EditSpec.from_json(text)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (pickle.dumps({"schema": "workbench.edit/1"}), r"is a Python pickle, not JSON.*never unpickles"),
+        (b"PK\x03\x04" + b"\x00" * 20, r"zip archive \(a torch.save checkpoint is one\)"),
+        (b"", r"is empty; expected the edit spec JSON"),
+        (b"  \n", r"is empty"),
+        (b"\xff\xfe\x00garbage", r"is binary, not UTF-8 text \(byte 0 is 0xff\)"),
+        (b'{"a": 1}\x00\x00', r"holds NUL bytes"),
+        (b"[]", r"is a JSON list \(one spec per file"),
+        (b'"hello"', r"is a JSON string; expected a JSON object"),
+    ],
+    ids=["pickle", "torch-zip", "empty", "blank", "binary", "nul", "list", "string"],
+)
+def test_spec_files_that_are_not_a_spec_say_what_they_are(tmp_path: Path, data: bytes, message: str) -> None:
+    path = tmp_path / "edit.json"
+    path.write_bytes(data)
+    with pytest.raises(SpecError, match=message) as err:
+        load_spec(path)
+    assert "edit.json" in str(err.value)  # names what was given
+
+
+def test_a_safetensors_payload_given_as_the_spec_is_named(tmp_path: Path) -> None:
+    from safetensors.torch import save
+
+    data = save({"delta": torch.zeros(2, 3)})
+    with pytest.raises(SpecError, match="is a safetensors file .*payload.*, not JSON"):
+        EditSpec.from_json(data)
 
 
 def test_unknown_kind_lists_the_known_kinds() -> None:

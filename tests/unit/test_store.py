@@ -125,3 +125,18 @@ def test_store_busy_is_a_clear_error(tmp_path: Path):
         proc.kill()
         proc.wait()
     time.sleep(0.1)
+
+
+def test_value_vector_search_ranks_exact_tokens_above_substrings(tmp_path: Path):
+    store = Store(tmp_path / "s.duckdb")
+    rows = pd.DataFrame({
+        "model_id": "m", "lens": "gain_aware", "layer": 1, "side": "top",
+        # neuron 0: three ' Parish'-like substrings at the top; neuron 1: one exact ' Paris' at rank 5
+        "neuron": [0, 0, 0, 1, 1], "rank": [0, 1, 2, 0, 5], "token_id": [1, 2, 3, 4, 5],
+        "token": [" Parish", " parishes", "Parisian", " river", " Paris"], "logit": 1.0,
+    })
+    store.write_slices("m", "vocab", "layer=1", {"value_vector_tokens": rows},
+                       {"model_id": "m", "lens": "gain_aware", "layer": 1})
+    hits = store.neurons_matching("m", "paris")
+    assert list(hits["neuron"]) == [1, 0]
+    assert list(hits["exact"]) == [1, 0] and list(hits["hits"]) == [1, 3]

@@ -204,18 +204,26 @@ class EditSpec(_Strict):
         return self.model_dump_json(by_alias=True, indent=indent)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> EditSpec:
-        """Parse a spec; errors name the offending field path and what is expected."""
+    def from_json(cls, text: str | bytes, what: str = "The edit spec") -> EditSpec:
+        """Parse a spec; errors name what was given, the offending field path and what is expected."""
+        if isinstance(text, bytes):
+            text = spec_text(text, what)
+        if not text.strip():
+            raise SpecError(f"{what} is empty; expected a JSON object with schema, name, model and operations.")
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as err:
-            raise SpecError(f"The edit spec is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.") from err
-        return cls.from_dict(raw)
+            raise SpecError(f"{what} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}.") from err
+        return cls.from_dict(raw, what)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> EditSpec:
+    def from_dict(cls, raw: Any, what: str = "The edit spec") -> EditSpec:
         if not isinstance(raw, dict):
-            raise SpecError("The edit spec must be a JSON object with schema, name, model and operations.")
+            given = {list: "a JSON list", str: "a JSON string", int: "a JSON number", float: "a JSON number",
+                     bool: "a JSON boolean", type(None): "JSON null"}.get(type(raw), type(raw).__name__)
+            hint = " (one spec per file; a spec holds a list of operations)" if isinstance(raw, list) else ""
+            raise SpecError(f"{what} is {given}{hint}; expected a JSON object with schema, name, model "
+                            "and operations.")
         if raw.get("schema") not in (None, SCHEMA_ID):
             raise SpecError(f"Unsupported spec schema {raw.get('schema')!r}; this workbench reads {SCHEMA_ID!r}.")
         for i, op in enumerate(raw.get("operations") or []):
@@ -311,6 +319,40 @@ class EditSpec(_Strict):
                         raise SpecError(
                             f"Payload delta {t.delta!r} has shape {shape}; expected ({len(t.rows)}, {d_model})."
                         )
+
+
+# What a non-JSON file usually is, told by its first bytes.
+_BINARY_KINDS: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a zip archive (a torch.save checkpoint is one)"),
+    (b"\x80", "a Python pickle"),
+    (b"GGUF", "a GGUF model file"),
+    (b"\x89HDF", "an HDF5 file"),
+)
+
+
+def spec_text(data: bytes, what: str = "The edit spec") -> str:
+    """The UTF-8 text of a spec file, or SpecError saying what the bytes are instead.
+
+    Pickles and torch checkpoints are named and never unpickled; a safetensors file (the
+    payload) is told apart from the JSON spec that should come with it."""
+    expected = "expected the edit spec JSON (a text file with schema, name, model and operations)"
+    if not data.strip():
+        raise SpecError(f"{what} is empty; {expected}.")
+    for magic, kind in _BINARY_KINDS:
+        if data.startswith(magic):
+            extra = " The workbench never unpickles files." if "pickle" in kind or "torch" in kind else ""
+            raise SpecError(f"{what} is {kind}, not JSON; {expected}.{extra}")
+    if len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < len(data):
+        raise SpecError(f"{what} is a safetensors file (an edit's payload), not JSON; {expected}, and "
+                        "give the payload beside it.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{what} is binary, not UTF-8 text (byte {err.start} is 0x{data[err.start]:02x}); "
+                        f"{expected}.") from err
+    if "\x00" in text:
+        raise SpecError(f"{what} is binary (it holds NUL bytes), not JSON; {expected}.")
+    return text.removeprefix("\ufeff")
 
 
 def _op_layers(op: Any) -> list[int]:
@@ -435,10 +477,10 @@ def load_spec(path: Path) -> tuple[EditSpec, dict[str, torch.Tensor]]:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise SpecError(f"Cannot read the edit spec {path}: {err.strerror}.") from err
-    spec = EditSpec.from_json(text)
+    spec = EditSpec.from_json(data, what=f"The edit spec {path.name}")
     payload: dict[str, torch.Tensor] = {}
     if spec.payload is not None:
         pfile = path.parent / spec.payload.file

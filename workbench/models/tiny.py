@@ -7,11 +7,12 @@ through exactly the same local-folder loading path as any other checkpoint.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from workbench.models.build_once import build_once
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,10 @@ def tiny_dir(models_dir: Path, cfg: TinyConfig = TinyConfig()) -> Path:
 
 def build_tiny_checkpoint(models_dir: Path, cfg: TinyConfig = TinyConfig()) -> Path:
     """Build (once) a tiny Gemma 3 checkpoint folder with safetensors weights and a tokenizer."""
-    target = tiny_dir(models_dir, cfg)
-    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
-        return target
+    return build_once(tiny_dir(models_dir, cfg), lambda tmp: _build_into(tmp, cfg))
+
+
+def _build_into(tmp: Path, cfg: TinyConfig) -> None:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers.trainers import BpeTrainer
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
@@ -86,11 +88,5 @@ def build_tiny_checkpoint(models_dir: Path, cfg: TinyConfig = TinyConfig()) -> P
         for name, p in model.named_parameters():
             if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
                 p.normal_(0.0, 0.3)
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target

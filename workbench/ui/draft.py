@@ -16,7 +16,6 @@ import torch
 from workbench.config import Limits
 
 SESSION_KEY = "edit_draft"
-PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / torch zip checkpoints
 
 
 @dataclass
@@ -195,9 +194,6 @@ def _check_upload_bytes(data: bytes, limits: Limits, what: str) -> None:
         raise SpecError(
             f"The {what} has {len(data):,} bytes; the upload limit is {limits.max_upload_bytes:,} bytes."
         )
-    if data.startswith(PICKLE_MAGIC):
-        raise SpecError(f"The {what} looks like a pickle or torch checkpoint; the workbench never unpickles "
-                        "uploads. Upload the edit spec JSON (and its .safetensors payload).")
 
 
 def read_uploaded_spec(data: bytes, bundle: Any, limits: Limits,
@@ -207,11 +203,7 @@ def read_uploaded_spec(data: bytes, bundle: Any, limits: Limits,
     from workbench.edits.spec import EditSpec, SpecError, unpack_payload
 
     _check_upload_bytes(data, limits, "spec file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise SpecError(f"The file is not UTF-8 text (byte {err.start}); upload the edit spec JSON.") from err
-    spec = EditSpec.from_json(text)
+    spec = EditSpec.from_json(data, what="The uploaded spec file")
     payload: dict[str, torch.Tensor] = {}
     if spec.payload is not None or spec.payload_names():
         if spec.payload is None:
