@@ -38,23 +38,23 @@ with left:
 bundle, store = panels.need_bundle_and_store()
 with left:
     st.markdown(
-        f"**{bundle.model_id}** · {bundle.n_layers} layers · d_model {bundle.d_model} · "  # type: ignore[attr-defined]
-        f"d_mlp {bundle.d_mlp} · vocab {bundle.vocab_size:,}"  # type: ignore[attr-defined]
+        f"**{bundle.model_id}** · {bundle.n_layers} layers · d_model {bundle.d_model} · "
+        f"d_mlp {bundle.d_mlp} · vocab {bundle.vocab_size:,}"
     )
-    st.caption(f"weights sha256 `{bundle.weights_sha256[:16]}…` · checkpoint `{bundle.path}`")  # type: ignore[attr-defined]
+    st.caption(f"weights sha256 `{bundle.weights_sha256[:16]}…` · checkpoint `{bundle.path}`")
 
 with right:
     st.subheader("Cache and store")
-    counts = store.table_counts()  # type: ignore[attr-defined]
-    builds = store.builds(bundle.model_id)  # type: ignore[attr-defined]
+    counts = store.table_counts()
+    builds = store.builds(bundle.model_id)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("value-vector tokens", compact(counts.get('value_vector_tokens', 0)))
     c2.metric("neuron stats rows", compact(counts.get('neuron_stats', 0)))
     c3.metric("concept sets", f"{counts.get('concept_sets', 0):,}")
     c4.metric("saved edits", f"{counts.get('edits', 0):,}")
     if builds.empty:
-        st.warning("Nothing is built for this model yet: start 'Prepare' below (a few minutes on the "
-                   "embedded model, seconds on tiny).")
+        st.info("Nothing is built for this model yet. The first start (above) builds it in the background; "
+                "with it turned off, use the Build buttons below or `python -m workbench prepare --all`.")
     else:
         kinds = builds.assign(artefact=builds["artefact"].astype(str))
         table = kinds.groupby("artefact").agg(slices=("part", "count"), seconds=("seconds", "sum"),
@@ -110,7 +110,7 @@ with b3:
     with st.popover("Train an SAE", width="stretch"):
         d = SAETrainConfig()
         t1, t2 = st.columns(2)
-        layer = t1.number_input("layer", 0, bundle.n_layers - 1, min(d.layer, bundle.n_layers - 1), key="sae_layer")  # type: ignore[attr-defined]
+        layer = t1.number_input("layer", 0, bundle.n_layers - 1, min(d.layer, bundle.n_layers - 1), key="sae_layer")
         site = t2.selectbox("site", list(SITES), index=list(SITES).index(d.site), key="sae_site",
                             help="hook_mlp_out: MLP output after the post-FFN norm; mlp.hook_out: before it "
                                  "(pre-norm); mlp.hook_post: the hidden activations (down_proj input).")
@@ -128,8 +128,9 @@ with b3:
                 st.error(str(err))
             else:
                 panels.start_job("sae", f"Train + catalogue SAE L{layer} {site}", sae_job(store, bundle, settings, cfg))
-st.caption("Builds run in the background; progress survives a page reload. Builds hold the model lock, "
-           "so previews wait (queued) until they finish. Concept sets are built on the Concept vectors page.")
+st.caption("Builds run in the background and progress survives a page reload; previews keep running beside "
+           "them. The first start builds all of this by itself (WORKBENCH_AUTOPREPARE=0 turns it off). "
+           "Concept sets are built on the Concept vectors page.")
 panels.job_panel()
 
 st.subheader("Pages")

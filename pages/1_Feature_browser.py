@@ -27,8 +27,8 @@ st.set_page_config(page_title="Feature browser · workbench", page_icon="🔎", 
 st.title("Feature browser")
 bundle, store = panels.need_bundle_and_store()
 panels.edit_sidebar()
-model_id = bundle.model_id  # type: ignore[attr-defined]
-n_layers = int(bundle.n_layers)  # type: ignore[attr-defined]
+model_id = bundle.model_id
+n_layers = int(bundle.n_layers)
 tab_sae, tab_vv = st.tabs(["SAE features", "Value vectors (W_out rows)"])
 
 
@@ -95,7 +95,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
         sae = panels.sae_or_error(sae_row["path"], "tau rows and 'remove'")
         if sae is None:
             return
-        chosen = tau_rows(bundle.hf_model, sae, feature, tau)  # type: ignore[attr-defined]
+        chosen = tau_rows(bundle.hf_model, sae, feature, tau)
         st.caption(f"{len(chosen)} row(s) selected at tau {tau:g}: the rows a removal rewrites")
         st.dataframe(chosen.head(50), hide_index=True, width="stretch",
                      height=ui_features.table_height(min(len(chosen), 50)))
@@ -137,7 +137,7 @@ def sae_browser() -> None:
             if results.empty:
                 st.warning(f"No feature fires on, promotes or is labelled {text!r}.")
     else:
-        sets = store.concept_sets()  # type: ignore[attr-defined]
+        sets = store.concept_sets()
         if sets.empty:
             s1.info("No concept set exists yet: build one on Concept vectors.")
         else:
@@ -187,14 +187,14 @@ with tab_vv:
 
     if query.strip():
         if how == "exact token":
-            hits = store.neurons_with_token(model_id, query if query.startswith(" ") else " " + query.strip(),  # type: ignore[attr-defined]
+            hits = store.neurons_with_token(model_id, query if query.startswith(" ") else " " + query.strip(),
                                             layer=layer)
             hits = hits.assign(side="top", hits=1, exact=1, matched=[[query]] * len(hits))
         else:
-            hits = store.neurons_matching(model_id, query, layer=layer)  # type: ignore[attr-defined]
+            hits = store.neurons_matching(model_id, query, layer=layer)
         if hits.empty:
             st.warning(f"No value vector has {query!r} among its top/bottom tokens"
-                       + ("" if store.builds(model_id).shape[0] else " — nothing is built yet: use 'Build vocab projections' on Home") + ".")  # type: ignore[attr-defined]
+                       + ("" if store.builds(model_id).shape[0] else " — nothing is built yet: use 'Build vocab projections' on Home") + ".")
         else:
             st.caption(f"{len(hits)} value vector(s) match.")
             show = hits.copy()
@@ -209,14 +209,14 @@ with tab_vv:
     with st.expander("Go to a neuron by number"):
         g1, g2, g3 = st.columns([1, 1, 1])
         gl = g1.number_input("layer", 0, n_layers - 1, 0, key="vv_go_layer")
-        gn = g2.number_input("neuron", 0, int(bundle.d_mlp) - 1, 0, key="vv_go_neuron")  # type: ignore[attr-defined]
+        gn = g2.number_input("neuron", 0, int(bundle.d_mlp) - 1, 0, key="vv_go_neuron")
         if g3.button("Show", key="vv_go"):
             st.session_state["vv_selected"] = (int(gl), int(gn))
 
     selected = st.session_state.get("vv_selected")
     if selected:
         lay, neu = selected
-        tokens = store.value_vector_tokens(model_id, lay, neu)  # type: ignore[attr-defined]
+        tokens = store.value_vector_tokens(model_id, lay, neu)
         st.markdown(f"### Layer {lay}, neuron {neu}")
         if tokens.empty:
             st.warning("This layer's vocab projection is not built yet (Home → Build vocab projections).")

@@ -20,11 +20,11 @@ st.set_page_config(page_title="Concept vectors · workbench", page_icon="🧭", 
 st.title("Concept vectors")
 bundle, store = panels.need_bundle_and_store()
 panels.edit_sidebar()
-model_id = bundle.model_id  # type: ignore[attr-defined]
-n_layers = int(bundle.n_layers)  # type: ignore[attr-defined]
+model_id = bundle.model_id
+n_layers = int(bundle.n_layers)
 
-sets = store.concept_sets()  # type: ignore[attr-defined]
-built = [cid for cid in sets["concept_id"] if store.is_built(model_id, f"concept:{cid}", "all")]  # type: ignore[attr-defined]
+sets = store.concept_sets()
+built = [cid for cid in sets["concept_id"] if store.is_built(model_id, f"concept:{cid}", "all")]
 
 with st.expander("Build a concept set", expanded=not built):
     wiki = resources.wiki()
@@ -45,7 +45,7 @@ with st.expander("Build a concept set", expanded=not built):
     texts = [block.strip() for block in pasted.split("\n\n") if block.strip()]
     n_docs = st.slider("Concept documents (at most)", 8, 96, 48, step=8, key="cv_docs")
     force = st.checkbox("Rebuild if it exists", key="cv_force")
-    neutral = [c for c in store.stat_corpora(model_id) if not c.startswith("concept:")]  # type: ignore[attr-defined]
+    neutral = [c for c in store.stat_corpora(model_id) if not c.startswith("concept:")]
     if st.button("Build concept", key="cv_build", disabled=not name.strip()):
         terms = [t.strip() for t in terms_text.split(",") if t.strip()]
         if not titles and not terms and not texts and not wiki.has(name.strip()):
@@ -68,7 +68,7 @@ row = sets[sets["concept_id"] == cid].iloc[0]
 st.caption(f"{len(json.loads(row['positive_titles_json']))} concept docs vs {row['n_negative']} neutral docs · "
            f"terms: {', '.join(json.loads(row['terms_json']))}")
 
-vectors = store.concept_vectors(model_id, cid)  # type: ignore[attr-defined]
+vectors = store.concept_vectors(model_id, cid)
 if vectors.empty:
     st.warning("This concept has no vectors for this model.")
     st.stop()
@@ -111,7 +111,7 @@ else:
     n_near = n2.number_input("rows", 5, 100, 20, key="cv_near_k")
     u = torch.tensor(list(resid[resid["layer"] == source_layer].iloc[0]["vector"]))  # [d_model]
     if near_layers:
-        near = nearest_value_vectors(bundle.hf_model, u, near_layers, int(n_near))  # type: ignore[attr-defined]
+        near = nearest_value_vectors(bundle.hf_model, u, near_layers, int(n_near))
         st.dataframe(near, hide_index=True, width="stretch", height=ui_features.table_height(len(near), cap=320))
         if st.button(f"Add to edit: ablate these {len(near)} rows", key="cv_near_ablate"):
             for layer, group in near.groupby("layer"):
@@ -127,7 +127,7 @@ else:
         st.caption(f"Decoder directions of {ui_features.sae_label(sae_row.to_dict())} most aligned with the direction.")
         sae = panels.sae_or_error(sae_row["path"])
         if sae is not None:
-            feats = nearest_sae_features(sae.W_dec, u, int(n_near))  # type: ignore[attr-defined]
+            feats = nearest_sae_features(sae.W_dec, u, int(n_near))
             labels = feature_labels(store, str(sae_row["sae_id"]), [int(f) for f in feats["feature"]])  # type: ignore[arg-type]
             st.dataframe(feats.assign(label=[labels.get(int(f), "") for f in feats["feature"]]), hide_index=True,
                          width="stretch", height=ui_features.table_height(len(feats), cap=320))

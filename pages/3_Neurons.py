@@ -12,11 +12,11 @@ st.set_page_config(page_title="Neurons · workbench", page_icon="🧠", layout="
 st.title("Neurons")
 bundle, store = panels.need_bundle_and_store()
 panels.edit_sidebar()
-model_id = bundle.model_id  # type: ignore[attr-defined]
-n_layers = int(bundle.n_layers)  # type: ignore[attr-defined]
+model_id = bundle.model_id
+n_layers = int(bundle.n_layers)
 
-sets = store.concept_sets()  # type: ignore[attr-defined]
-built = [cid for cid in sets["concept_id"] if store.is_built(model_id, f"concept:{cid}", "all")]  # type: ignore[attr-defined]
+sets = store.concept_sets()
+built = [cid for cid in sets["concept_id"] if store.is_built(model_id, f"concept:{cid}", "all")]
 if not built:
     st.info("No concept is built for this model yet: build one on the Concept vectors page.")
     st.stop()
@@ -29,7 +29,7 @@ layer_choice = c2.selectbox("Layer", ["all", *range(n_layers)], key="nr_layer")
 limit = c3.number_input("Show top", 5, 500, 30, step=5, key="nr_limit")
 layer = None if layer_choice == "all" else int(layer_choice)
 
-ranked = store.top_contrast_neurons(model_id, cid, layer=layer, limit=int(limit))  # type: ignore[attr-defined]
+ranked = store.top_contrast_neurons(model_id, cid, layer=layer, limit=int(limit))
 st.plotly_chart(plots.effect_bars(ranked, f"Neurons ranked by |effect size|, '{names.get(cid, cid)}' vs neutral"),
                 width="stretch", key="nr_effect")
 st.caption("Effect size: (mean on concept tokens − mean on neutral tokens) / pooled std of the gate pre-activation.")
@@ -67,7 +67,7 @@ left, right = st.columns(2)
 hists = {}
 for tag, corpus in (("concept", f"concept:{cid}:pos"), ("neutral", f"concept:{cid}:neg")):
     try:
-        hists[tag] = store.neuron_histogram(model_id, lay, neu, corpus_id=corpus)  # type: ignore[attr-defined]
+        hists[tag] = store.neuron_histogram(model_id, lay, neu, corpus_id=corpus)
     except KeyError:
         pass
 with left:
@@ -77,7 +77,7 @@ with left:
     else:
         st.info("No histograms for this neuron (rebuild the concept).")
 with right:
-    tokens = store.value_vector_tokens(model_id, lay, neu)  # type: ignore[attr-defined]
+    tokens = store.value_vector_tokens(model_id, lay, neu)
     if tokens.empty:
         st.info("Vocab projection not built for this layer (Home → Build vocab projections).")
     else:

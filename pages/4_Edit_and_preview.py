@@ -88,9 +88,9 @@ except (SpecError, ValueError, RuntimeError) as err:
     ready = None
 if ready:
     spec, adapter = ready
-    forms = ", ".join(f"layer {layer}: {form}" for layer, form in adapter.forms().items())  # type: ignore[attr-defined]
-    st.caption(f"Compiled adapter: {len(adapter.rows)} row(s) changed ({forms or 'no weight delta'}), "  # type: ignore[attr-defined]
-               f"{len(adapter.hooks)} run-time hook(s) · spec sha256 `{spec.sha256()[:12]}…`")  # type: ignore[attr-defined]
+    forms = ", ".join(f"layer {layer}: {form}" for layer, form in adapter.forms().items())
+    st.caption(f"Compiled adapter: {len(adapter.rows)} row(s) changed ({forms or 'no weight delta'}), "
+               f"{len(adapter.hooks)} run-time hook(s) · spec sha256 `{spec.sha256()[:12]}…`")
 
 # ---------------------------------------------------------------- preview
 st.subheader("Preview: base vs edited")
@@ -129,7 +129,7 @@ try:
 except ImportError:
     st.info("The scorecard (workbench.benchmark.scorecard) isn't built yet.")
 else:
-    sets = store.concept_sets()  # type: ignore[attr-defined]
+    sets = store.concept_sets()
     default_concept = str(st.session_state.get("er_concept") or "")  # the concept last erased on the Erase page
     if st.session_state.get("concept_id") in set(sets["concept_id"]):
         default_concept = str(sets.set_index("concept_id").loc[st.session_state["concept_id"], "name"])
@@ -154,11 +154,11 @@ with i1:
     st.markdown("**Export**")
     if ready:
         spec = ready[0]
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)  # type: ignore[attr-defined]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)
         payload_bytes = None
-        if spec.payload_names():  # type: ignore[attr-defined]
+        if spec.payload_names():
             spec, payload_bytes = pack_payload(spec, d.payload, f"{stem}.payload.safetensors")  # type: ignore[arg-type]
-        st.download_button("Download edit spec (JSON)", spec.to_json(), file_name=f"{stem}.json",  # type: ignore[attr-defined]
+        st.download_button("Download edit spec (JSON)", spec.to_json(), file_name=f"{stem}.json",
                            mime="application/json", key="ed_download", on_click="ignore")
         if payload_bytes is not None:
             st.download_button("Download its payload (safetensors)", payload_bytes,
@@ -168,8 +168,8 @@ with i1:
         if st.button("Export edited checkpoint (safetensors)", key="ed_export"):
             from workbench.jobs import export_job
 
-            out = settings.cache_dir / "exports" / re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)  # type: ignore[attr-defined]
-            panels.start_job("export", f"Export '{spec.name}'", export_job(bundle, ready[1], spec, out, store))  # type: ignore[attr-defined]
+            out = settings.cache_dir / "exports" / re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)
+            panels.start_job("export", f"Export '{spec.name}'", export_job(bundle, ready[1], spec, out, store))
         panels.job_panel(kinds=("export",), limit=1)
     else:
         st.caption("Add operations to export them.")

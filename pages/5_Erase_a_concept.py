@@ -104,7 +104,7 @@ method = m1.selectbox("Method", names, index=names.index(DEFAULT_METHOD), key="e
 info = ui_erase.METHOD_INFO.get(method)
 if info:
     m2.caption(info.help)
-blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id) if info and info.needs_sae else None  # type: ignore[attr-defined]
+blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id) if info and info.needs_sae else None
 if blocked:
     m2.warning(blocked)
 o1, o2 = st.columns(2)

@@ -13,6 +13,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The app's background first start is tested on its own (tests/unit/test_first_start.py and
+# tests/ui/test_first_start_page.py); other page tests run on caches they prepare themselves.
+os.environ.setdefault("WORKBENCH_AUTOPREPARE", "0")
 
 from workbench.config import REPO_ROOT, Settings  # noqa: E402
 from workbench.models import ModelBundle, ModelSource, load_bundle  # noqa: E402

@@ -3,8 +3,8 @@ request path, and report through FileProgress JSON files under `Settings.jobs_di
 
 A page starts a job and returns at once; any page (or a reloaded page) lists the jobs by
 reading those files, so progress survives a reload. One job per `kind` runs at a time. Jobs
-that read model weights hold the model lock (an applied edit must not leak into a build), so
-generation waits ("queued") while such a job runs.
+need no model lock: the base weights are never written (edits are adapters routed per batch
+row), so builds and previews run side by side.
 
     manager = JobManager(settings.jobs_dir)
     job_id = manager.start("prepare", "Prepare vocab + stats", lambda progress: ...)
@@ -25,6 +25,7 @@ from typing import Any, Literal
 from workbench.progress import FileProgress, read_progress
 
 JobState = Literal["running", "done", "failed", "interrupted"]
+OTHER_PROCESS_FRESH_S = 120.0  # a progress file written this recently belongs to a live job
 # A job returns a one-line summary, or (summary, result) to keep a Python object for the page
 # that started it (JobManager.result); results live in memory only.
 JobFn = Callable[[FileProgress], "str | None | tuple[str, Any]"]
@@ -140,7 +141,10 @@ class JobManager:
         with self._lock:
             thread = self._threads.get(raw["job_id"])
         if state == "running" and (thread is None or not thread.is_alive()):
-            state = "interrupted"
+            # Not a thread of this process: another server on this cache runs it while it keeps
+            # writing its progress file; otherwise the server that ran it stopped.
+            fresh = thread is None and time.time() - float(raw.get("updated", 0.0)) < OTHER_PROCESS_FRESH_S
+            state = "running" if fresh else "interrupted"
         return JobStatus(
             job_id=raw["job_id"], kind=raw.get("kind", "?"), title=raw.get("title", ""), state=state,
             stage=raw.get("stage", ""), done=float(raw.get("done", 0)), total=raw.get("total"),
@@ -172,7 +176,7 @@ def prepare_job(
     store: Any, bundle: Any, *, stats_tokens: int = 20_000, layers: list[int] | None = None,
     vocab: bool = True, stats: bool = True,
 ) -> JobFn:
-    """Vocab projections and neuron statistics on the embedded corpus, under the model lock."""
+    """Vocab projections and neuron statistics on the embedded corpus."""
 
     def run(progress: FileProgress) -> str:
         from workbench.corpus import load_wiki

@@ -231,6 +231,26 @@ def build_concept(
     return BuildReport(artefact, "all", seconds, len(frames["neuron_contrast"]))
 
 
+def build_concepts(
+    store: Store, bundle: ModelBundle, corpus: Corpus, cfg: PrepareConfig, progress: Progress = NullProgress(),
+    neutral_corpus_id: str | None = None,
+) -> list[BuildReport]:
+    """`build_concept` for each of cfg.concepts that the corpus has an article for (others are
+    skipped with a message), binned like the neutral statistics `neutral_corpus_id` (default:
+    cfg.stat_tokens tokens of this corpus)."""
+    from workbench.corpus import build_concept_set
+
+    reports = []
+    neutral_id = neutral_corpus_id or f"{corpus.corpus_id}:{cfg.stat_tokens}"
+    for name in cfg.concepts:
+        if not corpus.has(name):
+            progress.message(f"skipping concept {name!r}: no such title in the corpus")
+            continue
+        concept = build_concept_set(corpus, name, n_positive=cfg.concept_docs, n_negative=2 * cfg.concept_docs)
+        reports.append(build_concept(store, bundle, concept, cfg, progress, neutral_corpus_id=neutral_id))
+    return reports
+
+
 def _concept_pass(
     bundle: ModelBundle, texts: list[str], layers: list[int], site: str,
     edges: dict[int, torch.Tensor] | None, progress: Progress,

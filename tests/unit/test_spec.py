@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -86,7 +85,7 @@ def test_unreadable_specs_get_clear_errors(text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (pickle.dumps({"schema": "workbench.edit/1"}), r"is a Python pickle, not JSON.*never unpickles"),
+        (b"\x80\x04K\x01.", r"is a Python pickle, not JSON.*never unpickles"),
         (b"PK\x03\x04" + b"\x00" * 20, r"zip archive \(a torch.save checkpoint is one\)"),
         (b"", r"is empty; expected the edit spec JSON"),
         (b"  \n", r"is empty"),

@@ -18,10 +18,10 @@ from workbench.cli.common import UserError, load_bundle_for, parse_layers, setti
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from workbench.corpus import build_concept_set, load_text_corpus, load_wiki
+    from workbench.corpus import load_text_corpus, load_wiki
     from workbench.prepare import (
         PrepareConfig,
-        build_concept,
+        build_concepts,
         build_neuron_stats,
         build_vocab_projections,
         register_model,
@@ -45,17 +45,18 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     progress = TqdmProgress()
     reports = []
     try:
+        if args.all:  # the app's first start, same steps and order
+            from workbench.first_start import FirstStartConfig, run_first_start
+
+            plan = FirstStartConfig(stat_tokens=cfg.stat_tokens, concepts=tuple(cfg.concepts))
+            lines = run_first_start(store, bundle, settings, plan, progress)
+            progress.close()
+            print("\nFirst start\n" + "\n".join(f"  {line}" for line in lines))
         register_model(store, bundle)
         reports += build_vocab_projections(store, bundle, cfg, progress)
         reports += build_neuron_stats(store, bundle, corpus, cfg, progress)
-        wiki = load_wiki("en")
-        neutral_id = f"{corpus.corpus_id}:{cfg.stat_tokens}"
-        for name in cfg.concepts:
-            if not wiki.has(name):
-                progress.message(f"skipping concept {name!r}: no such title in the corpus")
-                continue
-            concept = build_concept_set(wiki, name, n_positive=cfg.concept_docs, n_negative=2 * cfg.concept_docs)
-            reports.append(build_concept(store, bundle, concept, cfg, progress, neutral_corpus_id=neutral_id))
+        reports += build_concepts(store, bundle, load_wiki("en"), cfg, progress,
+                                  neutral_corpus_id=f"{corpus.corpus_id}:{cfg.stat_tokens}")
     finally:
         progress.close()
     built = [r for r in reports if not r.skipped]
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concept", action="append", help="corpus title to analyse (repeatable)")
     p.add_argument("--reference-lens", action="store_true", help="also store the raw (non gain-aware) lens")
     p.add_argument("--force", action="store_true", help="rebuild slices that are already built")
+    p.add_argument("--all", action="store_true",
+                   help="everything the app's first start builds, in the same order: vocab projections "
+                        "(most-used layers first), statistics, concepts, a quick SAE, then the full SAE")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("info", help="model, cache and store status")

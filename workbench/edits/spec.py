@@ -434,6 +434,10 @@ def unpack_payload(spec: EditSpec, data: bytes) -> dict[str, torch.Tensor]:
 
     if spec.payload is None:
         raise SpecError("This spec names no payload file; it needs none.")
+    for magic, kind in _BINARY_KINDS[:2]:  # a zip (torch.save) or a pickle given as the payload
+        if data.startswith(magic):
+            raise SpecError(f"The payload {spec.payload.file} is {kind}; the workbench never unpickles files. "
+                            "Give the .safetensors payload that was exported with the spec.")
     digest = hashlib.sha256(data).hexdigest()
     if digest != spec.payload.sha256:
         raise SpecError(

@@ -2,7 +2,7 @@
 TransformerBridge (one copy of the weights) over the corpus text.
 
 `train_sae` collects the activations of the hook once (one forward pass, fp16 in memory: about
-1 GB for 800k tokens at d_model 640, the model lock held per batch so no edit preview leaks in),
+1 GB for 800k tokens at d_model 640; the base weights are never written, so no edit leaks in),
 then trains with SAELens's `SAETrainer` (the class its LanguageModelSAETrainingRunner drives) on
 a shuffled stream of them. Training from a cache, rather than through the runner's streaming
 store, is what lets the decoder bias start at the data mean (`b_dec_init`) and lets

@@ -7,6 +7,8 @@ import time
 import streamlit as st
 
 from workbench.jobs import JobStatus
+from workbench.models import ModelBundle
+from workbench.store import Store
 from workbench.ui import draft as drafts
 from workbench.ui import resources
 
@@ -144,9 +146,10 @@ def require_access() -> None:
     st.stop()
 
 
-def need_bundle_and_store() -> tuple[object, object]:
+def need_bundle_and_store() -> tuple[ModelBundle, Store]:
     """The shared bundle and store, or stop the page with a clear message (after the access
-    check on a password-protected server)."""
+    check on a password-protected server). Starts the first start's background builds when
+    something is missing, and shows their progress at the top of the page."""
     from workbench.store import StoreBusyError
 
     require_access()
@@ -160,4 +163,49 @@ def need_bundle_and_store() -> tuple[object, object]:
     except StoreBusyError as err:
         st.error(str(err))
         st.stop()
+    first_start_panel(bundle, store)
     return bundle, store
+
+
+def first_start_panel(bundle: ModelBundle, store: Store) -> None:
+    """While the first start builds, one line per step (done, running, waiting) and the running
+    step's progress bar; refreshes itself, and reruns the page when a step lands so its new
+    content shows. Says nothing once everything is built."""
+    from workbench import first_start
+
+    if first_start.enabled():
+        first_start.maybe_start(resources.jobs(), store, bundle, resources.settings())
+
+    @st.fragment(run_every=2.0)
+    def _panel() -> None:
+        plan = first_start.steps(store, bundle, first_start.config_from_env())
+        done = sum(s.done for s in plan)
+        seen = st.session_state.setdefault("_first_start_done", done)
+        if done != seen:
+            st.session_state["_first_start_done"] = done
+            st.rerun(scope="app")
+        if done == len(plan):
+            return
+        job = next((j for j in resources.jobs().jobs(limit=50) if j.kind == first_start.JOB_KIND), None)
+        with st.container(border=True):
+            running = job is not None and job.state == "running"
+            head = ("**Preparing the workbench** (first start, in the background; pages fill in as steps land)"
+                    if running else "**Not everything is built yet**")
+            st.markdown(f"{head} · {done} of {len(plan)} steps ready")
+            marks = []
+            current = next((s for s in plan if not s.done), None)
+            for step in plan:
+                icon = (":material/check_circle:" if step.done else
+                        ":material/hourglass_top:" if running and step is current else ":material/schedule:")
+                marks.append(f"{icon} {step.title} → *{step.page}*")
+            st.caption("  \n".join(marks))
+            if running and job is not None:
+                text = f"{job.stage} — {job.done:,.0f}" + (f" / {job.total:,.0f}" if job.total else "") + f" {job.unit}"
+                st.progress(job.fraction or 0.0, text=text)
+            elif not first_start.enabled():
+                st.caption("Automatic preparation is off (WORKBENCH_AUTOPREPARE=0): start the builds on Home, "
+                           "or run `python -m workbench prepare --all`.")
+            elif job is not None and job.state == "failed":
+                st.error(f"The first start failed: {job.error}")
+
+    _panel()
