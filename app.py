@@ -8,7 +8,13 @@ share one model bundle, one Store and one job manager per server process
 
 from __future__ import annotations
 
-import streamlit as st
+import os
+
+# Quiet serving: pages show every build's progress themselves; library progress bars (model
+# loading, SAE training) would only fill the server log. Set before anything imports tqdm.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import streamlit as st  # noqa: E402
 
 PAGES = [
     st.Page("pages/0_Home.py", title="Home", icon=":material/home:", default=True),

@@ -5,8 +5,9 @@ general; other concepts; perplexity change; re-introduction; weights changed; wa
     python bench/erasure.py --concepts "Harry Potter,Eiffel Tower" --methods optimise,ablate
     python bench/erasure.py --all            # all dev concepts x all methods (hours on 2 cores)
 
-Rows are appended to cache/erasure/results-<model>.jsonl as they finish, so a long run can be stopped
-and its finished rows kept; `--table` reprints the table from that file.
+Rows are appended to bench/results/erasure-<model>.jsonl as they finish, so a long run can be stopped
+and its finished rows kept; `--table` reprints the table from that file and `--readme` regenerates the
+README's tables from it (the file is the one source of the numbers the README and the Erase page quote).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from workbench.benchmark.goals import (  # noqa: E402
     latest_rows,
     mean_row,
 )
+from workbench.benchmark.results import RESULTS_FILE, load_rows, readme_block, replace_readme_block  # noqa: E402
 from workbench.benchmark.scorecard import evaluate  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
@@ -171,6 +173,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--table", action="store_true", help="only print the table of finished rows")
+    parser.add_argument("--readme", action="store_true", help="regenerate the README's tables from the results file")
     parser.add_argument("--sae-site", default=None, choices=["hook_mlp_out", "mlp.hook_out"],
                         help="site of the local layer-6 SAE the pisces methods use (default: the newest)")
     parser.add_argument("--sae-id", default=None, help="local SAE folder the pisces methods use")
@@ -181,7 +184,12 @@ def main() -> None:
                              "RewriteConfig for rewrite (--set layers=4,6)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    results = OUT / f"results-{args.model}.jsonl"
+    results = RESULTS_FILE.with_name(f"erasure-{args.model}.jsonl")  # the one results file (benchmark/results.py)
+    if args.readme:
+        readme = ROOT / "README.md"
+        readme.write_text(replace_readme_block(readme.read_text(), readme_block(load_rows(results))))
+        print(f"README tables regenerated from {results}")
+        return
     if args.table:
         print_table(latest_rows([json.loads(line) for line in results.read_text().splitlines() if line.strip()]))
         return

@@ -66,14 +66,7 @@ def main() -> None:
     from workbench.sae.catalogue import feature_contrast
     from workbench.sae.index import index_sae
     from workbench.sae.train import SAETrainConfig, train_sae
-    from workbench.store import (
-        Store,
-        features_by_contrast,
-        features_of_row,
-        rows_of_feature,
-        save_feature_contrast,
-        search_features,
-    )
+    from workbench.store import Store
 
     base = Settings.from_env()
     bundle = load_bundle(parse_source(args.model), base)
@@ -103,7 +96,7 @@ def main() -> None:
     print(f"  catalogue ({cat.n_tokens} tokens, vocab projection, examples, row scores, store write): "
           f"{secs:.1f} s = {secs / cat.d_sae * 1000:.1f} s per 1k features")
     concept = build_concept_set(corpus, "Paris", n_positive=8, n_negative=8)
-    save_feature_contrast(store, result.sae_id, concept.concept_id,
+    store.save_feature_contrast(result.sae_id, concept.concept_id,
                           feature_contrast(bundle, result.sae, concept, max_tokens=1000))
 
     sae_id = result.sae_id
@@ -114,10 +107,10 @@ def main() -> None:
         store = open_store(Path(args.store), read_only=True)
         sae_id = args.sae_id or sae_id
     queries = {
-        "search_features('Paris')": lambda: search_features(store, sae_id, "Paris"),
-        "features_of_row(17)": lambda: features_of_row(store, sae_id, 17),
-        "rows_of_feature(5)": lambda: rows_of_feature(store, sae_id, 5),
-        "features_by_contrast": lambda: features_by_contrast(store, sae_id, concept.concept_id),
+        "search_features('Paris')": lambda: store.search_features(sae_id, "Paris"),
+        "17.features_of_row()": lambda: store.features_of_row(sae_id, 17),
+        "5.rows_of_feature()": lambda: store.rows_of_feature(sae_id, 5),
+        "features_by_contrast": lambda: store.features_by_contrast(sae_id, concept.concept_id),
     }
     for name, fn in queries.items():
         p50, p95 = percentiles(fn)

@@ -10,7 +10,6 @@ import streamlit as st
 
 from workbench.jobs import prepare_job, pretrained_sae_job, sae_catalogue_job, sae_job
 from workbench.sae.train import CORPUS_MIXES, SITES, SAETrainConfig
-from workbench.store import list_saes
 from workbench.ui import panels, resources
 from workbench.ui.features import compact, sae_overview
 
@@ -64,7 +63,7 @@ with right:
 
 # ---------------------------------------------------------------- SAEs
 st.subheader("SAE")
-saes = sae_overview(settings.saes_dir, list_saes(store, bundle.model_id))  # type: ignore[arg-type, attr-defined]
+saes = sae_overview(settings.saes_dir, store.list_saes(bundle.model_id))  # type: ignore[arg-type, attr-defined]
 if saes.empty:
     st.caption(f"No SAE under `{settings.saes_dir}` yet: train one below (Build → SAE).")
 else:

@@ -103,7 +103,7 @@ method = m1.selectbox("Method", names, index=names.index(DEFAULT_METHOD), key="e
                       format_func=lambda m: ui_erase.METHOD_INFO[m].label if m in ui_erase.METHOD_INFO else m)
 info = ui_erase.METHOD_INFO.get(method)
 if info:
-    m2.caption(info.help)
+    m2.caption(info.help(method))
 blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id) if info and info.needs_sae else None
 if blocked:
     m2.warning(blocked)

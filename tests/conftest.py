@@ -17,7 +17,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # tests/ui/test_first_start_page.py); other page tests run on caches they prepare themselves.
 os.environ.setdefault("WORKBENCH_AUTOPREPARE", "0")
 
+import torch  # noqa: E402
+
 from workbench.config import REPO_ROOT, Settings  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `-n 2`: one core per worker instead of two workers fighting over both
+    torch.set_num_threads(1)
 from workbench.models import ModelBundle, ModelSource, load_bundle  # noqa: E402
 
 MODELS_CACHE = Path(os.environ.get("WORKBENCH_TEST_MODELS", REPO_ROOT / "cache" / "models"))

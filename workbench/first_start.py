@@ -31,7 +31,7 @@ from workbench.config import Settings
 from workbench.models import ModelBundle
 from workbench.progress import NullProgress, Progress
 from workbench.sae.train import SAETrainConfig
-from workbench.store import Store, list_saes
+from workbench.store import Store
 
 ENV_SWITCH = "WORKBENCH_AUTOPREPARE"
 JOB_KIND = "first-start"
@@ -105,7 +105,7 @@ def steps(store: Store, bundle: ModelBundle, cfg: FirstStartConfig = FirstStartC
     vocab_done = all(f"vocab:gain_aware|layer={layer}" in built for layer in layers)
     stats_done = all(f"stats:mlp.hook_pre:wiki-en:{cfg.stat_tokens}|layer={layer}" in built for layer in layers)
     concept_done = all(f"concept:{slug(name)}|all" in built for name in cfg.concepts)
-    saes = set(list_saes(store, model)["sae_id"])
+    saes = set(store.list_saes(model)["sae_id"])
     quick_id = cfg.quick_sae.sae_id(model, bundle.weights_sha256)
     out = [
         Step("vocab", "vocab projections of every value vector", "Feature browser → value vectors", vocab_done),

@@ -320,7 +320,6 @@ def sae_contrast_job(store: Any, bundle: Any, sae: Any, sae_id: str, concept_id:
 
         from workbench.corpus import build_concept_set, load_wiki
         from workbench.sae.catalogue import feature_contrast
-        from workbench.store import save_feature_contrast
 
         row = store.concept_sets().set_index("concept_id").loc[concept_id]
         wiki = load_wiki("en")
@@ -332,7 +331,7 @@ def sae_contrast_job(store: Any, bundle: Any, sae: Any, sae_id: str, concept_id:
                                     terms=json.loads(row["terms_json"]), n_negative=int(row["n_negative"]))
         progress.stage(f"SAE feature activations on '{row['name']}' vs neutral documents")
         contrast = feature_contrast(bundle, sae, concept, max_tokens=max_tokens)
-        save_feature_contrast(store, sae_id, concept_id, contrast)
+        store.save_feature_contrast(sae_id, concept_id, contrast)
         top = contrast.head(3)["feature"].tolist()
         return f"contrast of {len(contrast):,} features on '{row['name']}'; strongest: {top}"
 

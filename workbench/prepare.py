@@ -267,8 +267,7 @@ def _existing_edges(
 ) -> dict[int, torch.Tensor] | None:
     if corpus_id is None:
         return None
-    frame = store.df("SELECT layer, edges FROM hist_edges WHERE model_id = ? AND corpus_id = ? AND site = ?",
-                     [model_id, corpus_id, site])
+    frame = store.hist_edges(model_id, corpus_id, site)
     edges = {int(r.layer): torch.tensor(np.asarray(r.edges, dtype=float)) for r in frame.itertuples()}
     return edges if all(layer in edges for layer in layers) else None
 

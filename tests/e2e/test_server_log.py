@@ -7,8 +7,11 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from workbench.config import REPO_ROOT
 
+pytestmark = pytest.mark.e2e
 NOISE = re.compile(r"inotify|watchdog|reconciling|watch(es|ing)|traceback|exception|error", re.IGNORECASE)
 
 

@@ -26,7 +26,6 @@ def catalogued(ui_env: Path) -> dict:
     """The tiny SAE trained and catalogued through the app's job (as the Home button does)."""
     ok(app("app.py"))
     from workbench.jobs import sae_job
-    from workbench.store import list_saes
     from workbench.ui import resources
 
     store, bundle, manager = resources.store(), resources.bundle("tiny"), resources.jobs()
@@ -34,7 +33,7 @@ def catalogued(ui_env: Path) -> dict:
                                                       catalogue_tokens=3000))
     final = manager.wait(job, timeout_s=600)
     assert final is not None and final.state == "done", final
-    row = list_saes(store, bundle.model_id).iloc[-1].to_dict()
+    row = store.list_saes(bundle.model_id).iloc[-1].to_dict()
     token = store.df("SELECT token_norm FROM feature_tokens WHERE sae_id = ? AND side = 'top' AND rank = 0 "
                      "AND length(token_norm) >= 3 LIMIT 1", [row["sae_id"]]).iloc[0, 0]
     return {"store": store, "row": row, "token": str(token)}
@@ -67,9 +66,7 @@ def test_search_open_label_and_remove_a_feature(catalogued: dict) -> None:
     at.text_input(key=label_key).input("my river feature").run()
     at.button(key="fb_label_save").click().run()
     ok(at)
-    from workbench.store import feature_detail
-
-    assert feature_detail(catalogued["store"], sae_id, feature)["label"] == "my river feature"
+    assert catalogued["store"].feature_detail(sae_id, feature)["label"] == "my river feature"
     at.slider(key="fb_tau").set_value(0.5).run()
     at.button(key="fb_add").click().run()
     d = ok(at).session_state["edit_draft"]

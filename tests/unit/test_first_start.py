@@ -20,7 +20,7 @@ from workbench.first_start import (
 )
 from workbench.jobs import JobManager
 from workbench.progress import NullProgress
-from workbench.store import Store, list_saes
+from workbench.store import Store
 
 TINY_PLAN = FirstStartConfig(
     stat_tokens=2000, concepts=("Paris",), concept_docs=4, quick_sae=TINY_CFG,
@@ -66,7 +66,7 @@ def test_first_start_builds_every_step_in_order_and_a_rerun_builds_nothing(tiny_
     assert len(vocab_stages) == 3
     first = store.df("SELECT part FROM builds WHERE artefact = 'vocab:gain_aware' ORDER BY finished_at LIMIT 1")
     assert first.iloc[0, 0] == f"layer={TINY_PLAN.fitted(tiny_bundle.n_layers).quick_sae.layer}"
-    assert len(list_saes(store, tiny_bundle.model_id)) == 2
+    assert len(store.list_saes(tiny_bundle.model_id)) == 2
     assert all("already built" not in line for line in lines)
     again = run_first_start(store, tiny_bundle, settings, TINY_PLAN, Recorder())
     assert all(line.endswith("already built") for line in again), again

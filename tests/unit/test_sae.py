@@ -212,59 +212,49 @@ def _sae_row(trained, catalogue) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_store_search_finds_planted_feature_and_row_queries(tmp_path, tiny_bundle, trained, catalogue) -> None:  # type: ignore[no-untyped-def]
-    from workbench.store import (
-        Store,
-        feature_detail,
-        features_by_contrast,
-        features_of_row,
-        rows_of_feature,
-        save_feature_contrast,
-        save_sae_catalogue,
-        search_features,
-        set_feature_label,
-    )
+    from workbench.store import Store
 
     tokens = catalogue.tokens.copy()
     planted = (tokens["feature"] == 42) & (tokens["side"] == "top") & (tokens["rank"] == 0)
     tokens.loc[planted, "token"] = " Zorblax"
     scores = row_feature_scores(tiny_bundle.hf_model, trained.sae, top_per_row=4, top_per_feature=4)
     store = Store(tmp_path / "w.duckdb")
-    save_sae_catalogue(store, _sae_row(trained, catalogue), catalogue.features, tokens,
+    store.save_sae_catalogue(_sae_row(trained, catalogue), catalogue.features, tokens,
                        catalogue.examples, scores)
-    hits = search_features(store, trained.sae_id, "zorblax")
+    hits = store.search_features(trained.sae_id, "zorblax")
     assert hits["feature"].iloc[0] == 42 and hits["match"].iloc[0] == "token"
-    set_feature_label(store, trained.sae_id, 7, "Capital cities of Europe")
-    assert 7 in set(search_features(store, trained.sae_id, "capital cit")["feature"])
-    detail = feature_detail(store, trained.sae_id, 42)
+    store.set_feature_label(trained.sae_id, 7, "Capital cities of Europe")
+    assert 7 in set(store.search_features(trained.sae_id, "capital cit")["feature"])
+    detail = store.feature_detail(trained.sae_id, 42)
     assert len(detail["tokens"]) == 20
     s = row_feature_matrix(tiny_bundle.hf_model, trained.sae)
-    assert features_of_row(store, trained.sae_id, 3)["feature"].tolist() == s[3].abs().topk(4).indices.tolist()
-    assert rows_of_feature(store, trained.sae_id, 9)["neuron"].tolist() == s[:, 9].abs().topk(4).indices.tolist()
+    assert store.features_of_row(trained.sae_id, 3)["feature"].tolist() == s[3].abs().topk(4).indices.tolist()
+    assert store.rows_of_feature(trained.sae_id, 9)["neuron"].tolist() == s[:, 9].abs().topk(4).indices.tolist()
     contrast = pd.DataFrame({"feature": np.arange(catalogue.d_sae), "mean_pos": 0.0, "mean_neg": 0.0,
                              "freq_pos": 0.0, "freq_neg": 0.0, "diff": np.arange(catalogue.d_sae) * 1.0})
-    save_feature_contrast(store, trained.sae_id, "paris", contrast)
-    assert features_by_contrast(store, trained.sae_id, "paris", limit=3)["feature"].tolist() == [127, 126, 125]
+    store.save_feature_contrast(trained.sae_id, "paris", contrast)
+    assert store.features_by_contrast(trained.sae_id, "paris", limit=3)["feature"].tolist() == [127, 126, 125]
     # a rebuild keeps the user's label
-    save_sae_catalogue(store, _sae_row(trained, catalogue), catalogue.features, tokens,
+    store.save_sae_catalogue(_sae_row(trained, catalogue), catalogue.features, tokens,
                        catalogue.examples, scores)
-    assert feature_detail(store, trained.sae_id, 7)["label"] == "Capital cities of Europe"
+    assert store.feature_detail(trained.sae_id, 7)["label"] == "Capital cities of Europe"
     with pytest.raises(KeyError):
-        set_feature_label(store, trained.sae_id, 99_999, "x")
+        store.set_feature_label(trained.sae_id, 99_999, "x")
     store.close()
 
 
 def test_interrupted_catalogue_write_leaves_store_consistent(tmp_path, trained, catalogue) -> None:  # type: ignore[no-untyped-def]
-    from workbench.store import Store, save_sae_catalogue
+    from workbench.store import Store
 
     store = Store(tmp_path / "w.duckdb")
-    save_sae_catalogue(store, _sae_row(trained, catalogue), catalogue.features, catalogue.tokens,
+    store.save_sae_catalogue(_sae_row(trained, catalogue), catalogue.features, catalogue.tokens,
                        catalogue.examples)
     before = store.table_counts()
     bad_scores = pd.DataFrame({"layer": [1], "neuron": ["not a number"], "feature": [0], "score": [1.0],
                                "row_rank": [0], "feature_rank": [0]})
     half = catalogue.features.head(10)  # would shrink the features table if it were committed
     with pytest.raises(Exception, match="(?i)conver|cast"):
-        save_sae_catalogue(store, _sae_row(trained, catalogue), half, catalogue.tokens,
+        store.save_sae_catalogue(_sae_row(trained, catalogue), half, catalogue.tokens,
                            catalogue.examples, bad_scores)
     assert store.table_counts() == before
     store.close()

@@ -107,9 +107,15 @@ def test_spec_files_that_are_not_a_spec_say_what_they_are(tmp_path: Path, data: 
 def test_a_safetensors_payload_given_as_the_spec_is_named(tmp_path: Path) -> None:
     from safetensors.torch import save
 
+    from workbench.edits.spec import binary_kind
+
     data = save({"delta": torch.zeros(2, 3)})
     with pytest.raises(SpecError, match="is a safetensors file .*payload.*, not JSON"):
         EditSpec.from_json(data)
+    # a header of 0x280 bytes starts with 80 02, the opening of a protocol-2 pickle: still safetensors
+    header = b'{"a":' + b" " * (0x280 - 6) + b"}"
+    assert len(header) == 0x280 and binary_kind((0x280).to_bytes(8, "little") + header) == "a safetensors file"
+    assert binary_kind(b"\x80\x02}q\x00.") == "a Python pickle"
 
 
 def test_unknown_kind_lists_the_known_kinds() -> None:

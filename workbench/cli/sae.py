@@ -121,14 +121,14 @@ def cmd_sae_catalogue(args: argparse.Namespace) -> int:
 
 def cmd_sae_list(args: argparse.Namespace) -> int:
     from workbench.sae.sources import list_local_saes
-    from workbench.store import list_saes, open_store
+    from workbench.store import open_store
 
     settings = settings_for(args)
     stored = set()
     if settings.store_path.exists():
         store = open_store(settings.store_path, read_only=True)
         try:
-            stored = set(list_saes(store)["sae_id"]) if "saes" in store.table_counts() else set()
+            stored = set(store.list_saes()["sae_id"]) if "saes" in store.table_counts() else set()
         finally:
             store.close()
     entries = list_local_saes(settings.saes_dir)
@@ -145,21 +145,21 @@ def cmd_sae_list(args: argparse.Namespace) -> int:
 
 
 def cmd_features_search(args: argparse.Namespace) -> int:
-    from workbench.store import list_saes, open_store, search_features
+    from workbench.store import open_store
 
     settings = settings_for(args)
     if not settings.store_path.exists():
         raise UserError(f"No store at {settings.store_path}; run `python -m workbench sae train` first.")
     store = open_store(settings.store_path, read_only=True)
     try:
-        saes = list_saes(store)
+        saes = store.list_saes()
         if saes.empty:
             raise UserError("No SAE is catalogued yet; run `python -m workbench sae train --layer 6`.")
         sae_id = args.sae or str(saes["sae_id"].iloc[-1])
         if sae_id not in set(saes["sae_id"]):
             raise UserError(f"SAE {sae_id!r} is not catalogued; known: {', '.join(saes['sae_id'])}.")
         t0 = time.perf_counter()
-        hits = search_features(store, sae_id, args.text, limit=args.limit)
+        hits = store.search_features(sae_id, args.text, limit=args.limit)
         ms = (time.perf_counter() - t0) * 1000
     finally:
         store.close()

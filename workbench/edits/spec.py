@@ -1,4 +1,4 @@
-"""EditSpec: the JSON unit users share (DESIGN.md "EditSpec").
+"""EditSpec: the JSON unit users share (docs/architecture.md, "EditSpec and compile").
 
 A spec names the base model (and SAE) by content hash and lists operations in order. Numbers
 go in the JSON; tensors that numbers cannot describe well (a baked delta, a long direction) go
@@ -324,10 +324,25 @@ class EditSpec(_Strict):
 # What a non-JSON file usually is, told by its first bytes.
 _BINARY_KINDS: tuple[tuple[bytes, str], ...] = (
     (b"PK\x03\x04", "a zip archive (a torch.save checkpoint is one)"),
-    (b"\x80", "a Python pickle"),
     (b"GGUF", "a GGUF model file"),
     (b"\x89HDF", "an HDF5 file"),
 )
+UNPICKLING_KINDS = ("a zip archive (a torch.save checkpoint is one)", "a Python pickle")
+
+
+def _is_safetensors(data: bytes) -> bool:
+    """An 8-byte little-endian header length, then the JSON header."""
+    return len(data) > 8 and data[8:9] == b"{" and 8 + int.from_bytes(data[:8], "little") <= len(data)
+
+
+def binary_kind(data: bytes) -> str | None:
+    """'a Python pickle', 'a safetensors file', ... for bytes that are not text; None otherwise.
+    Safetensors is checked first: its header length can start with the pickle opcode 0x80."""
+    if _is_safetensors(data):
+        return "a safetensors file"
+    if len(data) > 1 and data[0] == 0x80 and 2 <= data[1] <= 5:
+        return "a Python pickle"
+    return next((kind for magic, kind in _BINARY_KINDS if data.startswith(magic)), None)
 
 
 def spec_text(data: bytes, what: str = "The edit spec") -> str:
@@ -338,13 +353,13 @@ def spec_text(data: bytes, what: str = "The edit spec") -> str:
     expected = "expected the edit spec JSON (a text file with schema, name, model and operations)"
     if not data.strip():
         raise SpecError(f"{what} is empty; {expected}.")
-    for magic, kind in _BINARY_KINDS:
-        if data.startswith(magic):
-            extra = " The workbench never unpickles files." if "pickle" in kind or "torch" in kind else ""
-            raise SpecError(f"{what} is {kind}, not JSON; {expected}.{extra}")
-    if len(data) > 8 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") < len(data):
+    kind = binary_kind(data)
+    if kind == "a safetensors file":
         raise SpecError(f"{what} is a safetensors file (an edit's payload), not JSON; {expected}, and "
                         "give the payload beside it.")
+    if kind is not None:
+        extra = " The workbench never unpickles files." if kind in UNPICKLING_KINDS else ""
+        raise SpecError(f"{what} is {kind}, not JSON; {expected}.{extra}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -434,10 +449,10 @@ def unpack_payload(spec: EditSpec, data: bytes) -> dict[str, torch.Tensor]:
 
     if spec.payload is None:
         raise SpecError("This spec names no payload file; it needs none.")
-    for magic, kind in _BINARY_KINDS[:2]:  # a zip (torch.save) or a pickle given as the payload
-        if data.startswith(magic):
-            raise SpecError(f"The payload {spec.payload.file} is {kind}; the workbench never unpickles files. "
-                            "Give the .safetensors payload that was exported with the spec.")
+    kind = binary_kind(data)
+    if kind in UNPICKLING_KINDS:  # a torch.save zip or a pickle given as the payload
+        raise SpecError(f"The payload {spec.payload.file} is {kind}; the workbench never unpickles files. "
+                        "Give the .safetensors payload that was exported with the spec.")
     digest = hashlib.sha256(data).hexdigest()
     if digest != spec.payload.sha256:
         raise SpecError(

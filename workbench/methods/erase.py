@@ -4,7 +4,7 @@
     result = erase(bundle, corpus, "Harry Potter")               # method "optimise" (default)
     save_spec(result.spec, "hp.json", payload=result.payload or None)
 
-Methods (METHODS.md section 2):
+Methods (one page each under docs/methods/):
   optimise  localized optimisation of ~256 value vectors, fact + representation targets together
             (OptimiseConfig target 'both'); one OptimiseValueVectors op + a payload of deltas.
             The default: on the dev benchmark (bench/erasure.py, README) the method that holds every

@@ -12,7 +12,7 @@ other weight stays frozen. The loss combines
       words about something else), which keeps everything else. Every retain position whose
       next token is a fact target token is always in the KL: that is where unlearning a word
       would leak into other concepts (e.g. 'France' after 'The Louvre is in Paris,').
-The result is a row-sparse adapter delta on `W_out[rows]` (see FINDINGS.md rounds 2-3
+The result is a row-sparse adapter delta on `W_out[rows]` (see docs/methods/optimise.md
 for the recipe this follows and what it achieved).
 
 Logits are only computed at the positions a loss needs: the 262k-token unembedding dominates a
@@ -52,7 +52,7 @@ FRAMES = [
 
 @dataclass
 class OptimiseConfig:
-    """Defaults follow the recipe measured in FINDINGS.md (about 2 minutes on 2 cores)."""
+    """Defaults follow the recipe in docs/methods/optimise.md (about 2 minutes on 2 cores)."""
 
     target: Target = "both"
     layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)

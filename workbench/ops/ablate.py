@@ -1,4 +1,4 @@
-"""Ablate value vectors (METHODS.md 2(c)): zero a W_out row, scale it, or add seeded noise.
+"""Ablate value vectors (docs/methods/ablate_and_project.md): zero a W_out row, scale it, or add seeded noise.
 
 Pure functions on a W_out matrix [d_mlp, d_model]; they return an edited copy.
 """

@@ -1,4 +1,4 @@
-"""Neuron Adjust (METHODS.md 2(e)): a run-time remap of gate pre-activations, not a weight edit.
+"""Neuron Adjust (docs/methods/neuron_adjust.md): a run-time remap of gate pre-activations, not a weight edit.
 
 For a selected neuron with gate value x = g_i and Gaussian fits of g_i on the forget set
 (mu_f, sigma_f) and the retain set (mu_r, sigma_r): if N_f(x) >= N_r(x), replace x by its mirror

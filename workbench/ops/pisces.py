@@ -1,4 +1,4 @@
-"""PISCES closed-form rewrite of W_out rows through an SAE (METHODS.md 2(b), steps 4-6).
+"""PISCES closed-form rewrite of W_out rows through an SAE (docs/methods/pisces.md).
 
 Pure functions on tensors. The SAE is anything with SAELens's interface: `W_enc [d_in, d_sae]`
 (columns e_f), `W_dec [d_sae, d_in]`, `encode(z [..., d_in]) -> [..., d_sae]` and
@@ -39,7 +39,7 @@ class SaeLike(Protocol):
 
 
 def mu_for_layer(mu: float, layer: int, n_layers: int, schedule: Schedule) -> float:
-    """Edit magnitude mu_l for a layer (METHODS 2(b) step 5).
+    """Edit magnitude mu_l for a layer (docs/methods/pisces.md, magnitude schedule).
 
     'gemma26': the released code's ramp for 26-layer Gemma 2: mu*(0.1 + 0.9*l/9) for l < 10.
     'relative': the same ramp over the same relative depth, ramp_end = round(10*n_layers/26)

@@ -1,4 +1,4 @@
-"""Project a residual direction out of W_out (METHODS.md 2(d)).
+"""Project a residual direction out of W_out (docs/methods/ablate_and_project.md).
 
 To stop a layer writing along a residual direction u through Gemma's post-FFN norm, project its
 value vectors onto the complement of w = gamma_post * u:  W' = W - alpha (W w) w^T / ||w||^2.

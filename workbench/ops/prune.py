@@ -1,4 +1,4 @@
-"""Prune neurons (METHODS.md 2(f), NeuroStrike): zero a neuron's value vector.
+"""Prune neurons (docs/methods/neurostrike.md): zero a neuron's value vector.
 
 Zeroing row i of W_out makes the neuron's contribution to the output exactly zero, whatever its
 activation h_i, so pruning is a row-sparse delta on W_out like ablation (delta = -v_i). The

@@ -29,7 +29,6 @@ def index_sae(
     progress: Progress | None = None,
 ) -> FeatureCatalogue:
     """Build the catalogue (one corpus sweep) and the row scores, then store both at once."""
-    from workbench.store import save_sae_catalogue
 
     progress = progress or NullProgress()
     cat = build_catalogue(bundle, sae, sae_id, documents, corpus_id=corpus_id,
@@ -37,9 +36,7 @@ def index_sae(
     site = SAESite.of_sae(sae)
     scores = row_feature_scores(bundle.hf_model, sae, lens=lens)
     k = getattr(sae.cfg, "k", None)
-    save_sae_catalogue(
-        store,
-        {"sae_id": sae_id, "model_id": bundle.model_id, "hook": site.hook_name, "layer": site.layer,
+    store.save_sae_catalogue({"sae_id": sae_id, "model_id": bundle.model_id, "hook": site.hook_name, "layer": site.layer,
          "d_sae": cat.d_sae, "k": float(k) if k is not None else (metrics or {}).get("l0"),
          "architecture": sae.cfg.architecture(), "source": source,
          "trained_on": corpus_id, "metrics_json": json.dumps(metrics or {}),

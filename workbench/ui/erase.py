@@ -18,66 +18,64 @@ from workbench.methods.facts import Fact, FactSet
 @dataclass(frozen=True)
 class MethodInfo:
     label: str
-    help: str
+    what: str  # what the method does and its trade-off in words; the numbers come from the results file
     needs_sae: bool = False
     optimises: bool = False  # runs the localized optimisation, so 'Optimisation steps' applies
 
+    def help(self, method: str) -> str:
+        """The page's description: what it does, then what bench/erasure.py measured
+        (workbench/benchmark/results.py, the same file the README's table is generated from)."""
+        from workbench.benchmark.results import load_rows, measured_sentence, method_results
 
-# Numbers are bench/erasure.py means on the 9 dev concepts (README, "Erasure methods measured").
+        return f"{self.what} {measured_sentence(method_results(load_rows()).get(method))}"
+
+
 # name-dep = prompts that need the concept's name; base is 1.00 on every prompt of the benchmark.
 METHOD_INFO: dict[str, MethodInfo] = {
     "optimise": MethodInfo(
         "Localized optimisation (default)",
         "Optimises additive deltas on 256 value vectors (layers 1-8) so the concept's facts become "
         "unlikely and its name stops looking like itself, with a KL penalty on neutral, neighbour and "
-        "'collision' text. Measured on 9 dev concepts: name-dep prompts 0.29 answered (0.00 on Einstein, "
-        "the Beatles and Star Wars), neighbours 0.88 (Paris 0.44, Eiffel Tower 0.67), general 0.95, "
-        "perplexity +0.4%; every control held on 5 of 9 concepts, the most of any method. Broad concepts "
-        "(Japan 0.77, football 0.60) are barely erased. ~2 min of optimisation + ~1.5 min scorecard on 2 "
-        "idle CPU cores.", optimises=True),
+        "'collision' text. Holds every control on the most concepts of any method; broad concepts "
+        "(countries, sports) are barely erased and same-genre places lose neighbours. ~2 min of "
+        "optimisation + ~1.5 min scorecard on 2 idle CPU cores.", optimises=True),
     "rewrite-optimise": MethodInfo(
         "Key rewrite + optimisation (strongest, costs neighbours)",
         "The key rewrite below, then the localized optimisation trained on top of it. Comes closest to "
-        "the concept goal (name-dep 0.10 answered, first token 0.32) but breaks a control on 8 of 9 "
-        "concepts: neighbours 0.85, general 0.91, perplexity +1.4%. Facts restated in the prompt come "
-        "back less (0.78 answered in context vs 0.86 for the default). "
-        "~7-15 min on 2 CPU cores.", optimises=True),
+        "the concept goal and resists facts restated in the prompt best, but breaks a control (neighbours, "
+        "general prompts) on most concepts. ~7-15 min on 2 CPU cores.", optimises=True),
     "rewrite": MethodInfo(
         "Key rewrite (closed form, MEMIT-style)",
         "Rewrites MLPs 3-7 so the residual at the concept name looks like that of made-up names of the "
-        "same kind; no fact list needed. Name-dep 0.28 answered (Paris 0.14, Japan 0.23 where the "
-        "optimisation fails), neighbours 0.96, general 0.93, perplexity +1.1%; cue-answerable prompts "
-        "stay (0.90). Every row of the five layers changes (6.6M weights). ~4 min."),
+        "same kind; no fact list needed. Reaches broad concepts the optimisation misses and keeps "
+        "neighbours, but costs general prompts; cue-answerable prompts stay. Every row of the five layers "
+        "changes. ~4 min."),
     "optimise-facts": MethodInfo(
         "Localized optimisation, fact target only",
-        "Only the unlikelihood on the fact set (no representation target). On 6 concepts: name-dep 0.41 "
-        "answered (the default 0.26 on the same 6), neighbours 0.93 (Paris 0.67): the facts' answer "
-        "words are also the neighbours'.", optimises=True),
+        "Only the unlikelihood on the fact set (no representation target): the facts' answer words are "
+        "also the neighbours', so neighbours suffer.", optimises=True),
     "optimise-repr": MethodInfo(
         "Localized optimisation, representation target only",
-        "Only 'make the name look like made-up names' (no fact list). On 5 concepts: keeps every "
-        "control (neighbours 1.00, general 0.98, perplexity +0.0%) but erases little: name-dep 0.66 "
-        "answered.", optimises=True),
+        "Only 'make the name look like made-up names' (no fact list): keeps every control but erases "
+        "little.", optimises=True),
     "pisces": MethodInfo(
         "PISCES (SAE features, closed form)",
         "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
         "tau x mu search. Needs a local SAE of layer 6 (Home → Train an SAE). Not specific with our 270M "
-        "SAE: name-dep 0.42 answered, but general 0.62, neighbours 0.70, perplexity +56%.",
-        needs_sae=True),
+        "SAE: it costs general prompts and perplexity.", needs_sae=True),
     "pisces-rows": MethodInfo(
         "SAE feature rows + localized optimisation",
         "PISCES's selection (SAE features that fire on the fact set; their W_out rows by the tau rule) "
-        "as the rows the localized optimisation edits. Keeps neighbours (0.93) and perplexity (+0.5%) "
-        "but erases less than the contrast rows: name-dep 0.64 answered. Needs a local SAE of layer 6.", needs_sae=True,
-        optimises=True),
+        "as the rows the localized optimisation edits. Keeps neighbours and perplexity but erases less "
+        "than the contrast rows. Needs a local SAE of layer 6.", needs_sae=True, optimises=True),
     "ablate": MethodInfo(
         "Zero contrast-ranked value vectors",
         "Zeroes the 256 W_out rows that fire most on the concept vs neutral text (ConceptVectors-style). "
-        "Fast (seconds) but weak: name-dep 0.68 answered, neighbours 0.91, perplexity +2.2%."),
+        "Fast (seconds) but weak."),
     "project": MethodInfo(
         "Project out the concept direction",
-        "Removes the difference-of-means direction from W_out rows of layers 2-6. Weak and costly: "
-        "name-dep 0.81 answered, general 0.91, perplexity +5.1%."),
+        "Removes the difference-of-means direction from W_out rows of layers 2-6. Weak and costly in "
+        "perplexity."),
 }
 
 

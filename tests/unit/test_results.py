@@ -1,0 +1,49 @@
+"""One source for measured numbers: the README's tables and the Erase page's method texts are what
+bench/results/erasure-embedded.jsonl gives, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from workbench.benchmark.results import (
+    README_END,
+    README_START,
+    RESULTS_FILE,
+    load_rows,
+    measured_sentence,
+    method_results,
+    readme_block,
+    replace_readme_block,
+)
+from workbench.config import REPO_ROOT
+from workbench.methods.erase import METHODS
+from workbench.ui.erase import METHOD_INFO
+
+
+def test_readme_tables_are_generated_from_the_results_file() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+    assert block == readme_block(load_rows()), "README drifted: run `python bench/erasure.py --readme`"
+
+
+def test_erase_page_quotes_the_results_file_and_types_no_numbers_of_its_own() -> None:
+    results = method_results(load_rows())
+    assert set(METHODS) <= set(results)  # every method the page offers was measured
+    for method, info in METHOD_INFO.items():
+        assert measured_sentence(results[method]) in info.help(method)
+        assert not re.search(r"\d\.\d\d|\+\d+(\.\d)?%", info.what), (method, info.what)  # no hand-typed results
+
+
+def test_a_new_row_changes_what_readme_and_page_would_say(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in RESULTS_FILE.read_text().splitlines() if line.strip()]
+    extra = {**next(r for r in rows if r["method"] == "ablate"), "concept": "Made-up concept", "name_dep": 0.0}
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, extra]))
+    before, after = method_results(load_rows()), method_results(load_rows(path))
+    assert after["ablate"].n == before["ablate"].n + 1
+    assert measured_sentence(after["ablate"]) != measured_sentence(before["ablate"])
+    text = f"intro\n{README_START}\nold\n{README_END}\noutro"
+    new = replace_readme_block(text, readme_block(load_rows(path)))
+    assert "Made-up concept" in new and new.startswith("intro\n") and new.endswith("\noutro") and "old" not in new

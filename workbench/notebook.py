@@ -1,0 +1,141 @@
+"""The notebook API: `import workbench as wb`, then a few lines per step.
+
+    import workbench as wb
+
+    model = wb.load()                                   # the embedded Gemma 3 270M (or "tiny", a folder)
+    edit = wb.erase(model, "Harry Potter", method="ablate", score=False)
+    # ... or by hand:
+    edit = wb.edit(model, [wb.AblateValueVectors(layer=6, neurons=[12, 40])], name="two rows")
+    base, edited = wb.preview(model, "Harry Potter is a", edit, max_new_tokens=100)
+    card = wb.score(model, "Harry Potter", edit)        # the scorecard, base and edited in one pass
+    edit.save("hp.json")                                # the spec (and its .safetensors payload)
+    again = wb.Edit.load(model, "hp.json")
+
+Everything here calls the same library functions as the CLI and the pages (erase, compile_spec,
+generate_pair, evaluate, save_spec/load_spec); nothing is computed differently. The only
+difference is that notebook generations are not capped at the server's per-request token limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.adapters import Adapter
+from workbench.benchmark.scorecard import EvalOptions, Scorecard, evaluate
+from workbench.config import Settings
+from workbench.edits.compile import compile_spec
+from workbench.edits.spec import EditSpec, ModelRef, SaeRef, load_spec, save_spec
+from workbench.generate import SamplingParams, generate_pair
+from workbench.models import ModelBundle, load_bundle, parse_source
+from workbench.progress import NullProgress, Progress, TqdmProgress
+
+NOTEBOOK_MAX_NEW_TOKENS = 2048  # a notebook is one user: no server-wide cap
+
+
+@dataclass
+class Edit:
+    """An edit of one model: its spec (what is shared), payload tensors, and the compiled
+    adapter (what runs). `result` keeps the erase run (candidates, fact set) when there was one."""
+
+    model: ModelBundle
+    spec: EditSpec
+    payload: dict[str, torch.Tensor] = field(default_factory=dict)
+    adapter: Adapter | None = None
+    result: Any = None  # workbench.methods.erase.EraseResult for edits made by `erase`
+
+    def __post_init__(self) -> None:
+        if self.adapter is None:
+            self.adapter = compile_spec(self.spec, self.model, payload=self.payload or None,
+                                        sae_loader=_local_sae_loader())
+
+    @property
+    def scorecard(self) -> Scorecard | None:
+        """The scorecard `erase` measured (None when it ran with score=False)."""
+        return getattr(self.result, "scorecard", None)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the spec JSON (and, when the edit has tensors, `<name>.payload.safetensors` beside it)."""
+        save_spec(self.spec, Path(path), self.payload or None)
+        return Path(path)
+
+    @classmethod
+    def load(cls, model: ModelBundle, path: str | Path) -> Edit:
+        """Read a spec (and its payload), check it fits `model`, and compile it."""
+        spec, payload = load_spec(Path(path))
+        return cls(model=model, spec=spec, payload=payload)
+
+
+def load(source: str = "embedded", *, cache_dir: str | Path | None = None) -> ModelBundle:
+    """Load a model: 'embedded' (default), 'tiny', a local Hugging Face folder, or 'hub:<id>'."""
+    overrides: dict[str, Any] = {"model_source": source}
+    if cache_dir is not None:
+        overrides["cache_dir"] = Path(cache_dir).expanduser().resolve()
+    return load_bundle(parse_source(source), Settings.from_env(**overrides))
+
+
+def erase(model: ModelBundle, concept: str, method: str | None = None, *, score: bool = True,
+          progress: bool | Progress = True, **options: Any) -> Edit:
+    """Erase a concept (a corpus title) with one method; `options` are EraseOptions fields."""
+    from workbench.corpus import load_wiki
+    from workbench.methods.erase import DEFAULT_METHOD, EraseOptions
+    from workbench.methods.erase import erase as run_erase
+
+    bar = _progress(progress)
+    try:
+        result = run_erase(model, load_wiki("en"), concept, method or DEFAULT_METHOD, bar,
+                           options=EraseOptions(score=score, **options))
+    finally:
+        bar.close()
+    return Edit(model=model, spec=result.spec, payload=result.payload, result=result)
+
+
+def edit(model: ModelBundle, operations: Sequence[Any], *, name: str = "hand-made edit",
+         sae: SaeRef | None = None, payload: dict[str, torch.Tensor] | None = None, notes: str = "") -> Edit:
+    """An edit built by hand from operations (`wb.AblateValueVectors(...)`, ...), bound to `model`."""
+    spec = EditSpec(name=name, model=ModelRef(id=model.model_id, weights_sha256=model.weights_sha256),
+                    sae=sae, operations=list(operations), notes=notes)
+    return Edit(model=model, spec=spec, payload=dict(payload or {}))
+
+
+def preview(model: ModelBundle, prompt: str, edit: Edit | None = None, *, max_new_tokens: int = 64,
+             greedy: bool = True, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+             ) -> tuple[str, str]:
+    """(base text, edited text) for one prompt, decoded side by side in one batch of 2. (Named
+    `preview`, as on the Edit page, because `workbench.generate` is the module it calls.)"""
+    params = SamplingParams(max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
+                            top_k=top_k, seed=seed)
+    base, edited = generate_pair(model, prompt, None if edit is None else edit.adapter, params,
+                                 max_new_cap=NOTEBOOK_MAX_NEW_TOKENS)
+    return base.text, edited.text
+
+
+def score(model: ModelBundle, concept: str, edit: Edit | None = None, *, progress: bool | Progress = True,
+          options: EvalOptions | None = None) -> Scorecard:
+    """The scorecard of `edit` on `concept` (forget, neighbours, general, coherence; verdicts)."""
+    bar = _progress(progress)
+    try:
+        return evaluate(model, concept, None if edit is None else edit.adapter, options=options or EvalOptions(),
+                        progress=bar)
+    finally:
+        bar.close()
+
+
+def _progress(progress: bool | Progress) -> Any:
+    if progress is True:
+        return TqdmProgress()
+    if progress is False:
+        return NullProgress()
+    return progress
+
+
+def _local_sae_loader() -> Any:
+    """SAEs named by a spec load from the cache's SAE folder (the same place the CLI looks)."""
+    from workbench.sae.sources import load_local_sae
+
+    saes_dir = Settings.from_env().saes_dir
+    return lambda ref, _layer: load_local_sae(saes_dir / ref.id)[0]
