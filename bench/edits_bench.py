@@ -154,11 +154,12 @@ def main() -> None:
     if not args.no_erase:
         from workbench.corpus import load_wiki
         from workbench.methods.erase import EraseOptions, erase
+        from workbench.methods.optimise import OptimiseConfig
 
         timer = StageTimer()
         t = time.perf_counter()
         result = erase(bundle, load_wiki("en"), args.concept, args.erase_method, timer,
-                       options=EraseOptions(steps=args.erase_steps))
+                       options=EraseOptions(optimise=None if args.erase_steps is None else OptimiseConfig(steps=args.erase_steps)))
         timer.close()
         total = time.perf_counter() - t
         steps = result.spec.operations[0].params.get("steps_run", "-") if args.erase_method == "optimise" else "-"

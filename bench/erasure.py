@@ -42,7 +42,7 @@ from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.compile import compile_spec  # noqa: E402
-from workbench.methods.erase import METHODS, EraseOptions, erase  # noqa: E402
+from workbench.methods.erase import METHODS, EraseOptions, PiscesConfig, erase  # noqa: E402
 from workbench.methods.facts import FactSet, build_fact_set  # noqa: E402
 from workbench.methods.key_rewrite import RewriteConfig  # noqa: E402
 from workbench.methods.optimise import OptimiseConfig  # noqa: E402
@@ -94,7 +94,7 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
     t0 = time.perf_counter()
     result = erase(bundle, corpus, concept, method, TqdmProgress(), fact_set=facts,
                    options=EraseOptions(score=False, optimise=optimise, rewrite=rewrite,
-                                        pisces=pisces or {}))
+                                        pisces=PiscesConfig(**(pisces or {}))))
     edit_s = time.perf_counter() - t0
     overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
                            payload=result.payload or None)

@@ -11,6 +11,7 @@ import streamlit as st
 from workbench.benchmark.scorecard import EvalOptions
 from workbench.jobs import erase_job, fact_set_job
 from workbench.methods.erase import DEFAULT_METHOD, METHODS, EraseOptions
+from workbench.methods.optimise import OptimiseConfig
 from workbench.ui import draft as drafts
 from workbench.ui import erase as ui_erase
 from workbench.ui import panels, resources
@@ -31,14 +32,24 @@ c1, c2 = st.columns([2, 3])
 query = c1.text_input("Search corpus titles", value=st.session_state.get("er_query", "Harry Potter"),
                       key="er_query", placeholder="e.g. Eiffel Tower, Albert Einstein, Minecraft")
 matches = corpus.search_titles(query, limit=30) if query.strip() else []
-if query.strip() and not matches:
-    try:
-        matches = [corpus.get(query).title]
-    except KeyError as err:
-        c2.warning(err.args[0])
-concept = c2.selectbox("Corpus article", matches, key="er_concept", disabled=not matches,
-                       help="Any title of the embedded Wikipedia-summary corpus (10k articles).")
-if concept:
+if query.strip() and not corpus.has(query):  # any name: erased from its mentions and the model's samples
+    matches = [*matches, query.strip() + ui_erase.AS_NAME]
+choice = c2.selectbox("Corpus article, or the name as you typed it", matches, key="er_concept",
+                      disabled=not matches,
+                      help="Any title of the embedded Wikipedia-summary corpus (10k articles), or any name: a "
+                           "name without an article is erased from the sentences that mention it and the "
+                           "model's own samples.")
+concept = ui_erase.concept_of(choice)
+about = ""
+if choice and ui_erase.is_name(choice):
+    mentions = len(corpus.containing([concept]))
+    close = corpus.titles_naming(concept)
+    c2.caption(f"Not a corpus title: {mentions} article(s) mention {concept!r}."
+               + (f" Close titles: {', '.join(close)}." if close else ""))
+    about = c2.text_input("About (one line, optional)", key="er_about",
+                          placeholder="e.g. action-adventure game series",
+                          help="Guides the kind of concept (person, place, work, ...) and the model's samples.")
+elif concept:
     doc = corpus.get(concept)
     with c2.expander(f"Article · {doc.topic}"):
         st.write(doc.text)
@@ -51,7 +62,7 @@ if facts is not None and concept and facts.concept != concept:
     st.info(f"The fact set below is for '{facts.concept}'; build one for '{concept}' to erase it.")
 b1, b2 = st.columns([1, 3])
 if b1.button("Build fact set", key="er_build_facts", disabled=not concept, type="primary" if facts is None else "secondary"):
-    facts_job = panels.start_job("facts", f"Fact set '{concept}'", fact_set_job(bundle, corpus, str(concept)))
+    facts_job = panels.start_job("facts", f"Fact set '{concept}'", fact_set_job(bundle, corpus, str(concept), about))
     st.session_state["er_facts_job"] = facts_job  # polled below in this run
     st.session_state.pop("er_facts", None)
     facts = None
@@ -114,8 +125,8 @@ score = o2.checkbox("Run the scorecard afterwards", value=True, key="er_score",
                     help="Concept, neighbours, general knowledge, perplexity, re-introduction in context (~1.5 min).")
 ready = chosen is not None and facts is not None and concept and facts.concept == concept and not blocked
 if st.button("Erase", key="er_run", type="primary", disabled=not ready):
-    options = EraseOptions(steps=int(steps) if method.startswith("optimise") else None, saes_dir=settings.saes_dir,
-                           score=bool(score), eval_options=EvalOptions())
+    options = EraseOptions(optimise=OptimiseConfig(steps=int(steps)) if info and info.optimises else None,
+                           saes_dir=settings.saes_dir, score=bool(score), eval_options=EvalOptions())
     st.session_state["er_job"] = panels.start_job("erase", f"Erase '{concept}' ({method})",
                                                   erase_job(bundle, corpus, str(concept), method, chosen, options))
 if not ready and chosen is None:

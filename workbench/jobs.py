@@ -253,14 +253,14 @@ def export_job(bundle: Any, adapter: Any, spec: Any, out_dir: Path, store: Any |
     return run
 
 
-def fact_set_job(bundle: Any, corpus: Any, concept: str) -> JobFn:
+def fact_set_job(bundle: Any, corpus: Any, concept: str, about: str = "") -> JobFn:
     """Build a concept's fact set (methods.facts.build_fact_set); the result is the FactSet, which the
     page shows for editing before the erasure runs."""
 
     def run(progress: FileProgress) -> tuple[str, Any]:
         from workbench.methods.facts import build_fact_set
 
-        facts = build_fact_set(bundle, corpus, concept, progress=progress)
+        facts = build_fact_set(bundle, corpus, concept, progress=progress, about=about)
         return f"{len(facts.facts)} facts about '{facts.concept}'", facts
 
     return run

@@ -79,8 +79,10 @@ def load(source: str = "embedded", *, cache_dir: str | Path | None = None) -> Mo
 
 
 def erase(model: ModelBundle, concept: str, method: str | None = None, *, score: bool = True,
-          progress: bool | Progress = True, **options: Any) -> Edit:
-    """Erase a concept (a corpus title) with one method; `options` are EraseOptions fields."""
+          progress: bool | Progress = True, about: str = "", as_name: bool = False, **options: Any) -> Edit:
+    """Erase a concept with one method: a corpus title, or any name (`about`: one line on what it
+    is; `as_name`: erase the name as given where close titles exist). `options` are EraseOptions
+    fields (optimise=OptimiseConfig(steps=...), ablate=AblateConfig(...), ...)."""
     from workbench.corpus import load_wiki
     from workbench.methods.erase import DEFAULT_METHOD, EraseOptions
     from workbench.methods.erase import erase as run_erase
@@ -88,7 +90,7 @@ def erase(model: ModelBundle, concept: str, method: str | None = None, *, score:
     bar = _progress(progress)
     try:
         result = run_erase(model, load_wiki("en"), concept, method or DEFAULT_METHOD, bar,
-                           options=EraseOptions(score=score, **options))
+                           options=EraseOptions(score=score, **options), about=about, as_name=as_name)
     finally:
         bar.close()
     return Edit(model=model, spec=result.spec, payload=result.payload, result=result)

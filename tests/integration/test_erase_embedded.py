@@ -13,6 +13,7 @@ from workbench.corpus import load_wiki
 from workbench.edits.compile import compile_spec
 from workbench.edits.spec import load_spec, save_spec
 from workbench.methods.erase import EraseOptions, erase
+from workbench.methods.optimise import OptimiseConfig
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +37,16 @@ def _greedy(bundle, prompt: str) -> int:
 
 def test_erasure_lowers_concept_and_keeps_unrelated(embedded_bundle, tmp_path: Path):
     bundle = embedded_bundle
-    result = erase(bundle, load_wiki("en"), "Harry Potter", options=EraseOptions(steps=12, score=False))
+    result = erase(bundle, load_wiki("en"), "Harry Potter", options=EraseOptions(optimise=OptimiseConfig(steps=12), score=False))
     assert result.spec.operations[0].kind == "optimise_value_vectors" and result.payload
     save_spec(result.spec, tmp_path / "hp.json", payload=result.payload)
     spec, payload = load_spec(tmp_path / "hp.json")
-    overlay = compile_spec(spec, bundle, payload=payload)
+    adapter = compile_spec(spec, bundle, payload=payload)
     again = compile_spec(result.spec, bundle, payload=result.payload)
-    assert overlay.content_sha256() == again.content_sha256()
+    assert adapter.content_sha256() == again.content_sha256()
     before = {p: _answer_prob(bundle, p, a) for p, a in CONCEPT}
     base_greedy = {p: _greedy(bundle, p) for p in UNRELATED}
-    with use(bundle, overlay):
+    with use(bundle, adapter):
         after = {p: _answer_prob(bundle, p, a) for p, a in CONCEPT}
         edited_greedy = {p: _greedy(bundle, p) for p in UNRELATED}
     assert sum(after.values()) < 0.5 * sum(before.values()), (before, after)

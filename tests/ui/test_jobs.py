@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from workbench.jobs import JobBusyError, JobManager
-from workbench.ui.draft import EditDraft, ablate, describe, prune
 
 
 def test_job_reports_progress_summary_and_result(tmp_path: Path) -> None:
@@ -58,18 +57,3 @@ def test_one_job_per_kind_and_interrupted_after_restart(tmp_path: Path, monkeypa
     gate.set()
     assert manager.wait(job_id, 10).state == "done"  # type: ignore[union-attr]
     assert manager.clear_finished() == 1 and manager.jobs() == []
-
-
-def test_draft_orders_operations() -> None:
-    d = EditDraft()
-    d.add(ablate(2, [5, 3, 3]))
-    d.add(prune(1, [7]))
-    assert d.operations[0].neurons == [3, 5]
-    d.move(1, -1)
-    assert [op.kind for op in d.operations] == ["prune_neurons", "ablate_value_vectors"]
-    d.move(0, -1)  # no-op at the top
-    d.remove(0)
-    assert len(d.operations) == 1 and "layer 2" in describe(d.operations[0])
-    v = d.version
-    d.clear()
-    assert d.operations == [] and d.version == v + 1

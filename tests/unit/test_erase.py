@@ -14,14 +14,14 @@ from workbench.adapters import use
 from workbench.corpus import load_wiki
 from workbench.edits.compile import compile_spec
 from workbench.edits.spec import EditSpec, load_spec, save_spec
-from workbench.methods.erase import METHODS, EraseOptions, RowCandidate, erase
+from workbench.methods.erase import METHODS, AblateConfig, EraseOptions, RowCandidate, erase
 from workbench.methods.optimise import OptimiseConfig
 from workbench.models.hashing import model_weights_sha256
 
 # min_target_prob 0: the random tiny model gives every token only a small probability
 TINY_OPTIMISE = OptimiseConfig(layers=(0, 1, 2), n_rows=24, steps=3, min_target_prob=0.0, repr_layers=(2,),
                                n_retain_neutral=8, n_retain_neighbours=4, eval_every=100, lr_scale=0.5)
-TINY = EraseOptions(optimise=TINY_OPTIMISE, n_rows=24, runners_up=8, score=False)
+TINY = EraseOptions(optimise=TINY_OPTIMISE, ablate=AblateConfig(n_rows=24, runners_up=8), score=False)
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +42,19 @@ def test_spec_round_trips_applies_and_reverts(tiny_bundle, corpus, tmp_path: Pat
     save_spec(result.spec, path, payload=result.payload or None)
     spec, payload = load_spec(path)
     assert spec.operations == result.spec.operations
-    overlay = compile_spec(spec, tiny_bundle, payload=payload or None)
+    adapter = compile_spec(spec, tiny_bundle, payload=payload or None)
     again = compile_spec(result.spec, tiny_bundle, payload=result.payload or None)
-    assert overlay.content_sha256() == again.content_sha256()
+    assert adapter.content_sha256() == again.content_sha256()
 
     ids = tiny_bundle.tokenizer(["Harry Potter is a wizard"], return_tensors="pt").input_ids
     with torch.no_grad():
         before = tiny_bundle.hf_model(ids).logits
-        with use(tiny_bundle, overlay):
+        with use(tiny_bundle, adapter):
             during = tiny_bundle.hf_model(ids).logits
         after = tiny_bundle.hf_model(ids).logits
     assert not torch.equal(before, during)
     assert torch.equal(before, after)
-    assert overlay.deltas and not overlay.hooks  # value vectors only: W_out deltas, no run-time hooks
+    assert adapter.deltas and not adapter.hooks  # value vectors only: W_out deltas, no run-time hooks
 
 
 def test_selected_rows_are_the_edited_rows(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
@@ -77,11 +77,11 @@ def test_given_fact_set_is_used_and_scorecard_runs(tiny_bundle, corpus) -> None:
 
 
 def test_bad_method_and_concept_are_sentences(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="Unknown erasure method"):
+    with pytest.raises(ValueError, match="Unknown erasure method 'forget'") as err:
         erase(tiny_bundle, corpus, "Paris", "forget")
+    assert all(name in str(err.value) for name in METHODS)  # the sentence lists every method
     with pytest.raises(ValueError, match="Did you mean"):
         erase(tiny_bundle, corpus, "Pariss", "ablate")
-    assert list(METHODS)[:4] == ["optimise", "pisces", "ablate", "project"]
 
 
 def test_base_stays_bit_identical_and_unseen_while_an_erase_trains(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
@@ -129,3 +129,37 @@ def test_base_stays_bit_identical_and_unseen_while_an_erase_trains(tiny_bundle, 
     assert result.scorecard is not None
     assert len(seen) >= 2 and all(ids == reference for ids in seen)
     assert model_weights_sha256(tiny_bundle.hf_model) == before
+
+
+def test_any_concept_name_suggests_close_titles_or_erases_the_name(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
+    from workbench.methods.erase import check_concept
+    from workbench.methods.facts import build_fact_set
+
+    assert check_concept(corpus, "Paris") == "article"
+    with pytest.raises(ValueError, match=r"no article titled 'Zelda'\. Did you mean: The Legend of Zelda\?"):
+        check_concept(corpus, "Zelda")
+    assert check_concept(corpus, "Zelda", as_name=True) == "name"
+    with pytest.raises(ValueError, match="Did you mean: Paris"):  # a misspelt title is still caught
+        check_concept(corpus, "Pariss")
+    assert check_concept(corpus, "Hogwarts") == "name"  # mentioned, no article, no close title
+
+    facts = build_fact_set(tiny_bundle, corpus, "Zelda", about="action-adventure game series", samples_per_prompt=1,
+                           max_new_tokens=8)
+    assert facts.concept == "Zelda" and facts.kind == "work"  # 'series' in the description
+    sources = {f.source.split(":")[0] for f in facts.facts}
+    assert "mention" in sources and "article" not in sources
+    assert all("Zelda" in f.text for f in facts.facts if f.source.startswith("mention"))
+
+    result = erase(tiny_bundle, corpus, "Zelda", "ablate", as_name=True, fact_set=None,
+                   options=replace(TINY, score=False))
+    assert "Zelda" in result.spec.name and result.spec.operations
+    with pytest.raises(ValueError, match="No article of the corpus mentions 'Pikachu'"):
+        erase(tiny_bundle, corpus, "Pikachu", "ablate", options=replace(TINY, score=True))
+
+
+def test_a_probe_for_a_name_comes_from_the_sentences_that_mention_it(corpus) -> None:  # type: ignore[no-untyped-def]
+    doc = corpus.mention_document("Zelda", about="game series")
+    assert doc is not None and doc.title == "Zelda" and doc.description == "game series"
+    assert "Zelda" in doc.text and doc.topic
+    assert corpus.mention_document("Pikachu") is None
+    assert corpus.titles_naming("Disney")[:2] == ["Walt Disney", "The Walt Disney Company"]

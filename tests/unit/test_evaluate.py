@@ -19,6 +19,16 @@ PLANTED_PROMPT = "The city of"
 OPTIONS = EvalOptions(max_new_tokens=2, neutral_max_tokens=16, generation_tokens=3, kl_top_k=16)
 
 
+@pytest.fixture(autouse=True)
+def fresh_base_cache():  # type: ignore[no-untyped-def]
+    """Every test measures its own base side: no test depends on which ran before it."""
+    import workbench.benchmark.scorecard as ev
+
+    ev._BASE_CACHE.clear()
+    yield
+    ev._BASE_CACHE.clear()
+
+
 def _probe(bundle) -> ConceptProbe:
     others = ["A river in the north", "It was built in the year", "The king and the"]
     tops = next_tokens(bundle, others, ["x"] * len(others))

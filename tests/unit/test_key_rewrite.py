@@ -76,8 +76,12 @@ def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> No
 
 def test_rewrite_method_spec_round_trip(tiny_bundle, corpus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result = erase(tiny_bundle, corpus, "Harry Potter", "rewrite",
-                   options=EraseOptions(rewrite=TINY, n_rows=16, score=False))
-    assert result.spec.operations[0].kind == "optimise_value_vectors" and len(result.candidates) == 16
+                   options=EraseOptions(rewrite=TINY, score=False))
+    from workbench.methods.erase import LISTED_ROWS
+
+    scores = [c.score for c in result.candidates]
+    assert result.spec.operations[0].kind == "optimise_value_vectors" and 0 < len(scores) <= LISTED_ROWS
+    assert scores == sorted(scores, reverse=True)  # the most changed rows first
     save_spec(result.spec, tmp_path / "rw.json", payload=result.payload)
     spec, payload = load_spec(tmp_path / "rw.json")
     overlay = compile_spec(spec, tiny_bundle, payload=payload)
@@ -93,15 +97,23 @@ def test_rewrite_method_spec_round_trip(tiny_bundle, corpus, tmp_path: Path) -> 
 
 
 def test_key_covariance_is_the_mean_outer_product(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    from workbench.methods.key_rewrite import _capture_mlp, key_covariances
+    from workbench.methods.key_rewrite import key_covariances
+    from workbench.models import layout
 
     texts = ["The cat sat on the mat.", "A river flows to the sea and beyond."]
     covs = key_covariances(tiny_bundle, texts, [0, 2], max_tokens=10_000, max_len=32)
     enc = tiny_bundle.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right")
     keep = enc["attention_mask"].bool().clone()
     keep[:, 0] = False
-    with torch.no_grad():
-        h = _capture_mlp(tiny_bundle, enc["input_ids"], 2)[0][keep]  # [n_tok, d_mlp]
+    got = {}  # an independent path: a plain forward hook on the HF down_proj
+    handle = layout.mlp_module(tiny_bundle.hf_model, 2).down_proj.register_forward_hook(
+        lambda _m, inp, _o: got.__setitem__("h", inp[0].detach()))
+    try:
+        with torch.no_grad():
+            tiny_bundle.hf_model(input_ids=enc["input_ids"])
+    finally:
+        handle.remove()
+    h = got["h"][keep]  # [n_tok, d_mlp]
     assert torch.allclose(covs[2], h.T @ h / h.shape[0], atol=1e-5)
 
 
@@ -113,7 +125,7 @@ def test_rewrite_then_optimise_is_two_composed_operations(tiny_bundle, corpus) -
     opt = OptimiseConfig(layers=(1, 2), n_rows=12, steps=2, min_target_prob=0.0, repr_layers=(2,), n_retain_neutral=6,
                          n_retain_neighbours=2, n_retain_collisions=2, eval_every=100, lr_scale=0.5)
     result = erase(tiny_bundle, corpus, "Harry Potter", "rewrite-optimise",
-                   options=EraseOptions(rewrite=TINY, optimise=opt, n_rows=12, score=False))
+                   options=EraseOptions(rewrite=TINY, optimise=opt, score=False))
     first, second = result.spec.operations
     assert {t.delta for t in first.targets} == {"rewrite.l0.delta", "rewrite.l1.delta"}
     assert {t.delta for t in second.targets} <= {"optimise.l1.delta", "optimise.l2.delta"}

@@ -281,18 +281,20 @@ def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, tra
     assert all(c.dropped_by or c.selected or c.removal_effect == c.removal_effect for c in result.candidates)
     op = result.spec.operations[0]
     assert op.kind == "remove_sae_features" and op.neuron_signs
-    overlay = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
+    adapter = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
     before = {n: p.detach().clone() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
-    with use(tiny_bundle, overlay), torch.no_grad():
+    with use(tiny_bundle, adapter), torch.no_grad():
         tiny_bundle.hf_model(torch.tensor([[2, 3, 4]]))
-    assert overlay.deltas and all(layer == op.layer for layer in overlay.deltas)
+    assert adapter.deltas and all(layer == op.layer for layer in adapter.deltas)
     after = {n: p.detach() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
     assert all(torch.equal(before[n], after[n]) for n in before)
 
 
 def test_sae_feature_rows_feed_the_localized_optimisation(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
     """'pisces-rows': the rows come from the SAE (features by contrast, tau rule), only they change."""
-    from workbench.methods.erase import EraseOptions, erase
+    from dataclasses import replace
+
+    from workbench.methods.erase import EraseOptions, PiscesConfig, erase
     from workbench.methods.optimise import OptimiseConfig
     from workbench.methods.pisces_search import FeatureCandidate
     from workbench.sae.catalogue import tau_rows
@@ -300,8 +302,8 @@ def test_sae_feature_rows_feed_the_localized_optimisation(tiny_bundle, trained, 
     layer = TINY_CFG.layer
     cfg = OptimiseConfig(layers=(layer,), steps=2, min_target_prob=0.0, repr_layers=(layer,), n_retain_neutral=6,
                          n_retain_neighbours=2, n_retain_collisions=2, eval_every=100, lr_scale=0.5)
-    options = EraseOptions(optimise=cfg, n_rows=12, saes_dir=sae_settings.saes_dir, score=False,
-                           pisces={"layer": layer, "n_features": 6, "tau": 0.5, "min_target_prob": 0.0})
+    options = EraseOptions(optimise=replace(cfg, n_rows=12), saes_dir=sae_settings.saes_dir, score=False,
+                           pisces=PiscesConfig(layer=layer, n_features=6, row_tau=0.5, min_target_prob=0.0))
     result = erase(tiny_bundle, load_wiki("en"), "Paris", "pisces-rows", options=options)
     features = [c for c in result.candidates if isinstance(c, FeatureCandidate)]
     chosen = [c.feature for c in features if c.selected]
@@ -334,6 +336,6 @@ def test_pisces_with_a_pre_norm_sae(tiny_bundle, trained, sae_settings) -> None:
         pytest.skip("no candidate lowered the concept on the random tiny model")
     assert result.spec.sae.id == raw.sae_id and ".mlp_raw." in raw.sae_id
     op = result.spec.operations[0]
-    overlay = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
+    adapter = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
     rows = {int(i) for f in op.features for i in tau_rows(tiny_bundle.hf_model, raw.sae, f, op.tau)["neuron"]}
-    assert {r.neuron for r in overlay.rows} <= rows
+    assert {r.neuron for r in adapter.rows} <= rows

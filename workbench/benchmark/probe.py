@@ -176,8 +176,14 @@ def probe_from_corpus(
     n_neutral: int = 8,
     seed: int = 0,
 ) -> ConceptProbe:
-    """Auto-build a probe for any corpus title (the base model is run to keep correct prompts)."""
-    doc = corpus.get(title)
+    """Auto-build a probe for any corpus title, or for a name the corpus has no article for from
+    the sentences that mention it (the base model is run to keep correct prompts)."""
+    doc = corpus.document_for(title)
+    if not doc.text:
+        close = corpus.close_titles(title)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " Write prompts by hand."
+        raise ValueError(f"The corpus has no article titled {title!r} and none mentions it, so no probe can be "
+                         f"built.{hint}")
     name = re.sub(r"\s*\(.*\)$", "", doc.title)
     aliases = sorted({doc.title, name}, key=len, reverse=True)
     cloze = keep_base_correct(bundle, cloze_candidates(doc, corpus), n_cloze)

@@ -5,8 +5,10 @@
     card.to_json()   # stored with the edit
 
 Base and edited run in the same forward passes (each batch holds both, routed per row), so the
-two sides see exactly the same inputs and nothing is cached between calls. METHODS 2(i): same prompts and greedy decoding on both
-sides; aggregate = HM(forget, Spec, Coh), any term <= 0 gives 0.
+two sides see exactly the same inputs. The base side is cached per (weights hash, probe,
+options): the base weights are never written, so a later edit of the same concept only runs its
+edited side. Same prompts and greedy decoding on both sides; aggregate = HM(forget, Spec, Coh),
+any term <= 0 gives 0 (docs/architecture.md, "Scorecard").
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class EvalOptions:
     neutral_max_tokens: int = 128
     kl_top_k: int = 64
     generation_tokens: int = 24
-    # verdict thresholds (METHODS 2(i), relative to base)
+    # verdict thresholds (relative to base; docs/architecture.md, "Scorecard")
     forget_max_ratio: float = 0.25
     general_max_drop: float = 0.05
     neighbour_max_drop: float = 0.10

@@ -52,7 +52,7 @@ def topk_kl(
 
 def harmonic_mean(values: Sequence[float]) -> float:
     """HM(x_1..x_n) = n / sum(1/x_j); any term <= 0 (or NaN) makes it 0, so a run that does not
-    erase cannot win (METHODS 2(i))."""
+    erase cannot win (docs/architecture.md, "Scorecard")."""
     if not values:
         raise ValueError("Harmonic mean of nothing is undefined.")
     if any(not (v > 0) for v in values):

@@ -20,8 +20,15 @@ from workbench.models.safety import refuse_pickle_file
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from workbench.methods.erase import DEFAULT_METHOD, METHODS
 
-    p = sub.add_parser("erase", help="erase a corpus concept: fact set -> edit spec (+ payload) -> scorecard")
-    p.add_argument("--concept", required=True, help="a title of the embedded corpus, e.g. 'Harry Potter'")
+    p = sub.add_parser("erase", help="erase a concept: fact set -> edit spec (+ payload) -> scorecard")
+    p.add_argument("--concept", required=True,
+                   help="a title of the embedded corpus ('Harry Potter') or any name; a name close to titles "
+                        "gets them suggested (see --as-name)")
+    p.add_argument("--about", default="", help="one line about a concept without an article, e.g. "
+                                               "'action-adventure game series': guides its kind and the samples")
+    p.add_argument("--as-name", action="store_true",
+                   help="erase the name as given even where close titles exist: facts from the corpus sentences "
+                        "that mention it and the model's own samples")
     p.add_argument("--out", required=True, help="where to write the spec JSON (payload goes beside it)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
                    help=f"erasure method (default {DEFAULT_METHOD}; pisces and pisces-rows need a local layer-6 SAE)")
@@ -112,15 +119,19 @@ def print_candidates(candidates: list[Any], n: int) -> None:
 def cmd_erase(args: argparse.Namespace) -> int:
     from workbench.corpus import load_wiki
     from workbench.edits.spec import save_spec
-    from workbench.methods.erase import EraseOptions, erase
+    from workbench.methods.erase import EraseOptions, check_concept, erase
     from workbench.methods.facts import FactSet
+    from workbench.methods.optimise import OptimiseConfig
     from workbench.progress import TqdmProgress
 
     corpus = load_wiki("en")
     try:
-        corpus.get(args.concept)
-    except KeyError as err:
-        raise UserError(err.args[0]) from err
+        how = check_concept(corpus, args.concept, as_name=args.as_name)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    if how == "name":
+        print(f"{args.concept!r} is not a corpus title: its facts come from the {len(corpus.containing([args.concept]))} "
+              "article(s) that mention it and from the model's own samples.")
     facts = None
     if args.facts:
         try:
@@ -130,9 +141,10 @@ def cmd_erase(args: argparse.Namespace) -> int:
     settings, bundle = load_bundle_for(args)
     progress = TqdmProgress()
     try:
-        result = erase(bundle, corpus, args.concept, args.method, progress, fact_set=facts,
-                       options=EraseOptions(steps=args.steps, score=not args.no_eval,
-                                            saes_dir=settings.saes_dir))
+        result = erase(bundle, corpus, args.concept, args.method, progress, fact_set=facts, about=args.about,
+                       as_name=args.as_name,
+                       options=EraseOptions(optimise=None if args.steps is None else OptimiseConfig(steps=args.steps),
+                                            score=not args.no_eval, saes_dir=settings.saes_dir))
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from err
     finally:

@@ -88,3 +88,42 @@ class Corpus:
 
     def texts(self) -> list[str]:
         return [d.text for d in self.documents]
+
+    def titles_naming(self, name: str, limit: int = 5) -> list[str]:
+        """Titles that contain `name` as a whole word (case-insensitive), shortest first: the
+        articles a user probably means by a name that is not a title ('The Legend of Zelda'
+        for 'Zelda', 'Walt Disney' for 'Disney')."""
+        word = re.compile(rf"\b{re.escape(name.strip())}\b", re.IGNORECASE)
+        hits = [d.title for d in self.documents if word.search(d.title) and d.title.lower() != name.strip().lower()]
+        return sorted(hits, key=len)[:limit]
+
+    def close_titles(self, name: str, limit: int = 5) -> list[str]:
+        """Titles a user probably means by a name that is not one: titles containing it as a
+        word ('The Legend of Zelda' for 'Zelda'), else close spellings ('Harry Potter' for
+        'Harry Pottr')."""
+        return self.titles_naming(name, limit) or difflib.get_close_matches(name, self.titles, n=limit, cutoff=0.75)
+
+    def document_for(self, name: str, about: str = "") -> Document:
+        """The article titled `name`, else a stand-in for a concept without one: the sentences
+        that mention it (`mention_document`), or an empty document when none does. Every reader
+        of a concept's article (fact set, retain set, probe) goes through here."""
+        if self.has(name):
+            return self.get(name)
+        return self.mention_document(name, about) or Document(doc_id=-1, title=name.strip(), text="",
+                                                               description=about)
+
+    def mention_document(self, name: str, about: str = "", max_sentences: int = 40) -> Document | None:
+        """A stand-in article for a concept the corpus has no article for: the sentences of other
+        articles that name it (whole word, case-sensitive), under the most common topic of those
+        articles, with `about` as its description. None when no article names it."""
+        pattern = re.compile(rf"\b{re.escape(name.strip())}\b")
+        sentences: list[str] = []
+        topics: dict[str, int] = {}
+        for d in self.containing([name.strip()]):
+            topics[d.topic] = topics.get(d.topic, 0) + 1
+            sentences += [s for s in re.split(r"(?<=[.!?])\s+", d.text) if pattern.search(s)]
+        if not sentences:
+            return None
+        topic = max(topics, key=lambda t: topics[t]) if topics else ""
+        return Document(doc_id=-1, title=name.strip(), text=" ".join(sentences[:max_sentences]),
+                        description=about, topic=topic)

@@ -58,7 +58,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 
 
 class RemoveSaeFeatures(_Strict):
-    """PISCES (METHODS 2(b)): rewrite the W_out rows that carry these SAE features."""
+    """PISCES (docs/methods/pisces.md): rewrite the W_out rows that carry these SAE features."""
 
     kind: Literal["remove_sae_features"] = "remove_sae_features"
     layer: NonNegInt
@@ -91,7 +91,7 @@ class RemoveSaeFeatures(_Strict):
 
 
 class AblateValueVectors(_Strict):
-    """Zero, scale or add seeded noise to W_out rows (METHODS 2(c))."""
+    """Zero, scale or add seeded noise to W_out rows (docs/methods/ablate_and_project.md)."""
 
     kind: Literal["ablate_value_vectors"] = "ablate_value_vectors"
     layer: NonNegInt
@@ -103,7 +103,7 @@ class AblateValueVectors(_Strict):
 
 
 class ProjectOutDirection(_Strict):
-    """W' = W - alpha (W w) w^T/||w||^2, w = gamma_post * u, on each listed layer (METHODS 2(d))."""
+    """W' = W - alpha (W w) w^T/||w||^2, w = gamma_post * u, on each listed layer (docs/methods/ablate_and_project.md)."""
 
     kind: Literal["project_out_direction"] = "project_out_direction"
     layers: list[NonNegInt] = Field(min_length=1)
@@ -116,7 +116,7 @@ class ProjectOutDirection(_Strict):
 
 
 class PruneNeurons(_Strict):
-    """Zero W_out rows and the matching gate/up keys (METHODS 2(f))."""
+    """Zero the W_out rows (value vectors) of these neurons (NeuroStrike, docs/methods/neurostrike.md)."""
 
     kind: Literal["prune_neurons"] = "prune_neurons"
     layer: NonNegInt
@@ -141,7 +141,7 @@ class NeuronAdjustLayer(_Strict):
 
 
 class NeuronAdjust(_Strict):
-    """Run-time remap of gate pre-activations (METHODS 2(e)); a hook, not a weight edit."""
+    """Run-time remap of gate pre-activations (docs/methods/neuron_adjust.md); a hook, not a weight edit."""
 
     kind: Literal["neuron_adjust"] = "neuron_adjust"
     runtime: list[NeuronAdjustLayer] = Field(min_length=1)

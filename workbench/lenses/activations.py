@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from workbench.corpus.batches import token_batches
-from workbench.models.hooks import capture
+from workbench.models.hooks import capture, text_positions
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -120,13 +120,6 @@ def effect_size(
     return (mean_pos - mean_neg) / pooled.sqrt().clamp_min(1e-8)
 
 
-def real_token_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """[batch, pos] bool: real tokens except position 0 (BOS)."""
-    keep = attention_mask.bool().clone()
-    keep[:, 0] = False
-    return keep
-
-
 @dataclass
 class CollectConfig:
     site: str = "mlp.hook_pre"  # gate pre-activation g; 'mlp.hook_post' = h (down_proj input)
@@ -182,7 +175,7 @@ def run_pass(
     with torch.no_grad():
         for batch in token_batches(tokenizer, texts, max_len, batch_size, max_tokens):
             cache = capture(bridge, batch.input_ids, sorted(names))
-            keep = real_token_mask(batch.attention_mask)
+            keep = text_positions(batch.attention_mask)
             for c in collectors:
                 c.update(cache, keep)
             seen += int(keep.sum())

@@ -1,5 +1,5 @@
 """Difference-of-means concept directions per layer, in the residual stream and in the MLP
-hidden space, with held-out separation (AUROC) of concept vs neutral documents (METHODS 2(d)).
+hidden space, with held-out separation (AUROC) of concept vs neutral documents (docs/methods/concept_vectors.md).
 
 Residual activations are RMS-normalised first (r / rms(r), what the next norm sees). Means are
 taken per document over real tokens (BOS excluded), then over documents, so one long article

@@ -1,6 +1,6 @@
 """Vocabulary projection (logit lens) of value vectors and other residual-space directions.
 
-P(z) = (gamma_f * z) @ U for z in residual coordinates (METHODS 1.2). For a value vector the
+P(z) = (gamma_f * z) @ U for z in residual coordinates (docs/architecture.md, "Lenses"). For a value vector the
 'gain_aware' lens uses z = gamma_post * v (what actually reaches the residual stream through
 Gemma's post-FFN RMSNorm, up to a per-token scale); the 'reference' lens uses the raw v (what
 the papers did).

@@ -13,7 +13,7 @@ Methods (one page each under docs/methods/):
             PISCES's row selection (SAE features firing on the fact set, their rows by the tau
             rule) as the rows of the localized optimisation, instead of activation contrast.
   rewrite   closed-form (MEMIT-style) rewrite of the name's key in MLPs 3-7 so the residual at the
-            name looks like made-up names after layer 8 (edits/key_rewrite.py); every row of those
+            name looks like made-up names after layer 8 (methods/key_rewrite.py); every row of those
             layers' W_out changes, the delta travels in the payload like 'optimise'.
   rewrite-optimise
             'rewrite', then 'optimise' trained with the rewrite in place: two operations in one spec.
@@ -81,17 +81,44 @@ class RowCandidate:
 Candidate = RowCandidate | FeatureCandidate
 
 
+LISTED_ROWS = 256  # candidate rows a method lists (the most changed first)
+
+@dataclass(frozen=True)
+class AblateConfig:
+    """'ablate': zero the value vectors with the largest concept-vs-neutral contrast."""
+
+    n_rows: int = 256  # rows zeroed
+    runners_up: int = 32  # unselected rows listed after the selected ones
+
+
+@dataclass(frozen=True)
+class PiscesConfig:
+    """'pisces' (closed-form removal, tau x mu search) and 'pisces-rows' (the SAE features' rows as
+    the rows of the localized optimisation; their number is OptimiseConfig.n_rows)."""
+
+    layer: int = 6  # the layer of the local SAE
+    site: str | None = None  # SAE site; None = the newest local SAE of the layer
+    sae_id: str | None = None  # a specific local SAE folder
+    min_target_prob: float = 0.05  # fact tokens the base model predicts at least this likely
+    n_candidates: int = 8  # 'pisces': candidate features shown
+    n_select: int = 4  # 'pisces': features removed by default
+    taus: tuple[float, ...] = (0.9, 0.7, 0.5)  # 'pisces': the search grid
+    mus: tuple[float, ...] = (8.0, 16.0, 32.0)
+    n_features: int = 16  # 'pisces-rows': features by contrast on the fact set
+    row_tau: float = 0.5  # 'pisces-rows': tau rule for a feature's rows
+
+
 @dataclass
 class EraseOptions:
     """Knobs of the pipeline; defaults are what the CLI and app use."""
 
-    steps: int | None = None  # optimisation steps ('optimise'); None = OptimiseConfig default
-    optimise: OptimiseConfig | None = None  # settings for the optimise methods (target set by the method)
-    rewrite: RewriteConfig | None = None  # settings for 'rewrite'; None = RewriteConfig()
-    n_rows: int = 256  # rows edited by 'optimise' and 'ablate'
-    runners_up: int = 32  # unselected rows listed after the selected ones ('ablate')
-    saes_dir: Path | None = None  # where 'pisces' finds its SAE; None = Settings.from_env().saes_dir
-    pisces: dict[str, Any] = field(default_factory=dict)  # pisces_erase overrides (layer, taus, mus, ...)
+    # One config per method, no knob twice: steps and rows of the optimise methods live in
+    # OptimiseConfig (the method sets its target), the rest in the method's own config.
+    optimise: OptimiseConfig | None = None  # optimise, optimise-*, rewrite-optimise, pisces-rows; None = defaults
+    rewrite: RewriteConfig | None = None  # 'rewrite' and 'rewrite-optimise'; None = RewriteConfig()
+    ablate: AblateConfig = field(default_factory=lambda: AblateConfig())
+    pisces: PiscesConfig = field(default_factory=lambda: PiscesConfig())  # 'pisces' and 'pisces-rows'
+    saes_dir: Path | None = None  # where the pisces methods find their SAE; None = Settings.from_env().saes_dir
     score: bool = True  # run the scorecard (evaluate) at the end
     eval_options: EvalOptions = field(default_factory=EvalOptions)
 
@@ -136,9 +163,7 @@ def _optimise_target(target: Target) -> MethodFn:
 def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress,
               target: Target = "both", rows: dict[int, list[int]] | None = None) -> MethodRun:
     # the method decides the target; opts.optimise carries every other setting
-    cfg = replace(opts.optimise or replace(OptimiseConfig().fitted(bundle.n_layers), n_rows=opts.n_rows), target=target)
-    if opts.steps is not None:
-        cfg = replace(cfg, steps=opts.steps)
+    cfg = replace((opts.optimise or OptimiseConfig()).fitted(bundle.n_layers), target=target)
     result = optimise_value_vectors(bundle, facts, corpus, cfg, rows=rows, progress=progress)
     op, payload = to_operation(result, cfg)
     candidates = []
@@ -161,10 +186,10 @@ def _rewrite(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpt
         solve = next(s for s in solves if s.layer == layer)
         evidence = (f"|delta| / |v| (lam {solve.lam:g}; name's distance to made-up names "
                     f"{solve.remaining_before:.2f} -> {solve.remaining_after:.2f})")
-        top = rel.argsort(descending=True)[: opts.n_rows].tolist()
+        top = rel.argsort(descending=True)[:LISTED_ROWS].tolist()
         candidates += [RowCandidate(layer, idx[i], float(rel[i]), evidence) for i in top]
     candidates.sort(key=lambda c: -c.score)
-    return MethodRun([op], payload, candidates[: opts.n_rows])  # the most changed rows of all layers
+    return MethodRun([op], payload, candidates[:LISTED_ROWS])  # the most changed rows of all layers
 
 
 def _rewrite_optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions,
@@ -188,7 +213,10 @@ def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: Eras
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
     progress.stage("SAE features by contrast on the fact set -> their W_out rows (tau rule)")
-    rows, features = sae_feature_rows(bundle, corpus, facts, saes_dir, max_rows=opts.n_rows, **opts.pisces)
+    p = opts.pisces
+    rows, features = sae_feature_rows(bundle, corpus, facts, saes_dir, layer=p.layer, n_features=p.n_features,
+                                      tau=p.row_tau, max_rows=(opts.optimise or OptimiseConfig()).n_rows,
+                                      min_target_prob=p.min_target_prob, site=p.site, sae_id=p.sae_id)
     run = _optimise(bundle, corpus, facts, opts, progress, "both", rows)
     run.candidates = [*sorted(features, key=lambda c: not c.selected), *run.candidates]
     return run
@@ -200,10 +228,11 @@ def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
     retain = [d.text for d in retain_documents(corpus, facts, cfg)]
     n_mean, n_std = mlp_hidden_means(bundle, retain, list(cfg.layers), cfg.max_len)
     c_mean, _ = mlp_hidden_means(bundle, facts.texts(), list(cfg.layers), cfg.max_len)
-    scores = contrast_rows(c_mean, n_mean, n_std, opts.n_rows)
+    n_rows = opts.ablate.n_rows
+    scores = contrast_rows(c_mean, n_mean, n_std, n_rows)
     flat = sorted(((float(s), layer, i) for layer, z in scores.items() for i, s in enumerate(z.tolist())), reverse=True)
-    candidates = [RowCandidate(layer, i, s, "contrast z", selected=k < opts.n_rows)
-                  for k, (s, layer, i) in enumerate(flat[: opts.n_rows + opts.runners_up])]
+    candidates = [RowCandidate(layer, i, s, "contrast z", selected=k < n_rows)
+                  for k, (s, layer, i) in enumerate(flat[: n_rows + opts.ablate.runners_up])]
     rows: dict[int, list[int]] = {}
     for c in candidates:
         if c.selected:
@@ -239,7 +268,10 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
     from workbench.methods.pisces_search import local_sae_loader, pisces_erase
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
-    result = pisces_erase(bundle, corpus, facts, saes_dir, progress=progress, **opts.pisces)
+    p = opts.pisces
+    result = pisces_erase(bundle, corpus, facts, saes_dir, layer=p.layer, n_candidates=p.n_candidates,
+                          n_select=p.n_select, taus=p.taus, mus=p.mus, min_target_prob=p.min_target_prob,
+                          site=p.site, sae_id=p.sae_id, progress=progress)
     candidates = sorted(result.candidates, key=lambda c: (not c.selected, c.removal_effect))
     return MethodRun(list(result.spec.operations), candidates=candidates, sae=result.spec.sae,
                      sae_loader=local_sae_loader(saes_dir), grid=result.grid)
@@ -258,6 +290,26 @@ METHODS: dict[str, MethodFn] = {
 }
 
 
+def check_concept(corpus: Corpus, concept: str, *, as_name: bool = False) -> str:
+    """How `concept` will be erased: 'article' (a corpus title) or 'name' (a name the corpus has
+    no article for: its facts come from the sentences that mention it and from the model's own
+    samples). A name that is close to titles raises ValueError naming them, unless `as_name`:
+    the user probably means one ('The Legend of Zelda' for 'Zelda')."""
+    if not concept.strip():
+        raise ValueError("The concept is empty: give a corpus title or a name.")
+    if corpus.has(concept):
+        return "article"
+    close = corpus.close_titles(concept)
+    if close and not as_name:
+        mentions = len(corpus.containing([concept.strip()]))
+        raise ValueError(
+            f"The corpus has no article titled {concept!r}. Did you mean: {', '.join(close)}? Erase one of "
+            f"those, or erase {concept!r} as a name ({mentions} article(s) mention it; facts from those "
+            "sentences and the model's own samples): --as-name on the command line, 'erase as a name' on "
+            "the page.")
+    return "name"
+
+
 def erase(
     bundle: ModelBundle,
     corpus: Corpus,
@@ -267,19 +319,24 @@ def erase(
     *,
     fact_set: FactSet | None = None,
     options: EraseOptions = EraseOptions(),
+    about: str = "",
+    as_name: bool = False,
 ) -> EraseResult:
-    """Erase one corpus concept (any title of `corpus`) with one method.
+    """Erase one concept with one method: a corpus title, or any name (see `check_concept`).
 
-    `fact_set` replaces the built one (the user may have edited it). Raises ValueError with a
-    sentence for an unknown method or a title the corpus does not have."""
+    `fact_set` replaces the built one (the user may have edited it); `about` is a one-line
+    description that guides the kind of a name without an article. Raises ValueError with a
+    sentence for an unknown method, or for a name that is not a title but close to some
+    (unless `as_name`)."""
     if method not in METHODS:
         raise ValueError(f"Unknown erasure method {method!r}; choose one of {', '.join(METHODS)}.")
-    try:
-        corpus.get(concept)
-    except KeyError as err:
-        raise ValueError(err.args[0] if err.args else f"No corpus article titled {concept!r}.") from err
+    if fact_set is None:
+        how = check_concept(corpus, concept, as_name=as_name)
+        if how == "name" and options.score and corpus.mention_document(concept) is None:
+            raise ValueError(f"No article of the corpus mentions {concept!r}, so the scorecard has no prompts to "
+                             "test the erasure on: run without the scorecard (--no-eval) or give a fact set.")
     t0 = time.perf_counter()
-    facts = fact_set or build_fact_set(bundle, corpus, concept, progress=progress)
+    facts = fact_set or build_fact_set(bundle, corpus, concept, progress=progress, about=about)
     run = METHODS[method](bundle, corpus, facts, options, progress)
     spec = EditSpec(
         name=f"erase {facts.concept} ({method})",

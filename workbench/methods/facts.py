@@ -14,7 +14,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 
 import torch
@@ -108,13 +108,23 @@ def build_fact_set(
     temperature: float = 0.3,
     seed: int = 0,
     progress: Progress = NullProgress(),
+    about: str = "",
 ) -> FactSet:
-    """Facts about a corpus concept: article sentences, sentences of other articles that name
-    it, and base-model samples from kind-specific prompts."""
-    doc = corpus.get(concept)
+    """Facts about a concept: article sentences, sentences of other articles that name it, and
+    base-model samples from kind-specific prompts.
+
+    `concept` is a corpus title, or any name the corpus has no article for: then the facts are
+    the corpus sentences that mention it and the model's samples, and `about` (a one-line
+    description, e.g. 'action-adventure game series') guides the kind."""
+    doc = corpus.document_for(concept, about)
+    # a stand-in's text is the mentions, which the loop below adds with their sources
+    facts = [Fact(s, "article") for s in split_sentences(doc.text)] if corpus.has(concept) else []
+    if about and not doc.description:
+        doc = replace(doc, description=about)
     name = name or doc.title
-    kind = kind or guess_kind(doc)
-    facts = [Fact(s, "article") for s in split_sentences(doc.text)]
+    # the user's description says what the concept is; the topic of articles that merely mention
+    # it (a game's designer is a person) says less
+    kind = kind or guess_kind(replace(doc, topic="") if about else doc)
     mentions = 0
     for other in corpus.containing([name]):
         if other.doc_id == doc.doc_id:

@@ -46,7 +46,7 @@ from workbench.methods.optimise import (
     retain_documents,
 )
 from workbench.models import ModelBundle, layout
-from workbench.models.hooks import save_inputs, taps
+from workbench.models.hooks import capture, mlp_hidden, text_positions
 from workbench.progress import NullProgress, Progress
 
 
@@ -114,16 +114,11 @@ def full_layer_deltas(bundle: ModelBundle, deltas: dict[int, torch.Tensor]) -> A
     return down_proj_edits(bundle, {layer: lambda h, out, d=d: out + h @ d for layer, d in deltas.items()})
 
 
-def _capture_mlp(bundle: ModelBundle, ids: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h, raw output) of layer's down_proj for a batch: [batch, pos, d_mlp], [batch, pos, d_model]."""
-    got: dict[str, torch.Tensor] = {}
-
-    def hook(_m: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        got["h"], got["o"] = inp[0].detach(), out.detach()
-
-    with taps({layout.mlp_module(bundle.hf_model, layer).down_proj: hook}):
-        residuals_after(bundle, ids, [layer])
-    return got["h"], got["o"]
+def _mlp_outputs(bundle: ModelBundle, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Raw MLP output (down_proj's, before the post-FFN norm) per layer: {layer: [batch, pos, d_model]}."""
+    names = {layer: f"blocks.{layer}.mlp.hook_out" for layer in layers}
+    got = capture(bundle.bridge, ids, list(names.values()))
+    return {layer: got[name] for layer, name in names.items()}
 
 
 def repr_distance(bundle: ModelBundle, frames: FrameBatch) -> torch.Tensor:
@@ -143,15 +138,13 @@ def key_covariances(bundle: ModelBundle, texts: Sequence[str], layers: Sequence[
     excluded), one forward pass for all layers: {layer: [d_mlp, d_mlp]}."""
     tok = bundle.tokenizer
     sums = {layer: torch.zeros(bundle.d_mlp, bundle.d_mlp, dtype=torch.float64) for layer in layers}
-    got: dict[int, torch.Tensor] = {}
     n = 0
-    with taps(save_inputs(got, {layer: layout.mlp_module(bundle.hf_model, layer).down_proj for layer in layers})):
+    with torch.no_grad():
         for start in range(0, len(texts), 8):
             enc = tok(list(texts[start:start + 8]), return_tensors="pt", padding=True, truncation=True,
                       max_length=max_len, padding_side="right")
-            residuals_after(bundle, enc["input_ids"], [max(layers)])
-            keep = enc["attention_mask"].bool().clone()
-            keep[:, 0] = False
+            got = mlp_hidden(bundle.bridge, enc["input_ids"], layers, attention_mask=enc["attention_mask"])
+            keep = text_positions(enc["attention_mask"])
             for layer in layers:
                 x = got[layer][keep].double()  # [n_tok, d_mlp]
                 sums[layer] += x.T @ x
@@ -200,7 +193,7 @@ def rewrite_name_key(
         # one scale for all frames: a frame whose name already sits near the made-up names
         # must not dominate (per-frame ratios blew up on Paris, which many frames mention)
         base_dist = repr_distance(bundle, frames).mean().clamp_min(1e-9)  # scalar
-        outs = {layer: _capture_mlp(bundle, frames.input_ids, layer)[1][rows, frames.last] for layer in layers}
+        outs = {layer: o[rows, frames.last] for layer, o in _mlp_outputs(bundle, frames.input_ids, layers).items()}
     scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
     # one vector per layer, shared by every frame (as ROME's v*): it is updated at every step
     # and has to work in all contexts, which is what the held-out prompts need
@@ -294,11 +287,5 @@ def _subset(frames: FrameBatch, pick: torch.Tensor) -> FrameBatch:
 
 def _keys_at_names(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """h (down_proj input) of each layer at the name's last token: {layer: [n, d_mlp]}."""
-    got: dict[int, torch.Tensor] = {}
     rows = torch.arange(len(frames.last))
-    fns = {layout.mlp_module(bundle.hf_model, layer).down_proj:
-           (lambda _m, inp, _o, layer=layer: got.__setitem__(layer, inp[0][rows, frames.last].detach()))
-           for layer in layers}
-    with taps(fns):
-        residuals_after(bundle, frames.input_ids, [max(layers)])
-    return got
+    return {layer: h[rows, frames.last] for layer, h in mlp_hidden(bundle.bridge, frames.input_ids, layers).items()}

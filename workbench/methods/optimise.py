@@ -36,7 +36,7 @@ from workbench.corpus import Corpus, Document
 from workbench.corpus.nonce import nonce_names
 from workbench.methods.facts import FactSet, FactTargets, fact_targets, split_sentences
 from workbench.models import ModelBundle, layout
-from workbench.models.hooks import StopForward, save_inputs, taps
+from workbench.models.hooks import StopForward, mlp_hidden, taps, text_positions
 from workbench.progress import NullProgress, Progress
 
 Target = Literal["facts", "representation", "both"]
@@ -126,7 +126,8 @@ def logits_at(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
 
 def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """Residual stream after each decoder layer in `layers` ({layer: [batch, pos, d_model]});
-    layers after the last one are skipped."""
+    layers after the last one are skipped. Differentiable: the representation loss trains
+    through it. Readers that need no gradient use `workbench.models.hooks.capture`."""
     captured: dict[int, torch.Tensor] = {}
     last = max(layers)
 
@@ -142,11 +143,6 @@ def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequen
         except StopForward:
             pass
     return captured
-
-
-def residual_after(bundle: ModelBundle, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
-    """Residual stream after decoder layer `layer` ([batch, pos, d_model]); later layers skipped."""
-    return residuals_after(bundle, input_ids, [layer])[layer]
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -206,7 +202,7 @@ def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
 def retain_documents(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> list[Document]:
     """Neutral extracts plus neighbours: same-topic articles that do not mention the concept,
     ranked by how much their description shares with the concept's (other novels for a novel)."""
-    doc = corpus.get(facts.concept)
+    doc = corpus.document_for(facts.concept)
     mentioning = {d.doc_id for d in corpus.containing([facts.name])} | {doc.doc_id}
     words = {w for w in doc.description.lower().split() if len(w) > 3}
     same_topic = [d for d in corpus.by_topic(doc.topic) if d.doc_id not in mentioning]
@@ -224,22 +220,19 @@ def mlp_hidden_means(bundle: ModelBundle, texts: Sequence[str], layers: Sequence
     the given position of each text when `positions` is set."""
     tok = bundle.tokenizer
     sums: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    captured: dict[int, torch.Tensor] = {}
-    with taps(save_inputs(captured, {layer: layout.mlp_module(bundle.hf_model, layer).down_proj for layer in layers})):
-        with torch.no_grad():
-            for start in range(0, len(texts), 8):
-                chunk = list(texts[start:start + 8])
-                enc = tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
-                          padding_side="right")
-                residual_after(bundle, enc["input_ids"], max(layers))
-                keep = enc["attention_mask"].bool()
-                keep[:, 0] = False
-                if positions is not None:
-                    keep = torch.zeros_like(keep)
-                    for i, p in enumerate(positions[start:start + 8]):
-                        keep[i, p] = True
-                for layer in layers:
-                    sums[layer].append(captured[layer][keep])
+    with torch.no_grad():
+        for start in range(0, len(texts), 8):
+            chunk = list(texts[start:start + 8])
+            enc = tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_len,
+                      padding_side="right")
+            hidden = mlp_hidden(bundle.bridge, enc["input_ids"], layers, attention_mask=enc["attention_mask"])
+            keep = text_positions(enc["attention_mask"])
+            if positions is not None:
+                keep = torch.zeros_like(keep)
+                for i, p in enumerate(positions[start:start + 8]):
+                    keep[i, p] = True
+            for layer in layers:
+                sums[layer].append(hidden[layer][keep])
     means = {layer: torch.cat(v).mean(0) for layer, v in sums.items()}
     stds = {layer: torch.cat(v).std(0) for layer, v in sums.items()}
     return means, stds
@@ -311,25 +304,30 @@ def _rank01(z: torch.Tensor) -> torch.Tensor:
 
 
 # -- optimisation ----------------------------------------------------------------------------------------
-def optimise_value_vectors(
-    bundle: ModelBundle,
-    facts: FactSet,
-    corpus: Corpus,
-    cfg: OptimiseConfig = OptimiseConfig(),
-    rows: dict[int, list[int]] | None = None,
-    progress: Progress = NullProgress(),
-) -> OptimiseResult:
-    """Train additive deltas on the chosen W_out rows (see module docstring). `rows` defaults
-    to activation-contrast selection; any selection (SAE feature rows by the tau rule, a
-    hand-picked list) can be passed instead."""
-    t0 = time.perf_counter()
+@dataclass
+class OptimiseProblem:
+    """Everything the training loop needs, built once: the fact targets, the made-up-name
+    frames, the retain texts (tokenised) with their collision positions, and the rows."""
+
+    rows: dict[int, list[int]]  # layer -> neuron ids whose W_out rows get a delta
+    targets: FactTargets | None  # unlikelihood targets (target 'facts' or 'both')
+    frames: FrameBatch | None  # representation frames (target 'representation' or 'both')
+    fact_train: list[int]
+    fact_val: list[int]
+    retain_enc: Any  # tokenizer output of the retain texts: input_ids, attention_mask [n, pos]
+    collide: torch.Tensor  # [n, pos] bool: positions whose next token is a fact target token
+    colliding: list[int]  # retain texts with a collision position
+    plain: list[int]  # the others
+    lr: float
+
+
+def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: OptimiseConfig,
+                    rows: dict[int, list[int]] | None, progress: Progress) -> OptimiseProblem:
+    """Targets, frames, retain set and rows (activation contrast unless given), and the step size."""
     if not facts.facts:
         raise ValueError("The fact set is empty: add facts before optimising.")
     for layer in cfg.layers:
         bundle.check_layer(layer)
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    tok = bundle.tokenizer
     progress.stage("preparing targets and retain set", total=None)
     targets = fact_targets(bundle, facts, corpus, cfg.max_len, min_prob=cfg.min_target_prob) \
         if cfg.target in ("facts", "both") else None
@@ -345,66 +343,94 @@ def optimise_value_vectors(
     for layer, idx in rows.items():
         bundle.check_layer(layer)
         bundle.check_neurons(idx)
-    d_model = bundle.d_model
     norms = torch.cat([layout.w_out(bundle.hf_model, layer).detach()[idx].norm(dim=1) for layer, idx in rows.items()])
-    lr = cfg.lr_scale * float(norms.mean()) / math.sqrt(d_model)
-    deltas = {layer: torch.zeros(len(idx), d_model, requires_grad=True) for layer, idx in rows.items()}
-    opt = torch.optim.Adam(list(deltas.values()), lr=lr)
-
     fact_train, fact_val = _split_facts(targets, cfg.val_fraction, cfg.seed) if targets is not None else ([], [])
-    retain_enc = tok(retain_texts, return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_len,
-                     padding_side="right")
+    retain_enc = bundle.tokenizer(retain_texts, return_tensors="pt", padding=True, truncation=True,
+                                  max_length=cfg.max_len, padding_side="right")
     collide = collision_mask(retain_enc["input_ids"], retain_enc["attention_mask"], target_ids)  # [n, pos]
     has_collision = collide.any(dim=1).tolist()  # [n]
-    colliding = [i for i, hit in enumerate(has_collision) if hit]
-    plain = [i for i, hit in enumerate(has_collision) if not hit]
-    progress.message(f"retain: {len(retain_texts)} texts, {len(colliding)} with {int(collide.sum())} "
+    problem = OptimiseProblem(
+        rows=rows, targets=targets, frames=frames, fact_train=fact_train, fact_val=fact_val,
+        retain_enc=retain_enc, collide=collide,
+        colliding=[i for i, hit in enumerate(has_collision) if hit],
+        plain=[i for i, hit in enumerate(has_collision) if not hit],
+        lr=cfg.lr_scale * float(norms.mean()) / math.sqrt(bundle.d_model),
+    )
+    progress.message(f"retain: {len(retain_texts)} texts, {len(problem.colliding)} with {int(collide.sum())} "
                      f"target-token positions")
+    return problem
+
+
+def loss_terms(bundle: ModelBundle, problem: OptimiseProblem, cfg: OptimiseConfig, rng: random.Random,
+               deltas: dict[int, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """One step's loss = fact_weight * unlikelihood + repr_weight * representation + kl_weight * KL
+    on retain positions (the base's own distribution there), with the deltas hooked in."""
+    logs: dict[str, float] = {}
+    loss = torch.zeros(())
+    pick = _retain_batch(problem.colliding, problem.plain, cfg.retain_batch, cfg.collision_share, rng)
+    r_ids, r_mask = _retain_positions(problem.retain_enc, pick, cfg.retain_positions, rng, problem.collide)
+    with torch.no_grad():
+        base_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+    with torch.enable_grad(), delta_hooks(bundle, problem.rows, deltas):
+        if problem.targets is not None and problem.fact_train:
+            pick = rng.sample(problem.fact_train, min(cfg.concept_batch, len(problem.fact_train)))
+            ul = _unlikelihood(bundle, problem.targets, pick)
+            loss = loss + cfg.fact_weight * ul
+            logs["unlikelihood"] = ul.item()
+        if problem.frames is not None:
+            pick = rng.sample(range(len(problem.frames.last)), min(cfg.frame_batch, len(problem.frames.last)))
+            rl = _repr_loss(bundle, problem.frames, pick)
+            loss = loss + cfg.repr_weight * rl
+            logs["repr"] = rl.item()
+        edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
+        kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
+        loss = loss + cfg.kl_weight * kl
+        logs["kl"] = kl.item()
+    return loss, logs
+
+
+def optimise_value_vectors(
+    bundle: ModelBundle,
+    facts: FactSet,
+    corpus: Corpus,
+    cfg: OptimiseConfig = OptimiseConfig(),
+    rows: dict[int, list[int]] | None = None,
+    progress: Progress = NullProgress(),
+) -> OptimiseResult:
+    """Train additive deltas on the chosen W_out rows (see module docstring). `rows` defaults
+    to activation-contrast selection; any selection (SAE feature rows by the tau rule, a
+    hand-picked list) can be passed instead. Stops early when the held-out facts' target
+    probability stops falling (cfg.patience evaluations) or drops below 0.005."""
+    t0 = time.perf_counter()
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    problem = prepare_problem(bundle, facts, corpus, cfg, rows, progress)
+    deltas = {layer: torch.zeros(len(idx), bundle.d_model, requires_grad=True) for layer, idx in problem.rows.items()}
+    opt = torch.optim.Adam(list(deltas.values()), lr=problem.lr)
     history: list[dict[str, float]] = []
     best_val, bad_evals, stopped = float("inf"), 0, False
-    progress.stage(f"optimising {sum(len(v) for v in rows.values())} value vectors", total=cfg.steps, unit="step")
+    n_rows = sum(len(v) for v in problem.rows.values())
+    progress.stage(f"optimising {n_rows} value vectors", total=cfg.steps, unit="step")
     for step in range(cfg.steps):
         opt.zero_grad()
-        logs: dict[str, float] = {"step": float(step)}
-        loss = torch.zeros(())
-        pick = _retain_batch(colliding, plain, cfg.retain_batch, cfg.collision_share, rng)
-        r_ids, r_mask = _retain_positions(retain_enc, pick, cfg.retain_positions, rng, collide)
-        with torch.no_grad():
-            base_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
-        with torch.enable_grad(), delta_hooks(bundle, rows, deltas):
-            if targets is not None and fact_train:
-                pick = rng.sample(fact_train, min(cfg.concept_batch, len(fact_train)))
-                ul = _unlikelihood(bundle, targets, pick)
-                loss = loss + cfg.fact_weight * ul
-                logs["unlikelihood"] = ul.item()
-            if frames is not None:
-                pick = rng.sample(range(len(frames.last)), min(cfg.frame_batch, len(frames.last)))
-                rl = _repr_loss(bundle, frames, pick)
-                loss = loss + cfg.repr_weight * rl
-                logs["repr"] = rl.item()
-            edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
-            kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
-            loss = loss + cfg.kl_weight * kl
-            logs["kl"] = kl.item()
+        loss, logs = loss_terms(bundle, problem, cfg, rng, deltas)
+        with torch.enable_grad():
             loss.backward()
         opt.step()
-        logs["loss"] = loss.item()
-        if targets is not None and fact_val and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1):
-            with torch.no_grad(), delta_hooks(bundle, rows, deltas):
-                val = float(_target_prob(bundle, targets, fact_val))
+        logs = {"step": float(step), **logs, "loss": loss.item()}
+        if problem.targets is not None and problem.fact_val and ((step + 1) % cfg.eval_every == 0
+                                                                 or step == cfg.steps - 1):
+            with torch.no_grad(), delta_hooks(bundle, problem.rows, deltas):
+                val = float(_target_prob(bundle, problem.targets, problem.fact_val))
             logs["val_target_prob"] = val
-            if val < best_val - 1e-4:
-                best_val, bad_evals = val, 0
-            else:
-                bad_evals += 1
-            if bad_evals >= cfg.patience or val < 0.005:
-                stopped = True
+            best_val, bad_evals = (val, 0) if val < best_val - 1e-4 else (best_val, bad_evals + 1)
+            stopped = bad_evals >= cfg.patience or val < 0.005
         history.append(logs)
         progress.advance(1, **{k: v for k, v in logs.items() if k != "step"})
         if stopped:
             break
-    return OptimiseResult(rows=rows, deltas={k: v.detach().clone() for k, v in deltas.items()}, history=history,
-                          seconds=time.perf_counter() - t0, stopped_early=stopped)
+    return OptimiseResult(rows=problem.rows, deltas={k: v.detach().clone() for k, v in deltas.items()},
+                          history=history, seconds=time.perf_counter() - t0, stopped_early=stopped)
 
 
 def _split_facts(targets: FactTargets, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -1,7 +1,7 @@
-"""PISCES erasure pipeline (METHODS 2(b)): candidate features with their evidence, neuron
+"""PISCES erasure pipeline (docs/methods/pisces.md): candidate features with their evidence, neuron
 signs, a default selection and a small tau x mu search, ending in a remove_sae_features spec.
 
-Candidates are ranked by activation contrast on the fact set vs retain text (FINDINGS: vocab
+Candidates are ranked by activation contrast on the fact set vs retain text (measured: vocab
 projection alone finds no concept features in a small SAE here); each carries its vocab match
 to the concept tokens and the effect of removing it alone (tau 0.9, mu 16) on the fact set's
 concept-token probability. The search scores HM(efficacy, specificity) with efficacy = the
@@ -25,7 +25,7 @@ from workbench.lenses.vocab import project_topk
 from workbench.methods.facts import FactSet, FactTargets, fact_targets
 from workbench.methods.optimise import OptimiseConfig, retain_documents, selected_logits
 from workbench.models import ModelBundle, layout
-from workbench.models.hooks import capture, save_inputs, taps
+from workbench.models.hooks import capture, mlp_hidden, text_positions
 from workbench.models.sites import SAESite
 from workbench.progress import NullProgress, Progress
 from workbench.sae.catalogue import decoder_directions
@@ -76,17 +76,14 @@ def _feature_means(bundle: ModelBundle, sae: Any, ids: torch.Tensor, mask: torch
     site = SAESite.of_sae(sae)
     with torch.no_grad():
         cache = capture(bundle.bridge, ids, [site.hook_name])
-        keep = mask.bool().clone()
-        keep[:, 0] = False
-        return sae.encode(cache[site.hook_name][keep].float()).mean(0)
+        return sae.encode(cache[site.hook_name][text_positions(mask)].float()).mean(0)
 
 
 def neuron_signs(bundle: ModelBundle, targets: FactTargets, layer: int) -> dict[int, int]:
     """eta_i: majority sign of h_i (down_proj input) at the positions that predict a concept token."""
-    captured: dict[str, torch.Tensor] = {}
-    with taps(save_inputs(captured, {"h": layout.mlp_module(bundle.hf_model, layer).down_proj})), torch.no_grad():
-        bundle.hf_model.model(input_ids=targets.input_ids)
-    h = captured["h"][targets.targets >= 0]  # [n_positions, d_mlp]
+    with torch.no_grad():
+        hidden = mlp_hidden(bundle.bridge, targets.input_ids, [layer], attention_mask=targets.attention_mask)[layer]
+    h = hidden[targets.targets >= 0]  # [n_positions, d_mlp]
     votes = torch.sign(h).sum(0)
     return {i: (1 if v >= 0 else -1) for i, v in enumerate(votes.tolist())}
 

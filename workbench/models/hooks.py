@@ -158,3 +158,21 @@ def capture(
     if missing:
         raise RuntimeError(f"The forward pass never reached the hooks {missing}.")
     return got
+
+
+def text_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, pos] bool: the real tokens of a right-padded batch except position 0 (BOS, whose
+    activations are outliers, not text). The one place every reader drops BOS."""
+    keep = attention_mask.bool().clone()
+    keep[:, 0] = False
+    return keep
+
+
+def mlp_hidden(
+    bridge: Any, input_ids: torch.Tensor, layers: Sequence[int], *, attention_mask: torch.Tensor | None = None,
+) -> dict[int, torch.Tensor]:
+    """h, the hidden activations W_out reads (down_proj's input, hook `mlp.hook_post`), per layer:
+    {layer: [batch, pos, d_mlp]}, through `capture` (this thread only, stops after the last layer)."""
+    names = {layer: f"blocks.{layer}.mlp.hook_post" for layer in layers}
+    got = capture(bridge, input_ids, list(names.values()), attention_mask=attention_mask)
+    return {layer: got[name] for layer, name in names.items()}

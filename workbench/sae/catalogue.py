@@ -2,7 +2,7 @@
 
 Per feature f:
 - vocab projection of the decoder direction d_f: top/bottom tokens with logits. Gain handling
-  (METHODS 1.2/1.4): P(z) = (gamma_f * z) @ U with z the direction d_f writes into the
+  (docs/architecture.md, "Lenses"): P(z) = (gamma_f * z) @ U with z the direction d_f writes into the
   residual stream. At `hook_mlp_out` (after the post-FFN RMSNorm) d_f already is a residual
   direction, so z = d_f: there is no lens choice. At the pre-norm `mlp.hook_out`, z =
   gamma_post * d_f ('gain_aware', default) or d_f ('reference'). At `mlp.hook_post` (neuron
@@ -11,7 +11,7 @@ Per feature f:
   sample, the top-activating snippets (at most one per document, activating token marked
   with [[...]]), and an automatic label (the most frequent top-activating tokens).
 
-PISCES "features of the weights" (METHODS 2(b) step 4): s[i, f] = u_i . e_f with e_f the raw
+PISCES "features of the weights" (docs/methods/pisces.md): s[i, f] = u_i . e_f with e_f the raw
 encoder column (no bias, no activation) and u_i the W_out row as the SAE sees it:
 gamma_post * v_i at `hook_mlp_out` (gain-aware; v_i for 'reference', the PISCES code's
 behaviour on Gemma 2), v_i at `mlp.hook_out`, the unit vector of neuron i at `mlp.hook_post`
@@ -35,7 +35,7 @@ from workbench.corpus.documents import Document
 from workbench.lenses.tokens import clean_token_mask, vocab_strings
 from workbench.lenses.vocab import project_topk
 from workbench.models import layout
-from workbench.models.hooks import capture
+from workbench.models.hooks import capture, text_positions
 from workbench.models.sites import SAESite
 from workbench.progress import NullProgress, Progress
 
@@ -159,8 +159,7 @@ def build_catalogue(
         cache = capture(bundle.bridge, batch.input_ids, [site.hook_name], attention_mask=batch.attention_mask)
         acts = cache[site.hook_name].float()  # [batch, pos, d_in]
         b, p, _ = acts.shape
-        keep = batch.attention_mask.bool().clone()
-        keep[:, 0] = False  # the BOS position is an outlier, not text
+        keep = text_positions(batch.attention_mask)
         feats = sae.encode(acts.reshape(b * p, -1)).reshape(b, p, d_sae)
         feats = feats * keep.unsqueeze(-1)
         flat = feats[keep]  # [n, d_sae]
@@ -333,8 +332,7 @@ def mean_feature_activation(bundle: Any, sae: Any, texts: Sequence[str], max_tok
     for batch in token_batches(bundle.tokenizer, list(texts), max_len=context_size,
                                batch_size=batch_size, max_tokens=max_tokens):
         cache = capture(bundle.bridge, batch.input_ids, [site.hook_name], attention_mask=batch.attention_mask)
-        keep = batch.attention_mask.bool().clone()
-        keep[:, 0] = False
+        keep = text_positions(batch.attention_mask)
         feats = sae.encode(cache[site.hook_name].float()[keep])
         total += feats.double().sum(0)
         fired += (feats > 0).float().sum(0)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 
 from workbench.config import Settings
-from workbench.models.hooks import capture
+from workbench.models.hooks import capture, text_positions
 from workbench.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ _SITE_SHORT = {"hook_mlp_out": "mlp_out", "mlp.hook_out": "mlp_raw", "mlp.hook_p
 @dataclass(frozen=True)
 class SAETrainConfig:
     """What to train. Defaults train one layer of the embedded model in ~15 min on 2 cores
-    (FINDINGS: ~1k tok/s for d_sae 4096; 20k tokens give a useless SAE, 800k a usable one)."""
+    (measured: ~1k tok/s for d_sae 4096; 20k tokens give a useless SAE, 800k a usable one)."""
 
     layer: int = 6
     # pre-norm MLP output by default (bench/sae_sweep.py, layer 6, 400k tokens: 2.5% dead features
@@ -338,7 +338,7 @@ def training_sae_config(cfg: SAETrainConfig, d_in: int) -> Any:
     """SAELens's training config of the SAE itself (architecture, width, k, aux loss), shared
     by the runner and the cached-activation sweep. Activations are normalised to an expected
     norm of sqrt(d_in) (folded into the saved weights): without it nothing trains at
-    `hook_mlp_out` (FINDINGS)."""
+    `hook_mlp_out` (bench/sae_sweep.py)."""
     from sae_lens import BatchTopKTrainingSAEConfig, TopKTrainingSAEConfig
 
     sae_cls = BatchTopKTrainingSAEConfig if cfg.architecture == "batchtopk" else TopKTrainingSAEConfig
@@ -373,8 +373,7 @@ def collect_hook_activations(
     for batch in token_batches(bundle.tokenizer, texts, max_len=context_size, batch_size=batch_size,
                                max_tokens=max_tokens):
         cache = capture(bundle.bridge, batch.input_ids, list(hook_names), attention_mask=batch.attention_mask)
-        keep = batch.attention_mask.bool().clone()
-        keep[:, 0] = False  # BOS
+        keep = text_positions(batch.attention_mask)
         for h in hook_names:
             sel = cache[h][keep].float()  # [n_real, d_in]
             if dtype != torch.float32 and not bool(sel.to(dtype).isfinite().all()):

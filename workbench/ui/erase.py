@@ -79,6 +79,19 @@ METHOD_INFO: dict[str, MethodInfo] = {
 }
 
 
+AS_NAME = " (as a name)"  # the picker's suffix for a typed name that is not a corpus title
+
+
+def is_name(choice: str | None) -> bool:
+    """Whether the concept picker's choice is a typed name rather than a corpus title."""
+    return bool(choice) and str(choice).endswith(AS_NAME)
+
+
+def concept_of(choice: str | None) -> str | None:
+    """The concept a picker choice stands for (the title, or the typed name without the suffix)."""
+    return None if not choice else str(choice).removesuffix(AS_NAME)
+
+
 def facts_frame(facts: FactSet) -> pd.DataFrame:
     """The fact set as rows a user ticks off or edits: keep, text, source."""
     return pd.DataFrame({"keep": [True] * len(facts.facts), "text": [f.text for f in facts.facts],
