@@ -79,14 +79,14 @@ def check(page, url: str, name: str) -> bool:  # type: ignore[no-untyped-def]
     if name == "value_vector_paris":
         page.get_by_role("tab", name="Value vectors (W_out rows)").click()
         box = page.get_by_role("textbox", name="Search tokens")
-        box.fill(args_words["vv"])
+        box.fill(args_words["vv"], timeout=10_000)
         box.press("Enter")
         settle(page)
         return page.get_by_text("value vector(s) match").count() > 0
     if page.get_by_text("No SAE is catalogued").count() > 0:
         return False
     box = page.get_by_role("textbox", name="Token or label")
-    box.fill(args_words["sae"])
+    box.fill(args_words["sae"], timeout=10_000)
     box.press("Enter")
     settle(page)
     return page.get_by_text("No feature fires on").count() == 0 and page.locator('[data-testid="stDataFrame"]').count() > 0

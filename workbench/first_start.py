@@ -3,19 +3,19 @@
 A newcomer who opens the app should see features, value vectors and histograms without
 finding and starting five builds by hand. `run_first_start` builds, in this order:
 
-1. vocab projections, the most-used layers first (the default SAE layer, then the layers the
-   default erase method edits, then the rest): the value-vector browser works after the
-   first slice (~15 s a layer on 2 cores);
+1. vocab projections of the most-used layers (the default SAE layer first, then the layers
+   the default erase method edits): the value-vector browser works after the first slice;
 2. neuron statistics on the embedded corpus (the Neurons page's histograms);
 3. the default concept sets (concept vectors, neuron contrast);
 4. a quick SAE (width 1024, 100k tokens: a few minutes) and its feature catalogue;
-5. the full SAE (the default `SAETrainConfig`, ~15 min) and its catalogue.
+5. vocab projections of the remaining layers (every page already shows real content);
+6. the full SAE (the default `SAETrainConfig`, ~15 min) and its catalogue.
 
 Every step is resumable: finished slices, trained SAEs and catalogues are kept, so an
 interrupted first start continues where it stopped. The app starts it in a background job
 (`maybe_start`); `python -m workbench prepare --all` runs the same steps in a terminal. Set
 `WORKBENCH_AUTOPREPARE=0` (for example on a lab server with its own build plan) to turn the
-background start off, or `WORKBENCH_AUTOPREPARE=quick` to stop after the quick SAE.
+background start off, or `WORKBENCH_AUTOPREPARE=quick` to leave the full SAE out.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ def _quick_sae() -> SAETrainConfig:
     return SAETrainConfig(width=1024, k=32, tokens=100_000)
 
 
+def _edit_layers() -> tuple[int, ...]:
+    from workbench.methods.optimise import OptimiseConfig
+
+    return OptimiseConfig().layers
+
+
 @dataclass(frozen=True)
 class FirstStartConfig:
     """What the first start builds. Defaults fit 2 cores: pages fill within minutes."""
@@ -52,6 +58,7 @@ class FirstStartConfig:
     full_sae: SAETrainConfig | None = field(default_factory=SAETrainConfig)
     quick_catalogue_tokens: int = 20_000
     full_catalogue_tokens: int = 50_000
+    edit_layers: tuple[int, ...] = field(default_factory=_edit_layers)  # vocab-projected right after the SAE layer
 
     def fitted(self, n_layers: int) -> FirstStartConfig:
         """The same plan on a model with fewer layers: SAE layers clipped to the last layer."""
@@ -83,6 +90,7 @@ def layer_order(n_layers: int, sae_layer: int, edit_layers: tuple[int, ...]) -> 
     return [chunk for chunk in (first, second, rest) if chunk]
 
 
+
 @dataclass(frozen=True)
 class Step:
     """One step of the first start: what it builds, the page it feeds, and whether it is done."""
@@ -102,17 +110,25 @@ def steps(store: Store, bundle: ModelBundle, cfg: FirstStartConfig = FirstStartC
     builds = store.builds(model)
     built = set(builds["artefact"].astype(str) + "|" + builds["part"].astype(str))
     layers = range(bundle.n_layers)
-    vocab_done = all(f"vocab:gain_aware|layer={layer}" in built for layer in layers)
+    chunks = layer_order(bundle.n_layers, cfg.quick_sae.layer, cfg.edit_layers)
+    first_layers = [layer for chunk in chunks[:2] for layer in chunk]
+
+    def vocab_done(which: list[int] | range) -> bool:
+        return all(f"vocab:gain_aware|layer={layer}" in built for layer in which)
+
     stats_done = all(f"stats:mlp.hook_pre:wiki-en:{cfg.stat_tokens}|layer={layer}" in built for layer in layers)
     concept_done = all(f"concept:{slug(name)}|all" in built for name in cfg.concepts)
     saes = set(store.list_saes(model)["sae_id"])
     quick_id = cfg.quick_sae.sae_id(model, bundle.weights_sha256)
     out = [
-        Step("vocab", "vocab projections of every value vector", "Feature browser → value vectors", vocab_done),
+        Step("vocab", f"vocab projections of the most-used layers ({', '.join(map(str, first_layers))})",
+             "Feature browser → value vectors", vocab_done(first_layers)),
         Step("stats", f"neuron statistics on {cfg.stat_tokens:,} corpus tokens", "Neurons", stats_done),
         Step("concepts", f"concept sets ({', '.join(cfg.concepts)})", "Concept vectors, Neurons", concept_done),
         Step("quick_sae", f"quick SAE (width {cfg.quick_sae.width}) and its catalogue", "Feature browser",
              quick_id in saes),
+        Step("vocab_rest", "vocab projections of the other layers", "Feature browser → value vectors",
+             vocab_done(layers)),
     ]
     if cfg.full_sae is not None:
         out.append(Step("full_sae", f"full SAE (width {cfg.full_sae.width}) and its catalogue", "Feature browser",
@@ -122,13 +138,12 @@ def steps(store: Store, bundle: ModelBundle, cfg: FirstStartConfig = FirstStartC
 
 def run_first_start(
     store: Store, bundle: ModelBundle, settings: Settings, cfg: FirstStartConfig = FirstStartConfig(),
-    progress: Progress = NullProgress(), *, edit_layers: tuple[int, ...] | None = None,
+    progress: Progress = NullProgress(),
 ) -> list[str]:
     """Build every step that is not done yet, in order; returns one line per step.
 
     Safe to interrupt and rerun: each build skips what the store (or the SAE folder) holds."""
     from workbench.corpus import load_wiki
-    from workbench.methods.optimise import OptimiseConfig
     from workbench.prepare import (
         PrepareConfig,
         build_concepts,
@@ -138,7 +153,6 @@ def run_first_start(
     )
 
     cfg = cfg.fitted(bundle.n_layers)
-    edit_layers = OptimiseConfig().layers if edit_layers is None else edit_layers
     plan = steps(store, bundle, cfg)
     lines: list[str] = []
     register_model(store, bundle)
@@ -155,17 +169,20 @@ def run_first_start(
         progress.message(f"First start, step {number}/{len(plan)}: {todo.title} (feeds {todo.page})")
         lines.append(f"{number}/{len(plan)} {todo.title}: {build()}")
 
-    def vocab() -> str:
+    chunks = layer_order(bundle.n_layers, cfg.quick_sae.layer, cfg.edit_layers)
+
+    def vocab(parts: list[list[int]]) -> str:
         n = 0
-        for chunk in layer_order(bundle.n_layers, cfg.quick_sae.layer, edit_layers):
+        for chunk in parts:
             n += sum(not r.skipped for r in build_vocab_projections(store, bundle, PrepareConfig(layers=chunk), progress))
         return f"{n} layer(s) built"
 
     prepare_cfg = PrepareConfig(stat_tokens=cfg.stat_tokens, concepts=list(cfg.concepts), concept_docs=cfg.concept_docs)
-    step("vocab", vocab)
+    step("vocab", lambda: vocab(chunks[:2]))
     step("stats", lambda: f"{len(build_neuron_stats(store, bundle, wiki, prepare_cfg, progress))} layer(s)")
     step("concepts", lambda: f"{len(build_concepts(store, bundle, wiki, prepare_cfg, progress))} concept(s)")
     step("quick_sae", lambda: _sae(store, bundle, settings, cfg.quick_sae, cfg.quick_catalogue_tokens, progress))
+    step("vocab_rest", lambda: vocab(chunks[2:]))
     if cfg.full_sae is not None:
         full = cfg.full_sae
         step("full_sae", lambda: _sae(store, bundle, settings, full, cfg.full_catalogue_tokens, progress))

@@ -54,16 +54,17 @@ def test_switch_reads_the_environment() -> None:
 
 def test_first_start_builds_every_step_in_order_and_a_rerun_builds_nothing(tiny_bundle, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     store = Store(settings.store_path)
-    assert [s.done for s in steps(store, tiny_bundle, TINY_PLAN)] == [False] * 5
+    assert [s.done for s in steps(store, tiny_bundle, TINY_PLAN)] == [False] * 6
     progress = Recorder()
     lines = run_first_start(store, tiny_bundle, settings, TINY_PLAN, progress)
     assert [s.key for s in steps(store, tiny_bundle, TINY_PLAN) if s.done] == [
-        "vocab", "stats", "concepts", "quick_sae", "full_sae"]
+        "vocab", "stats", "concepts", "quick_sae", "vocab_rest", "full_sae"]
     announced = [m.split(":")[0] for m in progress.messages if m.startswith("First start")]
-    assert announced == [f"First start, step {i}/5" for i in range(1, 6)]
-    # vocab projections: the SAE layer's slice is built first, then the edited layers, then the rest
-    vocab_stages = [s for s in progress.stages if s.startswith("vocab")]
-    assert len(vocab_stages) == 3
+    assert announced == [f"First start, step {i}/6" for i in range(1, 7)]
+    # vocab projections: the SAE layer's slice first, then the edited layers; the rest only after
+    # the quick SAE, so every page has real content sooner
+    assert [s.split(" ")[0] for s in progress.stages if s.startswith(("vocab", "neuron statistics"))][:4] == [
+        "vocab", "vocab", "neuron", "vocab"]
     first = store.df("SELECT part FROM builds WHERE artefact = 'vocab:gain_aware' ORDER BY finished_at LIMIT 1")
     assert first.iloc[0, 0] == f"layer={TINY_PLAN.fitted(tiny_bundle.n_layers).quick_sae.layer}"
     assert len(store.list_saes(tiny_bundle.model_id)) == 2

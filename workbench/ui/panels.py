@@ -176,7 +176,7 @@ def first_start_panel(bundle: ModelBundle, store: Store) -> None:
     if first_start.enabled():
         first_start.maybe_start(resources.jobs(), store, bundle, resources.settings())
 
-    @st.fragment(run_every=2.0)
+    @st.fragment(run_every=5.0)  # a store read per session every 5 s: cheap beside the builds
     def _panel() -> None:
         plan = first_start.steps(store, bundle, first_start.config_from_env())
         done = sum(s.done for s in plan)
