@@ -83,8 +83,11 @@ def check(page, url: str, name: str) -> bool:  # type: ignore[no-untyped-def]
         box.press("Enter")
         settle(page)
         return page.get_by_text("value vector(s) match").count() > 0
-    if page.get_by_text("No SAE is catalogued").count() > 0:
+    try:  # the SAE tab says so while no SAE is catalogued; don't wait on a search box that is not there
+        page.get_by_text("No SAE is catalogued").wait_for(timeout=3_000)
         return False
+    except Exception:  # noqa: BLE001 - Playwright's TimeoutError: the notice is gone, so search
+        pass
     box = page.get_by_role("textbox", name="Token or label")
     box.fill(args_words["sae"], timeout=10_000)
     box.press("Enter")
@@ -106,7 +109,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--minutes", type=float, default=15.0)
-    ap.add_argument("--poll-s", type=float, default=10.0)
+    ap.add_argument("--poll-s", type=float, default=5.0)
     ap.add_argument("--fresh-model", action="store_true", help="build the model checkpoint too")
     ap.add_argument("--vv-word", default="Paris")
     ap.add_argument("--sae-word", default="river")

@@ -133,8 +133,11 @@ def side_by_side(bundle: ModelBundle, label: str, n: int, rounds: int, settings:
     finally:
         restore()
     tok = 2 * n
+    head = bundle.hf_model.get_output_embeddings()
+    chose = "skinny" if getattr(getattr(head, "_original_component", head), "_workbench_skinny", False) else "F.linear"
     print(f"[{label}] {n} tokens per side: two sequential generations {tok / seq:.1f} tok/s · side-by-side batch "
-          f"of 2 {tok / batched:.1f} tok/s ({seq / batched:.2f}x) · same batch with F.linear unembedding "
+          f"of 2, default path (the load measured and chose {chose}) {tok / batched:.1f} tok/s ({seq / batched:.2f}x) "
+          "· same batch with F.linear unembedding "
           f"{tok / batched_linear:.1f} tok/s ({seq / batched_linear:.2f}x)")
     return seq, batched
 
