@@ -63,7 +63,7 @@ with right:
 
 # ---------------------------------------------------------------- SAEs
 st.subheader("SAE")
-saes = sae_overview(settings.saes_dir, store.list_saes(bundle.model_id))  # type: ignore[arg-type, attr-defined]
+saes = sae_overview(settings.saes_dir, store.list_saes(bundle.model_id))
 if saes.empty:
     st.caption(f"No SAE under `{settings.saes_dir}` yet: train one below (Build → SAE).")
 else:

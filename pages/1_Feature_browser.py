@@ -27,7 +27,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
     """Everything about one feature, and 'remove it' for the edit."""
     sae_id = str(sae_row["sae_id"])
     try:
-        detail = store.feature_detail(sae_id, feature)  # type: ignore[arg-type]
+        detail = store.feature_detail(sae_id, feature)
     except KeyError as err:
         st.error(err.args[0])
         return
@@ -37,7 +37,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
                           key=f"fb_label_{sae_id}_{feature}", max_chars=200)
     if l2.button("Save label", key="fb_label_save", disabled=label.strip() == str(detail["label"])):
         try:
-            store.set_feature_label(sae_id, feature, label)  # type: ignore[arg-type]
+            store.set_feature_label(sae_id, feature, label)
         except (ValueError, KeyError) as err:
             st.error(str(err))
         else:
@@ -60,7 +60,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
             st.plotly_chart(plots.token_bars(detail["tokens"], "What its decoder direction promotes / suppresses", n=12),
                             width="stretch", key="fb_tokens")
     with c2:
-        dens = store.feature_densities(sae_id)  # type: ignore[arg-type]
+        dens = store.feature_densities(sae_id)
         st.plotly_chart(plots.density_histogram(dens["density"], float(detail["density"]), "How often features fire"),
                         width="stretch", key="fb_density")
         examples = detail["examples"]
@@ -78,7 +78,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
     st.caption("PISCES score s[i, f]: value vector i of the layer read by the feature's encoder.")
     r1, r2 = st.columns(2)
     with r1:
-        stored = store.rows_of_feature(sae_id, feature)  # type: ignore[arg-type]
+        stored = store.rows_of_feature(sae_id, feature)
         st.caption(f"strongest stored rows of layer {sae_row['layer']}")
         st.dataframe(stored, hide_index=True, width="stretch", height=ui_features.table_height(len(stored)))
     with r2:
@@ -105,7 +105,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
 
 
 def sae_browser() -> None:
-    saes = store.list_saes(model_id)  # type: ignore[arg-type]
+    saes = store.list_saes(model_id)
     if saes.empty:
         st.info("No SAE is catalogued for this model yet: train one on **Home** (SAE section), or run "
                 "`python -m workbench sae train --layer 6`. The value-vector browser (next tab) works without one.")
@@ -124,7 +124,7 @@ def sae_browser() -> None:
     if how == "token or label":
         text = s1.text_input("Token or label", placeholder="e.g. river, Paris, film", key="fb_query")
         if text.strip():
-            results = store.search_features(sae_id, text)  # type: ignore[arg-type]
+            results = store.search_features(sae_id, text)
             if results.empty:
                 st.warning(f"No feature fires on, promotes or is labelled {text!r}.")
     else:
@@ -134,7 +134,7 @@ def sae_browser() -> None:
         else:
             names = dict(zip(sets["concept_id"], sets["name"], strict=True))
             cid = s1.selectbox("Concept set", list(names), format_func=lambda c: names[c], key="fb_concept")
-            results = store.features_by_contrast(sae_id, cid)  # type: ignore[arg-type]
+            results = store.features_by_contrast(sae_id, cid)
             if results.empty:
                 st.info(f"The features' contrast on '{names[cid]}' is not built yet for this SAE.")
                 if st.button("Build it (a background job, ~1 min)", key="fb_contrast"):

@@ -118,7 +118,7 @@ else:
             st.rerun()
 
     st.subheader("Nearest SAE features")
-    saes = store.list_saes(model_id)  # type: ignore[arg-type]
+    saes = store.list_saes(model_id)
     if saes.empty:
         st.caption("No SAE is catalogued for this model (Home → Train an SAE).")
     else:
@@ -127,6 +127,6 @@ else:
         sae = panels.sae_or_error(sae_row["path"])
         if sae is not None:
             feats = nearest_sae_features(sae.W_dec, u, int(n_near))
-            labels = store.feature_labels(str(sae_row["sae_id"]), [int(f) for f in feats["feature"]])  # type: ignore[arg-type]
+            labels = store.feature_labels(str(sae_row["sae_id"]), [int(f) for f in feats["feature"]])
             st.dataframe(feats.assign(label=[labels.get(int(f), "") for f in feats["feature"]]), hide_index=True,
                          width="stretch", height=ui_features.table_height(len(feats), cap=320))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -11,6 +12,9 @@ from workbench.models import ModelBundle
 from workbench.store import Store
 from workbench.ui import draft as drafts
 from workbench.ui import resources
+
+if TYPE_CHECKING:
+    from workbench.benchmark.scorecard import Scorecard
 
 
 def _job_line(job: JobStatus) -> None:
@@ -72,21 +76,21 @@ def start_job(kind: str, title: str, fn: object) -> str | None:
     return job_id
 
 
-def scorecard_view(card: object) -> None:
+def scorecard_view(card: Scorecard) -> None:
     """A scorecard as the pages show it: the score, the verdict sentences (what broke is said
     plainly), the metric table (before / after / delta) and the side-by-side generations."""
     import pandas as pd
 
-    c = card  # workbench.benchmark.scorecard.Scorecard
+    c = card
     m1, m2 = st.columns([1, 3])
-    m1.metric("score (harmonic mean of forget, specificity, coherence)", f"{c.score:.3f}")  # type: ignore[attr-defined]
+    m1.metric("score (harmonic mean of forget, specificity, coherence)", f"{c.score:.3f}")
     with m2:
-        for verdict in c.verdicts:  # type: ignore[attr-defined]
+        for verdict in c.verdicts:
             st.markdown("• " + verdict)
-    st.dataframe(pd.DataFrame(c.rows()), hide_index=True, width="stretch")  # type: ignore[attr-defined]
-    if c.generations:  # type: ignore[attr-defined]
-        with st.expander(f"Generations, base vs edited ({len(c.generations)})"):  # type: ignore[attr-defined]
-            st.dataframe(pd.DataFrame(c.generations), hide_index=True, width="stretch")  # type: ignore[attr-defined]
+    st.dataframe(pd.DataFrame(c.rows()), hide_index=True, width="stretch")
+    if c.generations:
+        with st.expander(f"Generations, base vs edited ({len(c.generations)})"):
+            st.dataframe(pd.DataFrame(c.generations), hide_index=True, width="stretch")
 
 
 def sae_or_error(path: object, needed_for: str = "") -> object | None:
