@@ -117,7 +117,11 @@ def steps(store: Store, bundle: ModelBundle, cfg: FirstStartConfig = FirstStartC
     def vocab_done(which: list[int] | range) -> bool:
         return all(f"vocab:gain_aware|layer={layer}" in built for layer in which)
 
-    stats_done = all(f"stats:mlp.hook_pre:wiki-en:{cfg.stat_tokens}|layer={layer}" in built for layer in layers)
+    # statistics on at least the plan's tokens count (`prepare` builds 20k, the first start 10k)
+    prefix = "stats:mlp.hook_pre:wiki-en:"
+    stat_sizes = {key[len(prefix):].split("|")[0] for key in built if key.startswith(prefix)}
+    stats_done = any(size.isdigit() and int(size) >= cfg.stat_tokens
+                     and all(f"{prefix}{size}|layer={layer}" in built for layer in layers) for size in stat_sizes)
     concept_done = all(f"concept:{slug(name)}|all" in built for name in cfg.concepts)
     saes = set(store.list_saes(model)["sae_id"])
     quick_id = cfg.quick_sae.sae_id(model, bundle.weights_sha256)

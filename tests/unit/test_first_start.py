@@ -71,6 +71,9 @@ def test_first_start_builds_every_step_in_order_and_a_rerun_builds_nothing(tiny_
     assert all("already built" not in line for line in lines)
     again = run_first_start(store, tiny_bundle, settings, TINY_PLAN, Recorder())
     assert all(line.endswith("already built") for line in again), again
+    # statistics on more tokens (what `prepare` builds) count as built; on fewer they do not
+    assert [s.done for s in steps(store, tiny_bundle, replace(TINY_PLAN, stat_tokens=1000))][1]
+    assert not [s.done for s in steps(store, tiny_bundle, replace(TINY_PLAN, stat_tokens=4000))][1]
     store.close()
 
 
