@@ -91,7 +91,6 @@ def layer_order(n_layers: int, sae_layer: int, edit_layers: tuple[int, ...]) -> 
     return [chunk for chunk in (first, second, rest) if chunk]
 
 
-
 @dataclass(frozen=True)
 class Step:
     """One step of the first start: what it builds, the page it feeds, and whether it is done."""

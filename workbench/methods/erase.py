@@ -83,6 +83,7 @@ Candidate = RowCandidate | FeatureCandidate
 
 LISTED_ROWS = 256  # candidate rows a method lists (the most changed first)
 
+
 @dataclass(frozen=True)
 class AblateConfig:
     """'ablate': zero the value vectors with the largest concept-vs-neutral contrast."""

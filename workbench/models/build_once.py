@@ -71,14 +71,3 @@ def build_once(target: Path, build: Callable[[Path], None], say: Progress | None
     finally:
         lock.release()
 
-
-def replace_file_atomically(write: Callable[[Path], None], target: Path) -> Path:
-    """Write a file through `write(tmp_path)` and move it to `target` with one `os.replace`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target

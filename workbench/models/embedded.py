@@ -11,16 +11,13 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from workbench.models.build_once import build_once
+from workbench.models.build_once import Progress, build_once
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str], None]
 
 
 def embedded_checkpoint_dir(models_dir: Path) -> Path:

@@ -177,8 +177,7 @@ def first_start_panel(bundle: ModelBundle, store: Store) -> None:
     content shows. Says nothing once everything is built."""
     from workbench import first_start
 
-    if first_start.enabled():
-        first_start.maybe_start(resources.jobs(), store, bundle, resources.settings())
+    first_start.maybe_start(resources.jobs(), store, bundle, resources.settings())  # no-op when switched off
 
     @st.fragment(run_every=5.0)  # a store read per session every 5 s: cheap beside the builds
     def _panel() -> None:
