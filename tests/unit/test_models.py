@@ -48,6 +48,22 @@ def test_bundle_holds_one_copy_of_the_weights(tiny_bundle):
     assert layout.w_out(tiny_bundle.hf_model, 2).data_ptr() in hf_ptrs
 
 
+def test_bundle_holds_one_tokenizer_without_construction_tables(tiny_bundle):
+    """The bridge reuses the bundle's tokenizer (no second copy from disk), the Python copies of
+    vocabulary and merges are freed, and encoding, decoding and saving still work."""
+    from transformers import AutoTokenizer
+
+    tok = tiny_bundle.tokenizer
+    assert tiny_bundle.bridge.tokenizer is tok
+    assert getattr(tok, "_vocab", None) is None and getattr(tok, "_merges", None) is None
+    fresh = AutoTokenizer.from_pretrained(str(tiny_bundle.path), add_bos_token=True)
+    assert fresh._vocab, "a freshly loaded tokenizer keeps the tables this test expects freed"
+    texts = ["The city of Paris is the capital", "Zelda <b> 日本"]
+    assert tok(texts)["input_ids"] == fresh(texts)["input_ids"]
+    assert tok.decode(tok(texts[0])["input_ids"]) == fresh.decode(fresh(texts[0])["input_ids"])
+    assert len(tok.get_vocab()) == len(fresh.get_vocab())
+
+
 def test_weights_hash_is_content_hash(tiny_bundle):
     assert tiny_bundle.weights_sha256 == model_weights_sha256(tiny_bundle.hf_model)
     w = tiny_bundle.hf_model.model.layers[0].mlp.down_proj.weight

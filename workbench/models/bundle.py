@@ -16,6 +16,7 @@ from workbench.config import Settings
 from workbench.models import layout
 from workbench.models.embedded import build_embedded_checkpoint
 from workbench.models.hashing import cached_folder_hash
+from workbench.models.memory import release_freed_heap, tune_allocator
 from workbench.models.safety import check_safetensors_folder
 from workbench.models.skinny import install_skinny_unembedding
 from workbench.models.sources import ModelSource, hub_offline
@@ -126,13 +127,14 @@ def load_bundle(
 ) -> ModelBundle:
     """Load a model source as a ModelBundle (fp32, CPU unless CUDA is available)."""
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     settings = settings or Settings.from_env()
+    tune_allocator()  # before the first large allocation (models/memory.py)
     t0 = time.perf_counter()
     path = resolve_checkpoint(source, settings, progress)
     check_safetensors_folder(path)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = _load_tokenizer(path)
     if len(tokenizer) < 100:
         raise RuntimeError(
             f"The tokenizer in {path} is empty or missing ({len(tokenizer)} tokens); save the "
@@ -153,6 +155,7 @@ def load_bundle(
     _check_shared(hf_model, bridge)
     install_skinny_unembedding(hf_model)  # batched decode rows cost about one row (models/skinny.py)
     digest = cached_folder_hash(path, hf_model)
+    release_freed_heap()
     return ModelBundle(
         source=source,
         path=path,
@@ -162,6 +165,37 @@ def load_bundle(
         weights_sha256=digest,
         load_seconds=time.perf_counter() - t0,
     )
+
+
+def _load_tokenizer(path: Path) -> Any:
+    """The tokenizer, loaded once with `add_bos_token=True`.
+
+    The TransformerLens bridge wants a tokenizer that prepends BOS and, when handed one that
+    was not loaded with that flag, loads a second copy from disk. For Gemma 3's 262k-token
+    vocabulary a copy costs ~180 MB, so ask for the flag up front; the bundle uses the
+    bridge's tokenizer either way. Tokenizers without a BOS token refuse the flag, and keep
+    their default.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), add_bos_token=True)
+    except (ValueError, TypeError, AttributeError):
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    _drop_construction_tables(tokenizer)
+    return tokenizer
+
+
+def _drop_construction_tables(tokenizer: Any) -> None:
+    """Free the Python copies of the vocabulary and merges that a fast tokenizer keeps after
+    building its Rust backend (`_vocab`: 262k-entry dict, `_merges`: 515k tuples for Gemma 3,
+    ~170 MB). transformers 5 reads them only while constructing the backend, which encodes,
+    decodes and saves on its own, so the bundle's tokenizer works the same without them."""
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        return
+    for name in ("_vocab", "_merges"):
+        if isinstance(getattr(tokenizer, name, None), (dict, list)):
+            setattr(tokenizer, name, None)
 
 
 def _check_shared(hf_model: Any, bridge: Any) -> None:
