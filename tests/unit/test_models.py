@@ -48,20 +48,28 @@ def test_bundle_holds_one_copy_of_the_weights(tiny_bundle):
     assert layout.w_out(tiny_bundle.hf_model, 2).data_ptr() in hf_ptrs
 
 
-def test_bundle_holds_one_tokenizer_without_construction_tables(tiny_bundle):
-    """The bridge reuses the bundle's tokenizer (no second copy from disk), the Python copies of
-    vocabulary and merges are freed, and encoding, decoding and saving still work."""
-    from transformers import AutoTokenizer
+def test_bundle_holds_one_tokenizer(tiny_bundle):
+    """The bridge reuses the bundle's tokenizer: no second copy loaded from disk."""
+    assert tiny_bundle.bridge.tokenizer is tiny_bundle.tokenizer
 
-    tok = tiny_bundle.tokenizer
-    assert tiny_bundle.bridge.tokenizer is tok
-    assert getattr(tok, "_vocab", None) is None and getattr(tok, "_merges", None) is None
-    fresh = AutoTokenizer.from_pretrained(str(tiny_bundle.path), add_bos_token=True)
-    assert fresh._vocab, "a freshly loaded tokenizer keeps the tables this test expects freed"
+
+def test_freed_construction_tables_leave_the_tokenizer_working(tiny_bundle, tmp_path: Path):
+    """Gemma's tokenizer class keeps Python copies of vocabulary and merges (~170 MB for the
+    embedded model); freeing them leaves encoding, decoding and saving unchanged."""
+    from transformers import AutoTokenizer, GemmaTokenizer
+
+    from workbench.models.bundle import _drop_construction_tables
+
+    tok = GemmaTokenizer.from_pretrained(str(tiny_bundle.path), add_bos_token=True)
+    ref = GemmaTokenizer.from_pretrained(str(tiny_bundle.path), add_bos_token=True)
+    assert tok._vocab and tok._merges
+    _drop_construction_tables(tok)
+    assert tok._vocab is None and tok._merges is None
     texts = ["The city of Paris is the capital", "Zelda <b> 日本"]
-    assert tok(texts)["input_ids"] == fresh(texts)["input_ids"]
-    assert tok.decode(tok(texts[0])["input_ids"]) == fresh.decode(fresh(texts[0])["input_ids"])
-    assert len(tok.get_vocab()) == len(fresh.get_vocab())
+    assert tok(texts)["input_ids"] == ref(texts)["input_ids"]
+    assert tok.decode(tok(texts[0])["input_ids"]) == ref.decode(ref(texts[0])["input_ids"])
+    tok.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(str(tmp_path))(texts)["input_ids"] == ref(texts)["input_ids"]
 
 
 def test_weights_hash_is_content_hash(tiny_bundle):
