@@ -142,7 +142,7 @@ def test_prune_equals_zeroing_the_coefficient(tiny_bundle: ModelBundle) -> None:
         h[..., neurons] = 0.0
         return (h,)
 
-    down = layout.mlp_module(tiny_bundle.hf_model, layer).down_proj
+    down = layout.out_proj(tiny_bundle.hf_model, layer)
     handle = down.register_forward_pre_hook(zero_h)
     try:
         zeroed = logits(tiny_bundle)
@@ -248,7 +248,7 @@ NEURON_ADJUST = {
 
 
 def test_neuron_adjust_runs_only_inside_the_block_and_only_on_its_rows(tiny_bundle: ModelBundle) -> None:
-    gate = layout.mlp_module(tiny_bundle.hf_model, 1).gate_proj
+    gate = layout.pre_activation_proj(tiny_bundle.hf_model, 1)
     ad = compiled(tiny_bundle, [NEURON_ADJUST])
     assert ad.has_runtime and not ad.deltas
     hooks.install(gate)  # the permanent dispatcher first, so the probe below sees its output

@@ -106,7 +106,7 @@ def test_key_covariance_is_the_mean_outer_product(tiny_bundle) -> None:  # type:
     keep = enc["attention_mask"].bool().clone()
     keep[:, 0] = False
     got = {}  # an independent path: a plain forward hook on the HF down_proj
-    handle = layout.mlp_module(tiny_bundle.hf_model, 2).down_proj.register_forward_hook(
+    handle = layout.out_proj(tiny_bundle.hf_model, 2).register_forward_hook(
         lambda _m, inp, _o: got.__setitem__("h", inp[0].detach()))
     try:
         with torch.no_grad():

@@ -101,7 +101,7 @@ def test_stop_at_layer_gives_same_activations_as_full_run(tiny_bundle):
     # The gate pre-activation is x . a_i with x the pre-FFN-normed residual.
     _, c = tiny_bundle.bridge.run_with_cache(ids, stop_at_layer=2)
     x = c["blocks.1.ln2.hook_out"]
-    g = x @ layout.w_gate(tiny_bundle.hf_model, 1)
+    g = x @ layout.w_pre(tiny_bundle.hf_model, 1)
     assert torch.allclose(g, c["blocks.1.mlp.hook_pre"], atol=1e-5)
 
 

@@ -68,7 +68,7 @@ def test_loss_falls_and_only_chosen_rows_change(tiny_bundle, facts: FactSet, tar
         assert torch.equal(layout.w_out(tiny_bundle.hf_model, layer), before[layer])
     baked = bake(tiny_bundle, result)
     for layer, idx in result.rows.items():
-        new_w_out = baked[layout.down_proj_name(layer)].T
+        new_w_out = baked[layout.out_proj_name(tiny_bundle.hf_model, layer)].T
         changed = (new_w_out != before[layer]).any(dim=1).nonzero().flatten().tolist()
         assert set(changed) <= set(idx) and changed
     assert sum(len(v) for v in result.rows.values()) == 24

@@ -74,7 +74,7 @@ def _routed(bundle: Any, groups: list[tuple[Adapter, torch.Tensor | None]], n: i
                     out = out.index_copy(0, idx, delta.add_to(h.index_select(0, idx), out.index_select(0, idx)))
             return out
 
-        fns.setdefault(layout.mlp_module(bundle.hf_model, layer).down_proj, []).append(add)
+        fns.setdefault(layout.out_proj(bundle.hf_model, layer), []).append(add)
     for ad, idx in groups:
         for hk in ad.hooks:
             fn = hk.make()  # fresh per call: seeded hooks replay
@@ -88,7 +88,7 @@ def _routed(bundle: Any, groups: list[tuple[Adapter, torch.Tensor | None]], n: i
                 sub = fn(m, (inputs[0].index_select(0, idx),), out.index_select(0, idx))
                 return out.index_copy(0, idx, sub)
 
-            fns.setdefault(layout.mlp_module(bundle.hf_model, hk.layer).gate_proj, []).append(adjust)
+            fns.setdefault(layout.pre_activation_proj(bundle.hf_model, hk.layer), []).append(adjust)
     with hooks.taps(fns):
         yield
 
@@ -97,7 +97,7 @@ def _routed(bundle: Any, groups: list[tuple[Adapter, torch.Tensor | None]], n: i
 def down_proj_edits(bundle: Any, edits: dict[int, DownProjEdit]) -> Iterator[None]:
     """Replace each layer's down_proj output by edit(h, out) in this thread's forward passes
     (h is the projection's input). Differentiable: the erase methods train through it."""
-    fns = {layout.mlp_module(bundle.hf_model, layer).down_proj:
+    fns = {layout.out_proj(bundle.hf_model, layer):
            (lambda _m, inputs, out, edit=edit: edit(inputs[0], out)) for layer, edit in edits.items()}
     with hooks.taps(fns):
         yield

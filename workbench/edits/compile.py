@@ -209,7 +209,7 @@ def compile_spec(
             continue
         adapter.deltas[layer] = delta
         after = merged_w_out(base, delta)
-        name = layout.down_proj_name(layer)
+        name = layout.out_proj_name(bundle.hf_model, layer)
         changed = torch.nonzero((after != base).any(dim=1)).flatten().tolist()
         adapter.rows.extend(
             RowChange(name, layer, i, tensor_sha256(base[i]), tensor_sha256(after[i])) for i in changed

@@ -47,8 +47,9 @@ def edited_state(bundle: Any, adapter: Adapter) -> tuple[dict[str, torch.Tensor]
     keys = checkpoint_keys(bundle.path)
     tensors = {k: layout.resolve_attr(bundle.hf_model, k).detach() for k in keys}
     for layer, delta in adapter.deltas.items():
-        name = layout.down_proj_name(layer)
-        tensors[name] = merged_w_out(layout.w_out(bundle.hf_model, layer).detach(), delta).T.contiguous()
+        name = layout.out_proj_name(bundle.hf_model, layer)
+        merged = merged_w_out(layout.w_out(bundle.hf_model, layer).detach(), delta)  # [d_mlp, d_model]
+        tensors[name] = layout.w_out_to_storage(bundle.hf_model, merged).contiguous()
     named = dict(layout.named_parameters(bundle.hf_model))
     digest = named_tensors_sha256((n, tensors.get(n, p.detach())) for n, p in named.items())
     return tensors, digest

@@ -43,8 +43,12 @@ def vllm_max_lora_rank(r: int) -> int | None:
     return next((v for v in VLLM_LORA_RANKS if v >= r), None)
 
 
-def lora_tensors(adapter: Adapter, d_mlp: int) -> tuple[dict[str, torch.Tensor], int, list[str]]:
-    """({PEFT key: tensor}, uniform rank r, target module names) for an adapter's deltas."""
+def lora_tensors(adapter: Adapter, hf_model: Any) -> tuple[dict[str, torch.Tensor], int, list[str]]:
+    """({PEFT key: tensor}, uniform rank r, target module names) for an adapter's deltas.
+
+    lora_A [r, d_mlp] and lora_B [d_model, r] act on the module's input and output, so they are
+    the same for nn.Linear and GPT-2's Conv1D; only the config's fan_in_fan_out differs."""
+    d_mlp = layout.d_mlp(hf_model)
     if not adapter.deltas:
         raise ValueError("This edit changes no weights, so there is no LoRA adapter to write.")
     factors = {layer: d.lora(d_mlp) for layer, d in sorted(adapter.deltas.items())}
@@ -56,15 +60,17 @@ def lora_tensors(adapter: Adapter, d_mlp: int) -> tuple[dict[str, torch.Tensor],
         a_pad = torch.zeros(r, a.shape[1], dtype=torch.float32)
         b_pad = torch.zeros(b.shape[0], r, dtype=torch.float32)
         a_pad[:k], b_pad[:, :k] = a.float(), b.float()
-        module = layout.down_proj_name(layer).removesuffix(".weight")
+        module = layout.out_proj_module_name(hf_model, layer)
         targets.append(module)
         tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a_pad.contiguous()
         tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = b_pad.contiguous()
     return tensors, r, targets
 
 
-def lora_config(r: int, targets: list[str], base_model: str) -> dict[str, Any]:
-    """adapter_config.json for a plain LoRA on the listed modules, scale lora_alpha / r = 1."""
+def lora_config(r: int, targets: list[str], base_model: str, *, fan_in_fan_out: bool = False) -> dict[str, Any]:
+    """adapter_config.json for a plain LoRA on the listed modules, scale lora_alpha / r = 1.
+
+    `fan_in_fan_out` is PEFT's flag for weights stored [in, out] (GPT-2's Conv1D)."""
     return {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -74,7 +80,7 @@ def lora_config(r: int, targets: list[str], base_model: str) -> dict[str, Any]:
         "target_modules": targets,
         "lora_dropout": 0.0,
         "bias": "none",
-        "fan_in_fan_out": False,
+        "fan_in_fan_out": fan_in_fan_out,
         "use_rslora": False,
         "use_dora": False,
         "inference_mode": True,
@@ -101,8 +107,9 @@ def export_lora(
     from safetensors.torch import save_file
 
     check_exportable(adapter, spec, "a LoRA adapter")
-    tensors, r, targets = lora_tensors(adapter, bundle.d_mlp)
-    config = lora_config(r, targets, base_model or spec.model.id)
+    tensors, r, targets = lora_tensors(adapter, bundle.hf_model)
+    config = lora_config(r, targets, base_model or spec.model.id,
+                         fan_in_fan_out=layout.architecture(bundle.hf_model).conv1d)
     metadata = {
         "format": "pt",
         "workbench.base_weights_sha256": bundle.weights_sha256,

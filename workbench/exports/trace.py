@@ -28,12 +28,13 @@ def intervene(model: Any, adapter: Adapter) -> None:
     by_layer: dict[int, list[Any]] = {}
     for hk in adapter.hooks:
         by_layer.setdefault(hk.layer, []).append(hk)
+    arch = layout.architecture(model)
     for layer in adapter.layers:
-        mlp = layout.mlp_module(model, layer)
+        block = layout.resolve_attr(model, arch.layers)[layer]  # type: ignore[index]
         for hk in by_layer.get(layer, []):
             fn = hk.make()
-            gate = mlp.gate_proj
+            gate = layout.resolve_attr(block, arch.pre_activation)
             gate.output = fn(None, (gate.input,), gate.output)
         if layer in adapter.deltas:
-            down = mlp.down_proj
+            down = layout.resolve_attr(block, arch.out_proj)
             down.output = adapter.deltas[layer].add_to(down.input, down.output)

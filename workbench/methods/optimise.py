@@ -116,12 +116,12 @@ def delta_hooks(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[in
 
 def final_hidden(bundle: ModelBundle, input_ids: torch.Tensor) -> torch.Tensor:
     """Last hidden state after the final norm: [batch, pos, d_model]."""
-    return bundle.hf_model.model(input_ids=input_ids).last_hidden_state
+    return bundle.hf_model.base_model(input_ids=input_ids).last_hidden_state  # the decoder without the head
 
 
 def logits_at(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
     """LM head on selected hidden states [n, d_model] -> [n, vocab]."""
-    return bundle.hf_model.lm_head(hidden).float()
+    return bundle.hf_model.get_output_embeddings()(hidden).float()
 
 
 def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -139,7 +139,7 @@ def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequen
     blocks = layout.decoder_layers(bundle.hf_model)
     with taps({blocks[layer]: (lambda m, i, o, layer=layer: hook(m, i, o, layer)) for layer in set(layers)}):
         try:
-            bundle.hf_model.model(input_ids=input_ids)
+            bundle.hf_model.base_model(input_ids=input_ids)
         except StopForward:
             pass
     return captured
@@ -547,12 +547,13 @@ def _retain_positions(
 
 
 def bake(bundle: ModelBundle, result: OptimiseResult) -> dict[str, torch.Tensor]:
-    """Replacement down_proj weights (HF names) with the deltas added to the chosen rows."""
+    """Replacement output-projection weights (HF names, stored orientation) with the deltas
+    added to the chosen rows of W_out."""
     out = {}
     for layer, idx in result.rows.items():
-        w = layout.mlp_module(bundle.hf_model, layer).down_proj.weight.detach().clone()  # [d_model, d_mlp]
-        w[:, torch.tensor(idx)] += result.deltas[layer].T
-        out[layout.down_proj_name(layer)] = w
+        w = layout.w_out(bundle.hf_model, layer).detach().clone()  # [d_mlp, d_model]
+        w[torch.tensor(idx)] += result.deltas[layer].to(w.dtype)
+        out[layout.out_proj_name(bundle.hf_model, layer)] = layout.w_out_to_storage(bundle.hf_model, w).contiguous()
     return out
 
 

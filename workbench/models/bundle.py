@@ -30,8 +30,8 @@ class ModelBundle:
     """Everything the workbench needs of one loaded model.
 
     `hf_model` and `bridge` share parameter storage: `bridge.blocks[l].mlp.W_out` is a view of
-    `hf_model.model.layers[l].mlp.down_proj.weight` transposed. The weights are never written
-    after load: edits are adapters added in the forward pass (workbench.adapters), so any
+    the layer's MLP output projection weight (`models/layout.py` says which, per family). The
+    weights are never written after load: edits are adapters added in the forward pass (workbench.adapters), so any
     number of threads read and run the model at once without a lock.
     """
 
@@ -52,16 +52,20 @@ class ModelBundle:
         return self.hf_model.config
 
     @property
+    def architecture(self) -> layout.Architecture:
+        return layout.architecture(self.hf_model)
+
+    @property
     def n_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
+        return layout.n_layers(self.hf_model)
 
     @property
     def d_model(self) -> int:
-        return int(self.config.hidden_size)
+        return layout.d_model(self.hf_model)
 
     @property
-    def d_mlp(self) -> int:
-        return int(self.config.intermediate_size)
+    def d_mlp(self) -> int:  # from the weight: GPT-2's config leaves n_inner unset
+        return layout.d_mlp(self.hf_model)
 
     @property
     def vocab_size(self) -> int:
@@ -134,6 +138,7 @@ def load_bundle(
     t0 = time.perf_counter()
     path = resolve_checkpoint(source, settings, progress)
     check_safetensors_folder(path)
+    _check_architecture(path)
     tokenizer = _load_tokenizer(path)
     if len(tokenizer) < 100:
         raise RuntimeError(
@@ -146,8 +151,6 @@ def load_bundle(
     ).to(device)
     hf_model.eval()
     hf_model.requires_grad_(False)
-    if not hasattr(hf_model, "model") or not hasattr(hf_model.model, "layers"):
-        raise ValueError(f"{path} is not a decoder-only model with model.layers (got {type(hf_model).__name__}).")
     bridge = TransformerBridge.boot_transformers(
         str(path), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=torch.float32
     )
@@ -165,6 +168,21 @@ def load_bundle(
         weights_sha256=digest,
         load_seconds=time.perf_counter() - t0,
     )
+
+
+def _check_architecture(path: Path) -> layout.Architecture:
+    """The folder's family from config.json, before any weight is read: an unknown one gets
+    the sentence naming the supported families (layout.UnsupportedArchitecture)."""
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{path} has no config.json, so its architecture is unknown.")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type", "")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config} is not valid JSON: {err}") from err
+    return layout.architecture_for(str(model_type))
 
 
 def _load_tokenizer(path: Path) -> Any:

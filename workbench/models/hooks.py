@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench.models import layout
+
 TapFn = Callable[[nn.Module, tuple[Any, ...], Any], Any]  # (module, inputs, output) -> output | None
 
 _local = threading.local()
@@ -138,7 +140,7 @@ def capture(
     points = {n: hook_point(bridge, n) for n in names}
     layers = [_layer_of_hook(n) for n in names]
     last_layer = max((x for x in layers if x is not None), default=None)
-    blocks = model.model.layers
+    blocks = layout.decoder_layers(model)
     fns: dict[nn.Module, list[TapFn]] = {}
     for module, fn in (extra or {}).items():
         fns.setdefault(module, []).extend(list(fn) if isinstance(fn, list | tuple) else [fn])

@@ -1,33 +1,87 @@
-"""The one place that maps TransformerLens names onto Gemma 3 HF parameters.
+"""The one place that knows where each model family keeps its MLP: an architecture map.
 
-Edits must land 1:1 on HF tensors (the bridge shares them), so every module that needs a
-parameter by layer asks here instead of spelling out `model.layers.{l}...` itself.
-HF stores transposes of the TransformerLens matrices:
-  W_gate: [d_model, d_mlp] = gate_proj.weight.T   (gate_proj.weight: [d_mlp, d_model])
-  W_in:   [d_model, d_mlp] = up_proj.weight.T     (up_proj.weight:   [d_mlp, d_model])
-  W_out:  [d_mlp, d_model] = down_proj.weight.T   (down_proj.weight: [d_model, d_mlp])
+Edits must land 1:1 on HF tensors (the TransformerLens bridge shares them), so every module
+that needs a parameter by layer asks here instead of spelling out `model.layers.{l}...`.
+One small `Architecture` entry per family names the MLP output projection, how its weight
+is stored, the projection whose output is the neuron pre-activation, and the norm that
+follows the MLP, if any. In TransformerLens terms, for every family:
+  W_out: [d_mlp, d_model]  rows = neurons' value vectors
+    nn.Linear (down_proj, dense_4h_to_h): weight [d_model, d_mlp] = W_out.T
+    GPT-2's Conv1D (c_proj):              weight [d_mlp, d_model] = W_out
+  W_gate / W_in: [d_model, d_mlp]  the keys (gate of a gated MLP, else the input projection)
+The bridge's hook names (`blocks.L.mlp.hook_pre`, `mlp.hook_post`, `hook_mlp_out`) are the
+same for every family listed, so activation readers need nothing from here but the layers.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 
-def down_proj_name(layer: int) -> str:
-    return f"model.layers.{layer}.mlp.down_proj.weight"
+@dataclass(frozen=True)
+class Architecture:
+    """Where one family keeps what the workbench reads and edits (paths are dotted attributes)."""
+
+    name: str
+    model_types: tuple[str, ...]  # HF `config.model_type` values
+    layers: str = "model.layers"  # from the model to the ModuleList of decoder layers
+    out_proj: str = "mlp.down_proj"  # from a layer to the MLP output projection (reads h)
+    in_proj: str = "mlp.up_proj"  # the linear input projection
+    gate_proj: str | None = "mlp.gate_proj"  # a gated MLP's gate; None when not gated
+    conv1d: bool = False  # out_proj.weight stored [d_mlp, d_model] (GPT-2's Conv1D)
+    post_mlp_norm: str | None = None  # the norm applied to the MLP output before the residual
+    final_norm: str = "model.norm"
+    norm_offset: float = 0.0  # Gemma's RMSNorm multiplies by (1 + w); others by w
+
+    @property
+    def pre_activation(self) -> str:
+        """The projection whose output is the neuron pre-activation g (`mlp.hook_pre`)."""
+        return self.gate_proj or self.in_proj
 
 
-def up_proj_name(layer: int) -> str:
-    return f"model.layers.{layer}.mlp.up_proj.weight"
+_GEMMA_POST = "post_feedforward_layernorm"
+ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture("Gemma 3", ("gemma3_text", "gemma3"), post_mlp_norm=_GEMMA_POST, norm_offset=1.0),
+    Architecture("Gemma 2", ("gemma2",), post_mlp_norm=_GEMMA_POST, norm_offset=1.0),
+    Architecture("Gemma", ("gemma",), norm_offset=1.0),
+    Architecture("Llama", ("llama",)),
+    Architecture("Mistral", ("mistral",)),
+    Architecture("Qwen2", ("qwen2",)),
+    Architecture("Qwen3", ("qwen3",)),
+    Architecture("OLMo", ("olmo",)),
+    Architecture("OLMo 2", ("olmo2",), post_mlp_norm=_GEMMA_POST),
+    Architecture("GPT-2", ("gpt2",), layers="transformer.h", out_proj="mlp.c_proj", in_proj="mlp.c_fc",
+                 gate_proj=None, conv1d=True, final_norm="transformer.ln_f"),
+    Architecture("GPT-NeoX / Pythia", ("gpt_neox",), layers="gpt_neox.layers", out_proj="mlp.dense_4h_to_h",
+                 in_proj="mlp.dense_h_to_4h", gate_proj=None, final_norm="gpt_neox.final_layer_norm"),
+)
+_BY_MODEL_TYPE = {t: a for a in ARCHITECTURES for t in a.model_types}
 
 
-def gate_proj_name(layer: int) -> str:
-    return f"model.layers.{layer}.mlp.gate_proj.weight"
+class UnsupportedArchitecture(ValueError):
+    """The model's family is not in the architecture map."""
 
 
-def post_ffn_norm_name(layer: int) -> str:
-    return f"model.layers.{layer}.post_feedforward_layernorm.weight"
+def supported_families() -> str:
+    return ", ".join(a.name for a in ARCHITECTURES)
+
+
+def architecture_for(model_type: str) -> Architecture:
+    if model_type in _BY_MODEL_TYPE:
+        return _BY_MODEL_TYPE[model_type]
+    raise UnsupportedArchitecture(
+        f"The workbench does not know where a {model_type!r} model keeps its MLP. Supported "
+        f"families: {supported_families()}. Add an entry to workbench/models/layout.py's "
+        "ARCHITECTURES to support another."
+    )
+
+
+def architecture(hf_model: nn.Module) -> Architecture:
+    """The map entry for a loaded HF model (by `config.model_type`)."""
+    return architecture_for(str(getattr(hf_model.config, "model_type", type(hf_model).__name__)))
 
 
 def hook_name(layer: int, site: str) -> str:
@@ -36,50 +90,91 @@ def hook_name(layer: int, site: str) -> str:
 
 
 def decoder_layers(hf_model: nn.Module) -> nn.ModuleList:
-    return hf_model.model.layers  # type: ignore[no-any-return]
-
-
-def mlp_module(hf_model: nn.Module, layer: int) -> nn.Module:
-    return decoder_layers(hf_model)[layer].mlp  # type: ignore[no-any-return]
-
-
-def w_out(hf_model: nn.Module, layer: int) -> torch.Tensor:
-    """Value vectors of a layer as a view: [d_mlp, d_model] (rows = neurons)."""
-    return mlp_module(hf_model, layer).down_proj.weight.T
-
-
-def w_gate(hf_model: nn.Module, layer: int) -> torch.Tensor:
-    """Gate keys as a view: [d_model, d_mlp]."""
-    return mlp_module(hf_model, layer).gate_proj.weight.T
-
-
-def w_in(hf_model: nn.Module, layer: int) -> torch.Tensor:
-    """Linear keys as a view: [d_model, d_mlp]."""
-    return mlp_module(hf_model, layer).up_proj.weight.T
-
-
-def rms_gain(norm_weight: torch.Tensor) -> torch.Tensor:
-    """Effective gain of a Gemma RMSNorm, which multiplies by (1 + w): [d_model]."""
-    return 1.0 + norm_weight.float()
-
-
-def post_ffn_gain(hf_model: nn.Module, layer: int) -> torch.Tensor:
-    """gamma_post: the gain the post-feedforward RMSNorm applies to the MLP output: [d_model]."""
-    return rms_gain(decoder_layers(hf_model)[layer].post_feedforward_layernorm.weight.detach())
-
-
-def final_gain(hf_model: nn.Module) -> torch.Tensor:
-    """gamma_f: the gain of the final RMSNorm before the unembedding: [d_model]."""
-    return rms_gain(hf_model.model.norm.weight.detach())
-
-
-def unembed(hf_model: nn.Module) -> torch.Tensor:
-    """U as a view: [d_model, vocab] (tied to the input embedding in Gemma 3)."""
-    return hf_model.lm_head.weight.detach().T
+    return resolve_attr(hf_model, architecture(hf_model).layers)  # type: ignore[return-value]
 
 
 def n_layers(hf_model: nn.Module) -> int:
     return len(decoder_layers(hf_model))
+
+
+def _layer_part(hf_model: nn.Module, layer: int, path: str) -> nn.Module:
+    return resolve_attr(decoder_layers(hf_model)[layer], path)  # type: ignore[return-value]
+
+
+def out_proj(hf_model: nn.Module, layer: int) -> nn.Module:
+    """The MLP output projection of a layer (down_proj, c_proj, dense_4h_to_h): reads h."""
+    return _layer_part(hf_model, layer, architecture(hf_model).out_proj)
+
+
+def pre_activation_proj(hf_model: nn.Module, layer: int) -> nn.Module:
+    """The projection whose output is the neuron pre-activation (gate_proj, c_fc, ...)."""
+    return _layer_part(hf_model, layer, architecture(hf_model).pre_activation)
+
+
+def out_proj_name(hf_model: nn.Module, layer: int) -> str:
+    """Canonical HF parameter name of a layer's output-projection weight."""
+    arch = architecture(hf_model)
+    return f"{arch.layers}.{layer}.{arch.out_proj}.weight"
+
+
+def out_proj_module_name(hf_model: nn.Module, layer: int) -> str:
+    """The module's name as PEFT and nnsight address it ('model.layers.6.mlp.down_proj')."""
+    return out_proj_name(hf_model, layer).removesuffix(".weight")
+
+
+def w_out(hf_model: nn.Module, layer: int) -> torch.Tensor:
+    """Value vectors of a layer as a view: [d_mlp, d_model] (rows = neurons)."""
+    weight = out_proj(hf_model, layer).weight
+    return weight if architecture(hf_model).conv1d else weight.T
+
+
+def w_out_to_storage(hf_model: nn.Module, w_out_rows: torch.Tensor) -> torch.Tensor:
+    """A [d_mlp, d_model] W_out (or a delta of it) in the orientation its weight is stored."""
+    return w_out_rows if architecture(hf_model).conv1d else w_out_rows.T
+
+
+def w_pre(hf_model: nn.Module, layer: int) -> torch.Tensor:
+    """Keys whose dot product with the MLP input is the pre-activation: [d_model, d_mlp]."""
+    weight = pre_activation_proj(hf_model, layer).weight
+    return weight if architecture(hf_model).conv1d else weight.T
+
+
+def d_mlp(hf_model: nn.Module) -> int:
+    return int(w_out(hf_model, 0).shape[0])
+
+
+def d_model(hf_model: nn.Module) -> int:
+    return int(w_out(hf_model, 0).shape[1])
+
+
+def norm_gain(norm: nn.Module, offset: float, width: int) -> torch.Tensor:
+    """The per-channel gain a norm applies: [width]. Gemma's RMSNorm multiplies by (1 + w);
+    a norm without a weight (OLMo's LayerNorm) by 1. Biases are left out of a gain."""
+    weight = getattr(norm, "weight", None)
+    if weight is None:
+        return torch.ones(width)
+    return offset + weight.detach().float()
+
+
+def post_ffn_gain(hf_model: nn.Module, layer: int) -> torch.Tensor:
+    """gamma_post: the gain of the norm applied to the MLP output (Gemma 2/3, OLMo 2) or ones
+    where the MLP output enters the residual as it is: [d_model]."""
+    arch = architecture(hf_model)
+    if arch.post_mlp_norm is None:
+        return torch.ones(d_model(hf_model))
+    return norm_gain(_layer_part(hf_model, layer, arch.post_mlp_norm), arch.norm_offset, d_model(hf_model))
+
+
+def final_gain(hf_model: nn.Module) -> torch.Tensor:
+    """gamma_f: the gain of the final norm before the unembedding: [d_model]."""
+    arch = architecture(hf_model)
+    norm = resolve_attr(hf_model, arch.final_norm)
+    return norm_gain(norm, arch.norm_offset, d_model(hf_model))  # type: ignore[arg-type]
+
+
+def unembed(hf_model: nn.Module) -> torch.Tensor:
+    """U as a view: [d_model, vocab] (lm_head, GPT-NeoX's embed_out; tied in Gemma)."""
+    return hf_model.get_output_embeddings().weight.detach().T  # type: ignore[operator,union-attr]
 
 
 WRAPPER = "._original_component"
