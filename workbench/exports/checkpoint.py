@@ -38,14 +38,30 @@ def checkpoint_keys(folder: Path) -> list[str]:
     return keys
 
 
+def _base_tensor(bundle: Any, key: str) -> torch.Tensor:
+    """The loaded model's tensor for a checkpoint key, or the stored one where transformers
+    renames on load (GPT-NeoX stores `embed_out.weight`, transformers 5 calls it `lm_head`).
+    Either way it is a base weight, which no edit touches; it comes in the model's dtype."""
+    try:
+        return layout.resolve_attr(bundle.hf_model, key).detach()
+    except KeyError:
+        from safetensors import safe_open
+
+        dtype = next(bundle.hf_model.parameters()).dtype
+        for f in sorted(Path(bundle.path).glob("*.safetensors")):
+            with safe_open(str(f), "pt") as st:
+                if key in st.keys():
+                    return st.get_tensor(key).to(dtype)
+        raise
+
+
 def edited_state(bundle: Any, adapter: Adapter) -> tuple[dict[str, torch.Tensor], str]:
     """The checkpoint's tensors with the adapter merged (names as in the base checkpoint), and
     the edited weights hash (what `ModelBundle.weights_sha256` will be after reloading).
 
     Only the edited output projections are new tensors (W_out + Delta); the rest are the base
     tensors themselves, which are never written."""
-    keys = checkpoint_keys(bundle.path)
-    tensors = {k: layout.resolve_attr(bundle.hf_model, k).detach() for k in keys}
+    tensors = {k: _base_tensor(bundle, k) for k in checkpoint_keys(bundle.path)}
     for layer, delta in adapter.deltas.items():
         name = layout.out_proj_name(bundle.hf_model, layer)
         merged = merged_w_out(layout.w_out(bundle.hf_model, layer).detach(), delta)  # [d_mlp, d_model]

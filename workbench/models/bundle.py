@@ -20,7 +20,7 @@ from workbench.models.memory import release_freed_heap, tune_allocator
 from workbench.models.safety import check_safetensors_folder
 from workbench.models.skinny import install_skinny_unembedding
 from workbench.models.sources import ModelSource, hub_offline
-from workbench.models.tiny import build_tiny_checkpoint
+from workbench.models.tiny import TinyConfig, build_tiny_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def resolve_checkpoint(source: ModelSource, settings: Settings, progress: Callab
     if source.kind == "embedded":
         return build_embedded_checkpoint(settings.models_dir, progress)
     if source.kind == "tiny":
-        return build_tiny_checkpoint(settings.models_dir)
+        return build_tiny_checkpoint(settings.models_dir, TinyConfig(family=source.location or "gemma3"))
     if source.kind == "local":
         return Path(source.location)
     if hub_offline():

