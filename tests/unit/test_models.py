@@ -140,3 +140,16 @@ def test_skinny_unembedding_equals_linear(tiny_bundle) -> None:  # type: ignore[
     assert getattr(getattr(head, "_original_component", head), "_workbench_skinny", False)
     hidden = out.hidden_states[-1][:, -1:]  # [2, 1, d_model], after the final norm
     assert torch.allclose(out.logits, F.linear(hidden, layout.unembed(tiny_bundle.hf_model).T), atol=1e-4)
+
+
+def test_hashes_are_defined_on_stored_bytes() -> None:
+    """fp32 hashes its raw little-endian bytes (hashes written before dtypes stay valid); bf16
+    hashes its own two-byte values under its dtype's name, so a bf16 load has its own hash."""
+    import hashlib
+
+    t = torch.randn(5, 3)
+    assert tensor_sha256(t) == hashlib.sha256(t.numpy().astype("<f4").tobytes()).hexdigest()
+    b = t.to(torch.bfloat16)
+    assert tensor_sha256(b) != tensor_sha256(b.float())  # same numbers, other stored bytes
+    assert tensor_sha256(b) == hashlib.sha256(b"torch.bfloat16" + b.view(torch.int16).numpy().tobytes()).hexdigest()
+    assert tensor_sha256(t.T) == tensor_sha256(t.T.contiguous())  # layout does not matter, values do

@@ -103,6 +103,10 @@ def test_config_round_trip_and_errors() -> None:
 def test_load_local_returns_sae_id_and_hash(trained) -> None:  # type: ignore[no-untyped-def]
     sae, sae_id, digest = load_local_sae(trained.path)
     assert sae_id == trained.sae_id and len(digest) == 64 and digest == trained.sha256
+    # one definition of an SAE's hash: the loader's, the spec's and the page's agree
+    from workbench.edits.spec import sae_sha256
+
+    assert digest == sae_sha256(sae) == sae_sha256(trained.sae)
 
 
 def test_missing_and_corrupt_folders_give_clear_errors(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from workbench import __version__
 from workbench.config import REPO_ROOT
+from workbench.models.hashing import sae_sha256
 
 if TYPE_CHECKING:
     from workbench.models import ModelBundle
@@ -399,20 +400,6 @@ def _explain(err: ValidationError) -> str:
         lines.append(f"{loc or 'spec'}: {e['msg']}")
     more = "" if err.error_count() <= 8 else f" (and {err.error_count() - 8} more)"
     return "The edit spec is invalid: " + "; ".join(lines) + more + "."
-
-
-# -------------------------------------------------------------------- SAE hash
-def sae_sha256(sae: Any) -> str:
-    """Content hash of an SAE: its state_dict tensors (name order, float32 bytes).
-
-    Objects without a state_dict (test doubles) hash W_enc, W_dec and any b_enc/b_dec/threshold.
-    """
-    from workbench.models.hashing import named_tensors_sha256
-
-    if hasattr(sae, "state_dict"):
-        return named_tensors_sha256(sae.state_dict().items())
-    named = [(n, getattr(sae, n)) for n in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if hasattr(sae, n)]
-    return named_tensors_sha256(named)
 
 
 def check_sae(ref: SaeRef, sae: Any, where: str = "spec") -> None:

@@ -1,4 +1,11 @@
-"""Content hashes of weights: float32 little-endian bytes, so a hash means the same numbers."""
+"""Content hashes of weights and SAEs, defined on the tensors' stored bytes.
+
+One definition for the model (`model_weights_sha256`), an SAE (`sae_sha256`) and a row
+(`tensor_sha256`): tensors in name order, each as its little-endian bytes in the dtype it is
+held in. float32 tensors hash their raw bytes alone (the hashes of every fp32 checkpoint and
+spec written before dtypes existed stay valid); other dtypes prefix the dtype's name, so a
+bf16 load of a checkpoint has its own hash and a spec bound to it says which weights it means.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,20 +27,37 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def stored_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's values as held (little-endian, contiguous); non-fp32 dtypes carry their name."""
+    t = t.detach().contiguous().cpu()
+    if t.dtype == torch.float32:
+        return t.numpy().astype("<f4", copy=False).tobytes()
+    raw = t.reshape(-1).view(torch.uint8).numpy().tobytes()  # bf16 has no numpy dtype
+    return str(t.dtype).encode() + raw
+
+
 def tensor_sha256(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's values as contiguous float32 little-endian bytes."""
-    data = t.detach().to(torch.float32).contiguous().cpu().numpy()
-    return hashlib.sha256(data.astype("<f4", copy=False).tobytes()).hexdigest()
+    """SHA-256 of one tensor's stored bytes."""
+    return hashlib.sha256(stored_bytes(t)).hexdigest()
 
 
 def named_tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """One hash over (name, values) pairs in name order."""
+    """One hash over (name, stored bytes) pairs in name order."""
     h = hashlib.sha256()
     for name, t in sorted(named, key=lambda kv: kv[0]):
         h.update(name.encode())
-        data = t.detach().to(torch.float32).contiguous().cpu().numpy()
-        h.update(data.astype("<f4", copy=False).tobytes())
+        h.update(stored_bytes(t))
     return h.hexdigest()
+
+
+def sae_sha256(sae: Any) -> str:
+    """The one content hash of an SAE or transcoder, local or pretrained: its state_dict.
+
+    Objects without a state_dict (test doubles) hash W_enc, W_dec and any b_enc/b_dec/threshold."""
+    if hasattr(sae, "state_dict"):
+        return named_tensors_sha256(sae.state_dict().items())
+    named = [(n, getattr(sae, n)) for n in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if hasattr(sae, n)]
+    return named_tensors_sha256(named)
 
 
 def model_weights_sha256(model: torch.nn.Module) -> str:

@@ -1,19 +1,18 @@
 """Where SAEs come from: a local folder in SAELens format, or a pretrained SAELens release
 (when the hub is reachable or the files are already in the local HF cache).
 
-Every loader returns (SAE, sae_id, sha256 of the weights file) so an EditSpec can bind an SAE
+Every loader returns (SAE, sae_id, `sae_sha256`: the one SAE hash, on its tensors) so an EditSpec can bind an SAE
 by content. Weights are read from safetensors only; a folder holding pickles is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from workbench.models.hashing import file_sha256
+from workbench.models.hashing import sae_sha256
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -63,7 +62,7 @@ def check_sae_folder(path: Path) -> None:
 
 
 def load_local_sae(path: Path, device: str = "cpu") -> tuple[Any, str, str]:
-    """Load an SAELens folder -> (SAE, sae_id = folder name, sha256 of sae_weights.safetensors)."""
+    """Load an SAELens folder -> (SAE, sae_id = folder name, sae_sha256)."""
     from sae_lens import SAE
 
     path = Path(path)
@@ -73,7 +72,7 @@ def load_local_sae(path: Path, device: str = "cpu") -> tuple[Any, str, str]:
     except Exception as err:  # shape mismatches, unknown architectures ...
         raise SAELoadError(f"SAELens could not load {path}: {err}") from err
     sae.eval()
-    return sae, path.name, file_sha256(path / WEIGHTS_FILE)
+    return sae, path.name, sae_sha256(sae)
 
 
 def list_local_saes(saes_dir: Path) -> list[dict[str, Any]]:
@@ -121,15 +120,4 @@ def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> tuple
         raise SAELoadError(f"Cannot load {release}/{sae_id}: {why} ({type(err).__name__}: {err}). "
                            "Train a local SAE instead (`python -m workbench sae train`).") from err
     sae.eval()
-    digest = _state_dict_sha256(sae)
-    return sae, f"{release}/{sae_id}", digest
-
-
-def _state_dict_sha256(sae: Any) -> str:
-    """sha256 over the SAE's tensors in name order (pretrained files live in the HF cache in
-    several layouts, so hash the loaded tensors instead of a file)."""
-    h = hashlib.sha256()
-    for name, t in sorted(sae.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return sae, f"{release}/{sae_id}", sae_sha256(sae)
