@@ -32,6 +32,8 @@ class Settings:
     model_source: str = "embedded"
     limits: Limits = field(default_factory=Limits)
     torch_threads: int | None = None
+    device: str = "auto"  # 'cpu' | 'cuda' | 'auto' (CUDA when torch sees a GPU)
+    dtype: str = "float32"  # 'float32' | 'bfloat16': the dtype the weights are held in
 
     @property
     def store_path(self) -> Path:
@@ -57,6 +59,10 @@ class Settings:
             kwargs["cache_dir"] = Path(env["WORKBENCH_CACHE"]).expanduser().resolve()
         if "WORKBENCH_MODEL" in env:
             kwargs["model_source"] = env["WORKBENCH_MODEL"]
+        if "WORKBENCH_DEVICE" in env:
+            kwargs["device"] = env["WORKBENCH_DEVICE"]
+        if "WORKBENCH_DTYPE" in env:
+            kwargs["dtype"] = env["WORKBENCH_DTYPE"]
         limits = Limits(
             max_new_tokens=int(env.get("WORKBENCH_MAX_NEW_TOKENS", Limits.max_new_tokens)),
             max_prompt_chars=int(env.get("WORKBENCH_MAX_PROMPT_CHARS", Limits.max_prompt_chars)),

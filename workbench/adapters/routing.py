@@ -93,11 +93,19 @@ def _routed(bundle: Any, groups: list[tuple[Adapter, torch.Tensor | None]], n: i
         yield
 
 
+def _in_float32(edit: DownProjEdit) -> hooks.TapFn:
+    def tap(_m: nn.Module, inputs: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+        if out.dtype == torch.float32:
+            return edit(inputs[0], out)
+        return edit(inputs[0].float(), out.float()).to(out.dtype)
+    return tap
+
+
 @contextmanager
 def down_proj_edits(bundle: Any, edits: dict[int, DownProjEdit]) -> Iterator[None]:
-    """Replace each layer's down_proj output by edit(h, out) in this thread's forward passes
-    (h is the projection's input). Differentiable: the erase methods train through it."""
-    fns = {layout.out_proj(bundle.hf_model, layer):
-           (lambda _m, inputs, out, edit=edit: edit(inputs[0], out)) for layer, edit in edits.items()}
+    """Replace each layer's output-projection output by edit(h, out) in this thread's forward
+    passes (h is the projection's input). Differentiable: the erase methods train through it.
+    The edit computes in float32 whatever the weights' dtype (a bf16 model trains fp32 deltas)."""
+    fns = {layout.out_proj(bundle.hf_model, layer): _in_float32(edit) for layer, edit in edits.items()}
     with hooks.taps(fns):
         yield

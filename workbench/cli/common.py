@@ -20,12 +20,17 @@ class UserError(Exception):
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    """Settings from the environment, overridden by the global --cache and --model flags."""
+    """Settings from the environment, overridden by the global --cache, --model, --device and
+    --dtype flags."""
     overrides: dict[str, object] = {}
     if getattr(args, "cache", None):
         overrides["cache_dir"] = Path(args.cache).expanduser().resolve()
     if getattr(args, "model", None):
         overrides["model_source"] = args.model
+    if getattr(args, "device", None):
+        overrides["device"] = args.device
+    if getattr(args, "dtype", None):
+        overrides["dtype"] = args.dtype
     return Settings.from_env(**overrides)
 
 

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__)
     parser.add_argument("--cache", help="cache dir (default: ./cache or $WORKBENCH_CACHE)")
     parser.add_argument("--model", help="'embedded' (default), 'tiny', a local folder, or 'hub:<id>'")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                        help="where the weights live (default: auto = CUDA when torch sees a GPU; $WORKBENCH_DEVICE)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"],
+                        help="dtype of the weights (default: float32; $WORKBENCH_DTYPE)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 

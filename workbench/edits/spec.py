@@ -275,7 +275,7 @@ class EditSpec(_Strict):
             raise SpecError(
                 f"This edit was made for model {self.model.id!r} with weights "
                 f"{self.model.weights_sha256[:12]}..., but the loaded model {bundle.model_id!r} has "
-                f"{bundle.weights_sha256[:12]}...; load the same checkpoint to apply it."
+                f"{bundle.weights_sha256[:12]}...; load the same checkpoint, in the same --dtype, to apply it."
             )
         d_model = bundle.d_model
         for i, op in enumerate(self.operations):

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from workbench.config import Settings
 from workbench.models import layout
 from workbench.models.embedded import build_embedded_checkpoint
 from workbench.models.hashing import cached_folder_hash
 from workbench.models.memory import release_freed_heap, tune_allocator
+from workbench.models.placement import resolve_device, resolve_dtype
 from workbench.models.safety import check_safetensors_folder
 from workbench.models.skinny import install_skinny_unembedding
 from workbench.models.sources import ModelSource, hub_offline
@@ -71,6 +70,15 @@ class ModelBundle:
     def vocab_size(self) -> int:
         return int(self.config.vocab_size)
 
+    @property
+    def dtype(self) -> Any:
+        """torch dtype the weights are held in (edits compile in it)."""
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def device(self) -> Any:
+        return next(self.hf_model.parameters()).device
+
     def weight_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.hf_model.parameters())
 
@@ -94,6 +102,8 @@ class ModelBundle:
             "vocab_size": self.vocab_size,
             "parameters": sum(p.numel() for p in self.hf_model.parameters()),
             "weights_sha256": self.weights_sha256,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
             "load_seconds": round(self.load_seconds, 2),
         }
 
@@ -129,7 +139,8 @@ def load_bundle(
     settings: Settings | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ModelBundle:
-    """Load a model source as a ModelBundle (fp32, CPU unless CUDA is available)."""
+    """Load a model source as a ModelBundle, on `settings.device` in `settings.dtype`
+    (default: float32, CUDA when torch sees a GPU, else the CPU)."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
 
@@ -145,14 +156,12 @@ def load_bundle(
             f"The tokenizer in {path} is empty or missing ({len(tokenizer)} tokens); save the "
             "tokenizer files beside the weights."
         )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=torch.float32, use_safetensors=True
-    ).to(device)
+    device, dtype = resolve_device(settings.device), resolve_dtype(settings.dtype)
+    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)
     hf_model.eval()
     hf_model.requires_grad_(False)
     bridge = TransformerBridge.boot_transformers(
-        str(path), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=torch.float32
+        str(path), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )
     bridge.eval()
     _check_shared(hf_model, bridge)

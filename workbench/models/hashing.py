@@ -69,10 +69,13 @@ def model_weights_sha256(model: torch.nn.Module) -> str:
 
 
 def cached_folder_hash(folder: Path, model: torch.nn.Module) -> str:
-    """The weights hash of a checkpoint folder, cached beside it keyed by file size and mtime."""
+    """The weights hash of a checkpoint folder as loaded, cached beside it keyed by file size
+    and mtime, one sidecar per dtype (the hash is on the stored bytes: a bf16 load has its own)."""
     files = sorted(folder.glob("*.safetensors"))
     key = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    sidecar = folder / "workbench-weights-sha256.v2.json"
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    sidecar = folder / ("workbench-weights-sha256.v2.json" if dtype == "float32"
+                        else f"workbench-weights-sha256.v2.{dtype}.json")
     if sidecar.exists():
         try:
             cached = json.loads(sidecar.read_text())

@@ -133,7 +133,8 @@ def capture(
 
     The forward pass stops after the last decoder layer any name needs (no unembedding) when
     `stop` is set. `extra` taps (an edit, an SAE splice) run in the same pass. Returns
-    {name: tensor detached, as the hook saw it}. Gradients flow if the caller enables them and
+    {name: tensor detached, as the hook saw it, in float32 whatever the weights' dtype: statistics
+    and the methods' math run in fp32}. Gradients flow if the caller enables them and
     uses the returned tensors before detaching: pass stop=False to get logits too."""
     got: dict[str, torch.Tensor] = {}
     model = bridge.original_model  # the HF model the bridge wraps in place (one copy of the weights)
@@ -145,7 +146,7 @@ def capture(
     for module, fn in (extra or {}).items():
         fns.setdefault(module, []).extend(list(fn) if isinstance(fn, list | tuple) else [fn])
     for n, point in points.items():
-        fns.setdefault(point, []).append(lambda _m, _i, out, n=n: got.__setitem__(n, out.detach()))
+        fns.setdefault(point, []).append(lambda _m, _i, out, n=n: got.__setitem__(n, _as_float32(out.detach())))
     if stop and last_layer is not None and last_layer < len(blocks) - 1:
         def halt(_m: nn.Module, _i: tuple[Any, ...], _o: Any) -> None:
             if len(got) == len(points):
@@ -160,6 +161,10 @@ def capture(
     if missing:
         raise RuntimeError(f"The forward pass never reached the hooks {missing}.")
     return got
+
+
+def _as_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
 
 
 def text_positions(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -19,25 +19,26 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner="Loading the model (about 45 s the first time, seconds after) ...")
-def _bundle(source_text: str, cache_dir: str) -> ModelBundle:
-    return load_bundle(parse_source(source_text), Settings.from_env(model_source=source_text))
+def _bundle(source_text: str, cache_dir: str, device: str, dtype: str) -> ModelBundle:
+    return load_bundle(parse_source(source_text),
+                       Settings.from_env(model_source=source_text, device=device, dtype=dtype))
 
 
 def bundle(source_text: str | None = None) -> ModelBundle:
-    return _bundle(source_text or current_source(), str(settings().cache_dir))
+    return _bundle(source_text or current_source(), str(settings().cache_dir), *current_placement())
 
 
 @st.cache_resource
-def _batcher(source_text: str, cache_dir: str) -> Any:
+def _batcher(source_text: str, cache_dir: str, device: str, dtype: str) -> Any:
     from workbench.generate import PreviewBatcher
 
-    return PreviewBatcher(_bundle(source_text, cache_dir))
+    return PreviewBatcher(_bundle(source_text, cache_dir, device, dtype))
 
 
 def batcher() -> Any:
     """The server's one PreviewBatcher for this model: previews of all users that overlap in
     time share their forward passes, each row with its own user's adapter."""
-    return _batcher(current_source(), str(settings().cache_dir))
+    return _batcher(current_source(), str(settings().cache_dir), *current_placement())
 
 
 @st.cache_resource(show_spinner="Opening the store ...")
@@ -68,6 +69,20 @@ def wiki() -> Any:
 def current_source() -> str:
     """The model source this session uses (Home page choice, else the server default)."""
     return str(st.session_state.get("model_source") or settings().model_source)
+
+
+def devices() -> list[str]:
+    """Device choices this server can honour."""
+    import torch
+
+    return ["auto", "cpu", "cuda"] if torch.cuda.is_available() else ["auto", "cpu"]
+
+
+def current_placement() -> tuple[str, str]:
+    """(device, dtype) this session uses (Home page choice, else the server's settings). Each
+    distinct choice is one more model in the server's memory, shared by the users who pick it."""
+    return (str(st.session_state.get("device") or settings().device),
+            str(st.session_state.get("dtype") or settings().dtype))
 
 
 @st.cache_resource(show_spinner="Loading the SAE ...")
