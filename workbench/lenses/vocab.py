@@ -63,20 +63,39 @@ def project_topk(
     mask: torch.Tensor | None = None,  # [vocab] bool, True = eligible token
     chunk: int = 16384,
     stats: VocabStats | None = None,
+    max_block: int = 1 << 25,
 ) -> VocabProjection:
-    """Running top/bottom-k over chunks of the eligible tokens: memory O(n * (chunk + k)), not
-    O(n * vocab). Mean and std over the eligible tokens come from the column moments
-    (sum_t z.u_t = z.(sum_t u_t); sum_t (z.u_t)^2 = z G z with G = U U^T), not from the logits."""
+    """Running top/bottom-k over chunks of the eligible tokens, for blocks of rows: memory
+    O(max_block) floats per step (128 MB), not O(n * vocab), so a 262k-feature SAE projects in
+    the same memory as a 4k one. Mean and std over the eligible tokens come from the column
+    moments (sum_t z.u_t = z.(sum_t u_t); sum_t (z.u_t)^2 = z G z with G = U U^T)."""
     stats = stats or vocab_stats(unembed, mask, chunk)
     n = vectors.shape[0]
     vectors = vectors.float()
+    rows = max(1, max_block // chunk)
+    parts = [_project_block(vectors[r : r + rows], unembed, k, stats, chunk) for r in range(0, n, rows)]
+    top_i, top_v, bot_i, bot_v = (torch.cat([p[j] for p in parts]) if parts else torch.zeros(0, k)
+                                  for j in range(4))
+    with torch.no_grad():
+        z = vectors.double()
+        count = len(stats.ids)
+        mean = (z @ stats.col_sum) / count
+        sq = ((z @ stats.gram) * z).sum(1) / count
+    std = (sq - mean**2).clamp_min(0).sqrt()
+    return VocabProjection(top_i.long(), top_v, bot_i.long(), bot_v, mean.float(), std.float())
+
+
+def _project_block(
+    vectors: torch.Tensor, unembed: torch.Tensor, k: int, stats: VocabStats, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top ids, top logits, bottom ids, bottom logits) of one block of rows: [n, k] each."""
+    n = vectors.shape[0]
     top_v = torch.full((n, k), -torch.inf)
     top_i = torch.zeros((n, k), dtype=torch.long)
     bot_v = torch.full((n, k), torch.inf)
     bot_i = torch.zeros((n, k), dtype=torch.long)
-    count = len(stats.ids)
     with torch.no_grad():
-        for start in range(0, count, chunk):
+        for start in range(0, len(stats.ids), chunk):
             ids = stats.ids[start : start + chunk]
             logits = vectors @ unembed[:, ids].float()  # [n, c]
             kk = min(k, logits.shape[1])
@@ -84,11 +103,7 @@ def project_topk(
             top_v, top_i = _merge(top_v, top_i, cv, ids[ci], k, largest=True)
             cv, ci = logits.topk(kk, dim=1, largest=False)
             bot_v, bot_i = _merge(bot_v, bot_i, cv, ids[ci], k, largest=False)
-        z = vectors.double()
-        mean = (z @ stats.col_sum) / count
-        sq = ((z @ stats.gram) * z).sum(1) / count
-    std = (sq - mean**2).clamp_min(0).sqrt()
-    return VocabProjection(top_i, top_v, bot_i, bot_v, mean.float(), std.float())
+    return top_i, top_v, bot_i, bot_v
 
 
 def _merge(

@@ -158,16 +158,22 @@ def build_catalogue(
                                max_tokens=max_tokens):
         cache = capture(bundle.bridge, batch.input_ids, [site.hook_name], attention_mask=batch.attention_mask)
         acts = cache[site.hook_name].float()  # [batch, pos, d_in]
-        b, p, _ = acts.shape
+        b = acts.shape[0]
         keep = text_positions(batch.attention_mask)
-        feats = sae.encode(acts.reshape(b * p, -1)).reshape(b, p, d_sae)
-        feats = feats * keep.unsqueeze(-1)
-        flat = feats[keep]  # [n, d_sae]
-        fired += (flat > 0).float().sum(0)
-        act_sum += flat.double().sum(0)
-        max_act = torch.maximum(max_act, flat.max(0).values if flat.numel() else max_act)
-        # one candidate per (document, feature): the document's strongest position
-        doc_max, doc_pos = feats.max(dim=1)  # [batch, d_sae]
+        doc_max = torch.zeros(b, d_sae)
+        doc_pos = torch.zeros(b, d_sae, dtype=torch.long)
+        # Streaming: one document's [pos, d_sae] at a time (134 MB at 262k features and 128
+        # positions), never a [tokens, d_sae] tensor for the whole batch or sweep.
+        for i in range(b):
+            where = torch.nonzero(keep[i]).flatten()  # text positions of document i
+            if not len(where):
+                continue
+            feats = sae.encode(acts[i, where])  # [n_i, d_sae]
+            fired += (feats > 0).float().sum(0)
+            act_sum += feats.double().sum(0)
+            best, at = feats.max(dim=0)  # one candidate per (document, feature): its strongest position
+            max_act = torch.maximum(max_act, best)
+            doc_max[i], doc_pos[i] = best.clamp_min(0), where[at]
         rows = torch.tensor(batch.doc_index, dtype=torch.long)
         running.merge(doc_max.T.contiguous(), rows.unsqueeze(0).expand(d_sae, b).contiguous(),
                       doc_pos.T.contiguous())
