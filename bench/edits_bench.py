@@ -48,7 +48,8 @@ PROMPT = "The Eiffel Tower is located in the city of"
 def three_layer_spec(bundle, saes_dir: Path):  # type: ignore[no-untyped-def]
     """(spec, sae_loader, label): PISCES on layer 6 + ablations on 4 and 8, or three ablations."""
     from workbench.edits.spec import sae_sha256
-    from workbench.methods.pisces_search import find_local_sae, local_sae_loader
+    from workbench.methods.pisces_search import find_local_sae
+    from workbench.sae.sources import spec_sae_loader
 
     model = ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256)
     layers = sorted({min(layer, bundle.n_layers - 1) for layer in (4, 6, 8)})
@@ -57,7 +58,7 @@ def three_layer_spec(bundle, saes_dir: Path):  # type: ignore[no-untyped-def]
         folder = find_local_sae(saes_dir, bundle.model_id, 6)
     except FileNotFoundError:
         return EditSpec(name="bench 3-layer", model=model, operations=ablate), None, "ablate x3 (no local SAE)"
-    loader = local_sae_loader(saes_dir)
+    loader = spec_sae_loader(saes_dir)
     ref = SaeRef(id=folder.name, sha256="0" * 64)
     ref = SaeRef(id=folder.name, sha256=sae_sha256(loader(ref, 6)))
     ops = [op for op in ablate if op.layer != 6] + [RemoveSaeFeatures(layer=6, features=[0, 1, 2, 3], tau=0.7,

@@ -46,9 +46,9 @@ from workbench.methods.erase import METHODS, EraseOptions, PiscesConfig, erase  
 from workbench.methods.facts import FactSet, build_fact_set  # noqa: E402
 from workbench.methods.key_rewrite import RewriteConfig  # noqa: E402
 from workbench.methods.optimise import OptimiseConfig  # noqa: E402
-from workbench.methods.pisces_search import local_sae_loader  # noqa: E402
 from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
 from workbench.progress import TqdmProgress  # noqa: E402
+from workbench.sae.sources import spec_sae_loader  # noqa: E402
 
 OUT = ROOT / "cache" / "erasure"
 
@@ -96,7 +96,7 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
                    options=EraseOptions(score=False, optimise=optimise, rewrite=rewrite,
                                         pisces=PiscesConfig(**(pisces or {}))))
     edit_s = time.perf_counter() - t0
-    overlay = compile_spec(result.spec, bundle, sae_loader=local_sae_loader(Settings.from_env().saes_dir),
+    overlay = compile_spec(result.spec, bundle, sae_loader=spec_sae_loader(Settings.from_env().saes_dir),
                            payload=result.payload or None)
     n_weights = _changed(bundle, overlay)
     t1 = time.perf_counter()

@@ -96,13 +96,15 @@ with st.expander("Add an SAE from a folder or from SAELens's pretrained releases
                            placeholder="/path/to/sae (cfg.json + sae_weights.safetensors)")
     if f1.button("Catalogue this folder", key="sae_folder_go", disabled=not folder.strip()):
         panels.start_job("sae", f"Catalogue {folder.strip()}", sae_catalogue_job(store, bundle, Path(folder.strip())))
-    release = f2.text_input("SAELens release", key="sae_release", placeholder="e.g. gemma-scope-2-270m-pt-res")
-    pre_id = f2.text_input("SAE id in the release", key="sae_release_id")
+    release = f2.text_input("SAELens release", key="sae_release", placeholder="e.g. gemma-scope-2-270m-pt-mlp-all")
+    pre_id = f2.text_input("SAE id in the release", key="sae_release_id",
+                           placeholder="e.g. layer_6_width_16k_l0_small")
     if f2.button("Load and catalogue", key="sae_release_go", disabled=not (release.strip() and pre_id.strip())):
         panels.start_job("sae", f"Pretrained {release.strip()}/{pre_id.strip()}",
                          pretrained_sae_job(store, bundle, release.strip(), pre_id.strip()))
-    st.caption("Pretrained SAEs load when the hub is reachable or the files are in the local Hugging Face "
-               "cache; offline, the job says so. Pickled weights are refused.")
+    st.caption("Pretrained SAEs and transcoders (e.g. Gemma Scope 2's `gemma-scope-2-270m-pt-transcoders-all`) "
+               "load from the local Hugging Face cache, offline too, or from the hub when it is reachable; "
+               "when neither has them the job says where it looked. Pickled weights are refused.")
 
 # ---------------------------------------------------------------- builds
 st.subheader("Build")

@@ -75,7 +75,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
                                              float(detail["max_act"])), unsafe_allow_html=True)
 
     st.markdown("#### W_out rows that carry it")
-    st.caption("PISCES score s[i, f]: value vector i of the layer read by the feature's encoder.")
+    st.caption(ui_features.row_score_text(ui_features.is_transcoder(sae_row)))
     r1, r2 = st.columns(2)
     with r1:
         stored = store.rows_of_feature(sae_id, feature)
@@ -95,7 +95,8 @@ def feature_page(sae_row: dict, feature: int) -> None:
     a2.caption("Unsigned (eta = +1): the neuron sign rule needs the concept's text; the Erase page's "
                "'pisces' method measures it."
                + (" This feature never fired in the sweep: removing it changes little on this corpus." if dead else ""))
-    if a3.button(f"Add to edit: remove feature {feature} (PISCES, tau {tau:g}, mu {mu:g})", key="fb_add", type="primary"):
+    how = "PISCES on its decoder direction" if ui_features.is_transcoder(sae_row) else "PISCES"
+    if a3.button(f"Add to edit: remove feature {feature} ({how}, tau {tau:g}, mu {mu:g})", key="fb_add", type="primary"):
         try:
             drafts.draft().use_sae(SaeRef(id=sae_id, sha256=sae_sha256(sae)))
         except ValueError as err:

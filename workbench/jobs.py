@@ -344,12 +344,12 @@ def pretrained_sae_job(store: Any, bundle: Any, release: str, sae_id: str, catal
 
     def run(progress: FileProgress) -> str:
         from workbench.sae.index import catalogue_into_store
-        from workbench.sae.sources import load_pretrained_sae
+        from workbench.sae.sources import PRETRAINED_PREFIX, load_pretrained_sae
 
         progress.stage(f"loading {release}/{sae_id}")
         sae, full_id, sha = load_pretrained_sae(release, sae_id)
-        cat = catalogue_into_store(store, bundle, sae, full_id, sha, None, None, max_tokens=catalogue_tokens,
-                                   progress=progress)
+        cat = catalogue_into_store(store, bundle, sae, full_id, sha, f"{PRETRAINED_PREFIX}{full_id}", None,
+                                   max_tokens=catalogue_tokens, progress=progress)
         return f"{full_id}: {cat.d_sae} features catalogued over {cat.n_tokens:,} tokens"
 
     return run

@@ -33,6 +33,7 @@ from workbench.edits.spec import EditSpec, ModelRef, SaeRef, load_spec, save_spe
 from workbench.generate import SamplingParams, generate_pair
 from workbench.models import ModelBundle, load_bundle, parse_source
 from workbench.progress import NullProgress, Progress, TqdmProgress
+from workbench.sae.sources import spec_sae_loader
 
 NOTEBOOK_MAX_NEW_TOKENS = 2048  # a notebook is one user: no server-wide cap
 
@@ -51,7 +52,7 @@ class Edit:
     def __post_init__(self) -> None:
         if self.adapter is None:
             self.adapter = compile_spec(self.spec, self.model, payload=self.payload or None,
-                                        sae_loader=_local_sae_loader())
+                                        sae_loader=spec_sae_loader(Settings.from_env().saes_dir))
 
     @property
     def scorecard(self) -> Scorecard | None:
@@ -133,11 +134,3 @@ def _progress(progress: bool | Progress) -> Any:
     if progress is False:
         return NullProgress()
     return progress
-
-
-def _local_sae_loader() -> Any:
-    """SAEs named by a spec load from the cache's SAE folder (the same place the CLI looks)."""
-    from workbench.sae.sources import load_local_sae
-
-    saes_dir = Settings.from_env().saes_dir
-    return lambda ref, _layer: load_local_sae(saes_dir / ref.id)[0]

@@ -269,7 +269,8 @@ def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, tra
     from workbench.adapters import use
     from workbench.edits.compile import compile_spec
     from workbench.methods.facts import Fact, FactSet, split_sentences
-    from workbench.methods.pisces_search import local_sae_loader, pisces_erase
+    from workbench.methods.pisces_search import pisces_erase
+    from workbench.sae.sources import spec_sae_loader
 
     corpus = load_wiki("en")
     doc = corpus.get("Paris")
@@ -285,7 +286,7 @@ def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, tra
     assert all(c.dropped_by or c.selected or c.removal_effect == c.removal_effect for c in result.candidates)
     op = result.spec.operations[0]
     assert op.kind == "remove_sae_features" and op.neuron_signs
-    adapter = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
+    adapter = compile_spec(result.spec, tiny_bundle, sae_loader=spec_sae_loader(sae_settings.saes_dir))
     before = {n: p.detach().clone() for n, p in tiny_bundle.hf_model.named_parameters() if "down_proj" in n}
     with use(tiny_bundle, adapter), torch.no_grad():
         tiny_bundle.hf_model(torch.tensor([[2, 3, 4]]))
@@ -324,7 +325,8 @@ def test_pisces_with_a_pre_norm_sae(tiny_bundle, trained, sae_settings) -> None:
     features are read at that hook; the spec's rows are the raw-row tau rule of that SAE."""
     from workbench.edits.compile import compile_spec
     from workbench.methods.facts import Fact, FactSet, split_sentences
-    from workbench.methods.pisces_search import local_sae_loader, pisces_erase
+    from workbench.methods.pisces_search import pisces_erase
+    from workbench.sae.sources import spec_sae_loader
 
     raw = train_sae(tiny_bundle, replace(TINY_CFG, site="mlp.hook_out"), sae_settings,
                     texts=[d.text for d in load_wiki("en").sample(400, seed=3)])
@@ -340,6 +342,6 @@ def test_pisces_with_a_pre_norm_sae(tiny_bundle, trained, sae_settings) -> None:
         pytest.skip("no candidate lowered the concept on the random tiny model")
     assert result.spec.sae.id == raw.sae_id and ".mlp_raw." in raw.sae_id
     op = result.spec.operations[0]
-    adapter = compile_spec(result.spec, tiny_bundle, sae_loader=local_sae_loader(sae_settings.saes_dir))
+    adapter = compile_spec(result.spec, tiny_bundle, sae_loader=spec_sae_loader(sae_settings.saes_dir))
     rows = {int(i) for f in op.features for i in tau_rows(tiny_bundle.hf_model, raw.sae, f, op.tau)["neuron"]}
     assert {r.neuron for r in adapter.rows} <= rows

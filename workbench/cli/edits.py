@@ -68,7 +68,7 @@ def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]
     """Bundle, spec, payload and compiled adapter; every failure is a UserError sentence."""
     from workbench.edits.compile import compile_spec
     from workbench.edits.spec import SpecError, load_spec
-    from workbench.methods.pisces_search import local_sae_loader
+    from workbench.sae.sources import spec_sae_loader
 
     path = Path(path_text)
     try:
@@ -84,7 +84,7 @@ def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]
     settings, bundle = load_bundle_for(args)
     try:
         spec.validate_for(bundle, payload=payload)
-        adapter = compile_spec(spec, bundle, sae_loader=local_sae_loader(settings.saes_dir), payload=payload or None)
+        adapter = compile_spec(spec, bundle, sae_loader=spec_sae_loader(settings.saes_dir), payload=payload or None)
     except (SpecError, ValueError) as err:
         raise UserError(str(err)) from err
     return bundle, spec, payload, adapter

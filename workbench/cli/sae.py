@@ -42,7 +42,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     p.set_defaults(func=cmd_sae_train)
 
     p = sae_sub.add_parser("catalogue", help="(re)build the store catalogue of a trained SAE folder")
-    p.add_argument("--sae", required=True, help="SAE id (folder under cache/saes) or a folder path")
+    p.add_argument("--sae", required=True, help="SAE id (folder under cache/saes), a folder path, or "
+                   "pretrained:RELEASE/SAE_ID from the local Hugging Face cache (e.g. pretrained:"
+                   "gemma-scope-2-270m-pt-mlp-all/layer_6_width_16k_l0_small; transcoders too)")
     p.add_argument("--catalogue-tokens", type=int, default=50_000)
     p.set_defaults(func=cmd_sae_catalogue)
 
@@ -104,15 +106,28 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 def cmd_sae_catalogue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from workbench.models.sites import SAESite
     from workbench.progress import TqdmProgress
-    from workbench.sae.index import catalogue_folder
+    from workbench.sae.index import catalogue_folder, catalogue_into_store
+    from workbench.sae.sources import PRETRAINED_PREFIX, SAELoadError, load_pretrained_sae, parse_pretrained
     from workbench.store import open_store
 
     settings, bundle = load_bundle_for(args)
-    path = Path(args.sae) if Path(args.sae).is_dir() else settings.saes_dir / args.sae
+    try:
+        pretrained = parse_pretrained(args.sae)
+        sae = load_pretrained_sae(*pretrained) if pretrained else None
+    except SAELoadError as err:
+        raise UserError(str(err)) from err
     store = open_store(settings.store_path)
     try:
-        cat = catalogue_folder(store, bundle, path, max_tokens=args.catalogue_tokens, progress=TqdmProgress())
+        if sae is not None:
+            obj, sae_id, sha = sae
+            bundle.check_layer(SAESite.of_sae(obj).layer)
+            cat = catalogue_into_store(store, bundle, obj, sae_id, sha, PRETRAINED_PREFIX + sae_id, None,
+                                       max_tokens=args.catalogue_tokens, progress=TqdmProgress())
+        else:
+            path = Path(args.sae) if Path(args.sae).is_dir() else settings.saes_dir / args.sae
+            cat = catalogue_folder(store, bundle, path, max_tokens=args.catalogue_tokens, progress=TqdmProgress())
     finally:
         store.close()
     _report(cat, settings)

@@ -78,24 +78,31 @@ def _compile_pisces(op: RemoveSaeFeatures, ctx: _Ctx, spec: EditSpec) -> None:
         )
     bundle = ctx.bundle
     site = SAESite.of_sae(sae)
-    if site.site == "mlp.hook_post" or site.layer != op.layer:
-        raise SpecError(f"remove_sae_features on layer {op.layer} needs an SAE on that layer's MLP output "
-                        f"(hook_mlp_out or mlp.hook_out); this SAE reads {site.hook_name}.")
+    if site.decoder_site == "mlp.hook_post" or site.layer != op.layer:
+        raise SpecError(f"remove_sae_features on layer {op.layer} needs an SAE or transcoder writing that layer's "
+                        f"MLP output (hook_mlp_out or mlp.hook_out); this one reads {site.hook_name}.")
     gamma = layout.post_ffn_gain(bundle.hf_model, op.layer)
-    if site.site == "mlp.hook_out":  # pre-norm SAE: value vectors already live in its space
+    if site.decoder_site == "mlp.hook_out":  # pre-norm: value vectors already live in its space
         gamma = torch.ones_like(gamma)
     mu_l = pisces.mu_for_layer(op.mu, op.layer, bundle.n_layers, op.schedule)
-    res = pisces.pisces_rewrite(
-        ctx.w_out(op.layer),
-        sae,
-        list(op.features),
-        tau=op.tau,
-        mu_layer=mu_l,
-        gamma_post=gamma,
-        mode=op.mode,
-        feature_signs=list(op.feature_signs) if op.feature_signs else None,
-        neuron_signs=dict(op.neuron_signs) if op.signed and op.neuron_signs is not None else None,
-    )
+    if site.is_transcoder:  # decoder directions, not re-encoding (ops/pisces.transcoder_rewrite)
+        dirs = pisces.unit_rows(sae.W_dec.detach()[list(op.features)])  # [n_f, d]
+        res = pisces.transcoder_rewrite(
+            ctx.w_out(op.layer), dirs, list(op.features), tau=op.tau, mu_layer=mu_l, gamma_post=gamma,
+            feature_signs=list(op.feature_signs) if op.feature_signs else None,
+            neuron_signs=dict(op.neuron_signs) if op.signed and op.neuron_signs is not None else None)
+    else:
+        res = pisces.pisces_rewrite(
+            ctx.w_out(op.layer),
+            sae,
+            list(op.features),
+            tau=op.tau,
+            mu_layer=mu_l,
+            gamma_post=gamma,
+            mode=op.mode,
+            feature_signs=list(op.feature_signs) if op.feature_signs else None,
+            neuron_signs=dict(op.neuron_signs) if op.signed and op.neuron_signs is not None else None,
+        )
     ctx.set_w_out(op.layer, res.w_out)
     ctx.info.append(
         {

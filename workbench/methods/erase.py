@@ -266,7 +266,8 @@ def _project(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpt
 
 def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
     from workbench.config import Settings
-    from workbench.methods.pisces_search import local_sae_loader, pisces_erase
+    from workbench.methods.pisces_search import pisces_erase
+    from workbench.sae.sources import spec_sae_loader
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
     p = opts.pisces
@@ -275,7 +276,7 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
                           site=p.site, sae_id=p.sae_id, progress=progress)
     candidates = sorted(result.candidates, key=lambda c: (not c.selected, c.removal_effect))
     return MethodRun(list(result.spec.operations), candidates=candidates, sae=result.spec.sae,
-                     sae_loader=local_sae_loader(saes_dir), grid=result.grid)
+                     sae_loader=spec_sae_loader(saes_dir), grid=result.grid)
 
 
 METHODS: dict[str, MethodFn] = {

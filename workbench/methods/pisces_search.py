@@ -219,17 +219,3 @@ def pisces_erase(
             progress.advance(1)
     best = max(grid, key=lambda g: g["score"])
     return PiscesResult(spec=spec_for(features, best["tau"], best["mu"]), candidates=candidates, grid=grid)
-
-
-def local_sae_loader(saes_dir: Path) -> Any:
-    """An adapter `sae_loader` that loads a spec's SAE by id from the local SAE folder (cached)."""
-    from workbench.sae.sources import load_local_sae
-
-    cache: dict[str, Any] = {}
-
-    def load(ref: SaeRef, _layer: int) -> Any:
-        if ref.id not in cache:
-            cache[ref.id] = load_local_sae(Path(saes_dir) / ref.id)[0]
-        return cache[ref.id]
-
-    return load

@@ -164,3 +164,53 @@ def pisces_rewrite(
         if changed[r]:
             out[i] = new_rows[r]
     return PiscesResult(out.to(w_out.dtype), kept, rows_per_feature, scale, mu_layer)
+
+
+def unit_rows(w: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit norm ([n, d] -> [n, d], float32): a transcoder's decoder directions."""
+    w = w.detach().float()
+    return w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def transcoder_rewrite(
+    w_out: torch.Tensor,  # [m, d] W_out of layer l (rows = value vectors v_i)
+    directions: torch.Tensor,  # [n_f, d] unit decoder directions d_f of the chosen features
+    features: list[int],
+    *,
+    tau: float,
+    mu_layer: float,
+    gamma_post: torch.Tensor,  # [d]; ones where the decoder writes before the post-FFN norm
+    feature_signs: list[int] | None = None,
+    neuron_signs: dict[int, int] | None = None,
+) -> PiscesResult:
+    """PISCES on a transcoder's decoder directions.
+
+    A transcoder's encoder reads the MLP input, so re-encoding a value vector (PISCES step 5)
+    means nothing. Its decoder directions d_f live in the MLP-output space, where the value
+    vectors write (v~_i = gamma_post * v_i). So: rho_{i,f} = v~_i . d_f selects rows as in step 4
+    (|rho| > tau * max), and each selected row's coefficient along d_f is set to
+    s_f * eta_i * mu_l * M_l (step 6 with the decoder basis instead of the SAE's code), leaving
+    the rest of the row as it was; mapped back by / gamma_post."""
+    if not features:
+        raise ValueError("PISCES needs at least one feature.")
+    signs = feature_signs or [-1] * len(features)
+    base = w_out.detach().float()
+    gamma = gamma_post.detach().float().to(base.device)
+    space = base * gamma  # [m, d]
+    dirs = directions.detach().float().to(base.device)  # [n_f, d]
+    rho = feature_row_scores(space, dirs.T)  # [m, n_f]
+    chosen = select_rows(rho, tau)
+    scale = float(rho.abs().max())
+    rows_per_feature = {f: torch.nonzero(chosen[:, j]).flatten().tolist() for j, f in enumerate(features)}
+    rows = sorted({i for rs in rows_per_feature.values() for i in rs})
+    out = base.clone()
+    ok = gamma.abs() >= GAIN_EPS
+    for i in rows:
+        eta = 1 if neuron_signs is None else (int(neuron_signs.get(i, 0)) or 1)
+        v = space[i].clone()
+        for j in range(len(features)):
+            if chosen[i, j]:
+                v += (signs[j] * eta * mu_layer * scale - float(v @ dirs[j])) * dirs[j]
+        delta = torch.where(ok, (v - space[i]) / torch.where(ok, gamma, torch.ones_like(gamma)), 0.0)
+        out[i] = base[i] + delta
+    return PiscesResult(out.to(w_out.dtype), rows, rows_per_feature, scale, mu_layer)

@@ -37,6 +37,7 @@ from workbench.lenses.vocab import project_topk
 from workbench.models import layout
 from workbench.models.hooks import capture, text_positions
 from workbench.models.sites import SAESite
+from workbench.ops.pisces import unit_rows
 from workbench.progress import NullProgress, Progress
 
 Lens = Literal["gain_aware", "reference"]
@@ -50,9 +51,9 @@ def decoder_directions(hf_model: Any, sae: Any, site: SAESite, lens: Lens = "gai
     """Residual-stream directions of the decoder rows, final gain folded in: [d_sae, d_model]."""
     w_dec = sae.W_dec.detach().float()  # [d_sae, d_in]
     gamma_post = layout.post_ffn_gain(hf_model, site.layer)
-    if site.site == "hook_mlp_out":
+    if site.decoder_site == "hook_mlp_out":  # an output SAE, or a transcoder's writes
         z = w_dec
-    elif site.site == "mlp.hook_out":
+    elif site.decoder_site == "mlp.hook_out":
         z = w_dec * gamma_post if lens == "gain_aware" else w_dec
     else:
         z = w_dec @ layout.w_out(hf_model, site.layer).detach().float()
@@ -61,13 +62,27 @@ def decoder_directions(hf_model: Any, sae: Any, site: SAESite, lens: Lens = "gai
 
 
 def weight_rows(hf_model: Any, site: SAESite, lens: Lens = "gain_aware") -> torch.Tensor:
-    """The layer's W_out rows in the SAE's input space: [d_mlp, d_in]."""
+    """The layer's W_out rows in the space the feature columns live in: [d_mlp, d_in]
+    (an SAE's input space; a transcoder's output space, where its decoder writes)."""
     rows = layout.w_out(hf_model, site.layer).detach().float()  # [d_mlp, d_model]
-    if site.site == "hook_mlp_out":
+    space = site.decoder_site if site.is_transcoder else site.site
+    if space == "hook_mlp_out":
         return rows * layout.post_ffn_gain(hf_model, site.layer) if lens == "gain_aware" else rows
-    if site.site == "mlp.hook_out":
+    if space == "mlp.hook_out":
         return rows
     return torch.eye(rows.shape[0])
+
+
+def feature_columns(sae: Any, site: SAESite) -> torch.Tensor:
+    """The per-feature directions the W_out rows are scored against: [d_in, d_sae].
+
+    An SAE on the MLP output: its raw encoder columns e_f (PISCES: how strongly a value vector
+    would activate the feature). A transcoder reads the MLP's input, so its encoder says nothing
+    about the rows; its unit decoder directions d_f say how much of each row's write is the
+    feature's (the same space as an output SAE's decoder)."""
+    if site.is_transcoder:
+        return unit_rows(sae.W_dec).T  # W_dec: [d_sae, d_out]
+    return sae.W_enc.detach().float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,37 +286,57 @@ def auto_labels(examples: pd.DataFrame, top_tokens: list[list[str]], d_sae: int,
 # PISCES: features of the weights
 # ---------------------------------------------------------------------------------------------
 def row_feature_matrix(hf_model: Any, sae: Any, lens: Lens = "gain_aware") -> torch.Tensor:
-    """s[i, f] = u_i . e_f for every W_out row i and feature f: [d_mlp, d_sae]."""
+    """s[i, f] = u_i . e_f for every W_out row i and feature f: [d_mlp, d_sae] (for small SAEs
+    and tests; `row_feature_scores` streams over feature blocks)."""
     site = SAESite.of_sae(sae)
-    return weight_rows(hf_model, site, lens) @ sae.W_enc.detach().float()
+    return weight_rows(hf_model, site, lens) @ feature_columns(sae, site)
 
 
 @torch.no_grad()
 def row_feature_scores(hf_model: Any, sae: Any, layer: int | None = None, top_per_row: int = 16,
-                       top_per_feature: int = 16, lens: Lens = "gain_aware") -> pd.DataFrame:
+                       top_per_feature: int = 16, lens: Lens = "gain_aware",
+                       block: int = 8192) -> pd.DataFrame:
     """The largest |s[i, f]| per row and per feature (union), with ranks:
-    columns layer, neuron, feature, score, row_rank, feature_rank (-1 = not in that top)."""
+    columns layer, neuron, feature, score, row_rank, feature_rank (-1 = not in that top).
+
+    Streams over blocks of `block` features (a row's top is merged block by block), so a
+    262k-feature SAE needs [d_mlp, block] at a time, not the [d_mlp, d_sae] matrix (2 GB)."""
     site = SAESite.of_sae(sae)
-    s = row_feature_matrix(hf_model, sae, lens)  # [d_mlp, d_sae]
-    m, f = s.shape
-    a = s.abs()
+    rows = weight_rows(hf_model, site, lens)  # [m, d_in]
+    cols = feature_columns(sae, site)  # [d_in, f]
+    m, f = rows.shape[0], cols.shape[1]
     kr, kf = min(top_per_row, f), min(top_per_feature, m)
-    r_idx = a.topk(kr, dim=1).indices  # [m, kr]
-    f_idx = a.topk(kf, dim=0).indices  # [kf, f]
-    row_rank = torch.full((m, f), -1, dtype=torch.int16)
-    row_rank.scatter_(1, r_idx, torch.arange(kr, dtype=torch.int16).expand(m, kr).contiguous())
-    feat_rank = torch.full((m, f), -1, dtype=torch.int16)
-    feat_rank.scatter_(0, f_idx, torch.arange(kf, dtype=torch.int16).unsqueeze(1).expand(kf, f).contiguous())
-    sel = (row_rank >= 0) | (feat_rank >= 0)
-    neurons, feats = sel.nonzero(as_tuple=True)
+    row_top = torch.full((m, 0), -1.0)  # running |s| of each row's best features
+    row_feat = torch.zeros((m, 0), dtype=torch.long)
+    feat_pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (neuron, feature, rank)
+    for start in range(0, f, block):
+        a = (rows @ cols[:, start : start + block]).abs()  # [m, b]
+        top = a.topk(kf, dim=0).indices  # [kf, b]
+        b = a.shape[1]
+        feat_pairs.append((top.reshape(-1), (torch.arange(b) + start).expand(kf, b).reshape(-1),
+                           torch.arange(kf, dtype=torch.int16).unsqueeze(1).expand(kf, b).reshape(-1)))
+        vals, idx = torch.cat([row_top, a], 1), torch.cat([row_feat, torch.arange(b).expand(m, b) + start], 1)
+        best = vals.topk(min(kr, vals.shape[1]), dim=1).indices
+        row_top, row_feat = vals.gather(1, best), idx.gather(1, best)
+    r_neuron = torch.arange(m).unsqueeze(1).expand_as(row_feat).reshape(-1)
+    r_rank = torch.arange(row_feat.shape[1], dtype=torch.int16).expand_as(row_feat).reshape(-1)
+    f_neuron, f_feature, f_rank = (torch.cat(parts) for parts in zip(*feat_pairs, strict=True))
+    pairs = pd.DataFrame({"neuron": r_neuron.numpy(), "feature": row_feat.reshape(-1).numpy(),
+                          "row_rank": r_rank.numpy()})
+    by_feature = pd.DataFrame({"neuron": f_neuron.numpy(), "feature": f_feature.numpy(),
+                               "feature_rank": f_rank.numpy()})
+    both = pairs.merge(by_feature, on=["neuron", "feature"], how="outer").sort_values(["neuron", "feature"])
+    neurons = torch.as_tensor(both["neuron"].to_numpy(), dtype=torch.long)
+    feats = torch.as_tensor(both["feature"].to_numpy(), dtype=torch.long)
+    score = (rows[neurons] * cols[:, feats].T).sum(1)  # s[i, f] for the kept pairs only
     return pd.DataFrame({
         "layer": np.full(len(neurons), site.layer if layer is None else layer, dtype=np.int32),
         "neuron": neurons.numpy().astype(np.int32),
         "feature": feats.numpy().astype(np.int32),
-        "score": s[neurons, feats].numpy().astype(np.float32),
-        "row_rank": row_rank[neurons, feats].numpy(),
-        "feature_rank": feat_rank[neurons, feats].numpy(),
-    })
+        "score": score.numpy().astype(np.float32),
+        "row_rank": both["row_rank"].fillna(-1).to_numpy().astype(np.int16),
+        "feature_rank": both["feature_rank"].fillna(-1).to_numpy().astype(np.int16),
+    }).reset_index(drop=True)
 
 
 @torch.no_grad()
@@ -314,7 +349,7 @@ def tau_rows(hf_model: Any, sae: Any, feature: int, tau: float, lens: Lens = "ga
     if not 0 <= feature < d_sae:
         raise ValueError(f"Feature {feature} is out of range: the SAE has {d_sae} features.")
     site = SAESite.of_sae(sae)
-    col = weight_rows(hf_model, site, lens) @ sae.W_enc.detach().float()[:, feature]  # [d_mlp]
+    col = weight_rows(hf_model, site, lens) @ feature_columns(sae, site)[:, feature]  # [d_mlp]
     a = col.abs()
     chosen = (a > tau * a.max()).nonzero(as_tuple=True)[0]
     order = a[chosen].argsort(descending=True)

@@ -23,7 +23,7 @@ def index_sae(
     corpus_id: str = "wiki-en",
     max_tokens: int = 50_000,
     source: str = "local",
-    path: Path | None = None,
+    path: Path | str | None = None,  # a folder, or 'pretrained:RELEASE/SAE_ID' (what load_sae takes)
     metrics: dict[str, Any] | None = None,
     lens: Lens = "gain_aware",
     progress: Progress | None = None,
@@ -47,7 +47,7 @@ def index_sae(
     return cat
 
 
-def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256: str, path: Path | None,
+def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256: str, path: Path | str | None,
                          metrics: dict[str, Any] | None, max_tokens: int = 50_000,
                          progress: Progress | None = None) -> FeatureCatalogue:
     """Catalogue an SAE over the embedded corpus, shuffled so the sweep spans all topics: what
@@ -56,8 +56,9 @@ def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256:
 
     corpus = load_wiki("en")
     docs = corpus.sample(len(corpus), seed=1)
+    source = "pretrained" if str(path or "").startswith("pretrained:") else "local"
     return index_sae(store, bundle, sae, sae_id, sha256, docs, corpus_id=corpus.corpus_id, max_tokens=max_tokens,
-                     path=path, metrics=metrics, progress=progress)
+                     source=source, path=path, metrics=metrics, progress=progress)
 
 
 def catalogue_folder(store: Any, bundle: Any, path: Path, max_tokens: int = 50_000,

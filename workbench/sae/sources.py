@@ -97,9 +97,88 @@ def list_local_saes(saes_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def parse_pretrained(ref: str) -> tuple[str, str] | None:
+    """'pretrained:RELEASE/SAE_ID' -> (release, sae_id); None for anything else (a folder).
+    The release is everything before the last '/'-separated part that names an SAE id, so
+    ids with slashes inside a release resolve against SAELens's registry."""
+    if not ref.startswith(PRETRAINED_PREFIX):
+        return None
+    body = ref.removeprefix(PRETRAINED_PREFIX).strip("/")
+    release, _, sae_id = body.partition("/")
+    if not release or not sae_id:
+        raise SAELoadError(f"{ref!r} is not like 'pretrained:RELEASE/SAE_ID' "
+                           "(e.g. pretrained:gemma-scope-2-270m-pt-mlp-all/layer_6_width_16k_l0_small).")
+    return release, sae_id
+
+
+def load_sae(ref: str, saes_dir: Path, device: str = "cpu") -> tuple[Any, str, str]:
+    """The one entry point for every SAE reference -> (SAE, sae_id, sae_sha256):
+    'pretrained:RELEASE/SAE_ID', a folder path, a folder name under `saes_dir`, or a
+    catalogued pretrained id 'RELEASE/SAE_ID' (what specs and the store name them by)."""
+    pre = parse_pretrained(ref)
+    if pre is not None:
+        return load_pretrained_sae(*pre, device=device)
+    path = Path(ref)
+    if path.is_dir():
+        return load_local_sae(path, device)
+    if (Path(saes_dir) / ref).is_dir():
+        return load_local_sae(Path(saes_dir) / ref, device)
+    release, _, sae_id = ref.partition("/")
+    if sae_id and _registry_has(release):
+        return load_pretrained_sae(release, sae_id, device=device)
+    return load_local_sae(Path(saes_dir) / ref, device)  # says the folder does not exist
+
+
+def spec_sae_loader(saes_dir: Path) -> Any:
+    """The `sae_loader` compile_spec takes: a spec's SAE by its id (a folder name under
+    `saes_dir`, or a pretrained 'RELEASE/SAE_ID'), loaded once per loader. The CLI, the
+    notebook API and the methods use it; the app wraps `load_sae` in its per-server cache."""
+    cache: dict[str, Any] = {}
+
+    def load(ref: Any, _layer: int) -> Any:
+        if ref.id not in cache:
+            cache[ref.id] = load_sae(ref.id, saes_dir)[0]
+        return cache[ref.id]
+
+    return load
+
+
+def _registry_has(release: str) -> bool:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return release in get_pretrained_saes_directory()
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read at call time ($HF_HUB_CACHE, else $HF_HOME/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def cached_file(repo_id: str, filename: str) -> Path | None:
+    """A repo file's path in the local HF cache (models--org--name/snapshots/<refs/main>/...), or
+    None when it is not there. Never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    got = try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_cache_dir()))
+    return Path(got) if isinstance(got, str) else None
+
+
 def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> tuple[Any, str, str]:
-    """A release from SAELens's registry (e.g. Gemma Scope 2). Works when the hub is reachable
-    or the files are already in the local HF cache; otherwise raises SAELoadError saying so."""
+    """A release from SAELens's registry (e.g. Gemma Scope 2). Loads from the local HF cache
+    (offline too) or the hub; otherwise raises SAELoadError saying what is missing.
+
+    SAELens's Gemma 3 loader asks the hub's HTTP API for the tensor shapes, which fails offline
+    even when the files are cached; for those releases `gemma_scope_2_loader` reads the shapes
+    from the cached file instead."""
     from sae_lens import SAE
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
@@ -108,16 +187,97 @@ def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> tuple
         close = [r for r in directory if release.lower() in r.lower()][:8]
         hint = f" Releases like it: {', '.join(close)}." if close else ""
         raise SAELoadError(f"SAELens has no release {release!r}.{hint}")
-    known = directory[release].saes_map
+    entry = directory[release]
+    known = entry.saes_map
     if sae_id not in known:
         raise SAELoadError(f"Release {release!r} has no SAE {sae_id!r}; it has e.g. {list(known)[:5]}.")
+    converter = None
+    if entry.conversion_func == "gemma_3" and cached_file(entry.repo_id, f"{known[sae_id]}/params.safetensors"):
+        converter = gemma_scope_2_loader
     try:
-        sae = SAE.from_pretrained(release, sae_id, device=device)
+        sae = SAE.from_pretrained(release, sae_id, device=device, converter=converter)
     except Exception as err:  # offline hub, missing cache, HTTP errors ...
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         why = "the hub is switched off (HF_HUB_OFFLINE=1) and the files are not in the local HF cache" \
             if offline else "the hub is unreachable and the files are not in the local HF cache"
-        raise SAELoadError(f"Cannot load {release}/{sae_id}: {why} ({type(err).__name__}: {err}). "
-                           "Train a local SAE instead (`python -m workbench sae train`).") from err
+        raise SAELoadError(f"Cannot load {release}/{sae_id}: {why} ({type(err).__name__}: {err}); looked in "
+                           f"{hf_cache_dir()}/models--{entry.repo_id.replace('/', '--')}. Train a local SAE "
+                           "instead (`python -m workbench sae train`).") from err
     sae.eval()
     return sae, f"{release}/{sae_id}", sae_sha256(sae)
+
+
+def gemma_scope_2_loader(
+    repo_id: str,
+    folder_name: str,
+    device: str = "cpu",
+    force_download: bool = False,  # noqa: ARG001  (SAELens's converter signature; cached files only)
+    cfg_overrides: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], None]:
+    """A SAELens converter for Gemma Scope 2 folders in the local HF cache: (cfg, state dict, None).
+
+    The facts it relies on (SAELens's gemma_3 conversion): `params.safetensors` holds w_enc
+    [d_in, d_sae], w_dec [d_sae, d_out], b_enc, b_dec and threshold (a JumpReLU), plus
+    affine_skip_connection [d_in, d_out] for affine transcoders; `config.json` (optional) names
+    the architecture and hooks. SAEs on `mlp_out` read `blocks.L.hook_mlp_out` (after the post-FFN
+    norm); transcoders read `blocks.L.hook_mlp_in` and write `blocks.L.hook_mlp_out`."""
+    import re
+
+    from safetensors.torch import load_file
+
+    params = cached_file(repo_id, f"{folder_name}/params.safetensors")
+    if params is None:
+        raise SAELoadError(f"{repo_id}/{folder_name}/params.safetensors is not in the local HF cache.")
+    check_safetensors_file(params)
+    raw = load_file(str(params), device=device)
+    raw_cfg: dict[str, Any] = {}
+    cfg_file = cached_file(repo_id, f"{folder_name}/config.json")
+    if cfg_file is not None:
+        raw_cfg = json.loads(cfg_file.read_text())
+    if raw_cfg.get("architecture", "jump_relu") != "jump_relu":
+        raise SAELoadError(f"{repo_id}/{folder_name} is a {raw_cfg['architecture']!r} SAE; Gemma Scope 2 "
+                           "folders are JumpReLU.")
+    layer_match = re.search(r"layer_(\d+)", folder_name)
+    if layer_match is None:
+        raise SAELoadError(f"No layer number in {folder_name!r}.")
+    layer = int(layer_match.group(1))
+    missing = {"w_enc", "w_dec", "b_enc", "b_dec", "threshold"} - set(raw)
+    if missing:
+        raise SAELoadError(f"{params} lacks tensors {sorted(missing)}.")
+    d_in, d_sae = raw["w_enc"].shape
+    transcoder = "transcoder" in folder_name
+    if "mlp_out" in folder_name:
+        hook = f"blocks.{layer}.hook_mlp_out"
+    elif transcoder:
+        hook = f"blocks.{layer}.hook_mlp_in"
+    else:
+        raise SAELoadError(f"{folder_name!r} is neither an mlp_out SAE nor a transcoder; the workbench "
+                           "catalogues MLP features only.")
+    model_name = repo_id.replace("gemma-scope-2", "gemma-3").replace("-270m-pt", "-270m")
+    cfg: dict[str, Any] = {
+        "architecture": "jumprelu", "d_in": int(d_in), "d_sae": int(d_sae), "dtype": "float32",
+        "model_name": model_name, "hook_name": hook, "hook_head_index": None, "prepend_bos": True,
+        "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
+        "context_size": 1024, "dataset_path": "monology/pile-uncopyrighted", "device": device,
+    }
+    state = {"W_enc": raw["w_enc"], "W_dec": raw["w_dec"], "b_enc": raw["b_enc"], "b_dec": raw["b_dec"],
+             "threshold": raw["threshold"]}
+    if transcoder:
+        affine = "affine_skip_connection" in raw
+        cfg.update(architecture="jumprelu_skip_transcoder" if affine else "jumprelu_transcoder",
+                   d_out=int(raw["w_dec"].shape[-1]), hook_name_out=f"blocks.{layer}.hook_mlp_out")
+        if affine:
+            state["W_skip"] = raw["affine_skip_connection"].T.contiguous()  # stored [d_in, d_out]
+    cfg.update(cfg_overrides or {})
+    return cfg, state, None
+
+
+def check_safetensors_file(path: Path) -> None:
+    """Refuse a weights file that is not safetensors (a pickle renamed, a truncated download)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as err:  # safetensors raises several types on a damaged header
+        raise SAELoadError(f"{path} is not a readable safetensors file ({err}).") from err

@@ -103,3 +103,21 @@ def sae_overview(saes_dir: Any, catalogued: Any) -> Any:
             "error": e.get("error", ""),
         })
     return pd.DataFrame(rows, columns=["sae_id", "site", "width", "EV", "L0", "dead", "catalogued", "error"])
+
+
+def is_transcoder(sae_row: dict) -> bool:
+    """A catalogued transcoder reads the MLP's input (hook `blocks.L.mlp.hook_in`)."""
+    return str(sae_row.get("hook", "")).endswith("mlp.hook_in")
+
+
+def row_score_text(transcoder: bool) -> str:
+    """How the page's row scores s[i, f] are defined, and what a removal does, per kind."""
+    if transcoder:
+        return ("A transcoder reads the MLP's input and writes its output, so its features are features of "
+                "the MLP itself. Score s[i, f]: how much value vector i writes along the feature's decoder "
+                "direction (its encoder reads the MLP input, not the rows). Removal sets that component of "
+                "the selected rows to -mu x max and keeps the rest of each row; an SAE on the MLP output "
+                "instead re-encodes each row through the SAE and rewrites its code.")
+    return ("PISCES score s[i, f]: value vector i of the layer read by the feature's encoder. Removal "
+            "re-encodes each selected row through the SAE, sets the feature's coefficient to -mu x max, "
+            "and decodes it back with the SAE's error term kept.")

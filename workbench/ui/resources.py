@@ -86,19 +86,20 @@ def current_placement() -> tuple[str, str]:
 
 
 @st.cache_resource(show_spinner="Loading the SAE ...")
-def _sae(path: str) -> Any:
-    from workbench.sae.sources import load_local_sae
+def _sae(ref: str, saes_dir: str) -> Any:
+    from workbench.sae.sources import load_sae
 
-    return load_local_sae(Path(path))[0]
+    return load_sae(ref, Path(saes_dir))[0]
 
 
-def sae(path: str) -> Any:
-    """A local SAE folder's SAE object, loaded once per server (raises SAELoadError with a sentence)."""
-    return _sae(str(path))
+def sae(ref: str) -> Any:
+    """An SAE or transcoder by reference (a folder, a folder name under the SAE directory,
+    'pretrained:RELEASE/SAE_ID' or a catalogued 'RELEASE/SAE_ID'), loaded once per server.
+    Raises SAELoadError with a sentence."""
+    return _sae(str(ref), str(settings().saes_dir))
 
 
 def sae_loader() -> Any:
     """An adapter `sae_loader` (compile_spec) backed by the same per-server SAE cache: a spec's
-    SAE is the folder named by its id under the SAE directory."""
-    saes_dir = settings().saes_dir
-    return lambda ref, _layer: sae(str(saes_dir / ref.id))
+    SAE by its id (local folder name or pretrained RELEASE/SAE_ID)."""
+    return lambda ref, _layer: sae(ref.id)
