@@ -22,32 +22,12 @@ from workbench.models.sites import SAESite
 from workbench.ops.pisces import unit_rows
 from workbench.sae.catalogue import tau_rows
 from workbench.sae.sources import SAELoadError, load_sae, spec_sae_loader
+from workbench.sae.tiny import write_gemma_scope_2
 from workbench.store import open_store
 
-REPO = "google/gemma-scope-2-270m-pt"
-REV = "0123456789abcdef0123456789abcdef01234567"
 SAE_REF = "pretrained:gemma-scope-2-270m-pt-mlp-all/layer_2_width_16k_l0_small"
 TC_REF = "pretrained:gemma-scope-2-270m-pt-transcoders-all/layer_2_width_16k_l0_small"
 TEXT = "Paris is the capital of France and the home of"
-
-
-def write_gemma_scope_2(cache: Path, folder: str, d_in: int, d_sae: int, seed: int = 0) -> Path:
-    """One Gemma Scope 2 folder in the HF cache layout (what hf_hub_download leaves behind)."""
-    from safetensors.torch import save_file
-
-    repo = cache / ("models--" + REPO.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(REV)
-    out = repo / "snapshots" / REV / folder
-    out.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(seed)
-    w_enc = torch.randn(d_in, d_sae, generator=g) / d_in**0.5
-    save_file({"w_enc": w_enc, "w_dec": torch.randn(d_sae, d_in, generator=g) / d_in**0.5,
-               "b_enc": torch.zeros(d_sae), "b_dec": torch.zeros(d_in),
-               "threshold": torch.full((d_sae,), 0.02)}, str(out / "params.safetensors"))
-    (out / "config.json").write_text(json.dumps({"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt",
-                                                 "hf_hook_point_in": f"model.layers.{folder[-30:]}"}))
-    return out
 
 
 @pytest.fixture
