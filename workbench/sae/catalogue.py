@@ -326,8 +326,8 @@ def row_feature_scores(hf_model: Any, sae: Any, layer: int | None = None, top_pe
     by_feature = pd.DataFrame({"neuron": f_neuron.numpy(), "feature": f_feature.numpy(),
                                "feature_rank": f_rank.numpy()})
     both = pairs.merge(by_feature, on=["neuron", "feature"], how="outer").sort_values(["neuron", "feature"])
-    neurons = torch.as_tensor(both["neuron"].to_numpy(), dtype=torch.long)
-    feats = torch.as_tensor(both["feature"].to_numpy(), dtype=torch.long)
+    neurons = torch.tensor(both["neuron"].to_numpy(dtype=np.int64))
+    feats = torch.tensor(both["feature"].to_numpy(dtype=np.int64))
     score = (rows[neurons] * cols[:, feats].T).sum(1)  # s[i, f] for the kept pairs only
     return pd.DataFrame({
         "layer": np.full(len(neurons), site.layer if layer is None else layer, dtype=np.int32),
