@@ -71,9 +71,15 @@ class Edit:
         return cls(model=model, spec=spec, payload=payload)
 
 
-def load(source: str = "embedded", *, cache_dir: str | Path | None = None) -> ModelBundle:
-    """Load a model: 'embedded' (default), 'tiny', a local Hugging Face folder, or 'hub:<id>'."""
+def load(source: str = "embedded", *, cache_dir: str | Path | None = None, device: str | None = None,
+         dtype: str | None = None) -> ModelBundle:
+    """Load a model: 'embedded' (default), 'tiny', a local Hugging Face folder, or 'hub:<id>';
+    `device` 'cpu' | 'cuda' | 'auto', `dtype` 'float32' | 'bfloat16' (default: the settings')."""
     overrides: dict[str, Any] = {"model_source": source}
+    if device is not None:
+        overrides["device"] = device
+    if dtype is not None:
+        overrides["dtype"] = dtype
     if cache_dir is not None:
         overrides["cache_dir"] = Path(cache_dir).expanduser().resolve()
     return load_bundle(parse_source(source), Settings.from_env(**overrides))

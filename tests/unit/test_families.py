@@ -28,6 +28,18 @@ def family_bundle(request: pytest.FixtureRequest, session_settings: Settings) ->
     return load_bundle(parse_source(f"tiny:{request.param}"), session_settings)
 
 
+def test_transformerlens_view_agrees_and_shares_the_weights(family_bundle: ModelBundle) -> None:
+    """The bridge boots for every family, computes the HF model's logits, and its W_out is the
+    output projection's storage (one copy of the weights)."""
+    bundle = family_bundle
+    ids = bundle.tokenizer(TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(bundle.bridge(ids), bundle.hf_model(ids).logits, atol=1e-4)
+    for layer in range(bundle.n_layers):
+        assert bundle.bridge.blocks[layer].mlp.W_out.data_ptr() == layout.w_out(bundle.hf_model, layer).data_ptr()
+        assert layout.w_out(bundle.hf_model, layer).shape == (bundle.d_mlp, bundle.d_model)
+
+
 def _neuron_rows(weight: torch.Tensor, base: torch.Tensor, conv1d: bool) -> list[int]:
     """The neurons whose value vector differs (W_out rows: weight columns for nn.Linear)."""
     diff = (weight != base).any(dim=1 if conv1d else 0)
