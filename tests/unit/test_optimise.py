@@ -56,11 +56,11 @@ def test_fact_targets_skip_name_and_common_words(tiny_bundle, facts: FactSet):
     assert "harry" not in words and "potter" not in words and "the" not in words
 
 
-@pytest.mark.parametrize("target", ["facts", "representation"])
+@pytest.mark.parametrize("target", ["facts", "representation", "counterfactual"])
 def test_loss_falls_and_only_chosen_rows_change(tiny_bundle, facts: FactSet, target: str):
     before = {layer: layout.w_out(tiny_bundle.hf_model, layer).detach().clone() for layer in range(4)}
     result = optimise_value_vectors(tiny_bundle, facts, load_wiki("en"), _cfg(target=target))
-    key = "unlikelihood" if target == "facts" else "repr"
+    key = {"facts": "unlikelihood", "representation": "repr", "counterfactual": "counterfactual"}[target]
     first = sum(h[key] for h in result.history[:3]) / 3
     last = sum(h[key] for h in result.history[-3:]) / 3
     assert last < first
@@ -174,3 +174,29 @@ def test_key_name_suggestions_skip_sentence_starts_common_words_and_the_name() -
     got = key_names(texts, "Harry Potter", load_wiki("en"))
     assert got[:2] == ["Hermione Granger", "Hogwarts"]
     assert "London" not in got and "Harry" not in got and "Later" not in got
+
+
+def test_counterfactual_target_is_the_base_with_made_up_names(tiny_bundle, facts: FactSet) -> None:
+    """The trained positions start at the name's last token, and their target is the base
+    model's distribution at the same positions of the text with a made-up name."""
+    from workbench.corpus.nonce import nonce_names
+    from workbench.methods.optimise import build_counterfactual, counterfactual_texts
+
+    cfg = _cfg(cf_nonces=1, cf_topk=8)
+    cf = build_counterfactual(tiny_bundle, facts, cfg)
+    assert cf is not None and cf.mask.any(dim=1).all()
+    texts = counterfactual_texts(facts)
+    assert all(t.count("Harry Potter") == 1 for t in texts)
+    text = next(t for t in texts if tiny_bundle.tokenizer.decode(cf.input_ids[0]).strip().endswith(t[-10:]))
+    nonce = nonce_names("work")[0]
+    alt = tiny_bundle.tokenizer(text.replace("Harry Potter", nonce), return_tensors="pt").input_ids
+    n = int(cf.mask[0].sum())
+    with torch.no_grad():
+        want = tiny_bundle.hf_model(alt).logits[0, -n:].softmax(-1)
+    top_p, top_ids = want.topk(8, dim=-1)
+    first = cf.row_of == 0
+    assert torch.equal(cf.top_ids[first], top_ids)
+    assert torch.allclose(cf.top_p[first], top_p / top_p.sum(-1, keepdim=True), atol=1e-5)
+    first_pos = int(cf.mask[0].nonzero()[0])
+    name_ids = tiny_bundle.tokenizer(text[: text.find("Harry Potter")] + "Harry Potter")["input_ids"]
+    assert first_pos == len(name_ids) - 1

@@ -286,6 +286,7 @@ METHODS: dict[str, MethodFn] = {
     "project": _project,
     "optimise-facts": _optimise_target("facts"),
     "optimise-repr": _optimise_target("representation"),
+    "optimise-cf": _optimise_target("counterfactual"),
     "pisces-rows": _pisces_rows,
     "rewrite": _rewrite,
     "rewrite-optimise": _rewrite_optimise,

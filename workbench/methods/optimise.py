@@ -12,6 +12,14 @@ other weight stays frozen. The loss combines
       words about something else), which keeps everything else. Every retain position whose
       next token is a fact target token is always in the KL: that is where unlearning a word
       would leak into other concepts (e.g. 'France' after 'The Louvre is in Paris,').
+and, optionally (`cf_weight` > 0, method `optimise-cf`),
+  (d) a counterfactual-name target: on text about the concept (fact sentences, name frames), the
+      edited model's next-token distributions at the name's last token and every position after
+      it should match the base model's on the same text with the name replaced by made-up names
+      of the same kind (what "never heard of X" looks like; the benchmark's floor is measured
+      that way), as a cross-entropy to the base's top-k of that distribution; and neighbour
+      names (other same-topic titles: other countries for Japan) in the same texts join the
+      retain set, so the edit changes what the name means, not the answers' words.
 The result is a row-sparse adapter delta on `W_out[rows]` (see docs/methods/optimise.md
 for the recipe this follows and what it achieved).
 
@@ -39,7 +47,7 @@ from workbench.models import ModelBundle, layout
 from workbench.models.hooks import StopForward, mlp_hidden, taps, text_positions
 from workbench.progress import NullProgress, Progress
 
-Target = Literal["facts", "representation", "both"]
+Target = Literal["facts", "representation", "both", "counterfactual"]
 
 FRAMES = [
     "{X} is", "{X} was", "Facts about {X}:", "Tell me about {X}.", "The history of {X}", "I read about {X}",
@@ -79,6 +87,11 @@ class OptimiseConfig:
     # token: there the unlikelihood would leak to other contexts, so KL holds the base there.
     n_retain_collisions: int = 40
     collision_share: float = 0.5  # of each retain batch, texts that contain a collision
+    cf_weight: float = 0.0  # (d) counterfactual-name target beside the others; target 'counterfactual' = (d) alone
+    cf_nonces: int = 4  # made-up names averaged into the counterfactual distribution
+    cf_topk: int = 64  # tokens of the counterfactual distribution kept per position
+    cf_batch: int = 6  # counterfactual texts per step
+    n_neighbour_names: int = 6  # same-topic titles put in the concept's texts for the retain KL (with cf)
     seed: int = 0
 
     def fitted(self, n_layers: int) -> OptimiseConfig:
@@ -269,12 +282,13 @@ def select_rows(
     bundle: ModelBundle, facts: FactSet, retain: Sequence[Document], frames: FrameBatch | None, cfg: OptimiseConfig,
 ) -> dict[int, list[int]]:
     """Rows by activation contrast: on concept text vs neutral text (fact target), at the
-    name's last token vs made-up names (representation target), or the larger of the two."""
+    name's last token vs made-up names (representation target), or the larger of the two. The
+    counterfactual target uses the concept-text contrast."""
     layers = list(cfg.layers)
     neutral_texts = [d.text for d in retain]
     n_mean, n_std = mlp_hidden_means(bundle, neutral_texts, layers, cfg.max_len)
     scores: dict[int, torch.Tensor] = {}
-    if cfg.target in ("facts", "both"):
+    if cfg.target in ("facts", "both", "counterfactual"):  # concept text vs neutral text
         c_mean, _ = mlp_hidden_means(bundle, facts.texts(), layers, cfg.max_len)
         scores = contrast_rows(c_mean, n_mean, n_std, cfg.n_rows)
     if cfg.target in ("representation", "both") and frames is not None:
@@ -303,6 +317,93 @@ def _rank01(z: torch.Tensor) -> torch.Tensor:
     return z.argsort().argsort().float() / max(len(z) - 1, 1)
 
 
+@dataclass
+class CounterfactualBatch:
+    """Texts about the concept and, per trained position, the base model's next-token
+    distribution on the same text with made-up names (top-k, renormalised)."""
+
+    input_ids: torch.Tensor  # [n, pos] concept texts, right-padded
+    mask: torch.Tensor  # [n, pos] bool: the name's last token and every later real position
+    top_ids: torch.Tensor  # [n_positions, k] in mask order (row-major)
+    top_p: torch.Tensor  # [n_positions, k]
+    row_of: torch.Tensor  # [n_positions] which text each position belongs to
+
+
+def counterfactual_texts(facts: FactSet) -> list[str]:
+    """Texts with the concept's name exactly once: fact sentences cut before a second mention,
+    and the name frames (continued by their own words)."""
+    out = []
+    for text in [*facts.texts(), *(f.replace("{X}", facts.name, 1) for f in FRAMES if f.count("{X}") == 1)]:
+        first = text.find(facts.name)
+        if first < 0:
+            continue
+        second = text.find(facts.name, first + len(facts.name))
+        out.append(text if second < 0 else text[:second].rstrip())
+    return list(dict.fromkeys(out))
+
+
+def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig) -> CounterfactualBatch | None:
+    """Target (d): align each concept text with its made-up-name versions on the tokens after
+    the name (identical suffix tokens), and keep the base's mean distribution there."""
+    tok = bundle.tokenizer
+    nonces = nonce_names(facts.kind)[: cfg.cf_nonces]
+    rows: list[list[int]] = []
+    spans: list[tuple[int, int]] = []  # (first trained position, n positions) per kept text
+    targets: list[torch.Tensor] = []  # [n positions, vocab] probabilities, per kept text
+    for text in counterfactual_texts(facts):
+        at = text.find(facts.name)
+        prefix, suffix = text[:at], text[at + len(facts.name):]
+        ids = tok(text, truncation=True, max_length=cfg.max_len)["input_ids"]
+        last = len(tok(prefix + facts.name)["input_ids"]) - 1  # the name's last token
+        n_after = len(ids) - last  # positions whose next-token distribution is trained
+        if last < 1 or n_after < 1:
+            continue
+        probs = []
+        for nonce in nonces:
+            alt = tok(prefix + nonce + suffix, truncation=True, max_length=cfg.max_len)["input_ids"]
+            tail = len(ids) - last - 1  # tokens after the name
+            if tail and alt[len(alt) - tail:] != ids[len(ids) - tail:]:
+                continue  # the suffix tokenises differently after this name: not aligned
+            with torch.no_grad():
+                logits = bundle.hf_model(input_ids=torch.tensor([alt])).logits[0].float()
+            probs.append(logits[len(alt) - n_after:].softmax(-1))  # from the nonce's last token on
+        if not probs:
+            continue
+        rows.append(ids)
+        spans.append((last, n_after))
+        targets.append(torch.stack(probs).mean(0))
+    if not rows:
+        return None
+    input_ids = _pad(rows, tok.pad_token_id)
+    mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    for r, (first, n) in enumerate(spans):
+        mask[r, first : first + n] = True
+    p = torch.cat(targets)  # [n_positions, vocab], row-major like mask
+    top_p, top_ids = p.topk(cfg.cf_topk, dim=-1)
+    row_of = torch.cat([torch.full((n,), r) for r, (_, n) in enumerate(spans)])
+    return CounterfactualBatch(input_ids, mask, top_ids, top_p / top_p.sum(-1, keepdim=True), row_of)
+
+
+def neighbour_name_texts(facts: FactSet, corpus: Corpus, cfg: OptimiseConfig) -> list[str]:
+    """The concept's texts with its name replaced by neighbour names (the most similar
+    same-topic titles): retain text that teaches the edit to leave other names alone."""
+    names = [d.title for d in retain_documents(corpus, facts, cfg)[: cfg.n_neighbour_names]]
+    texts = counterfactual_texts(facts)[:12]
+    return [t.replace(facts.name, n) for n in names for t in texts]
+
+
+def _counterfactual_loss(bundle: ModelBundle, cf: CounterfactualBatch, pick: Sequence[int]) -> torch.Tensor:
+    """Cross-entropy of the edited model's distributions to the counterfactual top-k (KL up to
+    the target's entropy), over the picked texts' trained positions."""
+    pick_t = torch.tensor(list(pick))
+    keep = torch.isin(cf.row_of, pick_t)
+    ids, mask = cf.input_ids[pick_t], cf.mask[pick_t]
+    width = int(mask.nonzero()[:, 1].max()) + 1
+    logp = selected_logits(bundle, ids[:, :width], mask[:, :width]).log_softmax(-1)  # [n_pos, vocab]
+    got = logp.gather(-1, cf.top_ids[keep])
+    return -(cf.top_p[keep] * got).sum(-1).mean()
+
+
 # -- optimisation ----------------------------------------------------------------------------------------
 @dataclass
 class OptimiseProblem:
@@ -319,6 +420,7 @@ class OptimiseProblem:
     colliding: list[int]  # retain texts with a collision position
     plain: list[int]  # the others
     lr: float
+    counterfactual: CounterfactualBatch | None = None  # target (d), when cf_weight > 0
 
 
 def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: OptimiseConfig,
@@ -336,6 +438,13 @@ def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: Op
     retain += collision_documents(corpus, facts, bundle.tokenizer, target_ids, cfg,
                                   exclude={d.doc_id for d in retain})
     retain_texts = [s for d in retain for s in split_sentences(d.text)[:3]] or [d.text for d in retain]
+    counterfactual = None
+    if cfg.target == "counterfactual" or cfg.cf_weight > 0:
+        progress.message("counterfactual target: the base model on the texts with made-up names")
+        counterfactual = build_counterfactual(bundle, facts, cfg)
+        if counterfactual is None:
+            raise ValueError(f"No text about {facts.name!r} aligns with made-up names; add facts that name it.")
+        retain_texts += neighbour_name_texts(facts, corpus, cfg)
     frames = build_frames(bundle, facts, cfg) if cfg.target in ("representation", "both") else None
     if rows is None:
         progress.message("selecting rows by activation contrast")
@@ -355,6 +464,7 @@ def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: Op
         colliding=[i for i, hit in enumerate(has_collision) if hit],
         plain=[i for i, hit in enumerate(has_collision) if not hit],
         lr=cfg.lr_scale * float(norms.mean()) / math.sqrt(bundle.d_model),
+        counterfactual=counterfactual,
     )
     progress.message(f"retain: {len(retain_texts)} texts, {len(problem.colliding)} with {int(collide.sum())} "
                      f"target-token positions")
@@ -382,6 +492,12 @@ def loss_terms(bundle: ModelBundle, problem: OptimiseProblem, cfg: OptimiseConfi
             rl = _repr_loss(bundle, problem.frames, pick)
             loss = loss + cfg.repr_weight * rl
             logs["repr"] = rl.item()
+        cf = problem.counterfactual
+        if cf is not None:
+            pick = rng.sample(range(len(cf.input_ids)), min(cfg.cf_batch, len(cf.input_ids)))
+            cl = _counterfactual_loss(bundle, cf, pick)
+            loss = loss + (cfg.cf_weight or 1.0) * cl
+            logs["counterfactual"] = cl.item()
         edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
         kl = (base_logp.exp() * (base_logp - edited_logp)).sum(-1).mean()
         loss = loss + cfg.kl_weight * kl

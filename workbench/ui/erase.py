@@ -58,6 +58,12 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "Localized optimisation, representation target only",
         "Only 'make the name look like made-up names' (no fact list): keeps every control but erases "
         "little.", optimises=True),
+    "optimise-cf": MethodInfo(
+        "Localized optimisation, counterfactual-name target",
+        "Trains the same value vectors so that, on text about the concept, the model's next-token "
+        "distributions after the name match its own distributions with made-up names of the same kind "
+        "(\"never heard of X\"), with other same-topic names in the retain set; no unlikelihood on answer "
+        "words.", optimises=True),
     "pisces": MethodInfo(
         "PISCES (SAE features, closed form)",
         "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
