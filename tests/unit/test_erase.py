@@ -163,3 +163,40 @@ def test_a_probe_for_a_name_comes_from_the_sentences_that_mention_it(corpus) -> 
     assert "Zelda" in doc.text and doc.topic
     assert corpus.mention_document("Pikachu") is None
     assert corpus.titles_naming("Disney")[:2] == ["Walt Disney", "The Walt Disney Company"]
+
+
+def _card(verdicts: list[str]):  # type: ignore[no-untyped-def]
+    from workbench.benchmark.scorecard import Scorecard
+
+    return Scorecard("X", "probe", "sha", [], 0.0, {}, verdicts, [])
+
+
+def test_scorecard_outcome_calls_a_broken_control_a_failure() -> None:
+    gone_but_broken = _card(["PASS: concept answered 0.10 <= 0.25 x base 0.90",
+                             "FAIL: neighbours answered dropped 0.30 > 0.10", "PASS: perplexity ratio 1.010 <= 1.05"])
+    assert gone_but_broken.concept_gone and not gone_but_broken.passed
+    assert gone_but_broken.outcome.startswith("FAILED: the concept is erased, and controls broke")
+    assert "neighbours answered dropped 0.30" in gone_but_broken.outcome
+    kept = _card(["FAIL: concept still answered 0.80 > 0.25 x base 0.90", "PASS: general answered dropped 0.00 <= 0.05"])
+    assert not kept.broken_controls and kept.outcome == "FAILED: the concept is not erased (every control held)."
+    ok = _card(["PASS: concept answered 0.00 <= 0.25 x base 0.90", "PASS: general answered dropped 0.00 <= 0.05"])
+    assert ok.passed and ok.outcome.startswith("PASSED") and '"outcome"' in ok.to_json()
+
+
+def test_strength_search_raises_the_knob_and_says_what_stopped_it(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
+    from workbench.methods.strength import search_strength
+
+    from workbench.benchmark.scorecard import EvalOptions
+
+    quick = EvalOptions(continuation_sets=(), max_new_tokens=2, generation_tokens=2, neutral_max_tokens=32)
+    opts = EraseOptions(ablate=AblateConfig(n_rows=8), eval_options=quick)
+    res = search_strength(tiny_bundle, corpus, "Harry Potter", "ablate", options=opts, levels=(0.5, 1.0, 2.0))
+    assert [lev.level for lev in res.levels] == [0.5, 1.0, 2.0][: len(res.levels)]
+    assert res.stopped_by in ("concept gone", "control broke", "strongest level reached")
+    if res.stopped_by == "strongest level reached":
+        assert len(res.levels) == 3 and res.chosen_level == 2.0
+    n_rows = sum(len(op.neurons) for op in res.chosen.spec.operations)
+    assert n_rows == round(8 * res.chosen_level)
+    assert "strength search of ablate (rows zeroed)" in res.summary()
+    with pytest.raises(ValueError, match="no strength to search"):
+        search_strength(tiny_bundle, corpus, "Harry Potter", "project")

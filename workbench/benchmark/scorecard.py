@@ -134,10 +134,39 @@ class Scorecard:
         d["metrics"] = self.rows()
         d["score"] = _r(self.score)
         d["score_terms"] = {k: _r(v) for k, v in self.score_terms.items()}
+        d["outcome"] = self.outcome
         return d
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    @property
+    def concept_gone(self) -> bool:
+        """The concept verdict passed (answered <= forget_max_ratio x base)."""
+        return any(v.startswith("PASS: concept answered") for v in self.verdicts)
+
+    @property
+    def broken_controls(self) -> list[str]:
+        """The failed control verdicts (neighbours, general, other concepts, perplexity,
+        specificity), without their 'FAIL: ' prefix."""
+        return [v.removeprefix("FAIL: ") for v in self.verdicts
+                if v.startswith("FAIL: ") and not v.startswith(("FAIL: concept", "FAIL: the base"))]
+
+    @property
+    def passed(self) -> bool:
+        """Success means both: the concept gone and every control held."""
+        return self.concept_gone and not self.broken_controls
+
+    @property
+    def outcome(self) -> str:
+        """The one-line result, said plainly: an edit that lowers the concept but breaks a control
+        is a failure, not a partial success."""
+        if self.passed:
+            return "PASSED: the concept is erased and every control held."
+        if self.broken_controls:
+            what = "the concept is erased" if self.concept_gone else "the concept is not erased"
+            return f"FAILED: {what}, and controls broke ({'; '.join(self.broken_controls)})."
+        return "FAILED: the concept is not erased (every control held)."
 
     def metric(self, name: str) -> MetricRow:
         for m in self.metrics:

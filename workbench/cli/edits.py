@@ -36,6 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--candidates", type=int, default=10, help="candidate rows/features to print")
     p.add_argument("--facts", help="a fact-set JSON (edited by hand) instead of building one")
     p.add_argument("--no-eval", action="store_true", help="skip the scorecard")
+    p.add_argument("--search-strength", action="store_true",
+                   help="raise the method's strength (x0.5, x1, x2) until the concept is gone or a control breaks, "
+                        "scoring each level; keeps the strongest level whose controls held (up to 3x the time)")
     p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("apply", help="base vs edited generations of a spec")
@@ -97,6 +100,7 @@ def print_scorecard(card: Any) -> None:
     for r in card.rows():
         fmt = lambda v: f"{v:8.3f}" if isinstance(v, int | float) else f"{'-':>8}"  # noqa: E731
         print(f"{r['group']:<12} {r['metric']:<40} {fmt(r['before'])} {fmt(r['after'])} {fmt(r['delta'])} {r['n']:>5}  {r['want']}")
+    print(f"  {card.outcome}")
     for v in card.verdicts:
         print(f"  {v}")
     for g in card.generations[:2]:
@@ -140,15 +144,27 @@ def cmd_erase(args: argparse.Namespace) -> int:
             raise UserError(f"Cannot read the fact set {args.facts}: {err}") from err
     settings, bundle = load_bundle_for(args)
     progress = TqdmProgress()
+    options = EraseOptions(optimise=None if args.steps is None else OptimiseConfig(steps=args.steps),
+                           score=not args.no_eval, saes_dir=settings.saes_dir)
+    search = None
     try:
-        result = erase(bundle, corpus, args.concept, args.method, progress, fact_set=facts, about=args.about,
-                       as_name=args.as_name,
-                       options=EraseOptions(optimise=None if args.steps is None else OptimiseConfig(steps=args.steps),
-                                            score=not args.no_eval, saes_dir=settings.saes_dir))
+        if args.search_strength:
+            from workbench.methods.strength import search_strength
+
+            search = search_strength(bundle, corpus, args.concept, args.method, progress, options=options,
+                                     fact_set=facts, about=args.about, as_name=args.as_name)
+            result = search.chosen
+        else:
+            result = erase(bundle, corpus, args.concept, args.method, progress, fact_set=facts, about=args.about,
+                           as_name=args.as_name, options=options)
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from err
     finally:
         progress.close()
+    if search is not None:
+        print(search.summary())
+        for lev in search.levels:
+            print(f"  x{lev.level:g}: {lev.outcome} ({lev.seconds:.0f} s)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     spec = save_spec(result.spec, out, payload=result.payload or None)
