@@ -184,9 +184,8 @@ def test_scorecard_outcome_calls_a_broken_control_a_failure() -> None:
 
 
 def test_strength_search_raises_the_knob_and_says_what_stopped_it(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
-    from workbench.methods.strength import search_strength
-
     from workbench.benchmark.scorecard import EvalOptions
+    from workbench.methods.strength import search_strength
 
     quick = EvalOptions(continuation_sets=(), max_new_tokens=2, generation_tokens=2, neutral_max_tokens=32)
     opts = EraseOptions(ablate=AblateConfig(n_rows=8), eval_options=quick)
