@@ -1,5 +1,5 @@
 """Every family of the architecture map, as a tiny random model built from a config (no
-download): prepare -> erase -> export-checkpoint -> reload with plain transformers changes only
+download): prepare -> erase -> preview -> export-checkpoint -> reload with plain transformers changes only
 the edited output-projection rows; the PEFT folder and an nnsight trace give the in-process
 adapter's logits; an unknown family is refused with a sentence."""
 
@@ -59,6 +59,8 @@ def test_prepare_erase_export_reload_changes_only_the_edited_rows(
     spec_path = tmp_path / "hp.json"
     assert main([*cli, "erase", "--concept", "Harry Potter", "--method", "ablate", "--out", str(spec_path),
                  "--no-eval"]) == 0
+    assert main([*cli, "apply", str(spec_path), "--prompt", "Harry Potter is", "--max-new-tokens", "3"]) == 0
+    assert "edited:" in capsys.readouterr().out  # the side-by-side preview (generation path)
     ckpt = tmp_path / "ckpt"
     assert main([*cli, "export-checkpoint", str(spec_path), "--out", str(ckpt)]) == 0
     capsys.readouterr()

@@ -20,7 +20,7 @@ from functools import cache
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter numbers from glibc's malloc.h
 M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 256 * 1024
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own initial threshold, kept from growing
 ARENA_MAX = 2
 
 
