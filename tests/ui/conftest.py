@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,12 +38,20 @@ def ui_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ui_env(ui_cache: Path) -> Iterator[Path]:
     """WORKBENCH_* pointing at the prepared tiny cache for in-process AppTest runs."""
-    old = {k: os.environ.get(k) for k in ("WORKBENCH_MODEL", "WORKBENCH_CACHE")}
-    os.environ["WORKBENCH_MODEL"] = "tiny"
-    os.environ["WORKBENCH_CACHE"] = str(ui_cache)
-    yield ui_cache
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with environ(WORKBENCH_MODEL="tiny", WORKBENCH_CACHE=str(ui_cache)):
+        yield ui_cache
+
+
+@contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """Set environment variables for a block and restore them after (AppTest runs in-process)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -5,13 +5,12 @@ preview. Runs on its own prepared cache, so the other pages' tests keep their SA
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from apptest_helpers import app, ok, wait_for_job
-from conftest import prepare_tiny_cache
+from conftest import environ, prepare_tiny_cache
 
 from workbench.sae.tiny import write_gemma_scope_2
 from workbench.ui.draft import EditDraft
@@ -25,15 +24,8 @@ def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     prepare_tiny_cache(cache)
     hub = tmp_path_factory.mktemp("hf-hub")
     write_gemma_scope_2(hub, f"transcoder_all/{SAE_ID}", 64, 96, seed=2)
-    keys = ("WORKBENCH_MODEL", "WORKBENCH_CACHE", "HF_HUB_CACHE")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update({"WORKBENCH_MODEL": "tiny", "WORKBENCH_CACHE": str(cache), "HF_HUB_CACHE": str(hub)})
-    yield cache
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with environ(WORKBENCH_MODEL="tiny", WORKBENCH_CACHE=str(cache), HF_HUB_CACHE=str(hub)):
+        yield cache
 
 
 def test_pretrained_transcoder_from_the_home_panel_to_the_edit(own_cache: Path) -> None:
