@@ -328,7 +328,8 @@ def row_feature_scores(hf_model: Any, sae: Any, layer: int | None = None, top_pe
     both = pairs.merge(by_feature, on=["neuron", "feature"], how="outer").sort_values(["neuron", "feature"])
     neurons = torch.tensor(both["neuron"].to_numpy(dtype=np.int64))
     feats = torch.tensor(both["feature"].to_numpy(dtype=np.int64))
-    score = (rows[neurons] * cols[:, feats].T).sum(1)  # s[i, f] for the kept pairs only
+    score = torch.cat([(rows[neurons[i : i + block]] * cols[:, feats[i : i + block]].T).sum(1)  # s[i, f], kept pairs
+                       for i in range(0, len(neurons), block)]) if len(neurons) else torch.zeros(0)
     return pd.DataFrame({
         "layer": np.full(len(neurons), site.layer if layer is None else layer, dtype=np.int32),
         "neuron": neurons.numpy().astype(np.int32),
