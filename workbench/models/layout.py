@@ -44,7 +44,7 @@ class Architecture:
 
 _GEMMA_POST = "post_feedforward_layernorm"
 ARCHITECTURES: tuple[Architecture, ...] = (
-    Architecture("Gemma 3", ("gemma3_text", "gemma3"), post_mlp_norm=_GEMMA_POST, norm_offset=1.0),
+    Architecture("Gemma 3", ("gemma3_text",), post_mlp_norm=_GEMMA_POST, norm_offset=1.0),  # text-only checkpoints
     Architecture("Gemma 2", ("gemma2",), post_mlp_norm=_GEMMA_POST, norm_offset=1.0),
     Architecture("Gemma", ("gemma",), norm_offset=1.0),
     Architecture("Llama", ("llama",)),
