@@ -395,7 +395,7 @@ def neighbour_name_texts(facts: FactSet, corpus: Corpus, cfg: OptimiseConfig) ->
 def _counterfactual_loss(bundle: ModelBundle, cf: CounterfactualBatch, pick: Sequence[int]) -> torch.Tensor:
     """Cross-entropy of the edited model's distributions to the counterfactual top-k (KL up to
     the target's entropy), over the picked texts' trained positions."""
-    pick_t = torch.tensor(list(pick))
+    pick_t = torch.tensor(sorted(pick))  # targets are kept in row order, so the logits must be too
     keep = torch.isin(cf.row_of, pick_t)
     ids, mask = cf.input_ids[pick_t], cf.mask[pick_t]
     width = int(mask.nonzero()[:, 1].max()) + 1
