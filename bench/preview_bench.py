@@ -68,13 +68,14 @@ def library_pages_mb(checkpoint: Path | None) -> float:
     """Resident file-backed MB outside the checkpoint: the code pages of torch and the other
     libraries, which a first forward pass faults in (~20 MB) and which are not the model's."""
     total, current = 0.0, ""
+    ckpt = str(Path(checkpoint).resolve()) if checkpoint is not None else None  # smaps names resolved paths
     with open("/proc/self/smaps") as f:
         for line in f:
             head = line.split()
             if head and not head[0].endswith(":"):
                 current = head[5] if len(head) > 5 else ""
             elif head and head[0] == "Rss:" and current.startswith("/"):
-                if checkpoint is None or not current.startswith(str(checkpoint)):
+                if ckpt is None or not current.startswith(ckpt):
                     total += int(head[1]) / 1024
     return total
 
