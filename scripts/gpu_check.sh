@@ -31,7 +31,7 @@ model = wb.load("embedded", device=device, dtype=dtype)
 t = step(f"load ({model.summary()['dtype']} on {model.summary()['device']})", t)
 edit = wb.erase(model, "Paris", method="ablate", progress=False)
 t = step("erase --method ablate (+ scorecard)", t)
-print("   verdicts:", edit.scorecard.verdicts if edit.scorecard else "none")
+print("  ", edit.scorecard.outcome if edit.scorecard else "no scorecard")
 base, edited = wb.preview(model, "The Eiffel Tower is in the city of", edit, max_new_tokens=48)
 dt = time.perf_counter() - t
 t = step("preview, base + edited, 48 tokens", t)
