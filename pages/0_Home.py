@@ -65,7 +65,7 @@ with right:
     c3.metric("concept sets", f"{counts.get('concept_sets', 0):,}")
     c4.metric("saved edits", f"{counts.get('edits', 0):,}")
     if builds.empty:
-        st.info("Nothing is built for this model yet. The first start (above) builds it in the background; "
+        st.info("Nothing is built for this model yet. The first start (below) builds it in the background; "
                 "with it turned off, use the Build buttons below or `python -m workbench prepare --all`.")
     else:
         kinds = builds.assign(artefact=builds["artefact"].astype(str))
