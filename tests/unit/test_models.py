@@ -120,16 +120,26 @@ def test_hub_source_refused_offline(session_settings, monkeypatch):
 def test_skinny_unembedding_equals_linear(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
     import torch.nn.functional as F
 
-    from workbench.models.skinny import SKINNY_MAX_ROWS, install_skinny_unembedding, skinny_linear
+    from workbench.models.skinny import (
+        BUCKETS,
+        SKINNY_MAX_ROWS,
+        install_skinny_unembedding,
+        measure_plan,
+        skinny_linear,
+    )
 
     g = torch.Generator().manual_seed(0)
     w, bias = torch.randn(300, 24, generator=g), torch.randn(300, generator=g)
     for shape in [(1, 24), (2, 24), (3, 1, 24), (2, 5, 24), (SKINNY_MAX_ROWS + 1, 24)]:
         x = torch.randn(*shape, generator=g)
         for b in (None, bias):
-            got = skinny_linear(x, w, b)
-            assert got.shape == (*shape[:-1], 300)
-            assert torch.allclose(got, F.linear(x, w, b), atol=1e-5), shape
+            for plan in (None, {m: ("linear", 16 if m < 16 else m) for m in BUCKETS},
+                         {m: ("skinny", 16) for m in BUCKETS}):  # padded to more rows: same rows out
+                got = skinny_linear(x, w, b, plan)
+                assert got.shape == (*shape[:-1], 300)
+                assert torch.allclose(got, F.linear(x, w, b), atol=1e-5), (shape, plan)
+    plan = measure_plan(w, reps=1)
+    assert set(plan) == set(BUCKETS) and all(r >= m and k in ("linear", "skinny") for m, (k, r) in plan.items())
     # installed on the loaded model (forced: on load it is installed only where it measures faster),
     # batched last-position logits equal the plain product
     assert install_skinny_unembedding(tiny_bundle.hf_model, calibrate=False)
