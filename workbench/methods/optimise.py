@@ -349,7 +349,7 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
     nonces = nonce_names(facts.kind)[: cfg.cf_nonces]
     rows: list[list[int]] = []
     spans: list[tuple[int, int]] = []  # (first trained position, n positions) per kept text
-    targets: list[torch.Tensor] = []  # [n positions, vocab] probabilities, per kept text
+    tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # (top_p, top_ids) [n positions, k] per kept text
     for text in counterfactual_texts(facts):
         at = text.find(facts.name)
         prefix, suffix = text[:at], text[at + len(facts.name):]
@@ -358,10 +358,10 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
         n_after = len(ids) - last  # positions whose next-token distribution is trained
         if last < 1 or n_after < 1:
             continue
+        tail = n_after - 1  # tokens after the name
         probs = []
         for nonce in nonces:
             alt = tok(prefix + nonce + suffix, truncation=True, max_length=cfg.max_len)["input_ids"]
-            tail = len(ids) - last - 1  # tokens after the name
             if tail and alt[len(alt) - tail:] != ids[len(ids) - tail:]:
                 continue  # the suffix tokenises differently after this name: not aligned
             with torch.no_grad():
@@ -371,15 +371,16 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
             continue
         rows.append(ids)
         spans.append((last, n_after))
-        targets.append(torch.stack(probs).mean(0))
+        # top-k right away: the full [n positions, vocab] distributions of every text together
+        # would be ~1 GB for the 262k-token vocabulary
+        tops.append(torch.stack(probs).mean(0).topk(cfg.cf_topk, dim=-1))
     if not rows:
         return None
     input_ids = _pad(rows, tok.pad_token_id)
     mask = torch.zeros_like(input_ids, dtype=torch.bool)
     for r, (first, n) in enumerate(spans):
         mask[r, first : first + n] = True
-    p = torch.cat(targets)  # [n_positions, vocab], row-major like mask
-    top_p, top_ids = p.topk(cfg.cf_topk, dim=-1)
+    top_p, top_ids = torch.cat([t[0] for t in tops]), torch.cat([t[1] for t in tops])  # row-major like mask
     row_of = torch.cat([torch.full((n,), r) for r, (_, n) in enumerate(spans)])
     return CounterfactualBatch(input_ids, mask, top_ids, top_p / top_p.sum(-1, keepdim=True), row_of)
 
