@@ -28,13 +28,11 @@ def intervene(model: Any, adapter: Adapter) -> None:
     by_layer: dict[int, list[Any]] = {}
     for hk in adapter.hooks:
         by_layer.setdefault(hk.layer, []).append(hk)
-    arch = layout.architecture(model)
     for layer in adapter.layers:
-        block = layout.resolve_attr(model, arch.layers)[layer]  # type: ignore[index]
         for hk in by_layer.get(layer, []):
             fn = hk.make()
-            gate = layout.resolve_attr(block, arch.pre_activation)
+            gate = layout.pre_activation_proj(model, layer)
             gate.output = fn(None, (gate.input,), gate.output)
         if layer in adapter.deltas:
-            down = layout.resolve_attr(block, arch.out_proj)
+            down = layout.out_proj(model, layer)
             down.output = adapter.deltas[layer].add_to(down.input, down.output)

@@ -122,21 +122,25 @@ def out_proj_module_name(hf_model: nn.Module, layer: int) -> str:
     return out_proj_name(hf_model, layer).removesuffix(".weight")
 
 
+def _flip(hf_model: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """Between HF storage and TransformerLens orientation (either way: a transpose is its own
+    inverse): nn.Linear stores [out, in], GPT-2's Conv1D already [in, out]."""
+    return t if architecture(hf_model).conv1d else t.T
+
+
 def w_out(hf_model: nn.Module, layer: int) -> torch.Tensor:
     """Value vectors of a layer as a view: [d_mlp, d_model] (rows = neurons)."""
-    weight = out_proj(hf_model, layer).weight
-    return weight if architecture(hf_model).conv1d else weight.T
+    return _flip(hf_model, out_proj(hf_model, layer).weight)
 
 
 def w_out_to_storage(hf_model: nn.Module, w_out_rows: torch.Tensor) -> torch.Tensor:
     """A [d_mlp, d_model] W_out (or a delta of it) in the orientation its weight is stored."""
-    return w_out_rows if architecture(hf_model).conv1d else w_out_rows.T
+    return _flip(hf_model, w_out_rows)
 
 
 def w_pre(hf_model: nn.Module, layer: int) -> torch.Tensor:
     """Keys whose dot product with the MLP input is the pre-activation: [d_model, d_mlp]."""
-    weight = pre_activation_proj(hf_model, layer).weight
-    return weight if architecture(hf_model).conv1d else weight.T
+    return _flip(hf_model, pre_activation_proj(hf_model, layer).weight)
 
 
 def d_mlp(hf_model: nn.Module) -> int:
