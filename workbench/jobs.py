@@ -343,13 +343,10 @@ def pretrained_sae_job(store: Any, bundle: Any, release: str, sae_id: str, catal
     catalogue it into the store."""
 
     def run(progress: FileProgress) -> str:
-        from workbench.sae.index import catalogue_into_store
-        from workbench.sae.sources import PRETRAINED_PREFIX, load_pretrained_sae
+        from workbench.sae.index import catalogue_pretrained
 
         progress.stage(f"loading {release}/{sae_id}")
-        sae, full_id, sha = load_pretrained_sae(release, sae_id)
-        cat = catalogue_into_store(store, bundle, sae, full_id, sha, f"{PRETRAINED_PREFIX}{full_id}", None,
-                                   max_tokens=catalogue_tokens, progress=progress)
-        return f"{full_id}: {cat.d_sae} features catalogued over {cat.n_tokens:,} tokens"
+        cat = catalogue_pretrained(store, bundle, release, sae_id, max_tokens=catalogue_tokens, progress=progress)
+        return f"{cat.sae_id}: {cat.d_sae} features catalogued over {cat.n_tokens:,} tokens"
 
     return run

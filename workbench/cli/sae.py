@@ -106,25 +106,21 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
 def cmd_sae_catalogue(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.models.sites import SAESite
     from workbench.progress import TqdmProgress
-    from workbench.sae.index import catalogue_folder, catalogue_into_store
-    from workbench.sae.sources import PRETRAINED_PREFIX, SAELoadError, load_pretrained_sae, parse_pretrained
+    from workbench.sae.index import catalogue_folder, catalogue_pretrained
+    from workbench.sae.sources import SAELoadError, parse_pretrained
     from workbench.store import open_store
 
-    settings, bundle = load_bundle_for(args)
     try:
         pretrained = parse_pretrained(args.sae)
-        sae = load_pretrained_sae(*pretrained) if pretrained else None
     except SAELoadError as err:
         raise UserError(str(err)) from err
+    settings, bundle = load_bundle_for(args)
     store = open_store(settings.store_path)
     try:
-        if sae is not None:
-            obj, sae_id, sha = sae
-            bundle.check_layer(SAESite.of_sae(obj).layer)
-            cat = catalogue_into_store(store, bundle, obj, sae_id, sha, PRETRAINED_PREFIX + sae_id, None,
-                                       max_tokens=args.catalogue_tokens, progress=TqdmProgress())
+        if pretrained is not None:
+            cat = catalogue_pretrained(store, bundle, *pretrained, max_tokens=args.catalogue_tokens,
+                                       progress=TqdmProgress())
         else:
             path = Path(args.sae) if Path(args.sae).is_dir() else settings.saes_dir / args.sae
             cat = catalogue_folder(store, bundle, path, max_tokens=args.catalogue_tokens, progress=TqdmProgress())

@@ -56,9 +56,23 @@ def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256:
 
     corpus = load_wiki("en")
     docs = corpus.sample(len(corpus), seed=1)
-    source = "pretrained" if str(path or "").startswith("pretrained:") else "local"
+    from workbench.sae.sources import parse_pretrained
+
+    source = "pretrained" if path is not None and parse_pretrained(str(path)) else "local"
     return index_sae(store, bundle, sae, sae_id, sha256, docs, corpus_id=corpus.corpus_id, max_tokens=max_tokens,
                      source=source, path=path, metrics=metrics, progress=progress)
+
+
+def catalogue_pretrained(store: Any, bundle: Any, release: str, sae_id: str, max_tokens: int = 50_000,
+                         progress: Progress | None = None) -> FeatureCatalogue:
+    """Load an SAE or transcoder of SAELens's registry (local HF cache or hub) and catalogue it,
+    stored under 'RELEASE/SAE_ID' with the reference `load_sae` takes back: what
+    `sae catalogue --sae pretrained:...` and the Home panel's job call."""
+    from workbench.sae.sources import PRETRAINED_PREFIX, load_pretrained_sae
+
+    sae, full_id, sha = load_pretrained_sae(release, sae_id)
+    return catalogue_into_store(store, bundle, sae, full_id, sha, PRETRAINED_PREFIX + full_id, None,
+                                max_tokens, progress)
 
 
 def catalogue_folder(store: Any, bundle: Any, path: Path, max_tokens: int = 50_000,

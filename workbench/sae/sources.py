@@ -48,14 +48,7 @@ def check_sae_folder(path: Path) -> None:
     for key in ("d_in", "d_sae", "architecture"):
         if key not in data:
             raise SAELoadError(f"{cfg} lacks {key!r}; the SAE folder is corrupt or not SAELens format.")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as f:
-            keys = set(f.keys())
-    except Exception as err:  # safetensors raises several types on a damaged header
-        raise SAELoadError(f"{weights} is not a readable safetensors file ({err}); "
-                           "the SAE folder is corrupt: delete it and train again.") from err
+    keys = safetensors_keys(weights, "; the SAE folder is corrupt: delete it and train again")
     missing = {"W_enc", "W_dec", "b_dec"} - keys
     if missing:
         raise SAELoadError(f"{weights} lacks tensors {sorted(missing)}; the SAE folder is corrupt.")
@@ -102,8 +95,8 @@ PRETRAINED_PREFIX = "pretrained:"
 
 def parse_pretrained(ref: str) -> tuple[str, str] | None:
     """'pretrained:RELEASE/SAE_ID' -> (release, sae_id); None for anything else (a folder).
-    The release is everything before the last '/'-separated part that names an SAE id, so
-    ids with slashes inside a release resolve against SAELens's registry."""
+    The release is the part before the first '/' (registry release names have none); the rest,
+    slashes included, is the SAE id."""
     if not ref.startswith(PRETRAINED_PREFIX):
         return None
     body = ref.removeprefix(PRETRAINED_PREFIX).strip("/")
@@ -228,7 +221,7 @@ def gemma_scope_2_loader(
     params = cached_file(repo_id, f"{folder_name}/params.safetensors")
     if params is None:
         raise SAELoadError(f"{repo_id}/{folder_name}/params.safetensors is not in the local HF cache.")
-    check_safetensors_file(params)
+    safetensors_keys(params)
     raw = load_file(str(params), device=device)
     raw_cfg: dict[str, Any] = {}
     cfg_file = cached_file(repo_id, f"{folder_name}/config.json")
@@ -272,12 +265,13 @@ def gemma_scope_2_loader(
     return cfg, state, None
 
 
-def check_safetensors_file(path: Path) -> None:
-    """Refuse a weights file that is not safetensors (a pickle renamed, a truncated download)."""
+def safetensors_keys(path: Path, advice: str = "") -> set[str]:
+    """The tensor names of a safetensors file; SAELoadError for a file that is not one (a pickle
+    renamed, a truncated download), with `advice` appended to the sentence."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            f.keys()
+            return set(f.keys())
     except Exception as err:  # safetensors raises several types on a damaged header
-        raise SAELoadError(f"{path} is not a readable safetensors file ({err}).") from err
+        raise SAELoadError(f"{path} is not a readable safetensors file ({err}){advice}.") from err

@@ -107,7 +107,9 @@ def sae_overview(saes_dir: Any, catalogued: Any) -> Any:
 
 def is_transcoder(sae_row: dict) -> bool:
     """A catalogued transcoder reads the MLP's input (hook `blocks.L.mlp.hook_in`)."""
-    return str(sae_row.get("hook", "")).endswith("mlp.hook_in")
+    from workbench.models.sites import TRANSCODER_INPUT
+
+    return str(sae_row.get("hook", "")).endswith(TRANSCODER_INPUT)
 
 
 def row_score_text(transcoder: bool) -> str:
