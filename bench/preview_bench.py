@@ -162,7 +162,7 @@ def side_by_side(bundle: ModelBundle, label: str, n: int, rounds: int, settings:
         restore()
     tok = 2 * n
     head = bundle.hf_model.get_output_embeddings()
-    plan = getattr(getattr(head, "_original_component", head), "_workbench_plan", None)
+    plan = getattr(getattr(head, "_original_component", head), "_workbench_skinny", None)
     chose = "F.linear at every row count" if plan is None else "per row count " + ", ".join(
         f"{b}->{k}@{r}" for b, (k, r) in plan.items())
     print(f"[{label}] {n} tokens per side: two sequential generations {tok / seq:.1f} tok/s · side-by-side batch "

@@ -7,7 +7,7 @@ edited rows of a preview bought nothing. `W_U @ h.T` reads W_U once for all b ro
 near the b = 1 time up to b of about 16 (bench/preview_bench.py measures both). Which kernel
 wins depends on the CPU and its BLAS: on another machine of the same kind, F.linear at b = 2 was
 the faster one (a preview pair at 15.7 vs 10.1 tok/s). So the choice is measured, not assumed:
-`install_skinny_unembedding` times both kernels at 2-64 rows on the model's own unembedding
+`install_skinny_unembedding` times both kernels at 2-16 rows on the model's own unembedding
 when it loads (1-2 s), also allowing a batch to be padded to a row count that runs faster, and
 installs the plan only where it beats plain F.linear somewhere. In bf16 the plain kernel is the
 faster one, so only fp32 on CPU is considered. The result is the same product (float
@@ -26,7 +26,7 @@ from torch import nn
 
 SKINNY_MAX_ROWS = 16  # the batcher decodes at most 16 rows; beyond, F.linear as it is
 BUCKETS = (2, 4, 8, 16)  # row counts the plan is measured at (larger ones left extra heap behind)
-_ATTR = "_workbench_skinny"
+_ATTR = "_workbench_skinny"  # on the head: the installed plan (absent when not installed)
 
 Plan = dict[int, tuple[str, int]]  # bucket -> (kernel 'linear' | 'skinny', rows computed: the bucket or a larger one)
 ALWAYS_SKINNY: Plan = {b: ("skinny", b) for b in BUCKETS}
@@ -99,6 +99,5 @@ def install_skinny_unembedding(hf_model: Any, *, calibrate: bool = True) -> bool
         return skinny_linear(x, head.weight, head.bias, plan)
 
     head.forward = forward  # type: ignore[method-assign]
-    setattr(head, _ATTR, True)
-    head._workbench_plan = plan  # type: ignore[assignment]  # what the load measured (bench prints it)
+    setattr(head, _ATTR, plan)  # what the load measured (the preview bench prints it)
     return True

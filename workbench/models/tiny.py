@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from workbench.models.build_once import build_once
+from workbench.models.layout import architecture_for
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,10 @@ def _build_into(tmp: Path, cfg: TinyConfig) -> None:
     with torch.no_grad():
         # Random norm weights so the gain-aware code paths are exercised (Gemma multiplies by
         # 1 + w, the others by w).
-        offset = 0.0 if cfg.family.startswith("gemma") else 1.0
+        centre = 1.0 - architecture_for(model.config.model_type).norm_offset  # gain ~ 1 either way
         for name, p in model.named_parameters():
             if name.endswith(("norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")):
-                p.normal_(offset, 0.3)
+                p.normal_(centre, 0.3)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
 
