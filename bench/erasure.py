@@ -42,7 +42,7 @@ from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.compile import compile_spec  # noqa: E402
-from workbench.methods.erase import METHODS, EraseOptions, PiscesConfig, erase  # noqa: E402
+from workbench.methods.erase import METHODS, REWRITE_CF, EraseOptions, PiscesConfig, erase  # noqa: E402
 from workbench.methods.facts import FactSet, build_fact_set  # noqa: E402
 from workbench.methods.key_rewrite import RewriteConfig  # noqa: E402
 from workbench.methods.optimise import OptimiseConfig  # noqa: E402
@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--key-names", default="", help="comma-separated FactSet.key_names for this run's concepts")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="config override: OptimiseConfig for the optimise methods (--set steps=60), "
-                             "RewriteConfig for rewrite (--set layers=4,6)")
+                             "RewriteConfig for rewrite and rewrite-cf (--set layers=4,6)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = RESULTS_FILE.with_name(f"erasure-{args.model}.jsonl")  # the one results file (benchmark/results.py)
@@ -206,9 +206,10 @@ def main() -> None:
         for method in methods:
             print(f"\n=== {concept} / {method} ===", flush=True)
             keys = [k.strip() for k in args.key_names.split(",") if k.strip()]
-            if method == "rewrite":
+            if method in ("rewrite", "rewrite-cf"):
+                defaults = REWRITE_CF if method == "rewrite-cf" else RewriteConfig()
                 row = run_one(bundle, corpus, concept, method, key_names=keys,
-                              rewrite=config_overrides(RewriteConfig(), args.set) if args.set else None)
+                              rewrite=config_overrides(defaults, args.set) if args.set else None)
             else:
                 row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers), keys,
                               pisces=pisces)

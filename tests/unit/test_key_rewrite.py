@@ -136,3 +136,42 @@ def test_rewrite_then_optimise_is_two_composed_operations(tiny_bundle, corpus) -
             w1[t.rows] += result.payload[t.delta]
     base1 = layout.w_out(tiny_bundle.hf_model, 1).detach()
     assert torch.allclose(merged_w_out(base1, overlay.deltas[1]), w1, atol=1e-5)
+
+
+def test_solve_holds_kept_keys_where_they_are() -> None:
+    """Kept keys (neighbour names) join K with a desired change of 0: with a weight they move far
+    less than without, while the concept's keys still reach their outputs."""
+    from workbench.methods.key_rewrite import _solve_kept
+
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(4, 32, generator=g)
+    kept = keys + 0.3 * torch.randn(4, 32, generator=g)  # neighbour names sit near the concept's
+    desired = torch.randn(4, 8, generator=g)
+    cov = torch.eye(32)
+    free = solve_delta(keys, desired, cov, lam=1e-3)
+    held = _solve_kept(keys, desired, kept, cov, lam=1e-3, weight=4.0)
+    assert (kept @ held).norm() < 0.5 * (kept @ free).norm()
+    assert (keys @ held - desired).norm() < 0.6 * desired.norm()
+
+
+def test_counterfactual_rewrite_moves_the_next_token_distributions_to_made_up_names(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from workbench.methods.facts import build_fact_set
+    from workbench.methods.key_rewrite import _CounterfactualObjective, full_layer_deltas
+    from workbench.methods.optimise import build_counterfactual
+
+    facts = build_fact_set(tiny_bundle, corpus, "Harry Potter", samples_per_prompt=0)
+    # the whole 2k vocabulary as the target: the random model's flat distributions are no top-k
+    cfg = replace(TINY, target="counterfactual", cf_topk=2048, cf_batch=8, neighbour_key_weight=1.0,
+                  n_neighbour_names=2)
+    result, solves = rewrite_name_key(tiny_bundle, facts, corpus, cfg)
+    cf = build_counterfactual(tiny_bundle, facts, cfg.frames_config())
+    assert cf is not None
+    objective = _CounterfactualObjective(tiny_bundle, cf, cfg.cf_batch)
+    with torch.no_grad():
+        assert objective.remaining(None) == pytest.approx(1.0, abs=1e-4)  # nothing edited: all of the KL left
+        with full_layer_deltas(tiny_bundle, result.deltas):
+            after = objective.remaining(None)
+    assert after == pytest.approx(solves[0].remaining_after, rel=1e-3)
+    assert solves[0].remaining_desired < 0.9 and after < 0.95

@@ -205,7 +205,7 @@ def test_counterfactual_target_is_the_base_with_made_up_names(tiny_bundle, facts
 def test_counterfactual_loss_is_zero_at_its_own_target_in_any_pick_order(tiny_bundle, facts: FactSet) -> None:
     """With the target set to the model's own distributions, the loss is the target's entropy
     whatever order the texts are picked in (an order mix-up pairs positions with other texts)."""
-    from workbench.methods.optimise import _counterfactual_loss, build_counterfactual, selected_logits
+    from workbench.methods.optimise import build_counterfactual, counterfactual_loss, selected_logits
 
     cf = build_counterfactual(tiny_bundle, facts, _cfg(cf_nonces=1, cf_topk=2048))
     assert cf is not None and len(cf.input_ids) >= 3
@@ -215,5 +215,5 @@ def test_counterfactual_loss_is_zero_at_its_own_target_in_any_pick_order(tiny_bu
         entropy = -(cf.top_p * cf.top_p.clamp_min(1e-30).log()).sum(-1)
         for pick in ([0, 1, 2], [2, 0, 1]):
             keep = torch.isin(cf.row_of, torch.tensor(pick))
-            got = _counterfactual_loss(tiny_bundle, cf, pick)
+            got = counterfactual_loss(tiny_bundle, cf, pick)
             assert torch.allclose(got, entropy[keep].mean(), atol=1e-4), pick

@@ -19,6 +19,12 @@ Methods (one page each under docs/methods/):
             'rewrite', then 'optimise' trained with the rewrite in place: two operations in one spec.
             The strongest erasure measured (closest to the name-dependent goal) but it costs
             neighbours and general prompts, so it is not the default.
+  rewrite-cf
+            'rewrite' whose desired outputs make the next-token distributions after the name match
+            the base's with made-up names (KL, the full model in the loop), with neighbour names'
+            keys held in the solve (issue 16's counterfactual-name target).
+  optimise-cf
+            'optimise' trained on that counterfactual target alone, neighbour names in the retain KL.
   optimise-facts / optimise-repr
             the same with only the fact (unlikelihood) or only the representation target; kept
             so the bench can compare the two halves of the default.
@@ -62,6 +68,8 @@ from workbench.models import ModelBundle, layout
 from workbench.progress import NullProgress, Progress
 
 DEFAULT_METHOD = "optimise"
+# rewrite-cf's defaults: the counterfactual target, each neighbour name's key counting as one of the concept's
+REWRITE_CF = RewriteConfig(target="counterfactual", neighbour_key_weight=1.0)
 ABLATE_LAYERS = (2, 3, 4, 5, 6, 7, 8)
 PROJECT_LAYER = 6  # difference of means taken at this layer's MLP, projected out of layers 2..6
 PROJECT_TAU = 0.5
@@ -174,6 +182,13 @@ def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOp
         candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(idx, rel.tolist(), strict=True)]
     candidates.sort(key=lambda c: -c.score)
     return MethodRun([op], payload, candidates)
+
+
+def _rewrite_cf(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    """'rewrite' with the counterfactual desired outputs and the neighbour names' keys kept
+    (REWRITE_CF, or opts.rewrite with its target set to the counterfactual)."""
+    cfg = opts.rewrite or REWRITE_CF
+    return _rewrite(bundle, corpus, facts, replace(opts, rewrite=replace(cfg, target="counterfactual")), progress)
 
 
 def _rewrite(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
@@ -290,6 +305,7 @@ METHODS: dict[str, MethodFn] = {
     "pisces-rows": _pisces_rows,
     "rewrite": _rewrite,
     "rewrite-optimise": _rewrite_optimise,
+    "rewrite-cf": _rewrite_cf,
 }
 
 

@@ -20,6 +20,14 @@ gradient-trained value-vector edit (optimise.py) reaches about that 30% on singl
    the largest `lam` of a short list that still leaves <= `max_remaining` of the distance on the
    frames is kept (the most conservative edit that erases).
 
+With `target="counterfactual"` (method `rewrite-cf`, issue 16) step 2 optimises the desired
+outputs against the base's own behaviour on the same texts with made-up names instead: KL of the
+edited next-token distributions at the name and every later position to the base's on the
+made-up-name text (optimise.py's `build_counterfactual`), the full model in the loop. And step 3
+keeps the keys of neighbour names (other names of the same kind, in the same frames) where they
+are: they join K with a desired change of 0, weighted by `neighbour_key_weight` per key, so the
+solve is told which other names the edit must not move, not only the average retain token.
+
 The result is an additive delta on every row of each edited W_out, so it travels as an
 `optimise_value_vectors` operation with its delta in the safetensors payload, like optimise.py's.
 """
@@ -30,18 +38,25 @@ import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import torch
 
 from workbench.corpus import Corpus
 from workbench.methods.facts import FactSet, split_sentences
 from workbench.methods.optimise import (
+    FRAMES,
+    CounterfactualBatch,
     DownProjEdit,
     FrameBatch,
     OptimiseConfig,
     OptimiseResult,
+    build_counterfactual,
     build_frames,
+    counterfactual_cross_entropy,
     down_proj_edits,
+    last_name_position,
+    pad_rows,
     residuals_after,
     retain_documents,
 )
@@ -49,11 +64,14 @@ from workbench.models import ModelBundle, layout
 from workbench.models.hooks import capture, mlp_hidden, text_positions
 from workbench.progress import NullProgress, Progress
 
+RewriteTarget = Literal["representation", "counterfactual"]
+
 
 @dataclass(frozen=True)
 class RewriteConfig:
     """Defaults: rewrite layers 3-7's W_out so the name looks made-up after layer 8."""
 
+    target: RewriteTarget = "representation"  # what the desired outputs are optimised for (see module doc)
     layers: tuple[int, ...] = (3, 4, 5, 6, 7)  # MLPs rewritten together
     repr_layers: tuple[int, ...] = (8,)
     steps: int = 100  # optimisation of the desired outputs d_j
@@ -67,11 +85,18 @@ class RewriteConfig:
     max_len: int = 64
     n_retain_neutral: int = 60
     n_retain_neighbours: int = 40
+    # counterfactual target: made-up names averaged, top-k kept, texts per step (as optimise.py's cf_*)
+    cf_nonces: int = 4
+    cf_topk: int = 64
+    cf_batch: int = 6
+    n_neighbour_names: int = 6  # same-topic titles whose keys the solve keeps (0 = none)
+    neighbour_key_weight: float = 0.0  # per neighbour key, relative to one concept key (0 = off)
     seed: int = 0
 
     def frames_config(self) -> OptimiseConfig:
         return OptimiseConfig(repr_layers=self.repr_layers, max_len=self.max_len, n_retain_neutral=self.n_retain_neutral,
-                              n_retain_neighbours=self.n_retain_neighbours, seed=self.seed)
+                              n_retain_neighbours=self.n_retain_neighbours, cf_nonces=self.cf_nonces,
+                              cf_topk=self.cf_topk, n_neighbour_names=self.n_neighbour_names, seed=self.seed)
 
     def fitted(self, n_layers: int) -> RewriteConfig:
         layers = tuple(layer for layer in self.layers if layer < n_layers) or (max(0, n_layers - 2),)
@@ -156,11 +181,13 @@ def key_covariances(bundle: ModelBundle, texts: Sequence[str], layers: Sequence[
     return {layer: (c / n).float() for layer, c in sums.items()}
 
 
-def solve_delta(keys: torch.Tensor, desired: torch.Tensor, cov: torch.Tensor, lam: float) -> torch.Tensor:
+def solve_delta(keys: torch.Tensor, desired: torch.Tensor, cov: torch.Tensor, lam: float,
+                n_keys: int | None = None) -> torch.Tensor:
     """dW = (K^T K + lam * n * C)^-1 K^T D: the change of W_out ([d_mlp, d_model]) mapping each key
-    k_j ([n, d_mlp]) to its desired output change d_j ([n, d_model]) at least cost on C."""
+    k_j ([n, d_mlp]) to its desired output change d_j ([n, d_model]) at least cost on C. n is
+    n_keys (the concept's keys) when K also holds kept keys with d = 0, else len(keys)."""
     k, d = keys.double(), desired.double()
-    a = k.T @ k + lam * k.shape[0] * cov.double()
+    a = k.T @ k + lam * (n_keys or k.shape[0]) * cov.double()
     a = a + 1e-6 * a.diagonal().mean() * torch.eye(a.shape[0], dtype=a.dtype)
     return torch.linalg.solve(a, k.T @ d).float()
 
@@ -186,13 +213,19 @@ def rewrite_name_key(
     gen = torch.Generator().manual_seed(cfg.seed)
     progress.stage("frames and made-up-name targets", total=None)
     frames = build_frames(bundle, facts, cfg.frames_config())
-    retain = [s for d in retain_documents(corpus, facts, cfg.frames_config()) for s in split_sentences(d.text)[:3]]
+    retain_docs = retain_documents(corpus, facts, cfg.frames_config())
+    retain = [s for d in retain_docs for s in split_sentences(d.text)[:3]]
+    objective: _Objective = _ReprObjective(bundle, frames)
+    if cfg.target == "counterfactual":
+        progress.stage("made-up-name distributions (counterfactual target)", total=None)
+        cf = build_counterfactual(bundle, facts, cfg.frames_config())
+        if cf is None:
+            raise ValueError(f"No text about {facts.name!r} tokenises the same after made-up names, so the "
+                             "counterfactual target has nothing to train on; use the 'rewrite' method.")
+        objective = _CounterfactualObjective(bundle, cf, cfg.cf_batch)
     n = len(frames.last)
     rows = torch.arange(n)
     with torch.no_grad():
-        # one scale for all frames: a frame whose name already sits near the made-up names
-        # must not dominate (per-frame ratios blew up on Paris, which many frames mention)
-        base_dist = repr_distance(bundle, frames).mean().clamp_min(1e-9)  # scalar
         outs = {layer: o[rows, frames.last] for layer, o in _mlp_outputs(bundle, frames.input_ids, layers).items()}
     scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
     # one vector per layer, shared by every frame (as ROME's v*): it is updated at every step
@@ -201,24 +234,23 @@ def rewrite_name_key(
     opt = torch.optim.Adam([{"params": [shared[layer]], "lr": cfg.lr * scales[layer]} for layer in layers])
     progress.stage(f"desired MLP outputs at the name (layers {layers})", total=cfg.steps, unit="step")
     for _ in range(cfg.steps):
-        pick = torch.randperm(n, generator=gen)[: cfg.frame_batch]
-        sub = _subset(frames, pick)
+        pick = torch.randperm(objective.n, generator=gen)[: objective.batch(cfg.frame_batch)]
         opt.zero_grad()
-        adds = {layer: shared[layer].expand(len(pick), -1) for layer in layers}
-        with _added_at_names(bundle, sub.last, adds):
-            dist = repr_distance(bundle, sub) / base_dist
-        penalty = sum(shared[layer].pow(2).sum() / outs[layer][pick].pow(2).sum(-1).mean().clamp_min(1e-9)
+        ratio = objective.loss(shared, pick)  # [picked], 1.0 with nothing added
+        penalty = sum(shared[layer].pow(2).sum() / outs[layer].pow(2).sum(-1).mean().clamp_min(1e-9)
                       for layer in layers)
-        loss = dist.mean() + cfg.output_penalty * penalty
+        loss = ratio.mean() + cfg.output_penalty * penalty
         loss.backward()
         opt.step()
-        progress.advance(1, remaining=float(dist.detach().mean().sqrt()))
+        progress.advance(1, remaining=float(ratio.detach().mean().clamp_min(0).sqrt()))
     desired = {layer: v.detach().expand(n, -1).contiguous() for layer, v in shared.items()}
-    with torch.no_grad(), _added_at_names(bundle, frames.last, desired):
-        remaining_desired = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
+    with torch.no_grad():
+        remaining_desired = objective.remaining({layer: v.detach() for layer, v in shared.items()})
     progress.stage("key covariance on retain text", total=None)
     with torch.no_grad():
         covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
+    kept = neighbour_frames(bundle, facts, [d.title for d in retain_docs[: cfg.n_neighbour_names]], cfg.max_len) \
+        if cfg.neighbour_key_weight > 0 and cfg.n_neighbour_names > 0 else None
     energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
                                        @ layout.w_out(bundle.hf_model, layer).detach().float()))
               for layer in layers}  # E||h W_out||^2 on retain text
@@ -226,9 +258,9 @@ def rewrite_name_key(
     candidates: list[tuple[float, dict[int, torch.Tensor], float, float]] = []
     progress.stage("solving the weight change per lam", total=len(cfg.lams))
     for lam in cfg.lams:
-        deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam)
+        deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam, kept, cfg.neighbour_key_weight)
         with torch.no_grad(), full_layer_deltas(bundle, deltas):
-            rem = float((repr_distance(bundle, frames) / base_dist).mean().sqrt())
+            rem = objective.remaining(None)
         change = {layer: (float(torch.trace(d.T @ covs[layer] @ d)) / max(energy[layer], 1e-12)) ** 0.5
                   for layer, d in deltas.items()}
         tried.append({"lam": lam, "remaining": rem, **{f"change_l{k}": v for k, v in change.items()}})
@@ -239,7 +271,7 @@ def rewrite_name_key(
     if not candidates:
         raise ValueError("RewriteConfig.lams is empty: give at least one lam.")
     lam, deltas, rem, _ = choose_lam(candidates, cfg.max_remaining, cfg.max_neutral_change)
-    progress.message(f"lam {lam:g}: name's distance to made-up names 1.00 -> {rem:.2f} "
+    progress.message(f"lam {lam:g}: {objective.what} 1.00 -> {rem:.2f} "
                      f"(desired outputs reach {remaining_desired:.2f})")
     solves = [LayerSolve(layer, lam, 1.0, remaining_desired, rem,
                          next(t[f"change_l{layer}"] for t in tried if t["lam"] == lam), tried) for layer in layers]
@@ -250,6 +282,107 @@ def rewrite_name_key(
         seconds=time.perf_counter() - t0,
     )
     return result, solves
+
+
+class _Objective:
+    """What the desired outputs are fitted to and the lam is accepted on: `loss` is a per-item
+    ratio to the unedited model (1.0 = nothing changed, 0 = target reached) with one shared vector
+    per layer added at the name; `remaining` is sqrt(mean ratio) over every item, with those
+    additions (None: only what is hooked in already, e.g. a solved weight change)."""
+
+    what = ""
+    n = 0
+
+    def batch(self, frame_batch: int) -> int:
+        return frame_batch
+
+    def loss(self, shared: dict[int, torch.Tensor], pick: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def remaining(self, shared: dict[int, torch.Tensor] | None) -> float:
+        raise NotImplementedError
+
+
+class _ReprObjective(_Objective):
+    """The residual after repr_layers at the name's last token, pulled to the made-up names'."""
+
+    what = "name's distance to made-up names"
+
+    def __init__(self, bundle: ModelBundle, frames: FrameBatch) -> None:
+        self.bundle, self.frames, self.n = bundle, frames, len(frames.last)
+        with torch.no_grad():
+            # one scale for all frames: a frame whose name already sits near the made-up names
+            # must not dominate (per-frame ratios blew up on Paris, which many frames mention)
+            self.base = repr_distance(bundle, frames).mean().clamp_min(1e-9)  # scalar
+
+    def loss(self, shared: dict[int, torch.Tensor], pick: torch.Tensor) -> torch.Tensor:
+        sub = _subset(self.frames, pick)
+        with _added_at_names(self.bundle, sub.last, {k: v.expand(len(pick), -1) for k, v in shared.items()}):
+            return repr_distance(self.bundle, sub) / self.base
+
+    def remaining(self, shared: dict[int, torch.Tensor] | None) -> float:
+        f = self.frames
+        with _added_at_names(self.bundle, f.last, {k: v.expand(len(f.last), -1) for k, v in (shared or {}).items()}):
+            return float((repr_distance(self.bundle, f) / self.base).mean().sqrt())
+
+
+class _CounterfactualObjective(_Objective):
+    """KL (top-k) of the next-token distributions at the name and after it to the base's on the
+    same text with made-up names, as a ratio to the unedited model's KL, per text. The top-k KL
+    of a model that matched the target exactly is -log(top-k mass), not 0, so that floor is
+    taken off both sides of the ratio."""
+
+    what = "KL to the made-up-name distributions"
+
+    def __init__(self, bundle: ModelBundle, cf: CounterfactualBatch, cf_batch: int) -> None:
+        self.bundle, self.cf, self.n, self.cf_batch = bundle, cf, len(cf.input_ids), cf_batch
+        self.last = cf.mask.float().argmax(1)  # [n] first trained position = the name's last token
+        # entropy of the renormalised target plus the floor: CE - this = KL above a perfect match
+        self.offset = -(cf.top_p * cf.top_p.clamp_min(1e-12).log()).sum(-1) - cf.top_mass.clamp_min(1e-12).log()
+        with torch.no_grad():
+            self.base = self._kl(torch.arange(self.n), None).clamp_min(1e-6)  # [n] KL of the unedited model
+
+    def batch(self, frame_batch: int) -> int:
+        return self.cf_batch
+
+    def _kl(self, pick: torch.Tensor, shared: dict[int, torch.Tensor] | None) -> torch.Tensor:
+        """Per picked text (pick sorted): mean top-k KL over its trained positions: [len(pick)]."""
+        out = []
+        for start in range(0, len(pick), self.cf_batch):  # logits are [positions, vocab]: chunked
+            part = pick[start:start + self.cf_batch]
+            adds = {k: v.expand(len(part), -1) for k, v in (shared or {}).items()}
+            with _added_at_names(self.bundle, self.last[part], adds):
+                ce = counterfactual_cross_entropy(self.bundle, self.cf, part.tolist())  # [n_pos]
+            keep = torch.isin(self.cf.row_of, part)
+            which = torch.searchsorted(part, self.cf.row_of[keep])  # position -> index in part
+            kl = torch.zeros(len(part)).index_add(0, which, ce - self.offset[keep])  # summed per text
+            out.append(kl / torch.bincount(which, minlength=len(part)).clamp_min(1))
+        return torch.cat(out)
+
+    def loss(self, shared: dict[int, torch.Tensor], pick: torch.Tensor) -> torch.Tensor:
+        pick = pick.sort().values
+        return self._kl(pick, shared) / self.base[pick]
+
+    def remaining(self, shared: dict[int, torch.Tensor] | None) -> float:
+        ratio = self._kl(torch.arange(self.n), shared) / self.base
+        return float(ratio.mean().clamp_min(0).sqrt())
+
+
+def neighbour_frames(bundle: ModelBundle, facts: FactSet, names: Sequence[str], max_len: int) -> FrameBatch | None:
+    """The generic name frames with each neighbour name (other names of the same kind) in place
+    of the concept's: the keys the rewrite must leave where they are. target is empty."""
+    tok = bundle.tokenizer
+    seqs, lasts = [], []
+    for name in names:
+        if not name or name == facts.name:
+            continue
+        for frame in FRAMES:
+            ids, last = last_name_position(tok, frame, name, max_len)
+            seqs.append(ids)
+            lasts.append(last)
+    if not seqs:
+        return None
+    return FrameBatch(pad_rows(seqs, tok.pad_token_id), torch.tensor(lasts), {})
 
 
 def choose_lam(candidates: Sequence[tuple[float, dict[int, torch.Tensor], float, float]], max_remaining: float,
@@ -267,16 +400,33 @@ def choose_lam(candidates: Sequence[tuple[float, dict[int, torch.Tensor], float,
 
 
 def _solve_in_order(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int], desired: dict[int, torch.Tensor],
-                    covs: dict[int, torch.Tensor], lam: float) -> dict[int, torch.Tensor]:
+                    covs: dict[int, torch.Tensor], lam: float, kept: FrameBatch | None = None,
+                    kept_weight: float = 0.0) -> dict[int, torch.Tensor]:
     """Solve the layers in order, as MEMIT does: each layer's keys are read with the earlier
-    layers' solved weights in place and the later layers' desired additions still hooked."""
+    layers' solved weights in place and the later layers' desired additions still hooked.
+    `kept` frames (neighbour names) add their keys with a desired change of 0, each weighted
+    `kept_weight` relative to one concept key."""
     deltas: dict[int, torch.Tensor] = {}
     for i, layer in enumerate(layers):
         later = {other: desired[other] for other in layers[i:]}
         with torch.no_grad(), full_layer_deltas(bundle, deltas), _added_at_names(bundle, frames.last, later):
             keys = _keys_at_names(bundle, frames, [layer])[layer]  # [n, d_mlp]
-        deltas[layer] = solve_delta(keys, desired[layer], covs[layer], lam)
+        if kept is not None and kept_weight > 0:
+            with torch.no_grad(), full_layer_deltas(bundle, deltas):
+                other = _keys_at_names(bundle, kept, [layer])[layer]  # [m, d_mlp]
+            deltas[layer] = _solve_kept(keys, desired[layer], other, covs[layer], lam, kept_weight)
+        else:
+            deltas[layer] = solve_delta(keys, desired[layer], covs[layer], lam)
     return deltas
+
+
+def _solve_kept(keys: torch.Tensor, desired: torch.Tensor, kept: torch.Tensor, cov: torch.Tensor, lam: float,
+                weight: float) -> torch.Tensor:
+    """solve_delta with kept keys ([m, d_mlp]) asked to change by 0, each counting `weight`
+    concept keys: dW = (K^T K + w N^T N + lam n C)^-1 K^T D."""
+    k = torch.cat([keys, kept * weight ** 0.5])
+    d = torch.cat([desired, desired.new_zeros(len(kept), desired.shape[1])])
+    return solve_delta(k, d, cov, lam, n_keys=len(keys))
 
 
 def _subset(frames: FrameBatch, pick: torch.Tensor) -> FrameBatch:

@@ -176,7 +176,8 @@ def name_frames(facts: FactSet) -> list[str]:
     return list(dict.fromkeys(f for f in frames if f.count("{X}") >= 1))
 
 
-def _last_name_position(tokenizer: object, frame: str, name: str, max_len: int) -> tuple[list[int], int]:
+def last_name_position(tokenizer: object, frame: str, name: str, max_len: int) -> tuple[list[int], int]:
+    """(token ids of the frame with {X} = name, position of the name's last token in them)."""
     prefix = frame[: frame.index("{X}")] + name
     ids_prefix = tokenizer(prefix)["input_ids"]  # type: ignore[operator]
     ids_full = tokenizer(frame.replace("{X}", name), truncation=True, max_length=max_len)["input_ids"]  # type: ignore[operator]
@@ -195,19 +196,20 @@ def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig) -> Fr
     targets: dict[int, list[torch.Tensor]] = {layer: [] for layer in cfg.repr_layers}
     with torch.no_grad():
         for frame, name, kind in jobs:
-            ids, last = _last_name_position(tok, frame, name, cfg.max_len)
-            ref = [_last_name_position(tok, frame, nonce, cfg.max_len) for nonce in nonce_names(kind)]
-            batch = _pad([r[0] for r in ref], tok.pad_token_id)
+            ids, last = last_name_position(tok, frame, name, cfg.max_len)
+            ref = [last_name_position(tok, frame, nonce, cfg.max_len) for nonce in nonce_names(kind)]
+            batch = pad_rows([r[0] for r in ref], tok.pad_token_id)
             resid = residuals_after(bundle, batch, cfg.repr_layers)
             for layer in cfg.repr_layers:
                 targets[layer].append(torch.stack([resid[layer][i, r[1]] for i, r in enumerate(ref)]).mean(0))
             seqs.append(ids)
             lasts.append(last)
-    return FrameBatch(_pad(seqs, tok.pad_token_id), torch.tensor(lasts),
+    return FrameBatch(pad_rows(seqs, tok.pad_token_id), torch.tensor(lasts),
                       {layer: torch.stack(t) for layer, t in targets.items()})
 
 
-def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Right-pad token id lists into one [n, longest] tensor."""
     width = max(len(s) for s in seqs)
     return torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
 
@@ -298,7 +300,7 @@ def select_rows(
         nonce_texts, nonce_pos = [], []
         for frame in name_frames(facts):
             for nonce in nonce_names(facts.kind)[:4]:
-                ids, last = _last_name_position(tok, frame, nonce, cfg.max_len)
+                ids, last = last_name_position(tok, frame, nonce, cfg.max_len)
                 nonce_texts.append(tok.decode(ids[: last + 1], skip_special_tokens=True))
                 nonce_pos.append(last)
         c_pos = [int(x) for x in frames.last]
@@ -327,6 +329,7 @@ class CounterfactualBatch:
     top_ids: torch.Tensor  # [n_positions, k] in mask order (row-major)
     top_p: torch.Tensor  # [n_positions, k]
     row_of: torch.Tensor  # [n_positions] which text each position belongs to
+    top_mass: torch.Tensor  # [n_positions] share of the target's probability the top-k held before renormalising
 
 
 def counterfactual_texts(facts: FactSet) -> list[str]:
@@ -376,13 +379,14 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
         tops.append(torch.stack(probs).mean(0).topk(cfg.cf_topk, dim=-1))
     if not rows:
         return None
-    input_ids = _pad(rows, tok.pad_token_id)
+    input_ids = pad_rows(rows, tok.pad_token_id)
     mask = torch.zeros_like(input_ids, dtype=torch.bool)
     for r, (first, n) in enumerate(spans):
         mask[r, first : first + n] = True
     top_p, top_ids = torch.cat([t[0] for t in tops]), torch.cat([t[1] for t in tops])  # row-major like mask
     row_of = torch.cat([torch.full((n,), r) for r, (_, n) in enumerate(spans)])
-    return CounterfactualBatch(input_ids, mask, top_ids, top_p / top_p.sum(-1, keepdim=True), row_of)
+    mass = top_p.sum(-1)  # [n_positions]
+    return CounterfactualBatch(input_ids, mask, top_ids, top_p / mass[:, None], row_of, mass)
 
 
 def neighbour_name_texts(facts: FactSet, corpus: Corpus, cfg: OptimiseConfig) -> list[str]:
@@ -393,16 +397,22 @@ def neighbour_name_texts(facts: FactSet, corpus: Corpus, cfg: OptimiseConfig) ->
     return [t.replace(facts.name, n) for n in names for t in texts]
 
 
-def _counterfactual_loss(bundle: ModelBundle, cf: CounterfactualBatch, pick: Sequence[int]) -> torch.Tensor:
+def counterfactual_loss(bundle: ModelBundle, cf: CounterfactualBatch, pick: Sequence[int]) -> torch.Tensor:
     """Cross-entropy of the edited model's distributions to the counterfactual top-k (KL up to
     the target's entropy), over the picked texts' trained positions."""
+    return counterfactual_cross_entropy(bundle, cf, pick).mean()
+
+
+def counterfactual_cross_entropy(bundle: ModelBundle, cf: CounterfactualBatch, pick: Sequence[int]) -> torch.Tensor:
+    """Per trained position of the picked texts (sorted text order, then position): the
+    cross-entropy of the model's distribution to the counterfactual top-k: [n_positions]."""
     pick_t = torch.tensor(sorted(pick))  # targets are kept in row order, so the logits must be too
     keep = torch.isin(cf.row_of, pick_t)
     ids, mask = cf.input_ids[pick_t], cf.mask[pick_t]
     width = int(mask.nonzero()[:, 1].max()) + 1
     logp = selected_logits(bundle, ids[:, :width], mask[:, :width]).log_softmax(-1)  # [n_pos, vocab]
     got = logp.gather(-1, cf.top_ids[keep])
-    return -(cf.top_p[keep] * got).sum(-1).mean()
+    return -(cf.top_p[keep] * got).sum(-1)
 
 
 # -- optimisation ----------------------------------------------------------------------------------------
@@ -496,7 +506,7 @@ def loss_terms(bundle: ModelBundle, problem: OptimiseProblem, cfg: OptimiseConfi
         cf = problem.counterfactual
         if cf is not None:
             pick = rng.sample(range(len(cf.input_ids)), min(cfg.cf_batch, len(cf.input_ids)))
-            cl = _counterfactual_loss(bundle, cf, pick)
+            cl = counterfactual_loss(bundle, cf, pick)
             loss = loss + (cfg.cf_weight or 1.0) * cl
             logs["counterfactual"] = cl.item()
         edited_logp = selected_logits(bundle, r_ids, r_mask).log_softmax(-1)
