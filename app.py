@@ -16,6 +16,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import streamlit as st  # noqa: E402
 
+import workbench  # noqa: E402, F401  (first, so its MKL setting precedes torch: workbench/models/memory.py)
+
 PAGES = [
     st.Page("pages/0_Home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/5_Erase_a_concept.py", title="Erase a concept", icon=":material/ink_eraser:", url_path="Erase_a_concept"),

@@ -10,6 +10,7 @@
    other libraries are not the model's).
 
     python bench/preview_bench.py [--model embedded] [--tokens 24] [--rounds 3] [--no-bf16]
+    python bench/preview_bench.py --memory-only    # 4. alone, about a minute; no timings
 
 The last line is `side-by-side speedup: X.XXx` (the default preview path, fp32, vs sequential).
 """
@@ -32,6 +33,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import workbench  # noqa: E402, F401  (before torch, as in app.py: its MKL setting must precede torch)
+
+# isort: split
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -215,6 +219,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 measurements")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory measurement (4.): one warm-up preview instead of the timings")
     args = parser.parse_args()
     settings = Settings.from_env()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
@@ -231,14 +237,17 @@ def main() -> None:
     weights_mb = sum(p.numel() * p.element_size() for p in bundle.hf_model.parameters()) / 2**20
     rss_loaded = rss_mb()
 
-    seq32, pair32 = side_by_side(bundle, "fp32", args.tokens, args.rounds, settings)
-    adapter_forward(bundle, args.rounds)
-
     adapters = [edit(bundle, s) for s in range(8)]
-    one = statistics.median(users_at_once(bundle, adapters[:1], args.tokens, settings) for _ in range(2))
-    four = statistics.median(users_at_once(bundle, adapters[:4], args.tokens, settings) for _ in range(2))
-    print(f"previews through the batcher: 1 user {one:.1f} tok/s · 4 users at once {four:.1f} tok/s in total "
-          f"({four / one:.2f}x; target >= 2.0x)")
+    if args.memory_only:
+        pair(bundle, adapters[0], args.tokens, settings)  # every weight page touched, as after the timings
+        users_at_once(bundle, adapters[:4], args.tokens, settings)
+    else:
+        seq32, pair32 = side_by_side(bundle, "fp32", args.tokens, args.rounds, settings)
+        adapter_forward(bundle, args.rounds)
+        one = statistics.median(users_at_once(bundle, adapters[:1], args.tokens, settings) for _ in range(2))
+        four = statistics.median(users_at_once(bundle, adapters[:4], args.tokens, settings) for _ in range(2))
+        print(f"previews through the batcher: 1 user {one:.1f} tok/s · 4 users at once {four:.1f} tok/s in total "
+              f"({four / one:.2f}x; target >= 2.0x)")
     warm = rss_mb()  # the base model after previews: every weight page touched
     file_warm, anon_warm = rss_split_mb()
     peak = sampled_peak_rss_mb(lambda: users_at_once(bundle, adapters, args.tokens, settings))  # all 8 edits live
@@ -254,6 +263,8 @@ def main() -> None:
           f"adapters hold {sum(a.nbytes() for a in adapters) / 2**20:.1f} MB · lifetime peak {peak_rss_mb():.0f} MB "
           "(the one-time load spike)")
 
+    if args.memory_only:
+        return
     if not args.no_bf16:
         del bundle
         gc.collect()

@@ -15,7 +15,12 @@ and light imports stay fast:
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# MKL frees its matrix-product buffers instead of keeping ~14 MB for the process's life; it reads
+# this once, at its first product, so it is set before torch does any (models/memory.py)
+os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
 
 __version__ = "0.1.0"
 

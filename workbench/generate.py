@@ -171,13 +171,14 @@ def decode_rows(
         with route(bundle, adapters):
             out = model(input_ids=cur, attention_mask=mask, position_ids=positions, past_key_values=past,
                         use_cache=True, logits_to_keep=1)
-        past = out.past_key_values
+        past, logits = out.past_key_values, out.logits[:, -1]  # [b, vocab]
+        del out  # the step's logits ([b, vocab], 16.8 MB at 16 rows) must not live through the next forward
         if on_logits is not None:
-            on_logits(step, out.logits[:, -1])
+            on_logits(step, logits)
         nxt = []
         now = time.monotonic()
         for i, r in enumerate(rows):
-            t = _pick(out.logits[i, -1], r.params, gens[i]) if not done[i] else pad
+            t = _pick(logits[i], r.params, gens[i]) if not done[i] else pad
             nxt.append(t)
             if done[i]:
                 continue
@@ -196,6 +197,7 @@ def decode_rows(
                 done[i] = True
             elif now - t0 > r.timeout_s:
                 res.stop_reason, done[i] = "time_limit", True
+        del logits
         if all(done):
             break
         cur = torch.tensor(nxt, device=device).unsqueeze(1)  # [b, 1]

@@ -117,8 +117,12 @@ def test_hub_source_refused_offline(session_settings, monkeypatch):
         load_bundle(ModelSource("hub", "google/gemma-3-270m"), session_settings)
 
 
-def test_skinny_unembedding_equals_linear(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+def test_skinny_unembedding_equals_linear(tiny_bundle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import torch.nn.functional as F
+
+    import workbench.models.skinny as skinny
+
+    monkeypatch.setattr(skinny, "BLOCK_ROWS", 128)  # the 300 outputs below take 3 blocks, the last one short
 
     from workbench.models.skinny import (
         BUCKETS,
@@ -136,8 +140,12 @@ def test_skinny_unembedding_equals_linear(tiny_bundle) -> None:  # type: ignore[
             for plan in (None, {m: ("linear", 16 if m < 16 else m) for m in BUCKETS},
                          {m: ("skinny", 16) for m in BUCKETS}):  # padded to more rows: same rows out
                 got = skinny_linear(x, w, b, plan)
-                assert got.shape == (*shape[:-1], 300)
+                assert got.shape == (*shape[:-1], 300) and got.is_contiguous()
                 assert torch.allclose(got, F.linear(x, w, b), atol=1e-5), (shape, plan)
+    # with autograd on, the product still differentiates (one block, as the optimisation needs)
+    wg = w.clone().requires_grad_(True)
+    skinny_linear(torch.randn(4, 24, generator=g), wg, None, {m: ("skinny", m) for m in BUCKETS}).sum().backward()
+    assert wg.grad is not None and wg.grad.shape == w.shape
     plan = measure_plan(w, reps=1)
     assert set(plan) == set(BUCKETS) and all(r >= m and k in ("linear", "skinny") for m, (k, r) in plan.items())
     # installed on the loaded model (forced: on load it is installed only where it measures faster),

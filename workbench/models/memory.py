@@ -8,6 +8,12 @@ with glibc's defaults the process carried ~290 MB of freed heap above the weight
   browser session, and the preview batcher its decode loop, in its own thread.
 A fixed mmap threshold (large tensors are mapped and unmapped, so freeing returns them) and
 two arenas bring it to ~150 MB with the same tokens/s. Variables a user sets (MALLOC_*) win.
+
+MKL (torch's CPU BLAS) keeps the packing buffers of its first large matrix products for reuse:
+14 MB after one fp32 F.linear on the 262k-token unembedding, held for the process's life.
+`MKL_DISABLE_FAST_MM=1` gives them back after each product (bench/preview_bench.py measures
+the memory and the tokens/s with it); MKL reads it once, at its first product, so the
+workbench package sets it when it is imported (workbench/__init__.py); a user's own value wins.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SKINNY_MAX_ROWS = 16  # the batcher decodes at most 16 rows; beyond, F.linear as it is
+BLOCK_ROWS = 32_768  # output features per block of the transposed product (2 MB at 16 rows)
 BUCKETS = (2, 4, 8, 16)  # row counts the plan is measured at (larger ones left extra heap behind)
 _ATTR = "_workbench_skinny"  # on the head: the installed plan (absent when not installed)
 
@@ -48,18 +49,34 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     flat = x.reshape(rows, x.shape[-1])
     if computed > rows:
         flat = torch.cat([flat, flat.new_zeros(computed - rows, flat.shape[1])])
-    out = F.linear(flat, weight) if kernel == "linear" else (weight @ flat.T).T
-    out = out[:rows].contiguous()  # [rows, d_out]
+    if kernel == "linear":
+        out = F.linear(flat, weight)[:rows].contiguous()  # [rows, d_out]
+    else:
+        out = _transposed_product(weight, flat, rows)
     if bias is not None:
         out = out + bias
     return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _transposed_product(weight: torch.Tensor, flat: torch.Tensor, rows: int) -> torch.Tensor:
+    """(weight @ flat.T).T[:rows] as a contiguous [rows, d_out], computed in blocks of weight's
+    rows and copied into the output block by block: the whole [d_out, rows] product beside its
+    contiguous copy held 2 x 16.8 MB at once for 16 rows of the 262k-token unembedding."""
+    d_out = weight.shape[0]
+    if torch.is_grad_enabled() and (weight.requires_grad or flat.requires_grad):
+        return (weight @ flat.T).T[:rows].contiguous()  # autograd: one product, as before
+    out = flat.new_empty(rows, d_out)
+    for start in range(0, d_out, BLOCK_ROWS):
+        part = weight[start:start + BLOCK_ROWS] @ flat.T  # [block, computed]
+        out[:, start:start + BLOCK_ROWS] = part.T[:rows]
+    return out
 
 
 def measure_plan(weight: torch.Tensor, reps: int = 2) -> Plan:
     """Time both kernels at every bucket's row count (best of `reps`) and give each bucket the
     fastest (kernel, row count >= bucket). About 1-2 s for the 262k-token unembedding."""
     x = torch.randn(max(BUCKETS), weight.shape[1], dtype=weight.dtype)
-    kernels = {"linear": lambda m: F.linear(x[:m], weight), "skinny": lambda m: (weight @ x[:m].T).T.contiguous()}
+    kernels = {"linear": lambda m: F.linear(x[:m], weight), "skinny": lambda m: _transposed_product(weight, x[:m], m)}
     times: dict[tuple[str, int], float] = {}
     with torch.no_grad():
         for name, fn in kernels.items():
