@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     bench = build(
         bundle, args.candidates, command="python -m workbench.benchmark.build " + " ".join(argv or [])
     )
-    args.out.write_text(bench.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    tmp = args.out.with_suffix(".tmp")  # a scorecard reading the file meanwhile sees the old or the new one
+    tmp.write_text(bench.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, args.out)
     log.info("wrote %s: %s", args.out, bench.provenance.counts)
 
 
