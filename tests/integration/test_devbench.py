@@ -11,6 +11,7 @@ from workbench.benchmark.scoring import contains_any
 from workbench.corpus import load_wiki
 
 REQUIRED = ["Harry Potter", "Eiffel Tower", "Albert Einstein", "The Beatles", "Japan", "Association football"]
+BROAD_KINDS = {"country", "city", "sport", "company"}
 
 
 def test_devbench_file_validates_and_has_enough_prompts() -> None:
@@ -27,6 +28,10 @@ def test_devbench_file_validates_and_has_enough_prompts() -> None:
         for p in c.cloze + c.questions:
             assert p.dependence in ("name-dependent", "cue-answerable", "name-free")
             assert (p.dependence == "name-free") == (not p.floor_correct)
+        # one name-dependent prompt moves a concept's score by at most 1/12
+        assert sum(p.dependence == "name-dependent" for p in c.cloze + c.questions) >= 12, c.name
+    broad = [c for c in bench.concepts if c.kind in BROAD_KINDS]
+    assert len(broad) >= 7 and {c.kind for c in broad} == BROAD_KINDS  # two countries, cities and sports; a company
     assert len(bench.general) >= 25
     assert bench.provenance.builder_command.startswith("python -m workbench.benchmark.build")
 

@@ -199,3 +199,17 @@ def test_strength_search_raises_the_knob_and_says_what_stopped_it(tiny_bundle, c
     assert "strength search of ablate (rows zeroed)" in res.summary()
     with pytest.raises(ValueError, match="no strength to search"):
         search_strength(tiny_bundle, corpus, "Harry Potter", "project")
+
+
+def test_every_strength_knob_changes_its_methods_config() -> None:
+    """Each knob, applied at level 2, gives a config that differs from level 1 in the stronger
+    direction (more steps or rows, a smaller lam or remaining distance)."""
+    from workbench.methods.erase import REWRITE_CF
+    from workbench.methods.strength import STRENGTH_KNOBS
+
+    base = EraseOptions()
+    for method, (_, knob) in STRENGTH_KNOBS.items():
+        one, two = knob(base, 1.0), knob(base, 2.0)
+        assert one != two, method
+    cf = STRENGTH_KNOBS["rewrite-cf"][1](base, 2.0).rewrite
+    assert cf is not None and cf.target == "counterfactual" and cf.lams == tuple(x / 2 for x in REWRITE_CF.lams)

@@ -8,7 +8,8 @@ and says which of the two stopped it.
 
 The knob each method raises (`STRENGTH_KNOBS`): the optimisation's steps for the optimise
 family, the key rewrite's acceptance threshold `max_remaining` (a smaller remaining distance
-to made-up names takes a smaller, stronger lam), the number of zeroed rows for 'ablate'.
+to made-up names takes a smaller, stronger lam), rewrite-cf's lam itself (divided by the
+level), the number of zeroed rows for 'ablate'.
 Every level costs one erase and one scorecard, so the search costs `len(levels)` times the
 method at most; it is opt-in (`erase --search-strength`).
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.corpus import Corpus
-from workbench.methods.erase import EraseOptions, EraseResult, erase
+from workbench.methods.erase import REWRITE_CF, EraseOptions, EraseResult, erase
 from workbench.methods.key_rewrite import RewriteConfig
 from workbench.methods.optimise import OptimiseConfig
 from workbench.models import ModelBundle
@@ -39,6 +40,11 @@ def _rewrite(opts: EraseOptions, level: float) -> EraseOptions:
     return replace(opts, rewrite=replace(cfg, max_remaining=cfg.max_remaining / level))
 
 
+def _rewrite_lam(opts: EraseOptions, level: float) -> EraseOptions:
+    cfg = opts.rewrite or REWRITE_CF
+    return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
+
+
 def _rows(opts: EraseOptions, level: float) -> EraseOptions:
     return replace(opts, ablate=replace(opts.ablate, n_rows=max(1, round(opts.ablate.n_rows * level))))
 
@@ -51,6 +57,7 @@ STRENGTH_KNOBS: dict[str, tuple[str, Callable[[EraseOptions, float], EraseOption
     "pisces-rows": ("optimisation steps", _steps),
     "rewrite-optimise": ("optimisation steps", _steps),
     "rewrite": ("1 / max_remaining", _rewrite),
+    "rewrite-cf": ("1 / lam", _rewrite_lam),
     "ablate": ("rows zeroed", _rows),
 }
 

@@ -50,6 +50,12 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "same kind; no fact list needed. Reaches broad concepts the optimisation misses and keeps "
         "neighbours, but costs general prompts; cue-answerable prompts stay. Every row of the five layers "
         "changes. ~4 min."),
+    "rewrite-cf": MethodInfo(
+        "Key rewrite to the counterfactual name",
+        "Rewrites MLPs 3-7 at the concept name so that the model's next-token distributions after the "
+        "name match its own with made-up names of the same kind (\"never heard of X\"), while other "
+        "names of the same kind (other countries for Japan) keep their keys. Acts on the name, so it "
+        "reaches broad concepts (countries, cities, sports); a rank-1 change per layer. ~5 min."),
     "optimise-facts": MethodInfo(
         "Localized optimisation, fact target only",
         "Only the unlikelihood on the fact set (no representation target): the facts' answer words are "
