@@ -36,7 +36,13 @@ from workbench.benchmark.goals import (  # noqa: E402
     latest_rows,
     mean_row,
 )
-from workbench.benchmark.results import RESULTS_FILE, load_rows, readme_block, replace_readme_block  # noqa: E402
+from workbench.benchmark.results import (  # noqa: E402
+    HELD_OUT,
+    RESULTS_FILE,
+    load_rows,
+    readme_block,
+    replace_readme_block,
+)
 from workbench.benchmark.scorecard import evaluate  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
@@ -51,6 +57,8 @@ from workbench.progress import TqdmProgress  # noqa: E402
 from workbench.sae.sources import spec_sae_loader  # noqa: E402
 
 OUT = ROOT / "cache" / "erasure"
+_DEV = load_devbench()
+DEV_BUILD, DEV_TITLES = _DEV.provenance.built_at, {c.title for c in _DEV.concepts} | {c.name for c in _DEV.concepts}
 
 
 def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
@@ -122,6 +130,7 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
         "answer_prob_before": pick("concept answer prob", "before"), "answer_prob_after": pick("concept answer prob"),
         "weights_changed": n_weights, "edit_s": round(edit_s, 1), "eval_s": round(eval_s, 1),
         "score": card.score, "verdicts": card.verdicts,
+        "devbench": DEV_BUILD if concept in DEV_TITLES else HELD_OUT,  # what it was scored against
     }
 
 

@@ -47,3 +47,19 @@ def test_a_new_row_changes_what_readme_and_page_would_say(tmp_path: Path) -> Non
     text = f"intro\n{README_START}\nold\n{README_END}\noutro"
     new = replace_readme_block(text, readme_block(load_rows(path)))
     assert "Made-up concept" in new and new.startswith("intro\n") and new.endswith("\noutro") and "old" not in new
+
+
+def test_rows_of_two_benchmark_builds_are_not_averaged_together() -> None:
+    from workbench.benchmark.results import HELD_OUT, held_out_table
+
+    def row(concept: str, method: str, build: str, name_dep: float) -> dict[str, object]:
+        return {"concept": concept, "method": method, "devbench": build, "name_dep": name_dep, "verdicts": []}
+
+    rows = [row("A", "optimise", "2026-01-01", 0.9), row("B", "optimise", "2026-01-01", 0.7),
+            row("A", "optimise", "2026-02-01", 0.1), row("A", "ablate", "2026-01-01", 0.5),
+            row("Italy", "optimise", HELD_OUT, 0.0)]
+    got = method_results(rows, build="2026-02-01")
+    assert got["optimise"].n == 1 and got["optimise"].get("name_dep") == 0.1  # the current build only
+    assert got["ablate"].build == "2026-01-01" and got["ablate"].n == 1  # not rerun: its newest build, labelled
+    assert "benchmark build of 2026-01-01" in measured_sentence(got["ablate"])
+    assert "Italy" in held_out_table(rows) and "| A |" not in held_out_table(rows)
