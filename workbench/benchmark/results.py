@@ -39,6 +39,7 @@ class MethodResult:
     held: int
     means: Mapping[str, float | None]
     build: str = ""  # the dev benchmark build the rows were scored on (its built_at)
+    earlier_build: bool = False  # the method was not run on the build the results were asked for
 
     def get(self, key: str) -> float | None:
         return self.means.get(key)
@@ -73,7 +74,7 @@ def method_results(rows: Sequence[Mapping[str, Any]], build: str | None = None) 
     for m in order:
         chosen = build if build in groups[m] else max(groups[m])
         g = groups[m][chosen]
-        out[m] = MethodResult(m, len(g), sum(controls_held(x) for x in g), mean_row(g), chosen)
+        out[m] = MethodResult(m, len(g), sum(controls_held(x) for x in g), mean_row(g), chosen, chosen != build)
     return out
 
 
@@ -167,8 +168,7 @@ def measured_sentence(result: MethodResult | None) -> str:
     if result is None:
         return "Not measured on the dev benchmark yet."
     g = result.get
-    build = "" if not result.build or result.build == current_build() else \
-        f" (the benchmark build of {_date(result.build)}, fewer prompts per concept)"
+    build = f" (the benchmark build of {_date(result.build)}, fewer prompts per concept)" if result.earlier_build else ""
     return (f"Measured on {result.n} dev concepts{build}: name-dep prompts {_f(g('name_dep'))} answered, neighbours "
             f"{_f(g('neighbours'))}, general {_f(g('general'))}, perplexity {_f(g('ppl_change_pct'), '{:+.1f}%')}; "
             f"every control held on {result.held} of {result.n} concepts.")

@@ -217,7 +217,7 @@ def rewrite_name_key(
     frames = build_frames(bundle, facts, cfg.frames_config())
     retain_docs = retain_documents(corpus, facts, cfg.frames_config())
     retain = [s for d in retain_docs for s in split_sentences(d.text)[:3]]
-    objective: _Objective = _ReprObjective(bundle, frames)
+    objective: _Objective
     if cfg.target == "counterfactual":
         progress.stage("made-up-name distributions (counterfactual target)", total=None)
         cf = build_counterfactual(bundle, facts, cfg.frames_config())
@@ -225,6 +225,8 @@ def rewrite_name_key(
             raise ValueError(f"No text about {facts.name!r} tokenises the same after made-up names, so the "
                              "counterfactual target has nothing to train on; use the 'rewrite' method.")
         objective = _CounterfactualObjective(bundle, cf, cfg.cf_batch)
+    else:
+        objective = _ReprObjective(bundle, frames)
     n = len(frames.last)
     rows = torch.arange(n)
     with torch.no_grad():
