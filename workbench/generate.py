@@ -23,6 +23,7 @@ import torch
 
 from workbench.adapters import Adapter, route
 from workbench.config import Limits, Settings
+from workbench.models.memory import trim_heap
 
 StopReason = Literal["eos", "max_new_tokens", "time_limit"]
 
@@ -165,50 +166,55 @@ def decode_rows(
     for r in rows:
         r.result.stop_reason = "max_new_tokens"
     t0 = time.monotonic()
-    past, cur = None, ids
+    past, cur, logits = None, ids, None
     adapters = [r.adapter for r in rows]
-    for step in range(max(r.max_new for r in rows)):
-        with route(bundle, adapters):
-            out = model(input_ids=cur, attention_mask=mask, position_ids=positions, past_key_values=past,
-                        use_cache=True, logits_to_keep=1)
-        past, logits = out.past_key_values, out.logits[:, -1]  # [b, vocab]
-        del out  # the step's logits ([b, vocab], 16.8 MB at 16 rows) must not live through the next forward
-        if on_logits is not None:
-            on_logits(step, logits)
-        nxt = []
-        now = time.monotonic()
+    try:
+        for step in range(max(r.max_new for r in rows)):
+            with route(bundle, adapters):
+                out = model(input_ids=cur, attention_mask=mask, position_ids=positions, past_key_values=past,
+                            use_cache=True, logits_to_keep=1)
+            past, logits = out.past_key_values, out.logits[:, -1]  # [b, vocab]
+            del out  # the step's logits ([b, vocab], 16.8 MB at 16 rows) must not live through the next forward
+            if on_logits is not None:
+                on_logits(step, logits)
+            nxt = []
+            now = time.monotonic()
+            for i, r in enumerate(rows):
+                t = _pick(logits[i], r.params, gens[i]) if not done[i] else pad
+                nxt.append(t)
+                if done[i]:
+                    continue
+                res = r.result
+                if t in eos:
+                    res.stop_reason, done[i] = "eos", True
+                    continue
+                res.token_ids.append(t)
+                res.seconds = now - t0
+                text = tok.decode(res.token_ids, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(emitted[i]):  # wait for whole characters
+                    piece, emitted[i] = text[len(emitted[i]):], text
+                    res.text = text
+                    yield i, piece
+                if len(res.token_ids) >= r.max_new:
+                    done[i] = True
+                elif now - t0 > r.timeout_s:
+                    res.stop_reason, done[i] = "time_limit", True
+            logits = None
+            if all(done):
+                break
+            cur = torch.tensor(nxt, device=device).unsqueeze(1)  # [b, 1]
+            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], dim=1)
+            positions = positions[:, -1:] + 1
+        past = None  # the KV cache goes before the last pieces are handed out
         for i, r in enumerate(rows):
-            t = _pick(logits[i], r.params, gens[i]) if not done[i] else pad
-            nxt.append(t)
-            if done[i]:
-                continue
-            res = r.result
-            if t in eos:
-                res.stop_reason, done[i] = "eos", True
-                continue
-            res.token_ids.append(t)
-            res.seconds = now - t0
-            text = tok.decode(res.token_ids, skip_special_tokens=True)
-            if not text.endswith("\ufffd") and len(text) > len(emitted[i]):  # wait for whole characters
-                piece, emitted[i] = text[len(emitted[i]):], text
-                res.text = text
-                yield i, piece
-            if len(res.token_ids) >= r.max_new:
-                done[i] = True
-            elif now - t0 > r.timeout_s:
-                res.stop_reason, done[i] = "time_limit", True
-        del logits
-        if all(done):
-            break
-        cur = torch.tensor(nxt, device=device).unsqueeze(1)  # [b, 1]
-        mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], dim=1)
-        positions = positions[:, -1:] + 1
-    for i, r in enumerate(rows):
-        final = tok.decode(r.result.token_ids, skip_special_tokens=True)
-        r.result.seconds = r.result.seconds or (time.monotonic() - t0)
-        if len(final) > len(emitted[i]) and final.startswith(emitted[i]):
-            yield i, final[len(emitted[i]):]
-        r.result.text = final
+            final = tok.decode(r.result.token_ids, skip_special_tokens=True)
+            r.result.seconds = r.result.seconds or (time.monotonic() - t0)
+            if len(final) > len(emitted[i]) and final.startswith(emitted[i]):
+                yield i, final[len(emitted[i]):]
+            r.result.text = final
+    finally:  # also when the reader stops early: the step's tensors, then their freed pages back to the OS
+        past = cur = logits = None
+        trim_heap()  # (models/memory.py)
 
 
 def stream_generate(

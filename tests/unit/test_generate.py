@@ -155,6 +155,23 @@ def test_abandoned_stream_leaves_no_adapter_behind(tiny_bundle: ModelBundle, set
     assert generate(tiny_bundle, PROMPT, None, SamplingParams(max_new_tokens=6), settings).token_ids == base.token_ids
 
 
+def test_decode_hands_freed_heap_back_when_it_ends(tiny_bundle: ModelBundle, settings: Settings,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every decode ends with one trim of the freed heap, also when the reader stops early (a
+    closed preview), and after the KV cache is dropped."""
+    import workbench.generate as gen
+
+    seen: list[int] = []
+    monkeypatch.setattr(gen, "trim_heap", lambda: seen.append(1) or True)
+    generate(tiny_bundle, PROMPT, None, SamplingParams(max_new_tokens=4), settings)
+    assert seen == [1]
+    stream = stream_generate(tiny_bundle, PROMPT, None, SamplingParams(max_new_tokens=20), settings)
+    next(stream)
+    assert seen == [1]
+    stream.close()
+    assert seen == [1, 1]
+
+
 def test_batcher_merges_overlapping_previews(tiny_bundle: ModelBundle, settings: Settings) -> None:
     """Three users preview at once: their rows share batches, and each user gets exactly what a
     lone pair would give them."""

@@ -134,14 +134,18 @@ def test_skinny_unembedding_equals_linear(tiny_bundle, monkeypatch) -> None:  # 
 
     g = torch.Generator().manual_seed(0)
     w, bias = torch.randn(300, 24, generator=g), torch.randn(300, generator=g)
+    bias0 = bias.clone()
     for shape in [(1, 24), (2, 24), (3, 1, 24), (2, 5, 24), (SKINNY_MAX_ROWS + 1, 24)]:
         x = torch.randn(*shape, generator=g)
         for b in (None, bias):
             for plan in (None, {m: ("linear", 16 if m < 16 else m) for m in BUCKETS},
                          {m: ("skinny", 16) for m in BUCKETS}):  # padded to more rows: same rows out
-                got = skinny_linear(x, w, b, plan)
-                assert got.shape == (*shape[:-1], 300) and got.is_contiguous()
-                assert torch.allclose(got, F.linear(x, w, b), atol=1e-5), (shape, plan)
+                for mode in (torch.enable_grad, torch.inference_mode):  # the bias is added in place without autograd
+                    with mode():
+                        got = skinny_linear(x, w, b, plan)
+                    assert got.shape == (*shape[:-1], 300) and got.is_contiguous()
+                    assert torch.allclose(got, F.linear(x, w, b), atol=1e-5), (shape, plan, mode)
+    assert torch.equal(bias, bias0)  # added in place to the output, never to the bias
     # with autograd on, the product still differentiates (one block, as the optimisation needs)
     wg = w.clone().requires_grad_(True)
     skinny_linear(torch.randn(4, 24, generator=g), wg, None, {m: ("skinny", m) for m in BUCKETS}).sum().backward()

@@ -53,8 +53,8 @@ def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         out = F.linear(flat, weight)[:rows].contiguous()  # [rows, d_out]
     else:
         out = _transposed_product(weight, flat, rows)
-    if bias is not None:
-        out = out + bias
+    if bias is not None:  # in place on the fresh output: `out + bias` held a second [rows, d_out]
+        out = out.add_(bias) if not torch.is_grad_enabled() else out + bias
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
