@@ -175,3 +175,24 @@ def test_counterfactual_rewrite_moves_the_next_token_distributions_to_made_up_na
             after = objective.remaining(None)
     assert after == pytest.approx(solves[0].remaining_after, rel=1e-3)
     assert solves[0].remaining_desired < 0.9 and after < 0.95
+
+
+def test_held_names_are_same_topic_neighbours_then_other_topics(corpus) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from workbench.corpus.nonce import guess_kind
+    from workbench.methods.facts import FactSet
+    from workbench.methods.key_rewrite import held_names
+    from workbench.methods.optimise import retain_documents
+
+    facts = FactSet(concept="Harry Potter", name="Harry Potter", kind=guess_kind(corpus.document_for("Harry Potter")))
+    cfg = replace(TINY, n_neighbour_names=2, n_other_names=3)
+    docs = retain_documents(corpus, facts, cfg.frames_config())
+    names = held_names(docs, cfg)
+    topic = corpus.document_for("Harry Potter").topic
+    by_title = {d.title: d for d in docs}
+    assert len(names) == 5 and len(set(names)) == 5 and "Harry Potter" not in names
+    assert [by_title[n].topic == topic for n in names[:2]] == [True, True]
+    assert names[:2] == [d.title for d in docs[:2]]
+    assert all(by_title[n] in docs[cfg.n_retain_neighbours:] for n in names[2:])
+    assert held_names(docs, replace(cfg, n_other_names=0)) == names[:2]

@@ -44,7 +44,7 @@ from typing import Literal
 
 import torch
 
-from workbench.corpus import Corpus
+from workbench.corpus import Corpus, Document
 from workbench.methods.facts import FactSet, split_sentences
 from workbench.methods.optimise import (
     FRAMES,
@@ -93,6 +93,7 @@ class RewriteConfig:
     cf_batch: int = 6
     n_neighbour_names: int = 6  # same-topic titles whose keys the solve keeps (0 = none)
     neighbour_key_weight: float = 0.0  # per neighbour key, relative to one concept key (0 = off)
+    n_other_names: int = 0  # titles of the neutral retain articles (other topics) kept the same way
     seed: int = 0
 
     def frames_config(self) -> OptimiseConfig:
@@ -253,8 +254,8 @@ def rewrite_name_key(
     progress.stage("key covariance on retain text", total=None)
     with torch.no_grad():
         covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
-    kept = neighbour_frames(bundle, facts, [d.title for d in retain_docs[: cfg.n_neighbour_names]], cfg.max_len) \
-        if cfg.neighbour_key_weight > 0 and cfg.n_neighbour_names > 0 else None
+    kept = neighbour_frames(bundle, facts, held_names(retain_docs, cfg), cfg.max_len) \
+        if cfg.neighbour_key_weight > 0 else None
     energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
                                        @ layout.w_out(bundle.hf_model, layer).detach().float()))
               for layer in layers}  # E||h W_out||^2 on retain text
@@ -372,6 +373,15 @@ class _CounterfactualObjective(_Objective):
     def remaining(self, shared: dict[int, torch.Tensor] | None) -> float:
         ratio = self._kl(torch.arange(self.n), shared) / self.base
         return float(ratio.mean().clamp_min(0).sqrt())
+
+
+def held_names(retain_docs: Sequence[Document], cfg: RewriteConfig) -> list[str]:
+    """The names whose keys the solve keeps: the `n_neighbour_names` most similar same-topic
+    titles (retain_documents puts them first), then `n_other_names` titles of the neutral
+    articles that follow the neighbours (random titles of other topics)."""
+    neighbours = [d.title for d in retain_docs[: min(cfg.n_neighbour_names, cfg.n_retain_neighbours)]]
+    others = [d.title for d in retain_docs[cfg.n_retain_neighbours:][: cfg.n_other_names]]
+    return neighbours + others
 
 
 def neighbour_frames(bundle: ModelBundle, facts: FactSet, names: Sequence[str], max_len: int) -> FrameBatch | None:
