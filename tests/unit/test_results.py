@@ -63,3 +63,28 @@ def test_rows_of_two_benchmark_builds_are_not_averaged_together() -> None:
     assert got["ablate"].build == "2026-01-01" and got["ablate"].n == 1  # not rerun: its newest build, labelled
     assert "benchmark build of 2026-01-01" in measured_sentence(got["ablate"])
     assert "Italy" in held_out_table(rows) and "| A |" not in held_out_table(rows)
+
+
+def test_the_default_method_is_the_best_measured_one() -> None:
+    from workbench.benchmark.results import best_method
+    from workbench.methods.erase import DEFAULT_METHOD
+
+    assert best_method(method_results(load_rows())) == DEFAULT_METHOD
+
+
+def test_best_method_ranks_whole_goal_then_controls_then_name_dep() -> None:
+    from workbench.benchmark.results import best_method
+
+    def row(concept: str, method: str, name_dep: float, general: float) -> dict[str, object]:
+        return {"concept": concept, "method": method, "devbench": "b", "name_dep": name_dep, "neighbours": 1.0,
+                "general": general, "others": 0.9, "others_base": 0.9, "ppl_change_pct": 0.0, "verdicts": []}
+
+    rows = [row("A", "optimise", 0.5, 1.0), row("B", "optimise", 0.5, 1.0),  # controls held twice, no pass
+            row("A", "rewrite-cf", 0.0, 1.0), row("B", "rewrite-cf", 0.0, 0.5),  # one pass, one broken control
+            row("A", "ablate", 0.0, 1.0)]  # passes, but on fewer concepts than the others faced
+    got = method_results(rows, build="b")
+    assert (got["rewrite-cf"].passed, got["rewrite-cf"].held, got["optimise"].passed) == (1, 1, 0)
+    assert best_method(got) == "rewrite-cf"
+    rows[2] = row("A", "rewrite-cf", 0.3, 1.0)  # now only ablate passes, on fewer concepts: held decides
+    assert best_method(method_results(rows, build="b")) == "optimise"
+    assert best_method(method_results(rows[:1], build="other")) is None  # nothing on the current build

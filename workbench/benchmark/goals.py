@@ -57,6 +57,12 @@ def controls_held(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> 
     return all(checks[k] is True for k in CONTROL_CHECKS)
 
 
+def goal_met(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> bool:
+    """True when the row meets every part of the goal: the concept is gone (name-dep) and every
+    control held. A missing number does not count as met."""
+    return all(v is True for v in goal_checks(row, goal).values())
+
+
 def mean_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """Column means over rows (numbers only; None where no row has the column)."""
     keys = {k for r in rows for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}

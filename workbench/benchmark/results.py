@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.benchmark.goals import controls_held, latest_rows, mean_row
+from workbench.benchmark.goals import controls_held, goal_met, latest_rows, mean_row
 from workbench.config import REPO_ROOT
 
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "erasure-embedded.jsonl"
@@ -32,7 +32,8 @@ HELD_OUT = "held-out"  # `devbench` of a row scored on a concept outside the dev
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One method's means over the concepts it ran on, and on how many every control held."""
+    """One method's means over the concepts it ran on, on how many every control held, and on
+    how many the whole goal was met (the concept gone and every control held)."""
 
     method: str
     n: int
@@ -40,6 +41,14 @@ class MethodResult:
     means: Mapping[str, float | None]
     build: str = ""  # the dev benchmark build the rows were scored on (its built_at)
     earlier_build: bool = False  # the method was not run on the build the results were asked for
+    passed: int = 0  # concepts whose row meets every part of the goal
+
+    def rank_key(self) -> tuple[int, int, float]:
+        """How methods are ranked (larger is better): concepts that met the whole goal, then
+        concepts whose controls all held (an erasure that breaks a control is a failure), then
+        the least of the concept left (mean name-dependent answered)."""
+        name_dep = self.get("name_dep")
+        return (self.passed, self.held, -(1.0 if name_dep is None else name_dep))
 
     def get(self, key: str) -> float | None:
         return self.means.get(key)
@@ -74,8 +83,20 @@ def method_results(rows: Sequence[Mapping[str, Any]], build: str | None = None) 
     for m in order:
         chosen = build if build in groups[m] else max(groups[m])
         g = groups[m][chosen]
-        out[m] = MethodResult(m, len(g), sum(controls_held(x) for x in g), mean_row(g), chosen, chosen != build)
+        out[m] = MethodResult(m, len(g), sum(controls_held(x) for x in g), mean_row(g), chosen, chosen != build,
+                              sum(goal_met(x) for x in g))
     return out
+
+
+def best_method(results: Mapping[str, MethodResult]) -> str | None:
+    """The best measured method on the current build's table: among the methods run there on
+    the most concepts (so every candidate faced the same concepts), the highest
+    `MethodResult.rank_key`. None when no method ran on the current build."""
+    current = [r for r in results.values() if not r.earlier_build]
+    if not current:
+        return None
+    most = max(r.n for r in current)
+    return max((r for r in current if r.n == most), key=MethodResult.rank_key).method
 
 
 def _date(build: str) -> str:
@@ -114,6 +135,7 @@ def goal_table(results: Mapping[str, MethodResult]) -> str:
         cells = ["–" if checks[m][part] is None else "met" if checks[m][part] else "**no**" for m in methods]
         lines.append(f"| {part} | " + " | ".join(cells) + " |")
     lines.append("| controls all held (concepts) | " + " | ".join(f"{results[m].held}/{results[m].n}" for m in methods) + " |")
+    lines.append("| whole goal met (concepts) | " + " | ".join(f"{results[m].passed}/{results[m].n}" for m in methods) + " |")
     return "\n".join(lines)
 
 
@@ -153,7 +175,11 @@ def held_out_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def readme_block(rows: Sequence[Mapping[str, Any]]) -> str:
     """Everything between the README markers: method means, goal parts, per concept, held-out concepts."""
     results = method_results(rows)
-    parts = [readme_table(results), goal_table(results),
+    best = best_method(results)
+    ranking = ("Best measured on this table (`results.best_method`: of the methods run on the most concepts of the "
+               "newest build, the most concepts that met the whole goal, then the most whose controls all held, then "
+               f"the lowest name-dep): **{best or 'none yet'}**.")
+    parts = [readme_table(results), goal_table(results), ranking,
              "Per concept (name-dep answered / neighbours / general / perplexity):",
              concept_table(rows, results)]
     if any(r.get("devbench") == HELD_OUT for r in rows):
