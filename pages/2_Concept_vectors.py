@@ -23,7 +23,8 @@ model_id = bundle.model_id
 n_layers = int(bundle.n_layers)
 
 sets = store.concept_sets()
-built = [cid for cid in sets["concept_id"] if store.is_built(model_id, f"concept:{cid}", "all")]
+names = store.built_concepts(model_id)  # concept_id -> name
+built = list(names)
 
 with st.expander("Build a concept set", expanded=not built):
     wiki = resources.wiki()
@@ -60,7 +61,6 @@ if not built:
     st.info("No concept is built for this model yet: build one above (Home's Prepare does not build concepts).")
     st.stop()
 
-names = dict(zip(sets["concept_id"], sets["name"], strict=True))
 cid = st.selectbox("Concept", built, format_func=lambda c: f"{names.get(c, c)} ({c})", key="cv_concept")
 st.session_state["concept_id"] = cid
 row = sets[sets["concept_id"] == cid].iloc[0]

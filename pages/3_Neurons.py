@@ -15,12 +15,11 @@ panels.edit_sidebar()
 model_id = bundle.model_id
 n_layers = int(bundle.n_layers)
 
-sets = store.concept_sets()
-built = [cid for cid in sets["concept_id"] if store.is_built(model_id, f"concept:{cid}", "all")]
+names = store.built_concepts(model_id)  # concept_id -> name
+built = list(names)
 if not built:
     st.info("No concept is built for this model yet: build one on the Concept vectors page.")
     st.stop()
-names = dict(zip(sets["concept_id"], sets["name"], strict=True))
 default = st.session_state.get("concept_id")
 c1, c2, c3 = st.columns([2, 1, 1])
 cid = c1.selectbox("Concept", built, index=built.index(default) if default in built else 0,

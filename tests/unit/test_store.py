@@ -140,3 +140,18 @@ def test_value_vector_search_ranks_exact_tokens_above_substrings(tmp_path: Path)
     hits = store.neurons_matching("m", "paris")
     assert list(hits["neuron"]) == [1, 0]
     assert list(hits["exact"]) == [1, 0] and list(hits["hits"]) == [1, 3]
+
+
+def test_built_concepts_lists_only_sets_built_for_that_model(tmp_path: Path):
+    store = Store(tmp_path / "s.duckdb")
+    store.save_concept_set("hp", "Harry Potter", [], ["Harry Potter"], 10)
+    store.save_concept_set("paris", "Paris", [], ["Paris"], 10)
+    store.save_concept_set("chess", "Chess", [], ["Chess"], 10)
+    assert store.built_concepts("m") == {}  # saved, but nothing built yet
+    store.write_slices("m", "concept:paris", "all", {}, {})
+    store.write_slices("m", "concept:hp", "all", {}, {})
+    store.write_slices("other", "concept:chess", "all", {}, {})
+    store.write_slices("m", "concept:chess", "layer=1", {}, {})  # a part, not the whole concept
+    assert store.built_concepts("m") == {"hp": "Harry Potter", "paris": "Paris"}
+    assert list(store.built_concepts("m")) == ["hp", "paris"]  # oldest concept set first
+    assert store.built_concepts("other") == {"chess": "Chess"}

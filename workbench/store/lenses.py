@@ -125,6 +125,15 @@ class LensTables(StoreCore):
         return self.df("SELECT concept_id, name, terms_json, positive_titles_json, n_negative, "
                        "created_at FROM concept_sets ORDER BY created_at")
 
+    def built_concepts(self, model_id: str) -> dict[str, str]:
+        """concept_id -> name of the concept sets whose analyses are built for this model, oldest
+        first (what the Concept vectors and Neurons pages offer to pick)."""
+        rows = self.cur.execute(
+            "SELECT c.concept_id, c.name FROM concept_sets c JOIN builds b ON b.model_id = ? "
+            "AND b.artefact = 'concept:' || c.concept_id AND b.part = 'all' ORDER BY c.created_at",
+            [model_id]).fetchall()
+        return {str(cid): str(name) for cid, name in rows}
+
     def top_contrast_neurons(
         self, model_id: str, concept_id: str, layer: int | None = None, limit: int = 50,
         site: str = "mlp.hook_pre",
