@@ -122,7 +122,7 @@ o1, o2 = st.columns(2)
 steps = o1.slider("Optimisation steps", 5, 80, 40, 5, key="er_steps", disabled=not (info and info.optimises),
                   help="Adam steps on the row deltas; early stopping on a validation split of the fact set.")
 score = o2.checkbox("Run the scorecard afterwards", value=True, key="er_score",
-                    help="Concept, neighbours, general knowledge, perplexity, re-introduction in context (~1.5 min).")
+                    help="Concept, neighbours, general knowledge, perplexity, re-introduction in context (~1 min on 2 idle cores).")
 ready = chosen is not None and facts is not None and concept and facts.concept == concept and not blocked
 if st.button("Erase", key="er_run", type="primary", disabled=not ready):
     options = EraseOptions(optimise=OptimiseConfig(steps=int(steps)) if info and info.optimises else None,

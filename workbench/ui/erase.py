@@ -37,8 +37,8 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "Optimises additive deltas on 256 value vectors (layers 1-8) so the concept's facts become "
         "unlikely and its name stops looking like itself, with a KL penalty on neutral, neighbour and "
         "'collision' text. Holds every control on the most concepts of any method; broad concepts "
-        "(countries, sports) are barely erased and same-genre places lose neighbours. ~2 min of "
-        "optimisation + ~1.5 min scorecard on 2 idle CPU cores.", optimises=True),
+        "(countries, sports) are barely erased and same-genre places lose neighbours. ~4 min of "
+        "optimisation + ~1 min scorecard on 2 idle CPU cores.", optimises=True),
     "rewrite-optimise": MethodInfo(
         "Key rewrite + optimisation (strongest, costs neighbours)",
         "The key rewrite below, then the localized optimisation trained on top of it. Comes closest to "
