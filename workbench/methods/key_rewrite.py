@@ -44,7 +44,7 @@ from typing import Literal
 
 import torch
 
-from workbench.corpus import Corpus, Document
+from workbench.corpus import Corpus
 from workbench.methods.facts import FactSet, split_sentences
 from workbench.methods.optimise import (
     FRAMES,
@@ -58,9 +58,11 @@ from workbench.methods.optimise import (
     counterfactual_cross_entropy,
     down_proj_edits,
     last_name_position,
+    neighbour_names,
     pad_rows,
     residuals_after,
     retain_documents,
+    retain_split,
 )
 from workbench.models import ModelBundle, layout
 from workbench.models.hooks import capture, mlp_hidden, text_positions
@@ -254,7 +256,7 @@ def rewrite_name_key(
     progress.stage("key covariance on retain text", total=None)
     with torch.no_grad():
         covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
-    kept = neighbour_frames(bundle, facts, held_names(retain_docs, cfg), cfg.max_len) \
+    kept = neighbour_frames(bundle, facts, held_names(corpus, facts, cfg), cfg.max_len) \
         if cfg.neighbour_key_weight > 0 else None
     energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
                                        @ layout.w_out(bundle.hf_model, layer).detach().float()))
@@ -375,13 +377,13 @@ class _CounterfactualObjective(_Objective):
         return float(ratio.mean().clamp_min(0).sqrt())
 
 
-def held_names(retain_docs: Sequence[Document], cfg: RewriteConfig) -> list[str]:
+def held_names(corpus: Corpus, facts: FactSet, cfg: RewriteConfig) -> list[str]:
     """The names whose keys the solve keeps: the `n_neighbour_names` most similar same-topic
-    titles (retain_documents puts them first), then `n_other_names` titles of the neutral
-    articles that follow the neighbours (random titles of other topics)."""
-    neighbours = [d.title for d in retain_docs[: min(cfg.n_neighbour_names, cfg.n_retain_neighbours)]]
-    others = [d.title for d in retain_docs[cfg.n_retain_neighbours:][: cfg.n_other_names]]
-    return neighbours + others
+    titles (`neighbour_names`), then `n_other_names` titles of the neutral retain articles
+    (random titles of other topics)."""
+    retain_cfg = cfg.frames_config()
+    others = retain_split(corpus, facts, retain_cfg)[1][: cfg.n_other_names]
+    return neighbour_names(corpus, facts, retain_cfg, cfg.n_neighbour_names) + [d.title for d in others]
 
 
 def neighbour_frames(bundle: ModelBundle, facts: FactSet, names: Sequence[str], max_len: int) -> FrameBatch | None:

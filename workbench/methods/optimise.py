@@ -214,9 +214,11 @@ def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     return torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
-def retain_documents(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> list[Document]:
-    """Neutral extracts plus neighbours: same-topic articles that do not mention the concept,
-    ranked by how much their description shares with the concept's (other novels for a novel)."""
+def retain_split(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> tuple[list[Document], list[Document]]:
+    """(neighbours, neutral): same-topic articles that do not mention the concept, ranked by how
+    much their description shares with the concept's (other novels for a novel), and neutral
+    extracts of any topic. Kept apart so that a topic with few articles never passes a neutral
+    article off as a neighbour."""
     doc = corpus.document_for(facts.concept)
     mentioning = {d.doc_id for d in corpus.containing([facts.name])} | {doc.doc_id}
     words = {w for w in doc.description.lower().split() if len(w) > 3}
@@ -225,7 +227,20 @@ def retain_documents(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> lis
     neighbours = same_topic[: cfg.n_retain_neighbours]
     taken = mentioning | {d.doc_id for d in neighbours}
     neutral = corpus.sample(cfg.n_retain_neutral, seed=cfg.seed + 1, exclude=taken)
+    return neighbours, neutral
+
+
+def retain_documents(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> list[Document]:
+    """The retain articles: neighbours first, then neutral extracts (`retain_split`)."""
+    neighbours, neutral = retain_split(corpus, facts, cfg)
     return neighbours + neutral
+
+
+def neighbour_names(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig, n: int) -> list[str]:
+    """Titles of the `n` same-topic articles most like the concept (other countries for Japan):
+    the names an edit must leave alone. The one place both the optimisation and the key rewrite
+    take them from."""
+    return [d.title for d in retain_split(corpus, facts, cfg)[0][:n]]
 
 
 # -- row selection ---------------------------------------------------------------------------------
@@ -392,7 +407,7 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
 def neighbour_name_texts(facts: FactSet, corpus: Corpus, cfg: OptimiseConfig) -> list[str]:
     """The concept's texts with its name replaced by neighbour names (the most similar
     same-topic titles): retain text that teaches the edit to leave other names alone."""
-    names = [d.title for d in retain_documents(corpus, facts, cfg)[: cfg.n_neighbour_names]]
+    names = neighbour_names(corpus, facts, cfg, cfg.n_neighbour_names)
     texts = counterfactual_texts(facts)[:12]
     return [t.replace(facts.name, n) for n in names for t in texts]
 
