@@ -143,6 +143,8 @@ def test_key_names_get_their_own_frames_and_round_trip(tiny_bundle, facts: FactS
     assert len(plain.last) == len(name_frames(facts))
     assert len(both.last) == len(plain.last) + 2 * len(FRAMES)
     assert all(torch.equal(both.target[layer][: len(plain.last)], plain.target[layer]) for layer in plain.target)
+    bare = build_frames(tiny_bundle, keyed, cfg, with_targets=False)  # the same frames, no made-up-name passes
+    assert bare.target == {} and torch.equal(bare.input_ids, both.input_ids) and torch.equal(bare.last, both.last)
     assert FactSet.from_json(keyed.to_json()).key_names == ["Hermione Granger", "Hogwarts"]
     assert FactSet.from_json(facts.to_json()).key_names == []
 

@@ -216,12 +216,13 @@ def rewrite_name_key(
     for layer in layers:
         bundle.check_layer(layer)
     gen = torch.Generator().manual_seed(cfg.seed)
-    progress.stage("frames and made-up-name targets", total=None)
-    frames = build_frames(bundle, facts, cfg.frames_config())
+    counterfactual = cfg.target == "counterfactual"  # its objective has its own targets, not the frames'
+    progress.stage("frames" if counterfactual else "frames and made-up-name targets", total=None)
+    frames = build_frames(bundle, facts, cfg.frames_config(), with_targets=not counterfactual)
     retain_docs = retain_documents(corpus, facts, cfg.frames_config())
     retain = [s for d in retain_docs for s in split_sentences(d.text)[:3]]
     objective: _Objective
-    if cfg.target == "counterfactual":
+    if counterfactual:
         progress.stage("made-up-name distributions (counterfactual target)", total=None)
         cf = build_counterfactual(bundle, facts, cfg.frames_config())
         if cf is None:

@@ -184,9 +184,10 @@ def last_name_position(tokenizer: object, frame: str, name: str, max_len: int) -
     return ids_full, min(len(ids_prefix), len(ids_full)) - 1
 
 
-def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig) -> FrameBatch:
+def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig, with_targets: bool = True) -> FrameBatch:
     """Tokenised frames with the concept's name (and its key names in the generic frames), and
-    their made-up-name targets."""
+    their made-up-name targets (a forward pass of 12 made-up names per frame; `with_targets=False`
+    skips them for objectives that do not use them, leaving `target` empty)."""
     tok = bundle.tokenizer
     jobs = [(frame, facts.name, facts.kind) for frame in name_frames(facts)]
     for key in facts.key_names:  # a person-like key name gets person nonces, others the concept's kind
@@ -197,15 +198,17 @@ def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig) -> Fr
     with torch.no_grad():
         for frame, name, kind in jobs:
             ids, last = last_name_position(tok, frame, name, cfg.max_len)
+            seqs.append(ids)
+            lasts.append(last)
+            if not with_targets:
+                continue
             ref = [last_name_position(tok, frame, nonce, cfg.max_len) for nonce in nonce_names(kind)]
             batch = pad_rows([r[0] for r in ref], tok.pad_token_id)
             resid = residuals_after(bundle, batch, cfg.repr_layers)
             for layer in cfg.repr_layers:
                 targets[layer].append(torch.stack([resid[layer][i, r[1]] for i, r in enumerate(ref)]).mean(0))
-            seqs.append(ids)
-            lasts.append(last)
     return FrameBatch(pad_rows(seqs, tok.pad_token_id), torch.tensor(lasts),
-                      {layer: torch.stack(t) for layer, t in targets.items()})
+                      {layer: torch.stack(t) for layer, t in targets.items() if t})
 
 
 def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
