@@ -183,22 +183,24 @@ def test_held_names_are_same_topic_neighbours_then_other_topics(corpus) -> None:
     from workbench.corpus.nonce import guess_kind
     from workbench.methods.facts import FactSet
     from workbench.methods.key_rewrite import held_names
-    from workbench.methods.optimise import neighbour_names, retain_documents, retain_split
+    from workbench.methods.optimise import retain_documents, retain_split
 
     facts = FactSet(concept="Harry Potter", name="Harry Potter", kind=guess_kind(corpus.document_for("Harry Potter")))
     cfg = replace(TINY, n_neighbour_names=2, n_other_names=3)
     docs = retain_documents(corpus, facts, cfg.frames_config())
-    names = held_names(corpus, facts, cfg)
+    split = retain_split(corpus, facts, cfg.frames_config())
+    names = held_names(*split, cfg)
     topic = corpus.document_for("Harry Potter").topic
     by_title = {d.title: d for d in docs}
     assert len(names) == 5 and len(set(names)) == 5 and "Harry Potter" not in names
     assert [by_title[n].topic == topic for n in names[:2]] == [True, True]
-    assert names[:2] == [d.title for d in docs[:2]] == neighbour_names(corpus, facts, cfg.frames_config(), 2)
+    assert names[:2] == [d.title for d in docs[:2]]
     assert all(by_title[n] in docs[cfg.n_retain_neighbours:] for n in names[2:])
-    assert held_names(corpus, facts, replace(cfg, n_other_names=0)) == names[:2]
+    assert held_names(*split, replace(cfg, n_other_names=0)) == names[:2]
     # a topic with fewer articles than n_retain_neighbours: neutral articles are never named as neighbours
     few = replace(cfg.frames_config(), n_retain_neighbours=10_000)
     neighbours, neutral = retain_split(corpus, facts, few)
     assert all(d.topic == topic for d in neighbours) and len(neighbours) < 10_000
-    assert neighbour_names(corpus, facts, few, 10_000) == [d.title for d in neighbours]
+    assert held_names(neighbours, neutral, replace(cfg, n_neighbour_names=10_000, n_other_names=0)) \
+        == [d.title for d in neighbours]
     assert not {d.doc_id for d in neighbours} & {d.doc_id for d in neutral}

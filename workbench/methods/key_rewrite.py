@@ -44,7 +44,7 @@ from typing import Literal
 
 import torch
 
-from workbench.corpus import Corpus
+from workbench.corpus import Corpus, Document
 from workbench.methods.facts import FactSet, split_sentences
 from workbench.methods.optimise import (
     FRAMES,
@@ -58,10 +58,8 @@ from workbench.methods.optimise import (
     counterfactual_cross_entropy,
     down_proj_edits,
     last_name_position,
-    neighbour_names,
     pad_rows,
     residuals_after,
-    retain_documents,
     retain_split,
 )
 from workbench.models import ModelBundle, layout
@@ -219,8 +217,8 @@ def rewrite_name_key(
     counterfactual = cfg.target == "counterfactual"  # its objective has its own targets, not the frames'
     progress.stage("frames" if counterfactual else "frames and made-up-name targets", total=None)
     frames = build_frames(bundle, facts, cfg.frames_config(), with_targets=not counterfactual)
-    retain_docs = retain_documents(corpus, facts, cfg.frames_config())
-    retain = [s for d in retain_docs for s in split_sentences(d.text)[:3]]
+    neighbours, neutral = retain_split(corpus, facts, cfg.frames_config())
+    retain = [s for d in neighbours + neutral for s in split_sentences(d.text)[:3]]
     objective: _Objective
     if counterfactual:
         progress.stage("made-up-name distributions (counterfactual target)", total=None)
@@ -257,7 +255,7 @@ def rewrite_name_key(
     progress.stage("key covariance on retain text", total=None)
     with torch.no_grad():
         covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
-    kept = neighbour_frames(bundle, facts, held_names(corpus, facts, cfg), cfg.max_len) \
+    kept = neighbour_frames(bundle, facts, held_names(neighbours, neutral, cfg), cfg.max_len) \
         if cfg.neighbour_key_weight > 0 else None
     energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
                                        @ layout.w_out(bundle.hf_model, layer).detach().float()))
@@ -378,13 +376,11 @@ class _CounterfactualObjective(_Objective):
         return float(ratio.mean().clamp_min(0).sqrt())
 
 
-def held_names(corpus: Corpus, facts: FactSet, cfg: RewriteConfig) -> list[str]:
-    """The names whose keys the solve keeps: the `n_neighbour_names` most similar same-topic
-    titles (`neighbour_names`), then `n_other_names` titles of the neutral retain articles
-    (random titles of other topics)."""
-    retain_cfg = cfg.frames_config()
-    others = retain_split(corpus, facts, retain_cfg)[1][: cfg.n_other_names]
-    return neighbour_names(corpus, facts, retain_cfg, cfg.n_neighbour_names) + [d.title for d in others]
+def held_names(neighbours: Sequence[Document], neutral: Sequence[Document], cfg: RewriteConfig) -> list[str]:
+    """The names whose keys the solve keeps: the titles of the first `n_neighbour_names` of
+    `retain_split`'s same-topic neighbours (most similar first), then of the first `n_other_names`
+    neutral retain articles (random titles of other topics)."""
+    return [d.title for d in neighbours[: cfg.n_neighbour_names]] + [d.title for d in neutral[: cfg.n_other_names]]
 
 
 def neighbour_frames(bundle: ModelBundle, facts: FactSet, names: Sequence[str], max_len: int) -> FrameBatch | None:

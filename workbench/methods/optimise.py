@@ -208,7 +208,7 @@ def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig, with_
             for layer in cfg.repr_layers:
                 targets[layer].append(torch.stack([resid[layer][i, r[1]] for i, r in enumerate(ref)]).mean(0))
     return FrameBatch(pad_rows(seqs, tok.pad_token_id), torch.tensor(lasts),
-                      {layer: torch.stack(t) for layer, t in targets.items() if t})
+                      {layer: torch.stack(t) for layer, t in targets.items()} if with_targets else {})
 
 
 def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -237,13 +237,6 @@ def retain_documents(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> lis
     """The retain articles: neighbours first, then neutral extracts (`retain_split`)."""
     neighbours, neutral = retain_split(corpus, facts, cfg)
     return neighbours + neutral
-
-
-def neighbour_names(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig, n: int) -> list[str]:
-    """Titles of the `n` same-topic articles most like the concept (other countries for Japan):
-    the names an edit must leave alone. The one place both the optimisation and the key rewrite
-    take them from."""
-    return [d.title for d in retain_split(corpus, facts, cfg)[0][:n]]
 
 
 # -- row selection ---------------------------------------------------------------------------------
@@ -407,12 +400,12 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
     return CounterfactualBatch(input_ids, mask, top_ids, top_p / mass[:, None], row_of, mass)
 
 
-def neighbour_name_texts(facts: FactSet, corpus: Corpus, cfg: OptimiseConfig) -> list[str]:
-    """The concept's texts with its name replaced by neighbour names (the most similar
-    same-topic titles): retain text that teaches the edit to leave other names alone."""
-    names = neighbour_names(corpus, facts, cfg, cfg.n_neighbour_names)
+def neighbour_name_texts(facts: FactSet, neighbours: Sequence[Document], n: int) -> list[str]:
+    """The concept's texts with its name replaced by the titles of the first `n` neighbours
+    (`retain_split`'s same-topic articles, most similar first): retain text that teaches the edit
+    to leave other names alone."""
     texts = counterfactual_texts(facts)[:12]
-    return [t.replace(facts.name, n) for n in names for t in texts]
+    return [t.replace(facts.name, d.title) for d in neighbours[:n] for t in texts]
 
 
 def counterfactual_loss(bundle: ModelBundle, cf: CounterfactualBatch, pick: Sequence[int]) -> torch.Tensor:
@@ -463,7 +456,8 @@ def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: Op
     targets = fact_targets(bundle, facts, corpus, cfg.max_len, min_prob=cfg.min_target_prob) \
         if cfg.target in ("facts", "both") else None
     target_ids = sorted({int(t) for t in targets.targets[targets.targets >= 0].tolist()}) if targets else []
-    retain = retain_documents(corpus, facts, cfg)
+    neighbours, neutral = retain_split(corpus, facts, cfg)
+    retain = neighbours + neutral
     retain += collision_documents(corpus, facts, bundle.tokenizer, target_ids, cfg,
                                   exclude={d.doc_id for d in retain})
     retain_texts = [s for d in retain for s in split_sentences(d.text)[:3]] or [d.text for d in retain]
@@ -473,7 +467,7 @@ def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: Op
         counterfactual = build_counterfactual(bundle, facts, cfg)
         if counterfactual is None:
             raise ValueError(f"No text about {facts.name!r} aligns with made-up names; add facts that name it.")
-        retain_texts += neighbour_name_texts(facts, corpus, cfg)
+        retain_texts += neighbour_name_texts(facts, neighbours, cfg.n_neighbour_names)
     frames = build_frames(bundle, facts, cfg) if cfg.target in ("representation", "both") else None
     if rows is None:
         progress.message("selecting rows by activation contrast")
