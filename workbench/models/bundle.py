@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from workbench.config import Settings
 from workbench.models import layout
 from workbench.models.embedded import build_embedded_checkpoint
+from workbench.models.gguf import conversion_note, gguf_checkpoint
 from workbench.models.hashing import cached_folder_hash
 from workbench.models.memory import release_freed_heap, tune_allocator
 from workbench.models.placement import resolve_device, resolve_dtype
@@ -116,6 +117,8 @@ def resolve_checkpoint(source: ModelSource, settings: Settings, progress: Callab
         return build_tiny_checkpoint(settings.models_dir, TinyConfig(family=source.location or "gemma3"))
     if source.kind == "local":
         return Path(source.location)
+    if source.kind == "gguf":
+        return gguf_checkpoint(Path(source.location), settings.models_dir, progress)
     if hub_offline():
         raise RuntimeError(
             f"The Hugging Face hub is switched off (HF_HUB_OFFLINE=1), so {source.location!r} "
@@ -148,6 +151,7 @@ def load_bundle(
     tune_allocator()  # before the first large allocation (models/memory.py)
     t0 = time.perf_counter()
     path = resolve_checkpoint(source, settings, progress)
+    source = replace(source, note=conversion_note(path) or source.note)  # "dequantised from Q4_1 GGUF ..."
     check_safetensors_folder(path)
     _check_architecture(path)
     tokenizer = _load_tokenizer(path)

