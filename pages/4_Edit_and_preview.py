@@ -13,6 +13,7 @@ import streamlit as st
 
 from workbench.edits.compile import compile_spec
 from workbench.edits.spec import SpecError, pack_payload
+from workbench.models.chat import has_chat_template
 from workbench.ui import draft as drafts
 from workbench.ui import panels, resources
 
@@ -99,6 +100,11 @@ p1, p2 = st.columns([4, 1])
 prompt = p1.text_area("Prompt", value=st.session_state.get("ed_prompt_default", "The capital of France is"),
                       max_chars=limits.max_prompt_chars, key="ed_prompt", height=80)
 max_new = p2.slider("new tokens", 1, limits.max_new_tokens, min(24, limits.max_new_tokens), key="ed_max_new")
+chat = has_chat_template(bundle.tokenizer) and p2.checkbox(
+    "use the chat template", value=d.chat_template, key="ed_chat",
+    help="For instruct models: the prompt goes in as one user turn of the model's chat template and both "
+         "sides reply to it (on by default for an edit that was made through the template). Also used by "
+         "the scorecard's generations below.")
 if st.button("Generate", key="ed_generate", type="primary"):
     from workbench.generate import SamplingParams, stream_pair
 
@@ -110,15 +116,17 @@ if st.button("Generate", key="ed_generate", type="primary"):
     texts = ["", ""]
     try:
         stream = stream_pair(bundle, prompt, ready[1] if ready else None, params, settings,  # type: ignore[arg-type]
-                             batcher=resources.batcher())
+                             batcher=resources.batcher(), chat_template=chat)
+        shown = prompt + "\n\n" if chat else prompt  # a chat reply starts on its own line
         for side, piece in stream:
             texts[side] += piece
-            slots[side].markdown(drafts.continuation_markdown(prompt, texts[side], cursor=True))
+            slots[side].markdown(drafts.continuation_markdown(shown, texts[side], cursor=True))
         for side, slot in enumerate(slots):
-            slot.markdown(drafts.continuation_markdown(prompt, texts[side]))
+            slot.markdown(drafts.continuation_markdown(shown, texts[side]))
             st.session_state.setdefault("ed_history", []).append({"model": ("base", "edited")[side],
                                                                    "prompt": prompt, "output": texts[side]})
-        st.caption("Base and edited continuations, decoded side by side in one batch (greedy, same prompt).")
+        st.caption("Base and edited " + ("replies to the prompt as a chat turn" if chat else "continuations")
+                   + ", decoded side by side in one batch (greedy, same prompt).")
     except ValueError as err:
         st.error(str(err))
 
@@ -136,10 +144,12 @@ else:
     s1, s2 = st.columns([3, 1])
     concept = s1.text_input("Concept to score (a corpus title)", value=default_concept, key="ed_sc_concept")
     if s2.button("Run scorecard", key="ed_sc_run", disabled=not (ready and concept.strip())):
+        from workbench.benchmark.scorecard import EvalOptions
         from workbench.jobs import scorecard_job
 
         st.session_state["ed_sc_job"] = panels.start_job(
-            "scorecard", f"Scorecard '{concept.strip()}'", scorecard_job(bundle, concept.strip(), ready[1]))  # type: ignore[index]
+            "scorecard", f"Scorecard '{concept.strip()}'",
+            scorecard_job(bundle, concept.strip(), ready[1], EvalOptions(chat_template=chat)))  # type: ignore[index]
     job_id = st.session_state.get("ed_sc_job")
     if job_id:
         panels.job_panel(kinds=("scorecard",), limit=1)
@@ -189,7 +199,7 @@ with i2:
             st.error(f"Not imported: {err}")
         else:
             d.load_spec(loaded, loaded_payload)
-            for key in ("ed_name", "ed_notes"):
+            for key in ("ed_name", "ed_notes", "ed_chat"):  # shown afresh from the imported spec
                 st.session_state.pop(key, None)
             st.success(f"Imported '{loaded.name}' with {len(loaded.operations)} operation(s).")
             st.rerun()

@@ -8,6 +8,8 @@ are only read, and the adapter taps are scoped to the decoding thread.
 
 A manual decode loop with the KV cache (never HookedTransformer: ~9x slower), left padding when
 prompts differ in length, greedy or seeded sampling per row, bounded by `Settings.limits`.
+A row may ask for its prompt to go through the tokenizer's chat template (`chat_template`, off
+by default: base models have no chat use); the wrapping is `workbench.models.chat`'s.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 
 from workbench.adapters import Adapter, route
 from workbench.config import Limits, Settings
+from workbench.models.chat import check_chat_template, prompt_ids
 from workbench.models.memory import trim_heap
 
 StopReason = Literal["eos", "max_new_tokens", "time_limit"]
@@ -57,7 +60,8 @@ class GenerationResult:
 
 @dataclass
 class RowRequest:
-    """One row of a batched generation."""
+    """One row of a batched generation. `prompt` is the user's text; with `chat_template` the
+    model receives it as one user turn of its tokenizer's chat template (models/chat.py)."""
 
     prompt: str
     adapter: Adapter | None
@@ -65,6 +69,7 @@ class RowRequest:
     max_new: int
     timeout_s: float
     result: GenerationResult
+    chat_template: bool = False
 
 
 def validate_prompt(prompt: str, limits: Limits) -> str:
@@ -122,15 +127,18 @@ def request(
     settings: Settings | None = None,
     *,
     max_new_cap: int | None = None,
+    chat_template: bool = False,
 ) -> RowRequest:
     """A validated row (ValueError with a sentence for a bad prompt or parameters).
 
-    `max_new_cap` lifts the server's token limit for library callers (notebooks, benches)."""
+    `max_new_cap` lifts the server's token limit for library callers (notebooks, benches).
+    `chat_template` sends the prompt as a chat turn; whether the tokenizer has a template is
+    checked by the callers that hold the model (`check_chat_template`), before decoding."""
     limits = (settings or Settings.from_env()).limits
     validate_prompt(prompt, limits)
     n = _check_params(params, limits, max_new_cap)
     return RowRequest(prompt, adapter, params, n, limits.generation_timeout_s,
-                      GenerationResult(prompt=prompt, edited=adapter is not None))
+                      GenerationResult(prompt=prompt, edited=adapter is not None), chat_template)
 
 
 @torch.inference_mode()
@@ -152,14 +160,16 @@ def decode_rows(
     """Decode all rows as one batch; yields (row index, new text) as whole characters arrive.
 
     Prompts of different lengths are left-padded (attention mask and position ids follow the
-    padding). Finished rows ride along until every row is done. `on_logits(step, logits)` sees
+    padding); a row with `chat_template` is tokenised through the template (models/chat.py).
+    Finished rows ride along until every row is done. `on_logits(step, logits)` sees
     each step's next-token logits [b, vocab] (step 0 = after the prompt), for callers that
     score the prompt and continue it in the same passes."""
     tok, model = bundle.tokenizer, bundle.hf_model
     device = next(model.parameters()).device
     eos = _eos_ids(bundle)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids, mask, positions = left_padded([tok(r.prompt).input_ids for r in rows], pad, device)  # [b, width]
+    ids, mask, positions = left_padded([prompt_ids(tok, r.prompt, r.chat_template) for r in rows], pad,
+                                       device)  # [b, width]
     gens = [torch.Generator().manual_seed(int(r.params.seed)) for r in rows]
     emitted = [""] * len(rows)
     done = [False] * len(rows)
@@ -224,21 +234,30 @@ def stream_generate(
     params: SamplingParams = SamplingParams(),
     settings: Settings | None = None,
     result: GenerationResult | None = None,
+    *,
+    chat_template: bool = False,
 ) -> Iterator[str]:
     """Yield new text pieces of one generation (the base model when adapter is None).
 
-    Validation happens before anything runs. Pass `result` to collect ids, stop reason, timing."""
-    row = request(prompt, adapter, params, settings)
+    Validation happens before anything runs. Pass `result` to collect ids, stop reason, timing;
+    `chat_template` sends the prompt as a chat turn (ValueError when the tokenizer has none)."""
+    check_chat_template(bundle.tokenizer, chat_template)
+    row = request(prompt, adapter, params, settings, chat_template=chat_template)
     if result is not None:
         result.edited = adapter is not None
         row.result = result
     return (piece for _, piece in decode_rows(bundle, [row]))
 
 
-def _pair_rows(prompt: str, adapter: Adapter | None, params: SamplingParams, settings: Settings | None,
-               max_new_cap: int | None = None) -> list[RowRequest]:
-    """The base row and the edited row of a side-by-side pair (same prompt, seed and limits)."""
-    return [request(prompt, a, params, settings, max_new_cap=max_new_cap) for a in (None, adapter)]
+def _pair_rows(bundle: Any, prompt: str, adapter: Adapter | None, params: SamplingParams,
+               settings: Settings | None, max_new_cap: int | None = None, chat_template: bool = False,
+               ) -> list[RowRequest]:
+    """The base row and the edited row of a side-by-side pair (same prompt, seed, limits and
+    chat template). A template the tokenizer lacks is refused here, before the rows can join
+    a batch shared with other users."""
+    check_chat_template(bundle.tokenizer, chat_template)
+    return [request(prompt, a, params, settings, max_new_cap=max_new_cap, chat_template=chat_template)
+            for a in (None, adapter)]
 
 
 def stream_pair(
@@ -250,11 +269,13 @@ def stream_pair(
     results: tuple[GenerationResult, GenerationResult] | None = None,
     *,
     batcher: PreviewBatcher | None = None,
+    chat_template: bool = False,
 ) -> Iterator[tuple[int, str]]:
     """Base (side 0) and edited (side 1) generations of one prompt as one batch of 2; yields
     (side, new text) as both stream side by side. With a `batcher`, the two rows also share
-    their forward passes with other users' previews running at the same time."""
-    rows = _pair_rows(prompt, adapter, params, settings)
+    their forward passes with other users' previews running at the same time. `chat_template`
+    sends the prompt as a chat turn (ValueError when the tokenizer has no template)."""
+    rows = _pair_rows(bundle, prompt, adapter, params, settings, chat_template=chat_template)
     if results is not None:
         for row, res in zip(rows, results, strict=True):
             res.edited = row.adapter is not None
@@ -270,10 +291,13 @@ def generate(
     adapter: Adapter | None = None,
     params: SamplingParams = SamplingParams(),
     settings: Settings | None = None,
+    *,
+    chat_template: bool = False,
 ) -> GenerationResult:
-    """Generate to completion; returns text, token ids, stop reason and timing."""
+    """Generate to completion; returns text, token ids, stop reason and timing (`chat_template`:
+    the prompt as a chat turn)."""
     res = GenerationResult(prompt=prompt, edited=adapter is not None)
-    for _ in stream_generate(bundle, prompt, adapter, params, settings, res):
+    for _ in stream_generate(bundle, prompt, adapter, params, settings, res, chat_template=chat_template):
         pass
     return res
 
@@ -286,9 +310,11 @@ def generate_pair(
     settings: Settings | None = None,
     *,
     max_new_cap: int | None = None,
+    chat_template: bool = False,
 ) -> tuple[GenerationResult, GenerationResult]:
-    """Base and edited generations with the same prompt, seed and limits, in one batch of 2."""
-    rows = _pair_rows(prompt, adapter, params, settings, max_new_cap)
+    """Base and edited generations with the same prompt, seed and limits, in one batch of 2
+    (`chat_template`: the prompt as a chat turn, ValueError when the tokenizer has none)."""
+    rows = _pair_rows(bundle, prompt, adapter, params, settings, max_new_cap, chat_template)
     for _ in decode_rows(bundle, rows):
         pass
     return rows[0].result, rows[1].result

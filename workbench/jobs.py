@@ -225,13 +225,14 @@ def concept_job(
 
 
 
-def scorecard_job(bundle: Any, concept: str, adapter: Any) -> JobFn:
-    """Scorecard of an edit (workbench.benchmark.scorecard) for one concept; the result is the Scorecard."""
+def scorecard_job(bundle: Any, concept: str, adapter: Any, options: Any | None = None) -> JobFn:
+    """Scorecard of an edit (workbench.benchmark.scorecard) for one concept; the result is the Scorecard.
+    `options` are EvalOptions (None: the defaults)."""
 
     def run(progress: FileProgress) -> tuple[str, Any]:
-        from workbench.benchmark.scorecard import evaluate
+        from workbench.benchmark.scorecard import EvalOptions, evaluate
 
-        card = evaluate(bundle, concept, adapter, progress=progress)
+        card = evaluate(bundle, concept, adapter, options=options or EvalOptions(), progress=progress)
         return f"score {card.score:.3f}", card
 
     return run
@@ -253,14 +254,15 @@ def export_job(bundle: Any, adapter: Any, spec: Any, out_dir: Path, store: Any |
     return run
 
 
-def fact_set_job(bundle: Any, corpus: Any, concept: str, about: str = "") -> JobFn:
+def fact_set_job(bundle: Any, corpus: Any, concept: str, about: str = "", chat_template: bool = False) -> JobFn:
     """Build a concept's fact set (methods.facts.build_fact_set); the result is the FactSet, which the
-    page shows for editing before the erasure runs."""
+    page shows for editing before the erasure runs. `chat_template`: sample the model through its
+    tokenizer's chat template."""
 
     def run(progress: FileProgress) -> tuple[str, Any]:
         from workbench.methods.facts import build_fact_set
 
-        facts = build_fact_set(bundle, corpus, concept, progress=progress, about=about)
+        facts = build_fact_set(bundle, corpus, concept, progress=progress, about=about, chat_template=chat_template)
         return f"{len(facts.facts)} facts about '{facts.concept}'", facts
 
     return run

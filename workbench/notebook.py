@@ -113,13 +113,14 @@ def edit(model: ModelBundle, operations: Sequence[Any], *, name: str = "hand-mad
 
 def preview(model: ModelBundle, prompt: str, edit: Edit | None = None, *, max_new_tokens: int = 64,
              greedy: bool = True, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
-             ) -> tuple[str, str]:
+             chat_template: bool = False) -> tuple[str, str]:
     """(base text, edited text) for one prompt, decoded side by side in one batch of 2. (Named
-    `preview`, as on the Edit page, because `workbench.generate` is the module it calls.)"""
+    `preview`, as on the Edit page, because `workbench.generate` is the module it calls.)
+    `chat_template`: the prompt as one user turn of the tokenizer's chat template (instruct models)."""
     params = SamplingParams(max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
                             top_k=top_k, seed=seed)
     base, edited = generate_pair(model, prompt, None if edit is None else edit.adapter, params,
-                                 max_new_cap=NOTEBOOK_MAX_NEW_TOKENS)
+                                 max_new_cap=NOTEBOOK_MAX_NEW_TOKENS, chat_template=chat_template)
     return base.text, edited.text
 
 

@@ -68,6 +68,24 @@ def test_spec_hash_ignores_notes_but_not_operations() -> None:
     assert a.sha256() != c.sha256()
 
 
+def test_chat_template_flag_round_trips_and_old_specs_load(tmp_path: Path) -> None:
+    spec = make_spec(chat_template=True)
+    saved = save_spec(spec, tmp_path / "chat.json")
+    assert json.loads((tmp_path / "chat.json").read_text())["chat_template"] is True
+    loaded, _ = load_spec(tmp_path / "chat.json")
+    assert loaded.chat_template is True and loaded == saved
+    # a spec written before the field existed has no such key: it loads, as made without the template
+    old = json.loads(make_spec().to_json())
+    del old["chat_template"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_spec(tmp_path / "old.json")[0].chat_template is False
+    assert make_spec().chat_template is False
+    # provenance, not what the edit does: the hash (export metadata) stays what it was
+    assert spec.sha256() == make_spec().sha256()
+    with pytest.raises(SpecError, match="chat_template"):
+        make_spec(chat_template=[1])
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -33,6 +33,7 @@ from workbench.benchmark.schema import ProbePrompt
 from workbench.benchmark.scoring import contains_any, harmonic_mean, mean, perplexity, topk_kl
 from workbench.corpus import Corpus, load_wiki
 from workbench.models import ModelBundle
+from workbench.models.chat import check_chat_template
 from workbench.progress import NullProgress, Progress
 
 PROMPT_SETS = ("cloze", "questions", "neighbours", "general", "others", "reintro")
@@ -47,6 +48,10 @@ class EvalOptions:
     neutral_max_tokens: int = 128
     kl_top_k: int = 64
     generation_tokens: int = 24
+    # the free generations (probe.generation_prompts) as chat turns of the tokenizer's template
+    # (models/chat.py), for instruct models; the cloze and question prompts stay plain text, since
+    # their answers are scored as continuations of the prompt's text
+    chat_template: bool = False
     # verdict thresholds (relative to base; docs/architecture.md, "Scorecard")
     forget_max_ratio: float = 0.25
     general_max_drop: float = 0.05
@@ -221,7 +226,7 @@ def measure_each(
         by_index = dict(zip(first_idx, firsts, strict=True)) | dict(zip(gen_idx, scored, strict=True))
         nts_each.append([by_index[i] for i in range(len(flat))])
     generations_each = greedy_continuations_each(bundle, probe.generation_prompts, variants,
-                                                 options.generation_tokens)
+                                                 options.generation_tokens, chat_template=options.chat_template)
     progress.advance(1)
     tok_lps, ref_dist, at_ids = text_logprobs_each(
         bundle, probe.neutral_texts, variants, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k,
@@ -446,7 +451,10 @@ def evaluate(
 
     `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
     or a ready ConceptProbe. Base and edited (`adapter`; None scores the base against itself)
-    run in the same forward passes: each batch carries both, routed per row."""
+    run in the same forward passes: each batch carries both, routed per row. With
+    `options.chat_template` the free generations go through the tokenizer's chat template
+    (ValueError, before anything runs, when it has none)."""
+    check_chat_template(bundle.tokenizer, options.chat_template)
     probe = (
         concept
         if isinstance(concept, ConceptProbe)

@@ -39,12 +39,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--search-strength", action="store_true",
                    help="raise the method's strength (x0.5, x1, x2) until the concept is gone or a control breaks, "
                         "scoring each level; keeps the strongest level whose controls held (up to 3x the time)")
+    p.add_argument("--chat-template", action="store_true",
+                   help="instruct models: sample the model's facts and the scorecard's generations through the "
+                        "tokenizer's chat template (each prompt as one user turn); recorded in the spec")
     p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("apply", help="base vs edited generations of a spec")
     p.add_argument("spec")
     p.add_argument("--prompt", action="append", required=True, help="repeatable")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--chat-template", action="store_true",
+                   help="instruct models: send each prompt as one user turn of the tokenizer's chat template")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("evaluate", help="scorecard of a spec for a concept")
@@ -145,7 +150,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     settings, bundle = load_bundle_for(args)
     progress = TqdmProgress()
     options = EraseOptions(optimise=None if args.steps is None else OptimiseConfig(steps=args.steps),
-                           score=not args.no_eval, saes_dir=settings.saes_dir)
+                           score=not args.no_eval, saes_dir=settings.saes_dir, chat_template=args.chat_template)
     search = None
     try:
         if args.search_strength:
@@ -185,12 +190,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     bundle, spec, _, adapter = _load(args, args.spec)
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
+    if spec.chat_template and not args.chat_template:
+        print("note: this edit was made through the chat template; add --chat-template to preview it the same way.")
     for prompt in args.prompt:
         print(f"\nprompt: {prompt}")
         results = (GenerationResult(prompt=prompt, edited=False), GenerationResult(prompt=prompt, edited=True))
         try:  # base and edited decode as one batch of 2; a terminal shows them one after the other
             pieces: tuple[list[str], list[str]] = ([], [])
-            for side, piece in stream_pair(bundle, prompt, adapter, params, results=results):
+            for side, piece in stream_pair(bundle, prompt, adapter, params, results=results,
+                                           chat_template=args.chat_template):
                 pieces[side].append(piece)
         except ValueError as err:
             raise UserError(str(err)) from err

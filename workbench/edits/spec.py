@@ -197,6 +197,10 @@ class EditSpec(_Strict):
     created_by: str = Field(default_factory=lambda: f"workbench {__version__}")
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     notes: str = ""
+    chat_template: bool = Field(
+        False, description="The edit was made with prompts sent through the tokenizer's chat template (the "
+        "model's own fact samples and the scorecard's generations), as for an instruct model; preview it the "
+        "same way. Provenance: the operations do not depend on it. Absent in older specs (= false).")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -239,8 +243,10 @@ class EditSpec(_Strict):
             raise SpecError(_explain(err)) from err
 
     def sha256(self) -> str:
-        """Hash of what the spec does (name, provenance and notes excluded), for export metadata."""
-        data = self.model_dump(mode="json", by_alias=True, exclude={"created_by", "created_at", "notes", "name"})
+        """Hash of what the spec does (name, provenance and notes excluded), for export metadata.
+        `chat_template` is provenance too, so a spec hashes as it did before the field existed."""
+        data = self.model_dump(mode="json", by_alias=True,
+                               exclude={"created_by", "created_at", "notes", "name", "chat_template"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     # ---------------------------------------------------------------- checks

@@ -26,6 +26,7 @@ class EditDraft:
     sae: Any = None  # SaeRef of the remove_sae_features operations (one SAE per edit)
     payload: dict[str, torch.Tensor] = field(default_factory=dict)  # tensors the operations name
     version: int = 0  # bumped on every change (compiled adapters are cached per version)
+    chat_template: bool = False  # EditSpec.chat_template of the spec loaded (made through the chat template)
 
     def add(self, op: Any) -> None:
         self.operations.append(op)
@@ -50,6 +51,7 @@ class EditDraft:
         self.operations.clear()
         self.payload.clear()
         self.sae = None
+        self.chat_template = False
         self.version += 1
 
     @property
@@ -91,6 +93,7 @@ class EditDraft:
             model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
             sae=self.sae if self.uses_sae else None,
             operations=[op.model_copy(deep=True) for op in self.operations],
+            chat_template=self.chat_template,
         )
 
     def load_spec(self, spec: Any, payload: dict[str, torch.Tensor] | None = None) -> None:
@@ -98,6 +101,7 @@ class EditDraft:
         self.operations = [op.model_copy(deep=True) for op in spec.operations]
         self.sae = spec.sae
         self.payload = dict(payload or {})
+        self.chat_template = bool(spec.chat_template)
         self.version += 1
 
 
