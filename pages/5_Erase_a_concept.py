@@ -12,6 +12,7 @@ from workbench.benchmark.scorecard import EvalOptions
 from workbench.jobs import erase_job, fact_set_job
 from workbench.methods.erase import DEFAULT_METHOD, METHODS, EraseOptions
 from workbench.methods.optimise import OptimiseConfig
+from workbench.models.chat import has_chat_template
 from workbench.ui import draft as drafts
 from workbench.ui import erase as ui_erase
 from workbench.ui import panels, resources
@@ -60,10 +61,19 @@ facts_job = st.session_state.get("er_facts_job")
 facts = st.session_state.get("er_facts")
 if facts is not None and concept and facts.concept != concept:
     st.info(f"The fact set below is for '{facts.concept}'; build one for '{concept}' to erase it.")
+chat = has_chat_template(bundle.tokenizer) and st.checkbox(
+    "use the chat template", value=False, key="er_chat",
+    help="For instruct models: the model's own samples about the concept and the scorecard's generations go "
+         "in as user turns of its chat template. Recorded in the edit spec.")
+if facts is not None and st.session_state.get("er_facts_chat", False) != chat:
+    st.info("The fact set's samples were made " + ("without" if chat else "with")
+            + " the chat template; build it again so they match the erasure.")
 b1, b2 = st.columns([1, 3])
 if b1.button("Build fact set", key="er_build_facts", disabled=not concept, type="primary" if facts is None else "secondary"):
-    facts_job = panels.start_job("facts", f"Fact set '{concept}'", fact_set_job(bundle, corpus, str(concept), about))
+    facts_job = panels.start_job("facts", f"Fact set '{concept}'",
+                                 fact_set_job(bundle, corpus, str(concept), about, chat_template=chat))
     st.session_state["er_facts_job"] = facts_job  # polled below in this run
+    st.session_state["er_facts_chat"] = chat  # how its samples are made
     st.session_state.pop("er_facts", None)
     facts = None
 b2.caption("Sentences of the article, sentences of articles that name the concept, and the model's own "
@@ -114,19 +124,20 @@ method = m1.selectbox("Method", names, index=names.index(DEFAULT_METHOD), key="e
                       format_func=lambda m: ui_erase.METHOD_INFO[m].label if m in ui_erase.METHOD_INFO else m)
 info = ui_erase.METHOD_INFO.get(method)
 if info:
-    m2.caption(info.help(method))
-blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id) if info and info.needs_sae else None
+    m2.caption(info.help(method, bundle.n_layers))
+blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id, bundle.n_layers) if info and info.needs_sae else None
 if blocked:
     m2.warning(blocked)
 o1, o2 = st.columns(2)
-steps = o1.slider("Optimisation steps", 5, 80, 40, 5, key="er_steps", disabled=not (info and info.optimises),
+steps = o1.slider("Optimisation steps", 5, 80, OptimiseConfig().steps, 5, key="er_steps", disabled=not (info and info.optimises),
                   help="Adam steps on the row deltas; early stopping on a validation split of the fact set.")
 score = o2.checkbox("Run the scorecard afterwards", value=True, key="er_score",
                     help="Concept, neighbours, general knowledge, perplexity, re-introduction in context (~1 min on 2 idle cores).")
 ready = chosen is not None and facts is not None and concept and facts.concept == concept and not blocked
 if st.button("Erase", key="er_run", type="primary", disabled=not ready):
     options = EraseOptions(optimise=OptimiseConfig(steps=int(steps)) if info and info.optimises else None,
-                           saes_dir=settings.saes_dir, score=bool(score), eval_options=EvalOptions())
+                           saes_dir=settings.saes_dir, score=bool(score), eval_options=EvalOptions(),
+                           chat_template=chat)
     st.session_state["er_job"] = panels.start_job("erase", f"Erase '{concept}' ({method})",
                                                   erase_job(bundle, corpus, str(concept), method, chosen, options))
 if not ready and chosen is None:
@@ -169,6 +180,7 @@ if er_job:
                     d.load_spec(spec, result.payload)
                 else:
                     d.add_with_payload(list(spec.operations), result.payload)
+                    d.chat_template = d.chat_template or spec.chat_template
                 st.session_state.setdefault("_toasts", []).append(
                     f"Your edit now has {len(d.operations)} operation(s): preview and export it on Edit & preview.")
                 st.rerun()  # the sidebar (drawn first) shows the new edit

@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 
 from workbench.config import Settings
 from workbench.models import ModelBundle
+from workbench.models.depth import at_depth, layers_at_depth
 from workbench.progress import NullProgress, Progress
 from workbench.sae.train import SAETrainConfig
 from workbench.store import Store
@@ -43,9 +44,9 @@ def _quick_sae() -> SAETrainConfig:
 
 
 def _edit_layers() -> tuple[int, ...]:
-    from workbench.methods.optimise import OptimiseConfig
+    from workbench.methods.optimise import DEFAULT_LAYERS
 
-    return OptimiseConfig().layers
+    return DEFAULT_LAYERS
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,11 @@ class FirstStartConfig:
     edit_layers: tuple[int, ...] = field(default_factory=_edit_layers)  # vocab-projected right after the SAE layer
 
     def fitted(self, n_layers: int) -> FirstStartConfig:
-        """The same plan on a model with fewer layers: SAE layers clipped to the last layer."""
-        last = n_layers - 1
-        full = None if self.full_sae is None else replace(self.full_sae, layer=min(self.full_sae.layer, last))
-        return replace(self, quick_sae=replace(self.quick_sae, layer=min(self.quick_sae.layer, last)), full_sae=full)
+        """The same plan on a model of `n_layers` layers: the SAE and edit layers (stated on the
+        18-layer reference model) at the same relative depth (models/depth.py)."""
+        full = None if self.full_sae is None else replace(self.full_sae, layer=at_depth(self.full_sae.layer, n_layers))
+        return replace(self, quick_sae=replace(self.quick_sae, layer=at_depth(self.quick_sae.layer, n_layers)),
+                       full_sae=full, edit_layers=layers_at_depth(self.edit_layers, n_layers))
 
 
 def _switch(env: dict[str, str] | None) -> str:

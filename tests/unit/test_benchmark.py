@@ -98,7 +98,7 @@ def test_answer_prob_and_first_token_match_direct_forward(tiny_bundle) -> None:
             PROMPTS, next_tokens(tiny_bundle, PROMPTS, [answer] * len(PROMPTS)), strict=True
         ):
             lp = torch.log_softmax(tiny_bundle.hf_model(**tok(prompt, return_tensors="pt")).logits[0, -1], -1)
-            aid = answer_token_ids(tok, answer)[0]
+            aid = answer_token_ids(tok, answer, prompt)[0]
             assert nt.answer_id == aid
             assert nt.top_id == int(lp.argmax())
             assert nt.answer_prob == pytest.approx(math.exp(float(lp[aid])), rel=1e-4)
@@ -139,7 +139,7 @@ def test_outcomes_in_padded_passes_equal_each_prompt_alone_for_every_variant(tin
                                                     temperature=None, pad_token_id=tok.pad_token_id)
             nt = nts_each[v][i]
             assert nt.top_id == int(lp.argmax())
-            assert nt.answer_prob == pytest.approx(math.exp(float(lp[answer_token_ids(tok, answers[i])[0]])),
+            assert nt.answer_prob == pytest.approx(math.exp(float(lp[answer_token_ids(tok, answers[i], prompt)[0]])),
                                                    rel=1e-4)
             assert conts_each[v][i] == tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
 

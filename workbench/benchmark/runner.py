@@ -23,7 +23,9 @@ import torch
 
 from workbench.adapters import Adapter, route
 from workbench.generate import GenerationResult, RowRequest, SamplingParams, decode_rows, left_padded
+from workbench.lenses.tokens import continuation_ids, pad_id
 from workbench.models import ModelBundle
+from workbench.models.chat import check_chat_template, prompt_ids
 
 Variants = Sequence[Adapter | None]
 
@@ -55,8 +57,13 @@ class TopKDist:
     rest_logprob: torch.Tensor  # [positions] log(1 - sum exp(logprobs))
 
 
-def answer_token_ids(tokenizer, answer: str) -> list[int]:
-    """Token ids of the answer as it continues a prompt: a leading space is added."""
+def answer_token_ids(tokenizer, answer: str, prompt: str = "") -> list[int]:
+    """Token ids of the answer as it continues `prompt` (a leading space is added): the tokens
+    of prompt + answer from the prompt's end on (lenses.tokens.continuation_ids), so a
+    tokenizer that writes a word start differently mid-text gives the ids the model predicts.
+    Without a prompt, the answer alone with its leading space."""
+    if prompt:
+        return continuation_ids(tokenizer, prompt, answer)
     text = answer if answer[:1].isspace() else " " + answer
     return list(tokenizer(text, add_special_tokens=False).input_ids)
 
@@ -93,8 +100,7 @@ def _device(bundle: ModelBundle) -> torch.device:
 
 
 def _pad_id(bundle: ModelBundle) -> int:
-    pad = bundle.tokenizer.pad_token_id
-    return int(pad) if pad is not None else 0
+    return pad_id(bundle.tokenizer)
 
 
 def _logits_each(
@@ -148,11 +154,11 @@ def next_tokens_each(
     if not prompts:
         return [[] for _ in variants]
     lps = last_logprobs_each(bundle, prompts, variants, batch_size)  # [v, n, vocab]
-    return [[_next_token(bundle.tokenizer, lp[i], ans) for i, ans in enumerate(answers)] for lp in lps]
+    answer_ids = [answer_token_ids(bundle.tokenizer, ans, prompt)[0] for prompt, ans in zip(prompts, answers, strict=True)]
+    return [[_next_token(bundle.tokenizer, lp[i], aid) for i, aid in enumerate(answer_ids)] for lp in lps]
 
 
-def _next_token(tokenizer, logprobs: torch.Tensor, answer: str) -> NextToken:  # logprobs [vocab]
-    aid = answer_token_ids(tokenizer, answer)[0]
+def _next_token(tokenizer, logprobs: torch.Tensor, aid: int) -> NextToken:  # logprobs [vocab]
     top = int(logprobs.argmax())
     informative = bool(tokenizer.decode([aid]).strip())
     return NextToken(top, tokenizer.decode([top]), aid, math.exp(float(logprobs[aid])), informative)
@@ -168,33 +174,44 @@ def greedy_continuations(
 
 @torch.no_grad()
 def greedy_continuations_each(
-    bundle: ModelBundle, prompts: Sequence[str], variants: Variants, max_new_tokens: int = 8, batch_size: int = 16
+    bundle: ModelBundle, prompts: Sequence[str], variants: Variants, max_new_tokens: int = 8, batch_size: int = 16,
+    *, chat_template: bool = False,
 ) -> list[list[str]]:
-    """Greedy continuations under each variant; batch_size rows (prompts x variants) per batch."""
+    """Greedy continuations under each variant; batch_size rows (prompts x variants) per batch.
+    `chat_template`: each prompt goes to the model as one user turn of its chat template
+    (models/chat.py), and the continuation is the model's reply."""
     answers = [""] * len(prompts)
-    return prompt_outcomes_each(bundle, prompts, answers, variants, max_new_tokens, batch_size, score=False)[1]
+    return prompt_outcomes_each(bundle, prompts, answers, variants, max_new_tokens, batch_size, score=False,
+                                chat_template=chat_template)[1]
 
 
 @torch.no_grad()
 def prompt_outcomes_each(
     bundle: ModelBundle, prompts: Sequence[str], answers: Sequence[str], variants: Variants,
-    max_new_tokens: int = 8, rows_per_batch: int = 16, *, score: bool = True,
+    max_new_tokens: int = 8, rows_per_batch: int = 16, *, score: bool = True, chat_template: bool = False,
 ) -> tuple[list[list[NextToken]], list[list[str]]]:
     """next_tokens_each and greedy_continuations_each in the same passes: the prompt's forward
     pass scores the answer's first token and is the first step of the greedy decode.
 
     `rows_per_batch` counts prompts x variants; 16 keeps the CPU unembedding on its fast path
-    (models/skinny.py). Returns (next tokens per variant, continuation text per variant)."""
+    (models/skinny.py). Returns (next tokens per variant, continuation text per variant).
+    `chat_template` (continuations only, score=False: an answer continues the prompt's text, not
+    a chat turn) sends each prompt as a chat turn; ValueError when the tokenizer has no template."""
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers.")
+    if chat_template and score:
+        raise ValueError("Answers are scored as continuations of the prompt's text; use the chat template "
+                         "for continuations only (score=False).")
+    check_chat_template(bundle.tokenizer, chat_template)
     n, tok = len(variants), bundle.tokenizer
     nts: list[list[NextToken | None]] = [[None] * len(prompts) for _ in variants]
     conts = [[""] * len(prompts) for _ in variants]
-    seqs = encode(tok, prompts)
+    seqs = [prompt_ids(tok, p, chat_template) for p in prompts]  # what decode_rows feeds, for the buckets
+    answer_ids = [answer_token_ids(tok, ans, prompt)[0] for prompt, ans in zip(prompts, answers, strict=True)]
     for idx in _by_length(seqs, max(1, rows_per_batch // n)):
         rows = [
             RowRequest(prompts[i], v, SamplingParams(max_new_tokens=max_new_tokens), max_new_tokens, math.inf,
-                       GenerationResult(prompt=prompts[i], edited=v is not None))
+                       GenerationResult(prompt=prompts[i], edited=v is not None), chat_template)
             for v in variants for i in idx
         ]
 
@@ -204,7 +221,7 @@ def prompt_outcomes_each(
             lp = torch.log_softmax(logits.float(), dim=-1).cpu().view(n, len(idx), -1)
             for v in range(n):
                 for row, i in enumerate(idx):
-                    nts[v][i] = _next_token(tok, lp[v, row], answers[i])
+                    nts[v][i] = _next_token(tok, lp[v, row], answer_ids[i])
 
         for _ in decode_rows(bundle, rows, on_logits=first):
             pass

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from workbench.cli.common import UserError, load_bundle_for, settings_for
+from workbench.models.depth import DEFAULT_SAE_LAYER, default_sae_layer
 
 
 def _say(text: str, err: bool = False) -> None:
@@ -28,7 +30,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     sae_sub = sae.add_subparsers(dest="sae_command", required=True)
 
     p = sae_sub.add_parser("train", help="train an SAE with SAELens on the corpus (cached per config)")
-    p.add_argument("--layer", type=int, default=d.layer)
+    p.add_argument("--layer", type=int, default=None,
+                   help=f"layer (default: {d.layer} of 18 on the embedded model, the same depth on others)")
     p.add_argument("--hook", default=d.site, choices=SITES, help="site within the layer")
     p.add_argument("--tokens", type=int, default=d.tokens, help="training tokens")
     p.add_argument("--width", type=int, default=d.width, help="number of features (d_sae)")
@@ -85,11 +88,13 @@ def cmd_sae_train(args: argparse.Namespace) -> int:
     from workbench.sae.train import SAETrainConfig, train_sae
 
     try:
-        cfg = SAETrainConfig(layer=args.layer, site=args.hook, tokens=args.tokens, width=args.width,
+        cfg = SAETrainConfig(layer=DEFAULT_SAE_LAYER if args.layer is None else args.layer, site=args.hook, tokens=args.tokens, width=args.width,
                              k=args.k, architecture=args.architecture, lr=args.lr, corpus=args.corpus)
     except ValueError as err:
         raise UserError(str(err)) from err
     settings, bundle = load_bundle_for(args)
+    if args.layer is None:
+        cfg = replace(cfg, layer=default_sae_layer(bundle.n_layers))
     if not 0 <= cfg.layer < bundle.n_layers:
         raise UserError(f"Layer {cfg.layer} is out of range: the model has layers 0-{bundle.n_layers - 1}.")
     t0 = time.perf_counter()

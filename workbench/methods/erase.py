@@ -65,6 +65,8 @@ from workbench.methods.optimise import (
 )
 from workbench.methods.pisces_search import FeatureCandidate
 from workbench.models import ModelBundle, layout
+from workbench.models.chat import check_chat_template
+from workbench.models.depth import default_sae_layer, fit_layers
 from workbench.progress import NullProgress, Progress
 
 DEFAULT_METHOD = "optimise"
@@ -72,9 +74,6 @@ DEFAULT_METHOD = "optimise"
 # concept's, one strong lam (on Japan lam 300 kept 0.34 of the KL but dropped general prompts 1.00 -> 0.91
 # and added 3.5% perplexity; lam 3000 kept 0.35, general 0.96, +0.5%) and 60 steps (the fit settles by then)
 REWRITE_CF = RewriteConfig(target="counterfactual", neighbour_key_weight=1.0, lams=(3000.0,), steps=60)
-ABLATE_LAYERS = (2, 3, 4, 5, 6, 7, 8)
-PROJECT_LAYER = 6  # difference of means taken at this layer's MLP, projected out of layers 2..6
-PROJECT_TAU = 0.5
 
 
 @dataclass
@@ -94,12 +93,33 @@ Candidate = RowCandidate | FeatureCandidate
 LISTED_ROWS = 256  # candidate rows a method lists (the most changed first)
 
 
+ABLATE_LAYERS = (2, 3, 4, 5, 6, 7, 8)  # on the 18-layer reference model
+
+
 @dataclass(frozen=True)
 class AblateConfig:
     """'ablate': zero the value vectors with the largest concept-vs-neutral contrast."""
 
     n_rows: int = 256  # rows zeroed
     runners_up: int = 32  # unselected rows listed after the selected ones
+    layers: tuple[int, ...] | None = None  # None = ABLATE_LAYERS at this model's depth (models/depth.py)
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """'project': the concept's difference of means at `layer`'s MLP, projected out of the W_out
+    rows of layers `first_layer`..`layer` that align with it (|cos| >= tau x the largest).
+    None = 6 and 2 of the 18-layer reference model, at this model's depth (models/depth.py)."""
+
+    layer: int | None = None
+    first_layer: int | None = None
+    tau: float = 0.5
+
+    def layers_for(self, n_layers: int) -> list[int]:
+        """The projected layers on an `n_layers` model; the direction is taken at the last."""
+        last = fit_layers(None if self.layer is None else (self.layer,), (6,), n_layers)[0]
+        first = fit_layers(None if self.first_layer is None else (self.first_layer,), (2,), n_layers)[0]
+        return list(range(min(first, last), last + 1))
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,7 @@ class PiscesConfig:
     """'pisces' (closed-form removal, tau x mu search) and 'pisces-rows' (the SAE features' rows as
     the rows of the localized optimisation; their number is OptimiseConfig.n_rows)."""
 
-    layer: int = 6  # the layer of the local SAE
+    layer: int | None = None  # the layer of the local SAE; None = the default SAE layer at this model's depth
     site: str | None = None  # SAE site; None = the newest local SAE of the layer
     sae_id: str | None = None  # a specific local SAE folder
     min_target_prob: float = 0.05  # fact tokens the base model predicts at least this likely
@@ -117,6 +137,10 @@ class PiscesConfig:
     mus: tuple[float, ...] = (8.0, 16.0, 32.0)
     n_features: int = 16  # 'pisces-rows': features by contrast on the fact set
     row_tau: float = 0.5  # 'pisces-rows': tau rule for a feature's rows
+
+    def layer_for(self, n_layers: int) -> int:
+        """The SAE layer on a model of `n_layers` layers."""
+        return self.layer if self.layer is not None else default_sae_layer(n_layers)
 
 
 @dataclass
@@ -128,10 +152,15 @@ class EraseOptions:
     optimise: OptimiseConfig | None = None  # optimise, optimise-*, rewrite-optimise, pisces-rows; None = defaults
     rewrite: RewriteConfig | None = None  # 'rewrite' and 'rewrite-optimise'; None = RewriteConfig()
     ablate: AblateConfig = field(default_factory=lambda: AblateConfig())
+    project: ProjectConfig = field(default_factory=lambda: ProjectConfig())
     pisces: PiscesConfig = field(default_factory=lambda: PiscesConfig())  # 'pisces' and 'pisces-rows'
     saes_dir: Path | None = None  # where the pisces methods find their SAE; None = Settings.from_env().saes_dir
     score: bool = True  # run the scorecard (evaluate) at the end
-    eval_options: EvalOptions = field(default_factory=EvalOptions)
+    eval_options: EvalOptions = field(default_factory=EvalOptions)  # its chat_template: set from the one below
+    # Instruct models: the model's own fact samples (when erase builds the fact set) and the
+    # scorecard's generations go through the tokenizer's chat template (models/chat.py); recorded
+    # in the spec. The one knob for both: erase sets eval_options.chat_template from it.
+    chat_template: bool = False
 
 
 @dataclass
@@ -232,7 +261,7 @@ def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: Eras
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
     progress.stage("SAE features by contrast on the fact set -> their W_out rows (tau rule)")
     p = opts.pisces
-    rows, features = sae_feature_rows(bundle, corpus, facts, saes_dir, layer=p.layer, n_features=p.n_features,
+    rows, features = sae_feature_rows(bundle, corpus, facts, saes_dir, layer=p.layer_for(bundle.n_layers), n_features=p.n_features,
                                       tau=p.row_tau, max_rows=(opts.optimise or OptimiseConfig()).n_rows,
                                       min_target_prob=p.min_target_prob, site=p.site, sae_id=p.sae_id)
     run = _optimise(bundle, corpus, facts, opts, progress, "both", rows)
@@ -241,7 +270,8 @@ def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: Eras
 
 
 def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
-    cfg = OptimiseConfig(target="facts", layers=ABLATE_LAYERS).fitted(bundle.n_layers)
+    layers = fit_layers(opts.ablate.layers, ABLATE_LAYERS, bundle.n_layers)
+    cfg = OptimiseConfig(target="facts", layers=layers).fitted(bundle.n_layers)
     progress.stage("ablate: activation contrast, concept vs neutral text")
     retain = [d.text for d in retain_documents(corpus, facts, cfg)]
     n_mean, n_std = mlp_hidden_means(bundle, retain, list(cfg.layers), cfg.max_len)
@@ -260,24 +290,24 @@ def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
 
 
 def _project(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
-    cfg = OptimiseConfig()
-    layer = min(PROJECT_LAYER, bundle.n_layers - 1)
+    cfg, p = OptimiseConfig(), opts.project
+    layers = p.layers_for(bundle.n_layers)
+    layer = layers[-1]
     progress.stage("project: difference of means, concept vs neutral text")
     neutral = [d.text for d in retain_documents(corpus, facts, cfg)]
     c_mean, _ = mlp_hidden_means(bundle, facts.texts(), [layer], cfg.max_len)
     n_mean, _ = mlp_hidden_means(bundle, neutral, [layer], cfg.max_len)
     u = (c_mean[layer] - n_mean[layer]) @ layout.w_out(bundle.hf_model, layer).detach().float()  # [d_model]
     u = u / u.norm()
-    layers = list(range(min(2, layer), layer + 1))
     candidates = []
     for lay in layers:  # the rows project_out will edit: |cos(gamma * v_i, u)| >= tau * max
         vt = layout.w_out(bundle.hf_model, lay).detach().float() * layout.post_ffn_gain(bundle.hf_model, lay)  # [m, d]
         cos = (vt @ u).abs() / vt.norm(dim=1).clamp_min(1e-12)  # [m]
         rel = cos / cos.max()
         candidates += [RowCandidate(lay, int(i), float(rel[i]), "|cos(v~, u)| / max") for i in
-                       torch.nonzero(rel >= PROJECT_TAU).flatten().tolist()]
+                       torch.nonzero(rel >= p.tau).flatten().tolist()]
     candidates.sort(key=lambda c: -c.score)
-    op = ProjectOutDirection(layers=layers, direction=u.tolist(), alpha=1.0, tau=PROJECT_TAU)
+    op = ProjectOutDirection(layers=layers, direction=u.tolist(), alpha=1.0, tau=p.tau)
     return MethodRun([op], candidates=candidates)
 
 
@@ -288,7 +318,7 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
 
     saes_dir = opts.saes_dir or Settings.from_env().saes_dir
     p = opts.pisces
-    result = pisces_erase(bundle, corpus, facts, saes_dir, layer=p.layer, n_candidates=p.n_candidates,
+    result = pisces_erase(bundle, corpus, facts, saes_dir, layer=p.layer_for(bundle.n_layers), n_candidates=p.n_candidates,
                           n_select=p.n_select, taus=p.taus, mus=p.mus, min_target_prob=p.min_target_prob,
                           site=p.site, sae_id=p.sae_id, progress=progress)
     candidates = sorted(result.candidates, key=lambda c: (not c.selected, c.removal_effect))
@@ -309,6 +339,19 @@ METHODS: dict[str, MethodFn] = {
     "rewrite-optimise": _rewrite_optimise,
     "rewrite-cf": _rewrite_cf,
 }
+
+
+def check_method(bundle: ModelBundle, method: str, options: EraseOptions = EraseOptions()) -> None:
+    """Raise the one sentence that says why `method` cannot run on this model, before any work
+    starts (the fact set's sampling takes a while): the SAE methods need a local SAE at their
+    layer (FileNotFoundError naming the command that trains one)."""
+    if method in ("pisces", "pisces-rows"):
+        from workbench.config import Settings
+        from workbench.methods.pisces_search import find_local_sae
+
+        p = options.pisces
+        find_local_sae(options.saes_dir or Settings.from_env().saes_dir, bundle.model_id,
+                       p.layer_for(bundle.n_layers), p.site, p.sae_id)
 
 
 def check_concept(corpus: Corpus, concept: str, *, as_name: bool = False) -> str:
@@ -348,28 +391,33 @@ def erase(
     `fact_set` replaces the built one (the user may have edited it); `about` is a one-line
     description that guides the kind of a name without an article. Raises ValueError with a
     sentence for an unknown method, or for a name that is not a title but close to some
-    (unless `as_name`)."""
+    (unless `as_name`), or for `options.chat_template` on a tokenizer without a chat template."""
     if method not in METHODS:
         raise ValueError(f"Unknown erasure method {method!r}; choose one of {', '.join(METHODS)}.")
+    check_method(bundle, method, options)
+    check_chat_template(bundle.tokenizer, options.chat_template)
     if fact_set is None:
         how = check_concept(corpus, concept, as_name=as_name)
         if how == "name" and options.score and corpus.mention_document(concept) is None:
             raise ValueError(f"No article of the corpus mentions {concept!r}, so the scorecard has no prompts to "
                              "test the erasure on: run without the scorecard (--no-eval) or give a fact set.")
     t0 = time.perf_counter()
-    facts = fact_set or build_fact_set(bundle, corpus, concept, progress=progress, about=about)
+    facts = fact_set or build_fact_set(bundle, corpus, concept, progress=progress, about=about,
+                                       chat_template=options.chat_template)
     run = METHODS[method](bundle, corpus, facts, options, progress)
     spec = EditSpec(
         name=f"erase {facts.concept} ({method})",
         model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
         sae=run.sae,
         operations=run.operations,
-        notes=f"workbench erase --concept {facts.concept!r} --method {method}; {len(facts.facts)} facts",
+        notes=f"workbench erase --concept {facts.concept!r} --method {method}"
+              f"{' --chat-template' if options.chat_template else ''}; {len(facts.facts)} facts",
+        chat_template=options.chat_template,
     )
     card = None
     if options.score:
         adapter = compile_spec(spec, bundle, sae_loader=run.sae_loader, payload=run.payload or None)
         card = evaluate(bundle, concept, adapter, corpus=corpus,
-                        options=options.eval_options, progress=progress)
+                        options=replace(options.eval_options, chat_template=options.chat_template), progress=progress)
     return EraseResult(spec=spec, payload=run.payload, fact_set=facts, candidates=run.candidates, scorecard=card,
                        grid=run.grid, seconds=time.perf_counter() - t0)

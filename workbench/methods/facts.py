@@ -21,7 +21,9 @@ import torch
 
 from workbench.corpus import Corpus
 from workbench.corpus.nonce import Kind, guess_kind
+from workbench.lenses.tokens import encode_with_spans, pad_id, pad_ids
 from workbench.models import ModelBundle
+from workbench.models.chat import check_chat_template, format_prompt, plain_reply
 from workbench.progress import NullProgress, Progress
 
 SAMPLE_PROMPTS: dict[str, list[str]] = {
@@ -109,13 +111,15 @@ def build_fact_set(
     seed: int = 0,
     progress: Progress = NullProgress(),
     about: str = "",
+    chat_template: bool = False,
 ) -> FactSet:
     """Facts about a concept: article sentences, sentences of other articles that name it, and
     base-model samples from kind-specific prompts.
 
     `concept` is a corpus title, or any name the corpus has no article for: then the facts are
     the corpus sentences that mention it and the model's samples, and `about` (a one-line
-    description, e.g. 'action-adventure game series') guides the kind."""
+    description, e.g. 'action-adventure game series') guides the kind. `chat_template` samples
+    the model through its tokenizer's chat template (instruct models; see sample_continuations)."""
     doc = corpus.document_for(concept, about)
     # a stand-in's text is the mentions, which the loop below adds with their sources
     facts = [Fact(s, "article") for s in split_sentences(doc.text)] if corpus.has(concept) else []
@@ -135,8 +139,8 @@ def build_fact_set(
                 mentions += 1
     prompts = [p.replace("{X}", name) for p in SAMPLE_PROMPTS[kind]] * samples_per_prompt
     progress.stage(f"sampling the base model about {name!r}", total=len(prompts), unit="sample")
-    for prompt, text in zip(prompts, sample_continuations(bundle, prompts, max_new_tokens, temperature, seed),
-                            strict=True):
+    samples = sample_continuations(bundle, prompts, max_new_tokens, temperature, seed, chat_template=chat_template)
+    for prompt, text in zip(prompts, samples, strict=True):
         if len(text) >= len(prompt) + 12:  # a sample cut back to (almost) its prompt says nothing
             facts.append(Fact(text, "sample"))
         progress.advance(1)
@@ -187,15 +191,23 @@ def _dedupe(facts: list[Fact]) -> list[Fact]:
 
 def sample_continuations(
     bundle: ModelBundle, prompts: Sequence[str], max_new_tokens: int, temperature: float, seed: int,
-    batch_size: int = 6,
+    batch_size: int = 6, chat_template: bool = False,
 ) -> list[str]:
-    """Prompt + sampled continuation, cut at the last full sentence (batched, left-padded)."""
+    """Prompt + sampled continuation, cut at the last full sentence (batched, left-padded).
+
+    With `chat_template` (instruct models) each prompt goes to the model as one user turn of
+    its tokenizer's chat template (models/chat.py) and the text is the reply alone, its lines
+    joined as prose: a reply answers the prompt rather than continuing its words. ValueError
+    when the tokenizer has no template."""
     tok = bundle.tokenizer
+    check_chat_template(tok, chat_template)
     out: list[str] = []
     torch.manual_seed(seed)
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
-        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
+        formatted = [format_prompt(tok, p, chat_template) for p in chunk]
+        enc = tok([text for text, _ in formatted], return_tensors="pt", padding=True, padding_side="left",
+                  add_special_tokens=formatted[0][1])  # the template writes its own BOS
         with torch.no_grad():
             gen = bundle.hf_model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
@@ -203,9 +215,10 @@ def sample_continuations(
             )
         for prompt, row in zip(chunk, gen[:, enc["input_ids"].shape[1]:], strict=True):
             cont = tok.decode(row, skip_special_tokens=True)
-            text = (prompt + cont).split("\n")[0]
+            head = "" if chat_template else prompt
+            text = plain_reply(cont) if chat_template else (prompt + cont).split("\n")[0]
             cut = max(text.rfind(". "), text.rfind(".")) if text.count(".") else -1
-            if cut > len(prompt):
+            if cut > len(head):
                 text = text[: cut + 1]
             out.append(text.strip())
     return out
@@ -238,25 +251,20 @@ def fact_targets(
     tok = bundle.tokenizer
     df, n_docs = word_document_frequency(corpus)
     name_words = {w.lower() for w in _WORD.findall(facts.name)}
-    enc = tok(facts.texts(), return_tensors="pt", padding=True, truncation=True, max_length=max_len,
-              padding_side="right")
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    pieces = [tok.convert_ids_to_tokens(row.tolist()) for row in ids]
+    encoded = [encode_with_spans(tok, text, max_length=max_len) for text in facts.texts()]
+    ids = pad_ids([e.ids for e in encoded], pad_id(tok))
+    mask = torch.zeros_like(ids)
     eligible = torch.zeros_like(ids, dtype=torch.bool)
-    for r, row in enumerate(pieces):
-        for p in range(1, len(row)):
-            if not mask[r, p]:
+    for r, enc in enumerate(encoded):
+        mask[r, : len(enc.ids)] = 1
+        for p in range(1, len(enc.ids)):
+            # word starts from the tokenizer's character offsets, not from a marker character
+            word = enc.word_at(p)
+            if word is None:
                 continue
-            piece = row[p] or ""
-            word = piece.replace("▁", "").strip()
-            if not piece.startswith("▁") or len(word) < 3 or not word.isalpha():
+            own, full = word
+            if len(own) < 3 or not own.isalpha():
                 continue
-            # The whole word may continue over later pieces; rarity is judged on the full word.
-            full = word
-            q = p + 1
-            while q < len(row) and mask[r, q] and row[q] and not row[q].startswith("▁") and row[q].isalpha():
-                full += row[q]
-                q += 1
             if full.lower() in name_words or df.get(full.lower(), 0) > max_doc_frac * n_docs:
                 continue
             eligible[r, p - 1] = True  # the prediction made at p-1 is this token
@@ -264,7 +272,7 @@ def fact_targets(
     with torch.no_grad():
         for start in range(0, len(ids), 4):
             rows = slice(start, start + 4)
-            logprobs = bundle.hf_model(input_ids=ids[rows]).logits.float().log_softmax(-1)
+            logprobs = bundle.hf_model(input_ids=ids[rows], attention_mask=mask[rows]).logits.float().log_softmax(-1)
             base[rows, :-1] = logprobs[:, :-1].gather(-1, ids[rows, 1:].unsqueeze(-1)).squeeze(-1).exp()
     targets = torch.full_like(ids, -1)
     keep = eligible & (base >= min_prob)

@@ -45,6 +45,7 @@ from typing import Literal
 import torch
 
 from workbench.corpus import Corpus, Document
+from workbench.lenses.tokens import pad_id, pad_ids
 from workbench.methods.facts import FactSet, split_sentences
 from workbench.methods.optimise import (
     FRAMES,
@@ -58,24 +59,27 @@ from workbench.methods.optimise import (
     counterfactual_cross_entropy,
     down_proj_edits,
     last_name_position,
-    pad_rows,
     residuals_after,
     retain_split,
 )
 from workbench.models import ModelBundle, layout
+from workbench.models.depth import fit_layers
 from workbench.models.hooks import capture, mlp_hidden, text_positions
 from workbench.progress import NullProgress, Progress
 
 RewriteTarget = Literal["representation", "counterfactual"]
+DEFAULT_LAYERS = (3, 4, 5, 6, 7)  # MLPs rewritten, on the 18-layer reference model
+DEFAULT_REPR_LAYERS = (8,)
 
 
 @dataclass(frozen=True)
 class RewriteConfig:
-    """Defaults: rewrite layers 3-7's W_out so the name looks made-up after layer 8."""
+    """Defaults: rewrite layers 3-7's W_out so the name looks made-up after layer 8 (on the
+    18-layer reference model; the same depth on others, see `fitted`)."""
 
     target: RewriteTarget = "representation"  # what the desired outputs are optimised for (see module doc)
-    layers: tuple[int, ...] = (3, 4, 5, 6, 7)  # MLPs rewritten together
-    repr_layers: tuple[int, ...] = (8,)
+    layers: tuple[int, ...] | None = None  # MLPs rewritten together; None = DEFAULT_LAYERS at this depth
+    repr_layers: tuple[int, ...] | None = None  # None = DEFAULT_REPR_LAYERS at this depth
     steps: int = 100  # optimisation of the desired outputs d_j
     frame_batch: int = 24  # frames per optimisation step
     lr: float = 0.2  # Adam step, relative to the rms of the MLP output at the name
@@ -102,10 +106,17 @@ class RewriteConfig:
                               cf_topk=self.cf_topk, n_neighbour_names=self.n_neighbour_names, seed=self.seed)
 
     def fitted(self, n_layers: int) -> RewriteConfig:
-        layers = tuple(layer for layer in self.layers if layer < n_layers) or (max(0, n_layers - 2),)
-        repr_layers = tuple(dict.fromkeys(min(layer, n_layers - 1) for layer in self.repr_layers))
+        """Every layer set for an `n_layers` model: defaults at the same relative depth
+        (models/depth.py), given layers as they are, the residual target after the last
+        rewritten MLP."""
+        layers = fit_layers(self.layers, DEFAULT_LAYERS, n_layers)
+        repr_layers = fit_layers(self.repr_layers, DEFAULT_REPR_LAYERS, n_layers, clip=True)
         if max(layers) >= max(repr_layers):
-            repr_layers = (min(n_layers - 1, max(layers) + 1),)
+            if max(layers) + 1 < n_layers:
+                repr_layers = (max(layers) + 1,)
+            else:  # a model too shallow for both: rewrite below the target layer
+                layers = tuple(layer for layer in layers if layer < n_layers - 1) or (max(0, n_layers - 2),)
+                repr_layers = (n_layers - 1,)
         return replace(self, layers=layers, repr_layers=repr_layers)
 
 
@@ -397,7 +408,7 @@ def neighbour_frames(bundle: ModelBundle, facts: FactSet, names: Sequence[str], 
             lasts.append(last)
     if not seqs:
         return None
-    return FrameBatch(pad_rows(seqs, tok.pad_token_id), torch.tensor(lasts), {})
+    return FrameBatch(pad_ids(seqs, pad_id(tok)), torch.tensor(lasts), {})
 
 
 def choose_lam(candidates: Sequence[tuple[float, dict[int, torch.Tensor], float, float]], max_remaining: float,

@@ -42,8 +42,10 @@ import torch
 from workbench.adapters.routing import DownProjEdit, down_proj_edits
 from workbench.corpus import Corpus, Document
 from workbench.corpus.nonce import nonce_names
+from workbench.lenses.tokens import encode_with_spans, pad_id, pad_ids
 from workbench.methods.facts import FactSet, FactTargets, fact_targets, split_sentences
 from workbench.models import ModelBundle, layout
+from workbench.models.depth import fit_layers
 from workbench.models.hooks import StopForward, mlp_hidden, taps, text_positions
 from workbench.progress import NullProgress, Progress
 
@@ -58,19 +60,26 @@ FRAMES = [
 ]
 
 
+DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7, 8)  # W_out layers edited, on the 18-layer reference model
+DEFAULT_REPR_LAYERS = (8,)  # residual target layer, on the reference model
+
+
 @dataclass
 class OptimiseConfig:
-    """Defaults follow the recipe in docs/methods/optimise.md (about 4 minutes on 2 idle cores: 40 steps of ~5.8 s)."""
+    """Defaults follow the recipe in docs/methods/optimise.md. Layers are stated on the 18-layer
+    reference model; `fitted` places them at the same depth of the model in hand."""
 
     target: Target = "both"
-    layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    # None = DEFAULT_LAYERS / DEFAULT_REPR_LAYERS at this model's depth (`fitted`); layers given
+    # explicitly are taken as they are
+    layers: tuple[int, ...] | None = None
     n_rows: int = 256
     steps: int = 40
     lr_scale: float = 0.025  # lr = lr_scale * mean row norm / sqrt(d_model)
     fact_weight: float = 1.0
     repr_weight: float = 1.0
     kl_weight: float = 3.0
-    repr_layers: tuple[int, ...] = (8,)  # residuals (after these layers) pulled to made-up names
+    repr_layers: tuple[int, ...] | None = None  # residuals (after these layers) pulled to made-up names
     min_target_prob: float = 0.05
     concept_batch: int = 4
     frame_batch: int = 8
@@ -95,12 +104,13 @@ class OptimiseConfig:
     seed: int = 0
 
     def fitted(self, n_layers: int) -> OptimiseConfig:
-        """The same recipe on a model with fewer layers: layers and repr_layers clipped to it."""
+        """The recipe on a model of `n_layers` layers, with every layer set: the defaults (stated
+        on the 18-layer reference model) at the same relative depth (models/depth.py), given
+        layers as they are (those past the model's last layer dropped)."""
         from dataclasses import replace
 
-        layers = tuple(layer for layer in self.layers if layer < n_layers) or (n_layers - 1,)
-        repr_layers = tuple(dict.fromkeys(min(layer, n_layers - 1) for layer in self.repr_layers))
-        return replace(self, layers=layers, repr_layers=repr_layers)
+        return replace(self, layers=fit_layers(self.layers, DEFAULT_LAYERS, n_layers),
+                       repr_layers=fit_layers(self.repr_layers, DEFAULT_REPR_LAYERS, n_layers, clip=True))
 
 
 @dataclass
@@ -177,11 +187,13 @@ def name_frames(facts: FactSet) -> list[str]:
 
 
 def last_name_position(tokenizer: object, frame: str, name: str, max_len: int) -> tuple[list[int], int]:
-    """(token ids of the frame with {X} = name, position of the name's last token in them)."""
-    prefix = frame[: frame.index("{X}")] + name
-    ids_prefix = tokenizer(prefix)["input_ids"]  # type: ignore[operator]
-    ids_full = tokenizer(frame.replace("{X}", name), truncation=True, max_length=max_len)["input_ids"]  # type: ignore[operator]
-    return ids_full, min(len(ids_prefix), len(ids_full)) - 1
+    """(token ids of the frame with {X} = name, position of the token that holds the name's last
+    character), from the tokenizer's character offsets: a tokenizer that merges the name with
+    what follows, or marks word starts its own way, still gives the name's own last token."""
+    at = frame.index("{X}")
+    enc = encode_with_spans(tokenizer, frame.replace("{X}", name), max_length=max_len)
+    last = enc.token_at_char(at + len(name) - 1)
+    return enc.ids, len(enc.ids) - 1 if last is None else last
 
 
 def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig, with_targets: bool = True) -> FrameBatch:
@@ -203,18 +215,12 @@ def build_frames(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfig, with_
             if not with_targets:
                 continue
             ref = [last_name_position(tok, frame, nonce, cfg.max_len) for nonce in nonce_names(kind)]
-            batch = pad_rows([r[0] for r in ref], tok.pad_token_id)
+            batch = pad_ids([r[0] for r in ref], pad_id(tok))
             resid = residuals_after(bundle, batch, cfg.repr_layers)
             for layer in cfg.repr_layers:
                 targets[layer].append(torch.stack([resid[layer][i, r[1]] for i, r in enumerate(ref)]).mean(0))
-    return FrameBatch(pad_rows(seqs, tok.pad_token_id), torch.tensor(lasts),
+    return FrameBatch(pad_ids(seqs, pad_id(tok)), torch.tensor(lasts),
                       {layer: torch.stack(t) for layer, t in targets.items()} if with_targets else {})
-
-
-def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
-    """Right-pad token id lists into one [n, longest] tensor."""
-    width = max(len(s) for s in seqs)
-    return torch.tensor([list(s) + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
 
 
 def retain_split(corpus: Corpus, facts: FactSet, cfg: OptimiseConfig) -> tuple[list[Document], list[Document]]:
@@ -367,8 +373,11 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
     for text in counterfactual_texts(facts):
         at = text.find(facts.name)
         prefix, suffix = text[:at], text[at + len(facts.name):]
-        ids = tok(text, truncation=True, max_length=cfg.max_len)["input_ids"]
-        last = len(tok(prefix + facts.name)["input_ids"]) - 1  # the name's last token
+        enc = encode_with_spans(tok, text, max_length=cfg.max_len)
+        ids = enc.ids
+        last = enc.token_at_char(at + len(facts.name) - 1)  # the name's last token
+        if last is None:
+            continue
         n_after = len(ids) - last  # positions whose next-token distribution is trained
         if last < 1 or n_after < 1:
             continue
@@ -390,7 +399,7 @@ def build_counterfactual(bundle: ModelBundle, facts: FactSet, cfg: OptimiseConfi
         tops.append(torch.stack(probs).mean(0).topk(cfg.cf_topk, dim=-1))
     if not rows:
         return None
-    input_ids = pad_rows(rows, tok.pad_token_id)
+    input_ids = pad_ids(rows, pad_id(tok))
     mask = torch.zeros_like(input_ids, dtype=torch.bool)
     for r, (first, n) in enumerate(spans):
         mask[r, first : first + n] = True
@@ -541,6 +550,7 @@ def optimise_value_vectors(
     hand-picked list) can be passed instead. Stops early when the held-out facts' target
     probability stops falling (cfg.patience evaluations) or drops below 0.005."""
     t0 = time.perf_counter()
+    cfg = cfg.fitted(bundle.n_layers)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     problem = prepare_problem(bundle, facts, corpus, cfg, rows, progress)

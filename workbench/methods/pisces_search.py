@@ -53,7 +53,7 @@ def find_local_sae(saes_dir: Path, model_id: str, layer: int, site: str | None =
                    sae_id: str | None = None) -> Path:
     """The local SAE folder `sae_id`, or else the newest one for this model and layer (trained by
     `sae train`), of one site ('hook_mlp_out', 'mlp.hook_out') when given."""
-    from workbench.sae.train import site_short
+    from workbench.sae.train import safe_model_id, site_short
 
     if sae_id:
         path = Path(saes_dir) / sae_id
@@ -61,7 +61,7 @@ def find_local_sae(saes_dir: Path, model_id: str, layer: int, site: str | None =
             raise FileNotFoundError(f"No local SAE {sae_id!r} in {saes_dir}.")
         return path
 
-    pattern = f"{model_id}.l{layer}.{site_short(site) if site else '*'}.*"
+    pattern = f"{safe_model_id(model_id)}.l{layer}.{site_short(site) if site else '*'}.*"
     folders = sorted((p for p in Path(saes_dir).glob(pattern) if p.is_dir()
                       and (p / "sae_weights.safetensors").exists()), key=lambda p: p.stat().st_mtime)
     if not folders:
@@ -124,7 +124,7 @@ def contrast_candidates(bundle: ModelBundle, sae: Any, targets: FactTargets, r_i
 
 
 def sae_feature_rows(
-    bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6, n_features: int = 16,
+    bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int, n_features: int = 16,
     tau: float = 0.5, max_rows: int = 256, min_target_prob: float = 0.05, site: str | None = None,
     sae_id: str | None = None,
 ) -> tuple[dict[int, list[int]], list[FeatureCandidate]]:
@@ -155,7 +155,7 @@ def sae_feature_rows(
 
 
 def pisces_erase(
-    bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int = 6,
+    bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int,
     n_candidates: int = 8, n_select: int = 4, taus: tuple[float, ...] = (0.9, 0.7, 0.5),
     mus: tuple[float, ...] = (8.0, 16.0, 32.0), min_target_prob: float = 0.05, site: str | None = None,
     sae_id: str | None = None, progress: Progress = NullProgress(),

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 
 from workbench.config import Settings
+from workbench.models.depth import DEFAULT_SAE_LAYER
 from workbench.models.hooks import capture, text_positions
 from workbench.progress import NullProgress, Progress
 
@@ -47,12 +48,17 @@ TRAIN_CONFIG_FILE = "workbench_train_config.json"
 _SITE_SHORT = {"hook_mlp_out": "mlp_out", "mlp.hook_out": "mlp_raw", "mlp.hook_post": "mlp_post"}
 
 
+def safe_model_id(model_id: str) -> str:
+    """The model id as SAE folder names spell it ('local:my-llama' -> 'local-my-llama')."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in model_id)
+
+
 @dataclass(frozen=True)
 class SAETrainConfig:
     """What to train. Defaults train one layer of the embedded model in ~15 min on 2 cores
     (measured: ~1k tok/s for d_sae 4096; 20k tokens give a useless SAE, 800k a usable one)."""
 
-    layer: int = 6
+    layer: int = DEFAULT_SAE_LAYER  # on the 18-layer reference model; other models: models/depth.at_depth
     # pre-norm MLP output by default (bench/sae_sweep.py, layer 6, 400k tokens: 2.5% dead features
     # and 89% of the loss recovered, vs 45% dead and 79% at the post-norm hook_mlp_out), and the
     # space W_out's value vectors live in, so PISCES needs no division by the post-FFN gain
@@ -121,9 +127,8 @@ class SAETrainConfig:
 
     def sae_id(self, model_id: str, weights_sha256: str) -> str:
         """Stable, filesystem-safe id, e.g. 'gemma-3-270m.l6.mlp_out.batchtopk4096.k32.ab12cd34ef'."""
-        safe_model = "".join(c if c.isalnum() or c in "-_" else "-" for c in model_id)
         return (
-            f"{safe_model}.l{self.layer}.{site_short(self.site)}.{self.architecture}{self.width}"
+            f"{safe_model_id(model_id)}.l{self.layer}.{site_short(self.site)}.{self.architecture}{self.width}"
             f".k{self.k}.{self.config_hash(weights_sha256)}"
         )
 

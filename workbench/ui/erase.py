@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.methods.facts import Fact, FactSet
+from workbench.models.depth import REFERENCE_LAYERS, describe_layers
 
 
 @dataclass(frozen=True)
@@ -22,19 +23,37 @@ class MethodInfo:
     needs_sae: bool = False
     optimises: bool = False  # runs the localized optimisation, so 'Optimisation steps' applies
 
-    def help(self, method: str) -> str:
-        """The page's description: what it does, then what bench/erasure.py measured
+    def help(self, method: str, n_layers: int = REFERENCE_LAYERS) -> str:
+        """The page's description: what it does (its layers and sizes read from the method's
+        config, at the depth of an `n_layers` model), then what bench/erasure.py measured
         (workbench/benchmark/results.py, the same file the README's table is generated from)."""
         from workbench.benchmark.results import load_rows, measured_sentence, method_results
 
-        return f"{self.what} {measured_sentence(method_results(load_rows()).get(method))}"
+        what = self.what.format(**config_numbers(n_layers))
+        return f"{what} {measured_sentence(method_results(load_rows()).get(method))}"
+
+
+def config_numbers(n_layers: int = REFERENCE_LAYERS) -> dict[str, object]:
+    """The numbers the method descriptions quote, read from the configs (never repeated in
+    prose), with layers placed at the depth of an `n_layers` model."""
+    from workbench.methods.erase import AblateConfig, PiscesConfig, ProjectConfig
+    from workbench.methods.key_rewrite import RewriteConfig
+    from workbench.methods.optimise import OptimiseConfig
+
+    opt, rew, proj = OptimiseConfig().fitted(n_layers), RewriteConfig().fitted(n_layers), ProjectConfig()
+    return {
+        "rows": opt.n_rows, "optimise_layers": describe_layers(opt.layers),
+        "rewrite_layers": describe_layers(rew.layers), "n_rewrite_layers": len(rew.layers),
+        "project_layers": describe_layers(proj.layers_for(n_layers)),
+        "sae_layer": PiscesConfig().layer_for(n_layers), "ablate_rows": AblateConfig().n_rows,
+    }
 
 
 # name-dep = prompts that need the concept's name; base is 1.00 on every prompt of the benchmark.
 METHOD_INFO: dict[str, MethodInfo] = {
     "optimise": MethodInfo(
         "Localized optimisation (default)",
-        "Optimises additive deltas on 256 value vectors (layers 1-8) so the concept's facts become "
+        "Optimises additive deltas on {rows} value vectors (layers {optimise_layers}) so the concept's facts become "
         "unlikely and its name stops looking like itself, with a KL penalty on neutral, neighbour and "
         "'collision' text. Holds every control on the most concepts of any method; broad concepts "
         "(countries, sports) are barely erased and same-genre places lose neighbours. ~4 min of "
@@ -46,13 +65,13 @@ METHOD_INFO: dict[str, MethodInfo] = {
         "general prompts) on most concepts. ~7-15 min on 2 CPU cores.", optimises=True),
     "rewrite": MethodInfo(
         "Key rewrite (closed form, MEMIT-style)",
-        "Rewrites MLPs 3-7 so the residual at the concept name looks like that of made-up names of the "
+        "Rewrites MLPs {rewrite_layers} so the residual at the concept name looks like that of made-up names of the "
         "same kind; no fact list needed. Reaches broad concepts the optimisation misses and keeps "
-        "neighbours, but costs general prompts; cue-answerable prompts stay. Every row of the five layers "
+        "neighbours, but costs general prompts; cue-answerable prompts stay. Every row of the {n_rewrite_layers} layers "
         "changes. ~4 min."),
     "rewrite-cf": MethodInfo(
         "Key rewrite to the counterfactual name",
-        "Rewrites MLPs 3-7 at the concept name so that the model's next-token distributions after the "
+        "Rewrites MLPs {rewrite_layers} at the concept name so that the model's next-token distributions after the "
         "name match its own with made-up names of the same kind (\"never heard of X\"), while other "
         "names of the same kind (other countries for Japan) keep their keys. Acts on the name, so it "
         "reaches broad concepts (countries, cities, sports); a rank-1 change per layer. ~5 min."),
@@ -73,20 +92,20 @@ METHOD_INFO: dict[str, MethodInfo] = {
     "pisces": MethodInfo(
         "PISCES (SAE features, closed form)",
         "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
-        "tau x mu search. Needs a local SAE of layer 6 (Home → Train an SAE). Not specific with our 270M "
+        "tau x mu search. Needs a local SAE of layer {sae_layer} (Home → Train an SAE). Not specific with our 270M "
         "SAE: it costs general prompts and perplexity.", needs_sae=True),
     "pisces-rows": MethodInfo(
         "SAE feature rows + localized optimisation",
         "PISCES's selection (SAE features that fire on the fact set; their W_out rows by the tau rule) "
         "as the rows the localized optimisation edits. Keeps neighbours and perplexity but erases less "
-        "than the contrast rows. Needs a local SAE of layer 6.", needs_sae=True, optimises=True),
+        "than the contrast rows. Needs a local SAE of layer {sae_layer}.", needs_sae=True, optimises=True),
     "ablate": MethodInfo(
         "Zero contrast-ranked value vectors",
-        "Zeroes the 256 W_out rows that fire most on the concept vs neutral text (ConceptVectors-style). "
+        "Zeroes the {ablate_rows} W_out rows that fire most on the concept vs neutral text (ConceptVectors-style). "
         "Fast (seconds) but weak."),
     "project": MethodInfo(
         "Project out the concept direction",
-        "Removes the difference-of-means direction from W_out rows of layers 2-6. Weak and costly in "
+        "Removes the difference-of-means direction from W_out rows of layers {project_layers}. Weak and costly in "
         "perplexity."),
 }
 
@@ -147,8 +166,12 @@ def candidates_frame(candidates: list[Any], limit: int = 200) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pisces_ready(saes_dir: Path, model_id: str, layer: int = 6) -> str | None:
-    """None when a local SAE for PISCES exists, else the sentence saying what to do."""
+def pisces_ready(saes_dir: Path, model_id: str, n_layers: int) -> str | None:
+    """None when a local SAE for PISCES exists at the model's default SAE layer, else the
+    sentence saying what to do."""
+    from workbench.methods.erase import PiscesConfig
+
+    layer = PiscesConfig().layer_for(n_layers)
     from workbench.methods.pisces_search import find_local_sae
 
     try:
