@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from workbench.lenses.tokens import pad_id
 from workbench.models.hooks import hook_point, taps
 from workbench.progress import NullProgress, Progress
 from workbench.sae.train import (
@@ -44,7 +45,8 @@ def ce_recovered(bundle: Any, sae: Any, hook_name: str, texts: Sequence[str], ma
             break
     width = context - 1
     n_win = max(1, min(len(ids), max_tokens) // width)
-    windows = torch.tensor([[tok.bos_token_id] + ids[i * width:(i + 1) * width] for i in range(n_win)])
+    first = tok.bos_token_id if tok.bos_token_id is not None else pad_id(tok)  # Qwen/OLMo ship no BOS
+    windows = torch.tensor([[first] + ids[i * width:(i + 1) * width] for i in range(n_win)])
 
     def splice(act: torch.Tensor, hook: Any) -> torch.Tensor:
         return sae.decode(sae.encode(act.float())).to(act.dtype)
