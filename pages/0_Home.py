@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench.jobs import prepare_job, pretrained_sae_job, sae_catalogue_job, sae_job
-from workbench.models.depth import default_sae_layer
+from workbench.models.depth import DEFAULT_SAE_LAYER, REFERENCE_LAYERS, default_sae_layer
 from workbench.models.sources import installed_packaged_ggufs, parse_source
 from workbench.sae.train import CORPUS_MIXES, SITES, SAETrainConfig
 from workbench.ui import panels, resources
@@ -141,7 +141,8 @@ with b3:
         d = SAETrainConfig()
         t1, t2 = st.columns(2)
         layer = t1.number_input("layer", 0, bundle.n_layers - 1, default_sae_layer(bundle.n_layers), key="sae_layer",
-                               help="The default is the reference layer 6 of 18 at this model's depth.")
+                               help=f"The default is layer {DEFAULT_SAE_LAYER} of the embedded model's {REFERENCE_LAYERS}, at this "
+                                    "model's depth.")
         site = t2.selectbox("site", list(SITES), index=list(SITES).index(d.site), key="sae_site",
                             help="hook_mlp_out: MLP output after the post-FFN norm; mlp.hook_out: before it "
                                  "(pre-norm); mlp.hook_post: the hidden activations (down_proj input).")

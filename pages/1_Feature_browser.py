@@ -9,6 +9,7 @@ import streamlit as st
 
 from workbench.edits.spec import SaeRef, sae_sha256
 from workbench.jobs import sae_contrast_job
+from workbench.models.depth import default_sae_layer
 from workbench.sae.catalogue import tau_rows
 from workbench.ui import draft as drafts
 from workbench.ui import features as ui_features
@@ -109,7 +110,7 @@ def sae_browser() -> None:
     saes = store.list_saes(model_id)
     if saes.empty:
         st.info("No SAE is catalogued for this model yet: train one on **Home** (SAE section), or run "
-                "`python -m workbench sae train --layer 6`. The value-vector browser (next tab) works without one.")
+                f"`python -m workbench sae train --layer {default_sae_layer(bundle.n_layers)}`. The value-vector browser (next tab) works without one.")
         return
     rows = saes.to_dict("records")
     pick = st.selectbox("SAE", range(len(rows)), index=len(rows) - 1, key="fb_sae",

@@ -149,7 +149,7 @@ def cmd_sae_list(args: argparse.Namespace) -> int:
             store.close()
     entries = list_local_saes(settings.saes_dir)
     if not entries:
-        _say(f"No SAEs under {settings.saes_dir}. Train one: python -m workbench sae train --layer 6")
+        _say(f"No SAEs under {settings.saes_dir}. Train one: python -m workbench sae train")
         return 0
     for e in entries:
         m = e.get("workbench_metrics", {}).get("metrics", {})
@@ -170,7 +170,7 @@ def cmd_features_search(args: argparse.Namespace) -> int:
     try:
         saes = store.list_saes()
         if saes.empty:
-            raise UserError("No SAE is catalogued yet; run `python -m workbench sae train --layer 6`.")
+            raise UserError("No SAE is catalogued yet; run `python -m workbench sae train`.")
         sae_id = args.sae or str(saes["sae_id"].iloc[-1])
         if sae_id not in set(saes["sae_id"]):
             raise UserError(f"SAE {sae_id!r} is not catalogued; known: {', '.join(saes['sae_id'])}.")
