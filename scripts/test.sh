@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 . .venv/bin/activate
 pip install -q -r requirements-dev.txt
 pip install -q --no-deps -r requirements-data.txt
+# the package itself, editable: `import workbench` from any folder, the `workbench` command
+pip install -q --no-deps -e .
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium install failed: e2e tests will be skipped" >&2

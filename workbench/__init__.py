@@ -10,11 +10,18 @@ and light imports stay fast:
     base, edited = wb.preview(model, "Harry Potter is a", edit, max_new_tokens=100)
     card = wb.score(model, "Harry Potter", edit)
     edit.save("hp.json")
+    acts = wb.capture(model, ["Harry Potter is a"], ["blocks.6.mlp.hook_post"], edit=edit)
+    with model.edited(edit):                                   # HF and TransformerLens forwards, this thread
+        logits, cache = model.bridge.run_with_cache(ids)
+
+`wb.use(model, adapter)` and `wb.route(model, [None, adapter])` are the thread-scoped adapter
+contexts underneath (workbench.adapters); subpackages load on first access too (`wb.exports`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from typing import Any
 
@@ -24,15 +31,21 @@ os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
 
 __version__ = "0.1.0"
 
-_NOTEBOOK = ("Edit", "load", "erase", "edit", "preview", "score")
+_NOTEBOOK = ("Edit", "load", "erase", "edit", "preview", "score", "capture")
+_ADAPTERS = ("use", "route")
 _OPERATIONS = ("AblateValueVectors", "ProjectOutDirection", "PruneNeurons", "RemoveSaeFeatures", "NeuronAdjust",
                "NeuronAdjustLayer", "OptimiseValueVectors", "ValueVectorDelta", "EditSpec", "SaeRef")
-__all__ = [*_NOTEBOOK, *_OPERATIONS]
+__all__ = [*_NOTEBOOK, *_ADAPTERS, *_OPERATIONS]
 
 
 def __getattr__(name: str) -> Any:
+    """The API names above, and the subpackages (`wb.exports.intervene`), imported on first use."""
     if name in _NOTEBOOK:
         return getattr(importlib.import_module("workbench.notebook"), name)
+    if name in _ADAPTERS:
+        return getattr(importlib.import_module("workbench.adapters"), name)
     if name in _OPERATIONS:
         return getattr(importlib.import_module("workbench.edits.spec"), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: binds itself on the package
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")

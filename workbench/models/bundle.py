@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from workbench.models.tiny import TinyConfig, build_tiny_checkpoint
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(repr=False)  # __repr__ below: one line, never the modules or the tokenizer
 class ModelBundle:
     """Everything the workbench needs of one loaded model.
 
@@ -42,6 +43,49 @@ class ModelBundle:
     tokenizer: Any
     weights_sha256: str
     load_seconds: float = 0.0
+    # the settings it was loaded with (cache folder, device, dtype), so later steps on this model
+    # (an Edit's SAE folder) read the same cache as the load; None for a bundle built by hand
+    settings: Settings | None = None
+
+    def __repr__(self) -> str:
+        model_id = self.model_id if len(self.model_id) <= 80 else self.model_id[:77] + "..."
+        dtype = str(self.dtype).removeprefix("torch.")
+        return (f"ModelBundle({model_id!r}, layers={self.n_layers}, d_model={self.d_model}, "
+                f"dtype={dtype}, device={self.device})")
+
+    def edited(self, edit: Any, payload: dict[str, Any] | None = None) -> AbstractContextManager[None]:
+        """A context manager in which every forward pass *this thread* runs applies `edit`:
+
+            with model.edited(edit):
+                logits = model.hf_model(input_ids=ids).logits      # or model.bridge(ids)
+                _, cache = model.bridge.run_with_cache(ids)         # the edited activations
+
+        `edit` is a notebook `wb.Edit`, an `EditSpec` (compiled here, with its `payload`
+        tensors when it has any), a compiled `Adapter`, or None (the base). It is the thread-scoped
+        `workbench.adapters.use`: the weights are never written, so outside the block (and in
+        other threads, such as the app's other users) the model is the base, bit for bit.
+        The bridge wraps the HF modules in place, so HF and TransformerLens forwards both see it."""
+        from workbench.adapters import use
+
+        return use(self, self.adapter_of(edit, payload))
+
+    def adapter_of(self, edit: Any, payload: dict[str, Any] | None = None) -> Any:
+        """The compiled `Adapter` of a notebook `Edit`, an `EditSpec` (+ payload) or an Adapter
+        (None stays None: the base model)."""
+        from workbench.adapters import Adapter
+        from workbench.edits.spec import EditSpec
+
+        if edit is None or isinstance(edit, Adapter):
+            return edit
+        if isinstance(edit, EditSpec):
+            from workbench.edits.compile import compile_spec
+            from workbench.sae.sources import spec_sae_loader
+
+            saes_dir = (self.settings or Settings.from_env()).saes_dir
+            return compile_spec(edit, self, payload=payload or None, sae_loader=spec_sae_loader(saes_dir))
+        if isinstance(getattr(edit, "adapter", None), Adapter):  # a notebook Edit
+            return edit.adapter
+        raise TypeError(f"edited() takes a wb.Edit, an EditSpec or an Adapter, not {type(edit).__name__}.")
 
     @property
     def model_id(self) -> str:
@@ -180,6 +224,7 @@ def load_bundle(
         tokenizer=bridge.tokenizer,
         weights_sha256=digest,
         load_seconds=time.perf_counter() - t0,
+        settings=settings,
     )
 
 
