@@ -119,12 +119,12 @@ else:
 # ---------------------------------------------------------------- 3. method and run
 st.subheader("3 · Erase")
 m1, m2 = st.columns([2, 3])
-names = list(METHODS)
+names = ui_erase.method_choices()
 method = m1.selectbox("Method", names, index=names.index(DEFAULT_METHOD), key="er_method",
-                      format_func=lambda m: ui_erase.METHOD_INFO[m].label if m in ui_erase.METHOD_INFO else m)
-info = ui_erase.METHOD_INFO.get(method)
+                      format_func=ui_erase.method_label)
+info = METHODS.get(method)
 if info:
-    m2.caption(info.help(method, bundle.n_layers))
+    m2.caption(ui_erase.method_help(method, bundle.n_layers))
 blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id, bundle.n_layers) if info and info.needs_sae else None
 if blocked:
     m2.warning(blocked)

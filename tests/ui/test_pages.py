@@ -349,11 +349,14 @@ def test_every_erase_method_is_described_on_the_page() -> None:
     """A method the CLI offers must not appear on the Erase page as a bare key without its
     measured trade-off, and the default must be labelled as such."""
     from workbench.methods.erase import DEFAULT_METHOD, METHODS
-    from workbench.ui.erase import METHOD_INFO
+    from workbench.ui.erase import method_choices, method_help, method_label
 
-    assert set(METHOD_INFO) == set(METHODS)
-    assert "default" in METHOD_INFO[DEFAULT_METHOD].label
-    assert sum("default" in info.label for info in METHOD_INFO.values()) == 1
+    assert method_choices() == list(METHODS)
+    for name in method_choices():
+        assert method_label(name) != name and METHODS[name].what.strip(), name  # a label and a description
+        assert "{" not in method_help(name), name  # every placeholder filled from the configs
+    assert "default" in method_label(DEFAULT_METHOD)
+    assert sum("default" in method_label(name) for name in METHODS) == 1
 
 
 def test_erase_page_takes_a_name_that_is_not_a_title(shared: dict) -> None:

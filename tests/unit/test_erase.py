@@ -205,11 +205,12 @@ def test_every_strength_knob_changes_its_methods_config() -> None:
     """Each knob, applied at level 2, gives a config that differs from level 1 in the stronger
     direction (more steps or rows, a smaller lam or remaining distance)."""
     from workbench.methods.erase import REWRITE_CF
-    from workbench.methods.strength import STRENGTH_KNOBS
 
     base = EraseOptions()
-    for method, (_, knob) in STRENGTH_KNOBS.items():
-        one, two = knob(base, 1.0), knob(base, 2.0)
+    knobs = {name: m.strength for name, m in METHODS.items() if m.strength is not None}
+    assert {"optimise", "rewrite", "rewrite-cf", "ablate"} <= set(knobs)
+    for method, knob in knobs.items():
+        one, two = knob.scale(base, 1.0), knob.scale(base, 2.0)
         assert one != two, method
-    cf = STRENGTH_KNOBS["rewrite-cf"][1](base, 2.0).rewrite
+    cf = knobs["rewrite-cf"].scale(base, 2.0).rewrite
     assert cf is not None and cf.target == "counterfactual" and cf.lams == tuple(x / 2 for x in REWRITE_CF.lams)

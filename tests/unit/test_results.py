@@ -18,8 +18,9 @@ from workbench.benchmark.results import (
     replace_readme_block,
 )
 from workbench.config import REPO_ROOT
-from workbench.methods.erase import METHODS
-from workbench.ui.erase import METHOD_INFO
+from workbench.methods.erase import METHODS, AblateConfig
+from workbench.methods.registry import Method, register, unregister
+from workbench.ui.erase import method_help
 
 
 def test_readme_tables_are_generated_from_the_results_file() -> None:
@@ -29,11 +30,28 @@ def test_readme_tables_are_generated_from_the_results_file() -> None:
 
 
 def test_erase_page_quotes_the_results_file_and_types_no_numbers_of_its_own() -> None:
+    """Each method's page text ends with what the results file says of it (measured or not); its
+    own description types no results."""
     results = method_results(load_rows())
-    assert set(METHODS) <= set(results)  # every method the page offers was measured
-    for method, info in METHOD_INFO.items():
-        assert measured_sentence(results[method]) in info.help(method)
-        assert not re.search(r"\d\.\d\d|\+\d+(\.\d)?%", info.what), (method, info.what)  # no hand-typed results
+    for method, registered in METHODS.items():
+        assert method_help(method).endswith(measured_sentence(results.get(method)))
+        assert not re.search(r"\d\.\d\d|\+\d+(\.\d)?%", registered.what), (method, registered.what)
+
+
+def test_a_method_without_rows_says_it_has_not_been_measured() -> None:
+    """A new method merges before any benchmark run: its page text says so, in a sentence
+    without numbers, instead of a test demanding rows for it."""
+    name = "toy-unmeasured-method"
+    assert name not in method_results(load_rows())
+    register(Method(name, METHODS["ablate"].run, "Toy", "Zeroes {ablate_rows} rows."))  # no run needed
+    try:
+        text = method_help(name)
+    finally:
+        unregister(name)
+    unmeasured = measured_sentence(None)
+    assert unmeasured.endswith(".") and "not measured" in unmeasured.lower()
+    assert not re.search(r"\d", unmeasured)
+    assert text.endswith(unmeasured) and text.startswith(f"Zeroes {AblateConfig().n_rows} rows.")
 
 
 def test_a_new_row_changes_what_readme_and_page_would_say(tmp_path: Path) -> None:

@@ -269,3 +269,39 @@ def test_schema_file_has_not_drifted() -> None:
         "neuron_adjust",
         "optimise_value_vectors",
     }
+
+
+def test_operation_kinds_come_from_the_union_and_every_operation_describes_itself() -> None:
+    """OPERATION_KINDS is read from the `Operation` union (each class's `kind` literal), and each
+    class answers layers, neurons, payload names and its one-line description itself."""
+    from typing import get_args
+
+    from workbench.edits.spec import OPERATION_CLASSES, OPERATION_KINDS, NeuronAdjust, PruneNeurons
+
+    assert OPERATION_KINDS == [get_args(c.model_fields["kind"].annotation)[0] for c in OPERATION_CLASSES]
+    defs = json_schema()["$defs"].values()
+    assert set(OPERATION_KINDS) == {d["properties"]["kind"]["const"] for d in defs if "kind" in d.get("properties", {})}
+    adjust = {"forget_mean": [0.0, 0.0], "forget_std": [1.0, 1.0], "retain_mean": [0.0, 0.0], "retain_std": [1.0, 1.0]}
+    ops = [
+        RemoveSaeFeatures(layer=6, features=list(range(10)), neuron_signs={3: 1, 5: -1}),
+        AblateValueVectors(layer=2, neurons=[1, 2], mode="scale"),
+        ProjectOutDirection(layers=[2, 3], direction="u", alpha=0.5),
+        PruneNeurons(layer=3, neurons=[4]),
+        NeuronAdjust(runtime=[{"layer": 1, "neurons": [7, 8], **adjust}]),  # type: ignore[list-item]
+        OptimiseValueVectors(targets=[ValueVectorDelta(layer=2, rows=[1, 2], delta="a"),
+                                      ValueVectorDelta(layer=5, rows=[3], delta="b")], params={"target": "both"}),
+    ]
+    assert {op.kind for op in ops} == set(OPERATION_KINDS)  # one of each
+    assert [op.touched_layers() for op in ops] == [[6], [2], [2, 3], [3], [1], [2, 5]]
+    assert [op.touched_neurons() for op in ops] == [[[3, 5]], [[1, 2]], [], [[4]], [[7, 8]], [[1, 2], [3]]]
+    assert [op.payload_names() for op in ops] == [set(), set(), {"u"}, set(), set(), {"a", "b"}]
+    assert [op.describe() for op in ops] == [
+        "remove SAE features [0, 1, 2, 3, 4, 5, 6, 7, ...] (10) at layer 6 (tau 0.9, mu 16)",
+        "ablate (scale) layer 2 neurons [1, 2]",
+        "project out u from layers [2, 3] (alpha 0.5)",
+        "prune layer 3 neurons [4]",
+        "neuron adjust (run-time) L1:[7, 8]",
+        "optimised deltas on 3 value vectors in layers [2, 5] (both target)",
+    ]
+    spec = EditSpec(name="x", model=ModelRef(id="m", weights_sha256="s"), operations=ops)
+    assert spec.payload_names() == {"u", "a", "b"}

@@ -15,7 +15,7 @@ import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -58,7 +58,36 @@ class PayloadRef(_Strict):
 NonNegInt = Annotated[int, Field(ge=0)]
 
 
-class RemoveSaeFeatures(_Strict):
+def _short(items: list[int], n: int = 8) -> str:
+    """'[1, 2, 3]', or the first `n` items and the count for a longer list."""
+    head = ", ".join(str(i) for i in items[:n])
+    return f"[{head}{', ...' if len(items) > n else ''}] ({len(items)})" if len(items) > n else f"[{head}]"
+
+
+class _Operation(_Strict):
+    """What every operation says about itself, so code that handles operations of any kind
+    (validate_for, payload binding, the Edit page's list) asks the operation instead of
+    switching on its class. A new kind answers these and joins the `Operation` union.
+    Methods only: the JSON (and schema) of an operation is its fields."""
+
+    def touched_layers(self) -> list[int]:
+        """The layers it edits (or hooks), for range checks against the model."""
+        raise NotImplementedError
+
+    def touched_neurons(self) -> list[list[int]]:
+        """The MLP neuron (W_out row) indices it names, one list per layer it names them on."""
+        return []
+
+    def payload_names(self) -> set[str]:
+        """Names of the payload tensors it references."""
+        return set()
+
+    def describe(self) -> str:
+        """One line for the Edit page's operation list."""
+        raise NotImplementedError
+
+
+class RemoveSaeFeatures(_Operation):
     """PISCES (docs/methods/pisces.md): rewrite the W_out rows that carry these SAE features."""
 
     kind: Literal["remove_sae_features"] = "remove_sae_features"
@@ -90,8 +119,17 @@ class RemoveSaeFeatures(_Strict):
             raise ValueError("features lists a feature twice.")
         return self
 
+    def touched_layers(self) -> list[int]:
+        return [self.layer]
 
-class AblateValueVectors(_Strict):
+    def touched_neurons(self) -> list[list[int]]:
+        return [list(self.neuron_signs)] if self.neuron_signs else []
+
+    def describe(self) -> str:
+        return f"remove SAE features {_short(self.features)} at layer {self.layer} (tau {self.tau:g}, mu {self.mu:g})"
+
+
+class AblateValueVectors(_Operation):
     """Zero, scale or add seeded noise to W_out rows (docs/methods/ablate_and_project.md)."""
 
     kind: Literal["ablate_value_vectors"] = "ablate_value_vectors"
@@ -102,8 +140,17 @@ class AblateValueVectors(_Strict):
     noise_norm_ratio: float = Field(3.0, ge=0.0)
     seed: int = 0
 
+    def touched_layers(self) -> list[int]:
+        return [self.layer]
 
-class ProjectOutDirection(_Strict):
+    def touched_neurons(self) -> list[list[int]]:
+        return [self.neurons]
+
+    def describe(self) -> str:
+        return f"ablate ({self.mode}) layer {self.layer} neurons {_short(self.neurons)}"
+
+
+class ProjectOutDirection(_Operation):
     """W' = W - alpha (W w) w^T/||w||^2, w = gamma_post * u, on each listed layer (docs/methods/ablate_and_project.md)."""
 
     kind: Literal["project_out_direction"] = "project_out_direction"
@@ -115,13 +162,32 @@ class ProjectOutDirection(_Strict):
     tau: float | None = Field(None, gt=0.0, le=1.0, description="Edit only rows aligned with u.")
     gain_aware: bool = Field(True, description="Project w = gamma_post * u (False: u itself).")
 
+    def touched_layers(self) -> list[int]:
+        return list(self.layers)
 
-class PruneNeurons(_Strict):
+    def payload_names(self) -> set[str]:
+        return {self.direction} if isinstance(self.direction, str) else set()
+
+    def describe(self) -> str:
+        name = self.direction if isinstance(self.direction, str) else f"{len(self.direction)}-d direction"
+        return f"project out {name} from layers {_short(self.layers)} (alpha {self.alpha:g})"
+
+
+class PruneNeurons(_Operation):
     """Zero the W_out rows (value vectors) of these neurons (NeuroStrike, docs/methods/neurostrike.md)."""
 
     kind: Literal["prune_neurons"] = "prune_neurons"
     layer: NonNegInt
     neurons: list[NonNegInt] = Field(min_length=1)
+
+    def touched_layers(self) -> list[int]:
+        return [self.layer]
+
+    def touched_neurons(self) -> list[list[int]]:
+        return [self.neurons]
+
+    def describe(self) -> str:
+        return f"prune layer {self.layer} neurons {_short(self.neurons)}"
 
 
 class NeuronAdjustLayer(_Strict):
@@ -141,13 +207,22 @@ class NeuronAdjustLayer(_Strict):
         return self
 
 
-class NeuronAdjust(_Strict):
+class NeuronAdjust(_Operation):
     """Run-time remap of gate pre-activations (docs/methods/neuron_adjust.md); a hook, not a weight edit."""
 
     kind: Literal["neuron_adjust"] = "neuron_adjust"
     runtime: list[NeuronAdjustLayer] = Field(min_length=1)
     deterministic: bool = True
     seed: int = 0
+
+    def touched_layers(self) -> list[int]:
+        return [r.layer for r in self.runtime]
+
+    def touched_neurons(self) -> list[list[int]]:
+        return [r.neurons for r in self.runtime]
+
+    def describe(self) -> str:
+        return "neuron adjust (run-time) " + ", ".join(f"L{r.layer}:{_short(r.neurons)}" for r in self.runtime)
 
 
 class ValueVectorDelta(_Strict):
@@ -156,7 +231,7 @@ class ValueVectorDelta(_Strict):
     delta: str = Field(description="Payload tensor [len(rows), d_model] added to these W_out rows.")
 
 
-class OptimiseValueVectors(_Strict):
+class OptimiseValueVectors(_Operation):
     """Baked result of an optimisation of W_out rows: apply the stored deltas."""
 
     kind: Literal["optimise_value_vectors"] = "optimise_value_vectors"
@@ -164,6 +239,21 @@ class OptimiseValueVectors(_Strict):
     params: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="Settings of the optimisation that produced the deltas."
     )
+
+    def touched_layers(self) -> list[int]:
+        return [t.layer for t in self.targets]
+
+    def touched_neurons(self) -> list[list[int]]:
+        return [t.rows for t in self.targets]
+
+    def payload_names(self) -> set[str]:
+        return {t.delta for t in self.targets}
+
+    def describe(self) -> str:
+        rows = sum(len(t.rows) for t in self.targets)
+        target = self.params.get("target", "")
+        return (f"optimised deltas on {rows} value vectors in layers {_short(self.touched_layers())}"
+                + (f" ({target} target)" if target else ""))
 
 
 Operation = Annotated[
@@ -175,14 +265,9 @@ Operation = Annotated[
     | OptimiseValueVectors,
     Field(discriminator="kind"),
 ]
-OPERATION_KINDS = [
-    "remove_sae_features",
-    "ablate_value_vectors",
-    "project_out_direction",
-    "prune_neurons",
-    "neuron_adjust",
-    "optimise_value_vectors",
-]
+# The operation classes and their `kind`s, read from the union above (a new kind is added there only).
+OPERATION_CLASSES: tuple[type[_Operation], ...] = get_args(get_args(Operation)[0])
+OPERATION_KINDS: list[str] = [cls.model_fields["kind"].default for cls in OPERATION_CLASSES]
 
 
 class EditSpec(_Strict):
@@ -253,12 +338,7 @@ class EditSpec(_Strict):
     def payload_names(self) -> set[str]:
         """Names of the payload tensors the operations reference."""
         names: set[str] = set()
-        for op in self.operations:
-            if isinstance(op, ProjectOutDirection) and isinstance(op.direction, str):
-                names.add(op.direction)
-            if isinstance(op, OptimiseValueVectors):
-                names.update(t.delta for t in op.targets)
-        return names
+        return names.union(*(op.payload_names() for op in self.operations))
 
     def sae_for(self, op: RemoveSaeFeatures) -> SaeRef:
         ref = op.sae or self.sae
@@ -287,9 +367,9 @@ class EditSpec(_Strict):
         for i, op in enumerate(self.operations):
             where = f"operations[{i}] ({op.kind})"
             try:
-                for layer in _op_layers(op):
+                for layer in op.touched_layers():
                     bundle.check_layer(layer)
-                for neurons in _op_neurons(op):
+                for neurons in op.touched_neurons():
                     bundle.check_neurons(neurons)
             except ValueError as err:
                 raise SpecError(f"{where}: {err}") from err
@@ -375,28 +455,6 @@ def spec_text(data: bytes, what: str = "The edit spec") -> str:
     if "\x00" in text:
         raise SpecError(f"{what} is binary (it holds NUL bytes), not JSON; {expected}.")
     return text.removeprefix("\ufeff")
-
-
-def _op_layers(op: Any) -> list[int]:
-    if isinstance(op, ProjectOutDirection):
-        return list(op.layers)
-    if isinstance(op, NeuronAdjust):
-        return [r.layer for r in op.runtime]
-    if isinstance(op, OptimiseValueVectors):
-        return [t.layer for t in op.targets]
-    return [op.layer]
-
-
-def _op_neurons(op: Any) -> list[list[int]]:
-    if isinstance(op, AblateValueVectors | PruneNeurons):
-        return [op.neurons]
-    if isinstance(op, NeuronAdjust):
-        return [r.neurons for r in op.runtime]
-    if isinstance(op, OptimiseValueVectors):
-        return [t.rows for t in op.targets]
-    if isinstance(op, RemoveSaeFeatures) and op.neuron_signs:
-        return [list(op.neuron_signs)]
-    return []
 
 
 def _explain(err: ValidationError) -> str:

@@ -64,6 +64,7 @@ from workbench.methods.optimise import (
     to_operation,
 )
 from workbench.methods.pisces_search import FeatureCandidate
+from workbench.methods.registry import METHODS, Method, StrengthKnob, register
 from workbench.models import ModelBundle, layout
 from workbench.models.chat import check_chat_template
 from workbench.models.depth import default_sae_layer, fit_layers
@@ -326,26 +327,110 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
                      sae_loader=spec_sae_loader(saes_dir), grid=result.grid)
 
 
-METHODS: dict[str, MethodFn] = {
-    "optimise": _optimise,
-    "pisces": _pisces,
-    "ablate": _ablate,
-    "project": _project,
-    "optimise-facts": _optimise_target("facts"),
-    "optimise-repr": _optimise_target("representation"),
-    "optimise-cf": _optimise_target("counterfactual"),
-    "pisces-rows": _pisces_rows,
-    "rewrite": _rewrite,
-    "rewrite-optimise": _rewrite_optimise,
-    "rewrite-cf": _rewrite_cf,
-}
+# ---------------------------------------------------------------- strength knobs
+# What the per-concept strength search (methods/strength.py) raises for each method, `level`
+# times the method's default strength: the optimisation's steps for the optimise family, the key
+# rewrite's acceptance threshold `max_remaining` (a smaller remaining distance to made-up names
+# takes a smaller, stronger lam), rewrite-cf's lam itself (divided by the level), the number of
+# zeroed rows for 'ablate'.
+def _more_steps(opts: EraseOptions, level: float) -> EraseOptions:
+    cfg = opts.optimise or OptimiseConfig()
+    return replace(opts, optimise=replace(cfg, steps=max(1, round(cfg.steps * level))))
+
+
+def _smaller_remaining(opts: EraseOptions, level: float) -> EraseOptions:
+    cfg = opts.rewrite or RewriteConfig()
+    return replace(opts, rewrite=replace(cfg, max_remaining=cfg.max_remaining / level))
+
+
+def _smaller_lam(opts: EraseOptions, level: float) -> EraseOptions:
+    cfg = opts.rewrite or REWRITE_CF
+    return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
+
+
+def _more_rows(opts: EraseOptions, level: float) -> EraseOptions:
+    return replace(opts, ablate=replace(opts.ablate, n_rows=max(1, round(opts.ablate.n_rows * level))))
+
+
+STEPS = StrengthKnob("optimisation steps", _more_steps)
+REWRITE_REMAINING = StrengthKnob("1 / max_remaining", _smaller_remaining)
+REWRITE_LAM = StrengthKnob("1 / lam", _smaller_lam)
+ABLATE_ROWS = StrengthKnob("rows zeroed", _more_rows)
+
+
+# ---------------------------------------------------------------- the methods
+# One `register` call per method (registry.py): its function, the Erase page's label and
+# description ({placeholders} filled from the configs by ui.erase.config_numbers; the measured
+# numbers come from the results file), what it needs and the knob the strength search raises.
+# Registration order is the order of the page's options, the CLI's choices and `bench --all`.
+# name-dep = prompts that need the concept's name; base is 1.00 on every prompt of the benchmark.
+register(Method(
+    "optimise", _optimise, "Localized optimisation (default)",
+    "Optimises additive deltas on {rows} value vectors (layers {optimise_layers}) so the concept's facts become "
+    "unlikely and its name stops looking like itself, with a KL penalty on neutral, neighbour and "
+    "'collision' text. Holds every control on the most concepts of any method; broad concepts "
+    "(countries, sports) are barely erased and same-genre places lose neighbours. ~4 min of "
+    "optimisation + ~1 min scorecard on 2 idle CPU cores.", optimises=True, strength=STEPS))
+register(Method(
+    "pisces", _pisces, "PISCES (SAE features, closed form)",
+    "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
+    "tau x mu search. Needs a local SAE of layer {sae_layer} (Home → Train an SAE). Not specific with our 270M "
+    "SAE: it costs general prompts and perplexity.", needs_sae=True))
+register(Method(
+    "ablate", _ablate, "Zero contrast-ranked value vectors",
+    "Zeroes the {ablate_rows} W_out rows that fire most on the concept vs neutral text (ConceptVectors-style). "
+    "Fast (seconds) but weak.", strength=ABLATE_ROWS))
+register(Method(
+    "project", _project, "Project out the concept direction",
+    "Removes the difference-of-means direction from W_out rows of layers {project_layers}. Weak and costly in "
+    "perplexity."))
+register(Method(
+    "optimise-facts", _optimise_target("facts"), "Localized optimisation, fact target only",
+    "Only the unlikelihood on the fact set (no representation target): the facts' answer words are "
+    "also the neighbours', so neighbours suffer.", optimises=True, strength=STEPS))
+register(Method(
+    "optimise-repr", _optimise_target("representation"), "Localized optimisation, representation target only",
+    "Only 'make the name look like made-up names' (no fact list): keeps every control but erases "
+    "little.", optimises=True, strength=STEPS))
+register(Method(
+    "optimise-cf", _optimise_target("counterfactual"), "Localized optimisation, counterfactual-name target",
+    "Trains the same value vectors so that, on text about the concept, the model's next-token "
+    "distributions after the name match its own distributions with made-up names of the same kind "
+    "(\"never heard of X\"), with other same-topic names in the retain set; no unlikelihood on answer "
+    "words.", optimises=True, strength=STEPS))
+register(Method(
+    "pisces-rows", _pisces_rows, "SAE feature rows + localized optimisation",
+    "PISCES's selection (SAE features that fire on the fact set; their W_out rows by the tau rule) "
+    "as the rows the localized optimisation edits. Keeps neighbours and perplexity but erases less "
+    "than the contrast rows. Needs a local SAE of layer {sae_layer}.", needs_sae=True, optimises=True,
+    strength=STEPS))
+register(Method(
+    "rewrite", _rewrite, "Key rewrite (closed form, MEMIT-style)",
+    "Rewrites MLPs {rewrite_layers} so the residual at the concept name looks like that of made-up names of the "
+    "same kind; no fact list needed. Reaches broad concepts the optimisation misses and keeps "
+    "neighbours, but costs general prompts; cue-answerable prompts stay. Every row of the {n_rewrite_layers} layers "
+    "changes. ~4 min.", strength=REWRITE_REMAINING))
+register(Method(
+    "rewrite-optimise", _rewrite_optimise, "Key rewrite + optimisation (strongest, costs neighbours)",
+    "The key rewrite below, then the localized optimisation trained on top of it. Comes closest to "
+    "the concept goal and resists facts restated in the prompt best, but breaks a control (neighbours, "
+    "general prompts) on most concepts. ~7-15 min on 2 CPU cores.", optimises=True, strength=STEPS))
+register(Method(
+    "rewrite-cf", _rewrite_cf, "Key rewrite to the counterfactual name",
+    "Rewrites MLPs {rewrite_layers} at the concept name so that the model's next-token distributions after the "
+    "name match its own with made-up names of the same kind (\"never heard of X\"), while other "
+    "names of the same kind (other countries for Japan) keep their keys. Acts on the name, so it "
+    "reaches broad concepts (countries, cities, sports); a rank-1 change per layer. ~5 min.",
+    strength=REWRITE_LAM))
 
 
 def check_method(bundle: ModelBundle, method: str, options: EraseOptions = EraseOptions()) -> None:
     """Raise the one sentence that says why `method` cannot run on this model, before any work
     starts (the fact set's sampling takes a while): the SAE methods need a local SAE at their
-    layer (FileNotFoundError naming the command that trains one)."""
-    if method in ("pisces", "pisces-rows"):
+    layer (FileNotFoundError naming the command that trains one). An unknown method passes
+    (`erase` names it first)."""
+    registered = METHODS.get(method)
+    if registered is not None and registered.needs_sae:
         from workbench.config import Settings
         from workbench.methods.pisces_search import find_local_sae
 
@@ -404,7 +489,7 @@ def erase(
     t0 = time.perf_counter()
     facts = fact_set or build_fact_set(bundle, corpus, concept, progress=progress, about=about,
                                        chat_template=options.chat_template)
-    run = METHODS[method](bundle, corpus, facts, options, progress)
+    run = METHODS[method].run(bundle, corpus, facts, options, progress)
     spec = EditSpec(
         name=f"erase {facts.concept} ({method})",
         model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),

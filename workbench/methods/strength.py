@@ -6,60 +6,26 @@ the concept is gone (its verdict passes) or a control breaks (neighbours, genera
 other concepts, perplexity, specificity); it keeps the strongest level whose controls held,
 and says which of the two stopped it.
 
-The knob each method raises (`STRENGTH_KNOBS`): the optimisation's steps for the optimise
-family, the key rewrite's acceptance threshold `max_remaining` (a smaller remaining distance
-to made-up names takes a smaller, stronger lam), rewrite-cf's lam itself (divided by the
-level), the number of zeroed rows for 'ablate'.
+The knob each method raises is the `strength` of its registration (`METHODS`, registry.py;
+the knobs are defined beside the methods in erase.py): the optimisation's steps for the
+optimise family, the key rewrite's acceptance threshold, rewrite-cf's lam, the number of zeroed
+rows for 'ablate'. A method registered without one is refused with a sentence.
 Every level costs one erase and one scorecard, so the search costs `len(levels)` times the
 method at most; it is opt-in (`erase --search-strength`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.corpus import Corpus
-from workbench.methods.erase import REWRITE_CF, EraseOptions, EraseResult, erase
-from workbench.methods.key_rewrite import RewriteConfig
-from workbench.methods.optimise import OptimiseConfig
+from workbench.methods.erase import METHODS, EraseOptions, EraseResult, erase
+from workbench.methods.registry import searchable
 from workbench.models import ModelBundle
 from workbench.progress import NullProgress, Progress
 
 LEVELS = (0.5, 1.0, 2.0)  # multiples of the method's default strength
-
-
-def _steps(opts: EraseOptions, level: float) -> EraseOptions:
-    cfg = opts.optimise or OptimiseConfig()
-    return replace(opts, optimise=replace(cfg, steps=max(1, round(cfg.steps * level))))
-
-
-def _rewrite(opts: EraseOptions, level: float) -> EraseOptions:
-    cfg = opts.rewrite or RewriteConfig()
-    return replace(opts, rewrite=replace(cfg, max_remaining=cfg.max_remaining / level))
-
-
-def _rewrite_lam(opts: EraseOptions, level: float) -> EraseOptions:
-    cfg = opts.rewrite or REWRITE_CF
-    return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
-
-
-def _rows(opts: EraseOptions, level: float) -> EraseOptions:
-    return replace(opts, ablate=replace(opts.ablate, n_rows=max(1, round(opts.ablate.n_rows * level))))
-
-
-STRENGTH_KNOBS: dict[str, tuple[str, Callable[[EraseOptions, float], EraseOptions]]] = {
-    "optimise": ("optimisation steps", _steps),
-    "optimise-facts": ("optimisation steps", _steps),
-    "optimise-repr": ("optimisation steps", _steps),
-    "optimise-cf": ("optimisation steps", _steps),
-    "pisces-rows": ("optimisation steps", _steps),
-    "rewrite-optimise": ("optimisation steps", _steps),
-    "rewrite": ("1 / max_remaining", _rewrite),
-    "rewrite-cf": ("1 / lam", _rewrite_lam),
-    "ablate": ("rows zeroed", _rows),
-}
 
 
 @dataclass
@@ -100,11 +66,13 @@ def search_strength(
 ) -> StrengthResult:
     """Raise the method's strength level by level (see the module docstring); every level is
     scored, so `options.score` is forced on."""
-    if method not in STRENGTH_KNOBS:
-        raise ValueError(f"Method {method!r} has no strength to search; searchable: {', '.join(STRENGTH_KNOBS)}.")
+    registered = METHODS.get(method)
+    strength = registered.strength if registered is not None else None
+    if strength is None:
+        raise ValueError(f"Method {method!r} has no strength to search; searchable: {', '.join(searchable())}.")
     if not levels or sorted(levels) != list(levels):
         raise ValueError(f"Strength levels must be given weakest first (got {levels}).")
-    knob, scale = STRENGTH_KNOBS[method]
+    knob, scale = strength.name, strength.scale
     tried: list[StrengthLevel] = []
     kept: tuple[float, EraseResult] | None = None
     stopped_by = "strongest level reached"

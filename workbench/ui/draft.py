@@ -106,31 +106,8 @@ class EditDraft:
 
 
 def describe(op: Any) -> str:
-    """One line for the operation list."""
-    kind = op.kind
-    if kind == "ablate_value_vectors":
-        return f"ablate ({op.mode}) layer {op.layer} neurons {_short(op.neurons)}"
-    if kind == "prune_neurons":
-        return f"prune layer {op.layer} neurons {_short(op.neurons)}"
-    if kind == "project_out_direction":
-        name = op.direction if isinstance(op.direction, str) else f"{len(op.direction)}-d direction"
-        return f"project out {name} from layers {_short(op.layers)} (alpha {op.alpha:g})"
-    if kind == "neuron_adjust":
-        parts = [f"L{r.layer}:{_short(r.neurons)}" for r in op.runtime]
-        return "neuron adjust (run-time) " + ", ".join(parts)
-    if kind == "remove_sae_features":
-        return f"remove SAE features {_short(op.features)} at layer {op.layer} (tau {op.tau:g}, mu {op.mu:g})"
-    if kind == "optimise_value_vectors":
-        rows = sum(len(t.rows) for t in op.targets)
-        layers = [t.layer for t in op.targets]
-        target = op.params.get("target", "")
-        return f"optimised deltas on {rows} value vectors in layers {_short(layers)}" + (f" ({target} target)" if target else "")
-    return kind
-
-
-def _short(items: list[int], n: int = 8) -> str:
-    head = ", ".join(str(i) for i in items[:n])
-    return f"[{head}{', ...' if len(items) > n else ''}] ({len(items)})" if len(items) > n else f"[{head}]"
+    """One line for the operation list: the operation describes itself (edits/spec.py)."""
+    return str(op.describe())
 
 
 def continuation_markdown(prompt: str, text: str, cursor: bool = False) -> str:
