@@ -35,6 +35,7 @@ from workbench.benchmark.goals import (  # noqa: E402
     goal_summary,
     latest_rows,
     mean_row,
+    tier,
 )
 from workbench.benchmark.results import (  # noqa: E402
     HELD_OUT,
@@ -116,7 +117,7 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
         return m[name][side] if name in m else None
 
     ppl_b, ppl_a = pick("neutral perplexity", "before"), pick("neutral perplexity")
-    return {
+    row = {
         "concept": concept, "method": method,
         "concept_first": pick("concept first-token acc"), "concept_cont": pick("concept continuation acc"),
         "concept_answered": pick("concept answered"),
@@ -132,6 +133,8 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
         "score": card.score, "verdicts": card.verdicts,
         "devbench": DEV_BUILD if concept in DEV_TITLES else HELD_OUT,  # what it was scored against
     }
+    row["tier"] = tier(row)  # the same rule the tables apply (older rows get it computed when read)
+    return row
 
 
 def _changed(bundle: ModelBundle, adapter: Any) -> int:

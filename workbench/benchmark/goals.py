@@ -63,6 +63,40 @@ def goal_met(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> bool:
     return all(v is True for v in goal_checks(row, goal).values())
 
 
+# Tiers an edit can reach, best first: progress shows before the whole goal is met, and an edit
+# that does nothing can no longer look good by holding its controls.
+TIER_GOAL = "our goal"
+TIER_PISCES = "PISCES acceptance"
+TIER_HELD = "controls held, concept not erased"
+TIER_BROKE = "controls broke"
+TIERS = (TIER_GOAL, TIER_PISCES, TIER_HELD, TIER_BROKE)
+
+
+@dataclass(frozen=True)
+class PiscesAcceptance:
+    """PISCES's grid search accepts a setting at concept accuracy <= 0.13 while MMLU stays >= 0.45
+    from a base of 0.61 (>= 0.74 of base): the concept's name-dependent prompts answered at most
+    `name_dep_max`, general prompts at least `general_min_of_base` of the base."""
+
+    name_dep_max: float = 0.13
+    general_min_of_base: float = 0.74
+
+
+def tier(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal(),
+         pisces: PiscesAcceptance = PiscesAcceptance()) -> str:
+    """The best tier the row reaches (TIERS): the whole goal; else PISCES's acceptance (concept
+    gone by its looser bar, general utility kept by its looser bar, other controls allowed to
+    move); else every control held though the concept stays; else a control broke. The row's
+    general is relative to a base of 1.00 (every dev-benchmark prompt is one the base answers)."""
+    if goal_met(row, goal):
+        return TIER_GOAL
+    name_dep, general = row.get("name_dep"), row.get("general")
+    if (isinstance(name_dep, int | float) and isinstance(general, int | float)
+            and name_dep <= pisces.name_dep_max and general >= pisces.general_min_of_base):
+        return TIER_PISCES
+    return TIER_HELD if controls_held(row, goal) else TIER_BROKE
+
+
 def mean_row(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """Column means over rows (numbers only; None where no row has the column)."""
     keys = {k for r in rows for k, v in r.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.benchmark.goals import controls_held, goal_met, latest_rows, mean_row
+from workbench.benchmark.goals import TIERS, controls_held, goal_met, latest_rows, mean_row, tier
 from workbench.config import REPO_ROOT
 
 RESULTS_FILE = REPO_ROOT / "bench" / "results" / "erasure-embedded.jsonl"
@@ -42,13 +42,15 @@ class MethodResult:
     build: str = ""  # the dev benchmark build the rows were scored on (its built_at)
     earlier_build: bool = False  # the method was not run on the build the results were asked for
     passed: int = 0  # concepts whose row meets every part of the goal
+    tiers: Mapping[str, int] = field(default_factory=dict)  # concepts per tier (goals.TIERS)
 
-    def rank_key(self) -> tuple[int, int, float]:
-        """How methods are ranked (larger is better): concepts that met the whole goal, then
-        concepts whose controls all held (an erasure that breaks a control is a failure), then
-        the least of the concept left (mean name-dependent answered)."""
+    def rank_key(self) -> tuple[int, ...]:
+        """How methods are ranked (larger is better), first by tier: concepts that met the whole
+        goal, then those at PISCES's acceptance, then concepts whose controls all held (an
+        erasure that breaks a control is a failure), then the least of the concept left (mean
+        name-dependent answered, in thousandths)."""
         name_dep = self.get("name_dep")
-        return (self.passed, self.held, -(1.0 if name_dep is None else name_dep))
+        return (self.passed, self.tiers.get(TIERS[1], 0), self.held, -round(1000 * (1.0 if name_dep is None else name_dep)))
 
     def get(self, key: str) -> float | None:
         return self.means.get(key)
@@ -83,8 +85,9 @@ def method_results(rows: Sequence[Mapping[str, Any]], build: str | None = None) 
     for m in order:
         chosen = build if build in groups[m] else max(groups[m])
         g = groups[m][chosen]
+        tiers = {t: sum(tier(x) == t for x in g) for t in TIERS}
         out[m] = MethodResult(m, len(g), sum(controls_held(x) for x in g), mean_row(g), chosen, chosen != build,
-                              sum(goal_met(x) for x in g))
+                              sum(goal_met(x) for x in g), tiers)
     return out
 
 
@@ -139,6 +142,15 @@ def goal_table(results: Mapping[str, MethodResult]) -> str:
     return "\n".join(lines)
 
 
+def tier_table(results: Mapping[str, MethodResult]) -> str:
+    """Concepts per tier and per method (goals.TIERS, best first)."""
+    methods = list(results)
+    lines = ["| tier (concepts) | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    for t in TIERS:
+        lines.append(f"| {t} | " + " | ".join(f"{results[m].tiers.get(t, 0)}/{results[m].n}" for m in methods) + " |")
+    return "\n".join(lines)
+
+
 def concept_table(rows: Sequence[Mapping[str, Any]], results: Mapping[str, MethodResult]) -> str:
     """Per concept and method (its rows of the build `results` used): name-dep answered /
     neighbours / general / perplexity."""
@@ -177,9 +189,9 @@ def readme_block(rows: Sequence[Mapping[str, Any]]) -> str:
     results = method_results(rows)
     best = best_method(results)
     ranking = ("Best measured on this table (`results.best_method`: of the methods run on the most concepts of the "
-               "newest build, the most concepts that met the whole goal, then the most whose controls all held, then "
-               f"the lowest name-dep): **{best or 'none yet'}**.")
-    parts = [readme_table(results), goal_table(results), ranking,
+               "newest build, ranked by tier: the most concepts that met the whole goal, then at PISCES's acceptance, "
+               f"then the most whose controls all held, then the lowest name-dep): **{best or 'none yet'}**.")
+    parts = [readme_table(results), goal_table(results), tier_table(results), ranking,
              "Per concept (name-dep answered / neighbours / general / perplexity):",
              concept_table(rows, results)]
     if any(r.get("devbench") == HELD_OUT for r in rows):

@@ -140,6 +140,7 @@ class Scorecard:
         d["score"] = _r(self.score)
         d["score_terms"] = {k: _r(v) for k, v in self.score_terms.items()}
         d["outcome"] = self.outcome
+        d["tier"] = self.tier
         return d
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -161,6 +162,37 @@ class Scorecard:
     def passed(self) -> bool:
         """Success means both: the concept gone and every control held."""
         return self.concept_gone and not self.broken_controls
+
+    def goal_row(self) -> dict[str, float | None]:
+        """The scorecard in the dev table's terms (benchmark/goals.py): name-dep as a share of
+        the base's, the controls as 1 - their drop (a base of 1.00), others with their base,
+        the perplexity change in percent. What `tier` is judged on."""
+        def get(name: str) -> MetricRow | None:
+            return next((m for m in self.metrics if m.metric == name), None)
+
+        nd, nb, gen, oth, ppl = (get(n) for n in ("concept answered (name-dependent)", "neighbours answered",
+                                                  "general answered", "other concepts first-token acc",
+                                                  "neutral perplexity"))
+        return {
+            "name_dep": None if nd is None or not nd.n else (nd.after / nd.before if nd.before > 0 else 0.0),
+            "neighbours": None if nb is None or not nb.n else 1.0 - (nb.before - nb.after),
+            "general": None if gen is None or not gen.n else 1.0 - (gen.before - gen.after),
+            "others": None if oth is None or not oth.n else oth.after,
+            "others_base": None if oth is None or not oth.n else oth.before,
+            "ppl_change_pct": None if ppl is None or ppl.before <= 0 else 100.0 * (ppl.after / ppl.before - 1.0),
+        }
+
+    @property
+    def tier(self) -> str:
+        """The best tier the edit reaches (benchmark/goals.py TIERS), judged like the dev table."""
+        from workbench.benchmark.goals import tier
+
+        return tier(self.goal_row())
+
+    @property
+    def headline(self) -> str:
+        """The scorecard's first line: the tier, then the outcome."""
+        return f"Tier: {self.tier}. {self.outcome}"
 
     @property
     def outcome(self) -> str:

@@ -99,13 +99,13 @@ def _load(args: argparse.Namespace, path_text: str) -> tuple[Any, Any, Any, Any]
 
 
 def print_scorecard(card: Any) -> None:
-    print(f"\nScorecard: {card.concept}  (score {card.score:.3f}; terms "
+    print(f"\n{card.headline}")
+    print(f"Scorecard: {card.concept}  (score {card.score:.3f}; terms "
           + ", ".join(f"{k} {v:.2f}" for k, v in card.score_terms.items()) + ")")
     print(f"{'group':<12} {'metric':<40} {'before':>8} {'after':>8} {'delta':>8} {'n':>5}  want")
     for r in card.rows():
         fmt = lambda v: f"{v:8.3f}" if isinstance(v, int | float) else f"{'-':>8}"  # noqa: E731
         print(f"{r['group']:<12} {r['metric']:<40} {fmt(r['before'])} {fmt(r['after'])} {fmt(r['delta'])} {r['n']:>5}  {r['want']}")
-    print(f"  {card.outcome}")
     for v in card.verdicts:
         print(f"  {v}")
     for g in card.generations[:2]:

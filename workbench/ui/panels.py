@@ -85,7 +85,7 @@ def scorecard_view(card: Scorecard) -> None:
     m1, m2 = st.columns([1, 3])
     m1.metric("score (harmonic mean of forget, specificity, coherence)", f"{c.score:.3f}")
     with m2:
-        (st.success if c.passed else st.error)(c.outcome)
+        (st.success if c.passed else st.error)(c.headline)
         for verdict in c.verdicts:
             st.markdown("• " + verdict)
     st.dataframe(pd.DataFrame(c.rows()), hide_index=True, width="stretch")
