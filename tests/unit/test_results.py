@@ -1,4 +1,4 @@
-"""One source for measured numbers: the README's tables and the Erase page's method texts are what
+"""One source for measured numbers: docs/results.md's tables and the Erase page's method texts are what
 bench/results/erasure-embedded.jsonl gives, so they cannot drift apart."""
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ import re
 from pathlib import Path
 
 from workbench.benchmark.results import (
-    README_END,
-    README_START,
+    BLOCK_END,
+    BLOCK_START,
+    RESULTS_DOC,
     RESULTS_FILE,
     load_rows,
     measured_sentence,
     method_results,
-    readme_block,
-    replace_readme_block,
+    replace_results_block,
+    results_block,
 )
 from workbench.config import REPO_ROOT
 from workbench.methods.erase import METHODS, AblateConfig
@@ -23,10 +24,13 @@ from workbench.methods.registry import Method, register, unregister
 from workbench.ui.erase import method_help
 
 
-def test_readme_tables_are_generated_from_the_results_file() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    block = readme.split(README_START, 1)[1].split(README_END, 1)[0].strip()
-    assert block == readme_block(load_rows()), "README drifted: run `python bench/erasure.py --readme`"
+def test_results_doc_tables_are_generated_from_the_results_file() -> None:
+    assert RESULTS_DOC == REPO_ROOT / "docs" / "results.md"
+    doc = RESULTS_DOC.read_text()
+    assert doc.count(BLOCK_START) == 1 and doc.count(BLOCK_END) == 1
+    block = doc.split(BLOCK_START, 1)[1].split(BLOCK_END, 1)[0].strip()
+    assert block == results_block(load_rows()), "docs/results.md drifted: run `python bench/erasure.py --docs`"
+    assert BLOCK_START not in (REPO_ROOT / "README.md").read_text(), "the generated tables live in docs/results.md"
 
 
 def test_erase_page_quotes_the_results_file_and_types_no_numbers_of_its_own() -> None:
@@ -54,7 +58,7 @@ def test_a_method_without_rows_says_it_has_not_been_measured() -> None:
     assert text.endswith(unmeasured) and text.startswith(f"Zeroes {AblateConfig().n_rows} rows.")
 
 
-def test_a_new_row_changes_what_readme_and_page_would_say(tmp_path: Path) -> None:
+def test_a_new_row_changes_what_docs_and_page_would_say(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in RESULTS_FILE.read_text().splitlines() if line.strip()]
     extra = {**next(r for r in rows if r["method"] == "ablate"), "concept": "Made-up concept", "name_dep": 0.0}
     path = tmp_path / "results.jsonl"
@@ -62,8 +66,8 @@ def test_a_new_row_changes_what_readme_and_page_would_say(tmp_path: Path) -> Non
     before, after = method_results(load_rows()), method_results(load_rows(path))
     assert after["ablate"].n == before["ablate"].n + 1
     assert measured_sentence(after["ablate"]) != measured_sentence(before["ablate"])
-    text = f"intro\n{README_START}\nold\n{README_END}\noutro"
-    new = replace_readme_block(text, readme_block(load_rows(path)))
+    text = f"intro\n{BLOCK_START}\nold\n{BLOCK_END}\noutro"
+    new = replace_results_block(text, results_block(load_rows(path)))
     assert "Made-up concept" in new and new.startswith("intro\n") and new.endswith("\noutro") and "old" not in new
 
 
