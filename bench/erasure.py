@@ -6,8 +6,9 @@ general; other concepts; perplexity change; re-introduction; weights changed; wa
     python bench/erasure.py --all            # all dev concepts x all methods (hours on 2 cores)
 
 Rows are appended to bench/results/erasure-<model>.jsonl as they finish, so a long run can be stopped
-and its finished rows kept; `--table` reprints the table from that file and `--readme` regenerates the
-README's tables from it (the file is the one source of the numbers the README and the Erase page quote).
+and its finished rows kept; `--table` reprints the table from that file and `--docs` regenerates the
+tables of docs/results.md from it (the file is the one source of the numbers docs/results.md and the
+Erase page quote).
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from workbench.benchmark.goals import (  # noqa: E402
 )
 from workbench.benchmark.results import (  # noqa: E402
     HELD_OUT,
+    RESULTS_DOC,
     RESULTS_FILE,
     load_rows,
-    readme_block,
-    replace_readme_block,
+    replace_results_block,
+    results_block,
 )
 from workbench.benchmark.scorecard import evaluate  # noqa: E402
 from workbench.config import Settings  # noqa: E402
@@ -74,19 +76,27 @@ def fact_set_for(bundle: ModelBundle, corpus: Corpus, concept: str) -> FactSet:
 
 def config_overrides(base: Any, pairs: list[str]) -> Any:
     """A config dataclass with FIELD=VALUE strings applied (values typed like the field's
-    default; tuples as comma lists). Unknown fields exit with the list of known ones."""
-    changes: dict[str, Any] = {}
+    default; tuples as comma lists; a field of a composed config dotted, retain.n_neutral=30).
+    An unknown field exits naming it."""
     for pair in pairs:
         key, _, raw = pair.partition("=")
-        if not hasattr(base, key):
-            sys.exit(f"{type(base).__name__} has no field {key!r}")
-        default = getattr(base, key)
-        if isinstance(default, tuple):
-            kind = type(default[0]) if default else int
-            changes[key] = tuple(kind(x) for x in raw.split(","))
-        else:
-            changes[key] = type(default)(raw)
-    return replace(base, **changes)
+        base = _override(base, key.split("."), raw)
+    return base
+
+
+def _override(cfg: Any, path: list[str], raw: str) -> Any:
+    head = path[0]
+    if not hasattr(cfg, head):
+        sys.exit(f"{type(cfg).__name__} has no field {head!r}")
+    default = getattr(cfg, head)
+    if len(path) > 1:
+        value = _override(default, path[1:], raw)
+    elif isinstance(default, tuple):
+        kind = type(default[0]) if default else int
+        value = tuple(kind(x) for x in raw.split(","))
+    else:
+        value = type(default)(raw)
+    return replace(cfg, **{head: value})
 
 
 def optimise_overrides(pairs: list[str], n_layers: int) -> OptimiseConfig | None:
@@ -185,7 +195,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--table", action="store_true", help="only print the table of finished rows")
-    parser.add_argument("--readme", action="store_true", help="regenerate the README's tables from the results file")
+    parser.add_argument("--docs", action="store_true", help="regenerate docs/results.md's tables from the results file")
     parser.add_argument("--sae-site", default=None, choices=["hook_mlp_out", "mlp.hook_out"],
                         help="site of the local layer-6 SAE the pisces methods use (default: the newest)")
     parser.add_argument("--sae-id", default=None, help="local SAE folder the pisces methods use")
@@ -193,14 +203,14 @@ def main() -> None:
     parser.add_argument("--key-names", default="", help="comma-separated FactSet.key_names for this run's concepts")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="config override: OptimiseConfig for the optimise methods (--set steps=60), "
-                             "RewriteConfig for rewrite and rewrite-cf (--set layers=4,6)")
+                             "RewriteConfig for rewrite and rewrite-cf (--set layers=4,6); the shared retain "
+                             "and frames configs dotted (--set retain.n_neutral=30)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     results = RESULTS_FILE.with_name(f"erasure-{args.model}.jsonl")  # the one results file (benchmark/results.py)
-    if args.readme:
-        readme = ROOT / "README.md"
-        readme.write_text(replace_readme_block(readme.read_text(), readme_block(load_rows(results))))
-        print(f"README tables regenerated from {results}")
+    if args.docs:
+        RESULTS_DOC.write_text(replace_results_block(RESULTS_DOC.read_text(), results_block(load_rows(results))))
+        print(f"{RESULTS_DOC}: tables regenerated from {results}")
         return
     if args.table:
         print_table(latest_rows([json.loads(line) for line in results.read_text().splitlines() if line.strip()]))

@@ -39,9 +39,11 @@ from workbench.edits.compile import compile_spec  # noqa: E402
 from workbench.models import load_bundle, parse_source  # noqa: E402
 from workbench.ui.draft import EditDraft, ablate  # noqa: E402
 
+DEFAULT_OPTIONS = EvalOptions()
+
 
 @torch.no_grad()
-def baseline_measure(bundle, probe, variant: Adapter | None, options: EvalOptions = EvalOptions()) -> None:
+def baseline_measure(bundle, probe, variant: Adapter | None, options: EvalOptions = DEFAULT_OPTIONS) -> None:
     """The forward passes of the pre-adapter scorecard for one variant (results discarded)."""
     model, tok = bundle.hf_model, bundle.tokenizer
     sets = prompt_sets(probe)

@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from workbench.config import Settings
 from workbench.models import ModelBundle
 from workbench.models.depth import at_depth, layers_at_depth
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 from workbench.sae.train import SAETrainConfig
 from workbench.store import Store
 
@@ -144,7 +144,7 @@ def steps(store: Store, bundle: ModelBundle, cfg: FirstStartConfig = FirstStartC
 
 def run_first_start(
     store: Store, bundle: ModelBundle, settings: Settings, cfg: FirstStartConfig = FirstStartConfig(),
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
 ) -> list[str]:
     """Build every step that is not done yet, in order; returns one line per step.
 

@@ -31,7 +31,7 @@ from workbench.lenses.activations import (
 from workbench.lenses.concept_vectors import DocMeansCollector, concept_vectors, mlp_hidden_to_residual
 from workbench.lenses.tokens import clean_token_mask, vocab_strings
 from workbench.models import ModelBundle, layout
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 from workbench.store import Store
 
 
@@ -75,7 +75,7 @@ def _layers(bundle: ModelBundle, layers: Sequence[int] | None) -> list[int]:
 
 
 def build_vocab_projections(
-    store: Store, bundle: ModelBundle, cfg: PrepareConfig, progress: Progress = NullProgress()
+    store: Store, bundle: ModelBundle, cfg: PrepareConfig, progress: Progress = NULL_PROGRESS
 ) -> list[BuildReport]:
     """Top/bottom-k tokens of every value vector of the chosen layers, one layer per slice."""
     layers = _layers(bundle, cfg.layers)
@@ -152,7 +152,7 @@ def stats_frames(
 
 def build_neuron_stats(
     store: Store, bundle: ModelBundle, corpus: Corpus, cfg: PrepareConfig,
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
 ) -> list[BuildReport]:
     """Per-neuron mean/std/quantiles/histogram of cfg.stat_site over a corpus sample."""
     layers = _layers(bundle, cfg.layers)
@@ -184,7 +184,7 @@ def build_neuron_stats(
 
 def build_concept(
     store: Store, bundle: ModelBundle, concept: ConceptSet, cfg: PrepareConfig,
-    progress: Progress = NullProgress(), neutral_corpus_id: str | None = None,
+    progress: Progress = NULL_PROGRESS, neutral_corpus_id: str | None = None,
 ) -> BuildReport:
     """Neuron contrast (concept vs neutral), concept/neutral histograms and concept vectors of
     one concept set, written as one slice."""
@@ -232,7 +232,7 @@ def build_concept(
 
 
 def build_concepts(
-    store: Store, bundle: ModelBundle, corpus: Corpus, cfg: PrepareConfig, progress: Progress = NullProgress(),
+    store: Store, bundle: ModelBundle, corpus: Corpus, cfg: PrepareConfig, progress: Progress = NULL_PROGRESS,
     neutral_corpus_id: str | None = None,
 ) -> list[BuildReport]:
     """`build_concept` for each of cfg.concepts that the corpus has an article for (others are

@@ -31,6 +31,9 @@ class NullProgress:
         pass
 
 
+NULL_PROGRESS = NullProgress()  # it holds no state: the one default of every `progress` argument
+
+
 class TqdmProgress:
     """One tqdm bar per stage; messages go through tqdm.write so bars stay intact."""
 

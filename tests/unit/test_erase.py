@@ -16,11 +16,12 @@ from workbench.edits.compile import compile_spec
 from workbench.edits.spec import EditSpec, load_spec, save_spec
 from workbench.methods.erase import METHODS, AblateConfig, EraseOptions, RowCandidate, erase
 from workbench.methods.optimise import OptimiseConfig
+from workbench.methods.retain import RetainConfig
 from workbench.models.hashing import model_weights_sha256
 
 # min_target_prob 0: the random tiny model gives every token only a small probability
 TINY_OPTIMISE = OptimiseConfig(layers=(0, 1, 2), n_rows=24, steps=3, min_target_prob=0.0, repr_layers=(2,),
-                               n_retain_neutral=8, n_retain_neighbours=4, eval_every=100, lr_scale=0.5)
+                               retain=RetainConfig(n_neutral=8, n_neighbours=4), eval_every=100, lr_scale=0.5)
 TINY = EraseOptions(optimise=TINY_OPTIMISE, ablate=AblateConfig(n_rows=24, runners_up=8), score=False)
 
 

@@ -13,7 +13,7 @@ from workbench.benchmark.schema import ProbePrompt
 from workbench.benchmark.scorecard import EvalOptions, evaluate, measure, measure_each
 from workbench.edits import EditSpec, compile_spec
 from workbench.models.hashing import model_weights_sha256
-from workbench.progress import NullProgress
+from workbench.progress import NULL_PROGRESS, NullProgress
 
 PLANTED_PROMPT = "The city of"
 OPTIONS = EvalOptions(max_new_tokens=2, neutral_max_tokens=16, generation_tokens=3, kl_top_k=16)
@@ -134,7 +134,7 @@ def test_second_scorecard_reuses_the_base_side_and_agrees(tiny_bundle, monkeypat
     calls: list[int] = []
     real = ev.measure_each
 
-    def counting(bundle, probe, variants, options=OPTIONS, progress=NullProgress(), reference=None):  # type: ignore[no-untyped-def]
+    def counting(bundle, probe, variants, options=OPTIONS, progress=NULL_PROGRESS, reference=None):  # type: ignore[no-untyped-def]
         calls.append(len(variants) + (0 if reference is None else 10))
         return real(bundle, probe, variants, options, progress, reference)
 

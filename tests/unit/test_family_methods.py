@@ -26,8 +26,10 @@ from workbench.generate import SamplingParams, generate_pair
 from workbench.lenses.tokens import tokenizer_kind
 from workbench.methods.erase import DEFAULT_METHOD, METHODS, AblateConfig, EraseOptions, PiscesConfig, erase
 from workbench.methods.facts import FactSet, build_fact_set, fact_targets
+from workbench.methods.frames import FramesConfig
 from workbench.methods.key_rewrite import RewriteConfig
 from workbench.methods.optimise import OptimiseConfig
+from workbench.methods.retain import RetainConfig
 from workbench.models import ModelBundle, load_bundle, parse_source
 from workbench.models.depth import default_sae_layer
 from workbench.models.tiny import FAMILIES, TOKENIZERS, TinyConfig, build_tiny_checkpoint
@@ -38,10 +40,10 @@ pytestmark = pytest.mark.families
 
 CONCEPT = "Paris"
 QUICK = EraseOptions(
-    optimise=OptimiseConfig(n_rows=16, steps=2, n_retain_neutral=6, n_retain_neighbours=3, n_retain_collisions=3,
-                            eval_every=100, cf_batch=2, cf_nonces=2, n_neighbour_names=2),
-    rewrite=RewriteConfig(steps=3, cov_tokens=600, n_retain_neutral=6, n_retain_neighbours=3, lams=(100.0,),
-                          frame_batch=8, n_neighbour_names=2, cf_nonces=2),
+    optimise=OptimiseConfig(n_rows=16, steps=2, retain=RetainConfig(n_neutral=6, n_neighbours=3, n_collisions=3),
+                            eval_every=100, frames=FramesConfig(cf_batch=2, cf_nonces=2, n_neighbour_names=2)),
+    rewrite=RewriteConfig(steps=3, cov_tokens=600, retain=RetainConfig(n_neutral=6, n_neighbours=3), lams=(100.0,),
+                          frame_batch=8, frames=FramesConfig(n_neighbour_names=2, cf_nonces=2)),
     ablate=AblateConfig(n_rows=16, runners_up=4),
     pisces=PiscesConfig(n_candidates=12, n_select=2, taus=(0.5,), mus=(8.0,), n_features=4, min_target_prob=0.0),
     score=False,

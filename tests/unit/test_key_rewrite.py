@@ -14,11 +14,12 @@ from workbench.corpus import load_wiki
 from workbench.edits.compile import compile_spec
 from workbench.edits.spec import load_spec, save_spec
 from workbench.methods.erase import EraseOptions, erase
+from workbench.methods.frames import FramesConfig, build_frames
 from workbench.methods.key_rewrite import RewriteConfig, repr_distance, rewrite_name_key, solve_delta
-from workbench.methods.optimise import build_frames
+from workbench.methods.retain import RetainConfig
 
-TINY = RewriteConfig(layers=(0, 1), repr_layers=(2,), steps=60, cov_tokens=1500, n_retain_neutral=8,
-                     n_retain_neighbours=4, max_remaining=0.5, frame_batch=16,
+TINY = RewriteConfig(layers=(0, 1), repr_layers=(2,), steps=60, cov_tokens=1500,
+                     retain=RetainConfig(n_neutral=8, n_neighbours=4), max_remaining=0.5, frame_batch=16,
                      max_neutral_change=1.0)
 
 
@@ -63,7 +64,7 @@ def test_rewrite_moves_the_name_towards_made_up_names(tiny_bundle, corpus) -> No
     solve = solves[0]
     assert solve.remaining_desired < 0.5 < solve.remaining_before
     # the solved weights reproduce what the hook did, measured again from scratch
-    frames = build_frames(tiny_bundle, facts, TINY.frames_config())
+    frames = build_frames(tiny_bundle, facts, (2,), TINY.retain.max_len)
     from workbench.methods.key_rewrite import full_layer_deltas
 
     with torch.no_grad():
@@ -122,8 +123,8 @@ def test_rewrite_then_optimise_is_two_composed_operations(tiny_bundle, corpus) -
     from workbench.methods.optimise import OptimiseConfig
     from workbench.models import layout
 
-    opt = OptimiseConfig(layers=(1, 2), n_rows=12, steps=2, min_target_prob=0.0, repr_layers=(2,), n_retain_neutral=6,
-                         n_retain_neighbours=2, n_retain_collisions=2, eval_every=100, lr_scale=0.5)
+    opt = OptimiseConfig(layers=(1, 2), n_rows=12, steps=2, min_target_prob=0.0, repr_layers=(2,),
+                         retain=RetainConfig(n_neutral=6, n_neighbours=2, n_collisions=2), eval_every=100, lr_scale=0.5)
     result = erase(tiny_bundle, corpus, "Harry Potter", "rewrite-optimise",
                    options=EraseOptions(rewrite=TINY, optimise=opt, score=False))
     first, second = result.spec.operations
@@ -157,18 +158,18 @@ def test_solve_holds_kept_keys_where_they_are() -> None:
 def test_counterfactual_rewrite_moves_the_next_token_distributions_to_made_up_names(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
+    from workbench.methods.counterfactual import build_counterfactual
     from workbench.methods.facts import build_fact_set
     from workbench.methods.key_rewrite import _CounterfactualObjective, full_layer_deltas
-    from workbench.methods.optimise import build_counterfactual
 
     facts = build_fact_set(tiny_bundle, corpus, "Harry Potter", samples_per_prompt=0)
     # the whole 2k vocabulary as the target: the random model's flat distributions are no top-k
-    cfg = replace(TINY, target="counterfactual", cf_topk=2048, cf_batch=8, neighbour_key_weight=1.0,
-                  n_neighbour_names=2)
+    cfg = replace(TINY, target="counterfactual", neighbour_key_weight=1.0,
+                  frames=FramesConfig(cf_topk=2048, cf_batch=8, n_neighbour_names=2))
     result, solves = rewrite_name_key(tiny_bundle, facts, corpus, cfg)
-    cf = build_counterfactual(tiny_bundle, facts, cfg.frames_config())
+    cf = build_counterfactual(tiny_bundle, facts, cfg.frames, cfg.retain.max_len)
     assert cf is not None
-    objective = _CounterfactualObjective(tiny_bundle, cf, cfg.cf_batch)
+    objective = _CounterfactualObjective(tiny_bundle, cf, cfg.frames.cf_batch)
     with torch.no_grad():
         assert objective.remaining(None) == pytest.approx(1.0, abs=1e-4)  # nothing edited: all of the KL left
         with full_layer_deltas(tiny_bundle, result.deltas):
@@ -183,24 +184,24 @@ def test_held_names_are_same_topic_neighbours_then_other_topics(corpus) -> None:
     from workbench.corpus.nonce import guess_kind
     from workbench.methods.facts import FactSet
     from workbench.methods.key_rewrite import held_names
-    from workbench.methods.optimise import retain_documents, retain_split
+    from workbench.methods.retain import retain_documents, retain_split
 
     facts = FactSet(concept="Harry Potter", name="Harry Potter", kind=guess_kind(corpus.document_for("Harry Potter")))
-    cfg = replace(TINY, n_neighbour_names=2, n_other_names=3)
-    docs = retain_documents(corpus, facts, cfg.frames_config())
-    split = retain_split(corpus, facts, cfg.frames_config())
+    cfg = replace(TINY, frames=FramesConfig(n_neighbour_names=2), n_other_names=3)
+    docs = retain_documents(corpus, facts, cfg.retain)
+    split = retain_split(corpus, facts, cfg.retain)
     names = held_names(*split, cfg)
     topic = corpus.document_for("Harry Potter").topic
     by_title = {d.title: d for d in docs}
     assert len(names) == 5 and len(set(names)) == 5 and "Harry Potter" not in names
     assert [by_title[n].topic == topic for n in names[:2]] == [True, True]
     assert names[:2] == [d.title for d in docs[:2]]
-    assert all(by_title[n] in docs[cfg.n_retain_neighbours:] for n in names[2:])
+    assert all(by_title[n] in docs[cfg.retain.n_neighbours:] for n in names[2:])
     assert held_names(*split, replace(cfg, n_other_names=0)) == names[:2]
-    # a topic with fewer articles than n_retain_neighbours: neutral articles are never named as neighbours
-    few = replace(cfg.frames_config(), n_retain_neighbours=10_000)
+    # a topic with fewer articles than retain.n_neighbours: neutral articles are never named as neighbours
+    few = replace(cfg.retain, n_neighbours=10_000)
     neighbours, neutral = retain_split(corpus, facts, few)
     assert all(d.topic == topic for d in neighbours) and len(neighbours) < 10_000
-    assert held_names(neighbours, neutral, replace(cfg, n_neighbour_names=10_000, n_other_names=0)) \
+    assert held_names(neighbours, neutral, replace(cfg, frames=FramesConfig(n_neighbour_names=10_000), n_other_names=0)) \
         == [d.title for d in neighbours]
     assert not {d.doc_id for d in neighbours} & {d.doc_id for d in neutral}

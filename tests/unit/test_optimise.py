@@ -8,14 +8,10 @@ import torch
 
 from workbench.corpus import load_wiki
 from workbench.methods.facts import Fact, FactSet, fact_targets, split_sentences
-from workbench.methods.optimise import (
-    OptimiseConfig,
-    bake,
-    contrast_rows,
-    delta_hooks,
-    optimise_value_vectors,
-    top_rows,
-)
+from workbench.methods.frames import FramesConfig
+from workbench.methods.optimise import OptimiseConfig, bake, delta_hooks, optimise_value_vectors
+from workbench.methods.retain import RetainConfig
+from workbench.methods.rows import contrast_rows, top_rows
 from workbench.models import layout
 
 
@@ -27,8 +23,8 @@ def facts() -> FactSet:
 
 
 def _cfg(**kw: object) -> OptimiseConfig:
-    base = dict(layers=(0, 1, 2), n_rows=24, steps=12, min_target_prob=0.0, repr_layers=(2,), n_retain_neutral=8,
-                n_retain_neighbours=4, eval_every=100, lr_scale=0.5, kl_weight=0.1)
+    base = dict(layers=(0, 1, 2), n_rows=24, steps=12, min_target_prob=0.0, repr_layers=(2,),
+                retain=RetainConfig(n_neutral=8, n_neighbours=4), eval_every=100, lr_scale=0.5, kl_weight=0.1)
     base.update(kw)
     return OptimiseConfig(**base)  # type: ignore[arg-type]
 
@@ -101,12 +97,14 @@ def test_contrast_rows_ranks_planted_neuron_and_guards_always_on():
     mean_c[0][7] = 50.0
     mean_n[0][7] = 1000.0  # always-on, massive neuron: guarded
     mean_n[0][:7] = 0.1
-    scores = contrast_rows(mean_c, mean_n, std_n, n_rows=1)
-    assert top_rows(scores, 1) == {0: [3]}
+    scores = contrast_rows(mean_c, mean_n, std_n)
+    # every neuron is scored (the guarded one 0); how many rows are taken is top_rows' n_rows alone
+    assert scores[0].shape == (10,) and scores[0][7] == 0 and scores[0][3] == pytest.approx(4.9)
+    assert top_rows(scores, 1) == {0: [3]} and len(top_rows(scores, 4)[0]) == 4
 
 
 def test_collision_mask_marks_positions_before_target_tokens() -> None:
-    from workbench.methods.optimise import collision_mask
+    from workbench.methods.retain import collision_mask
 
     ids = torch.tensor([[2, 7, 9, 7, 0], [2, 5, 5, 5, 5]])
     am = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
@@ -118,32 +116,31 @@ def test_collision_mask_marks_positions_before_target_tokens() -> None:
 def test_retain_batch_takes_its_share_of_colliding_texts_and_keeps_their_positions() -> None:
     import random
 
-    from workbench.methods.optimise import _retain_batch, _retain_positions
+    from workbench.methods.retain import sample_retain_positions, sample_retain_texts
 
     rng = random.Random(0)
-    pick = _retain_batch([0, 1], [2, 3, 4, 5], size=4, share=0.5, rng=rng)
+    pick = sample_retain_texts([0, 1], [2, 3, 4, 5], size=4, share=0.5, rng=rng)
     assert sorted(pick[:2]) == [0, 1] and set(pick[2:]) <= {2, 3, 4, 5} and len(set(pick)) == 4
-    assert sorted(_retain_batch([0, 1, 2], [3], size=4, share=0.25, rng=rng)) == [0, 1, 2, 3]
+    assert sorted(sample_retain_texts([0, 1, 2], [3], size=4, share=0.25, rng=rng)) == [0, 1, 2, 3]
     enc = {"input_ids": torch.arange(12).reshape(2, 6), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
     always = torch.zeros(2, 6, dtype=torch.bool)
     always[1, 3] = True
-    _, mask = _retain_positions(enc, [1, 0], per_text=2, rng=rng, always=always)
+    _, mask = sample_retain_positions(enc, [1, 0], per_text=2, rng=rng, always=always)
     assert mask[0, 3] and mask.sum(1).tolist() == [2, 2]
 
 
 def test_key_names_get_their_own_frames_and_round_trip(tiny_bundle, facts: FactSet) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from workbench.methods.optimise import FRAMES, build_frames, name_frames
+    from workbench.methods.frames import FRAMES, build_frames, name_frames
 
-    cfg = _cfg()
-    plain = build_frames(tiny_bundle, facts, cfg)
+    plain = build_frames(tiny_bundle, facts, (2,), 64)
     keyed = replace(facts, key_names=["Hermione Granger", "Hogwarts"])
-    both = build_frames(tiny_bundle, keyed, cfg)
+    both = build_frames(tiny_bundle, keyed, (2,), 64)
     assert len(plain.last) == len(name_frames(facts))
     assert len(both.last) == len(plain.last) + 2 * len(FRAMES)
     assert all(torch.equal(both.target[layer][: len(plain.last)], plain.target[layer]) for layer in plain.target)
-    bare = build_frames(tiny_bundle, keyed, cfg, with_targets=False)  # the same frames, no made-up-name passes
+    bare = build_frames(tiny_bundle, keyed, (2,), 64, with_targets=False)  # the same frames, no made-up-name passes
     assert bare.target == {} and torch.equal(bare.input_ids, both.input_ids) and torch.equal(bare.last, both.last)
     assert FactSet.from_json(keyed.to_json()).key_names == ["Hermione Granger", "Hogwarts"]
     assert FactSet.from_json(facts.to_json()).key_names == []
@@ -154,10 +151,11 @@ def test_representation_target_at_several_layers(tiny_bundle, facts) -> None:
     residuals as a full forward with hidden states."""
     from dataclasses import replace
 
-    from workbench.methods.optimise import build_frames, residuals_after
+    from workbench.methods.frames import build_frames
+    from workbench.methods.readout import residuals_after
 
-    one, two = (build_frames(tiny_bundle, facts, replace(_cfg(), repr_layers=(layer,))) for layer in (1, 2))
-    both = build_frames(tiny_bundle, facts, replace(_cfg(), repr_layers=(1, 2)))
+    one, two = (build_frames(tiny_bundle, facts, (layer,), 64) for layer in (1, 2))
+    both = build_frames(tiny_bundle, facts, (1, 2), 64)
     assert sorted(both.target) == [1, 2]
     assert torch.allclose(both.target[1], one.target[1]) and torch.allclose(both.target[2], two.target[2])
     ids = both.input_ids[:3]
@@ -182,10 +180,9 @@ def test_counterfactual_target_is_the_base_with_made_up_names(tiny_bundle, facts
     """The trained positions start at the name's last token, and their target is the base
     model's distribution at the same positions of the text with a made-up name."""
     from workbench.corpus.nonce import nonce_names
-    from workbench.methods.optimise import build_counterfactual, counterfactual_texts
+    from workbench.methods.counterfactual import build_counterfactual, counterfactual_texts
 
-    cfg = _cfg(cf_nonces=1, cf_topk=8)
-    cf = build_counterfactual(tiny_bundle, facts, cfg)
+    cf = build_counterfactual(tiny_bundle, facts, FramesConfig(cf_nonces=1, cf_topk=8), max_len=64)
     assert cf is not None and cf.mask.any(dim=1).all()
     texts = counterfactual_texts(facts)
     assert all(t.count("Harry Potter") == 1 for t in texts)
@@ -207,9 +204,10 @@ def test_counterfactual_target_is_the_base_with_made_up_names(tiny_bundle, facts
 def test_counterfactual_loss_is_zero_at_its_own_target_in_any_pick_order(tiny_bundle, facts: FactSet) -> None:
     """With the target set to the model's own distributions, the loss is the target's entropy
     whatever order the texts are picked in (an order mix-up pairs positions with other texts)."""
-    from workbench.methods.optimise import build_counterfactual, counterfactual_loss, selected_logits
+    from workbench.methods.counterfactual import build_counterfactual, counterfactual_loss
+    from workbench.methods.readout import selected_logits
 
-    cf = build_counterfactual(tiny_bundle, facts, _cfg(cf_nonces=1, cf_topk=2048))
+    cf = build_counterfactual(tiny_bundle, facts, FramesConfig(cf_nonces=1, cf_topk=2048), max_len=64)
     assert cf is not None and len(cf.input_ids) >= 3
     with torch.no_grad():
         own = selected_logits(tiny_bundle, cf.input_ids, cf.mask).softmax(-1)  # [positions, vocab]

@@ -265,6 +265,30 @@ def test_interrupted_catalogue_write_leaves_store_consistent(tmp_path, trained, 
 
 
 # -- PISCES erase pipeline on the tiny SAE ----------------------------------------------------------
+def test_pisces_retain_is_neighbours_and_neutral(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    """PISCES's 24 retain extracts are half same-topic neighbours and half neutral articles
+    (retain_split), never an article that names the concept; tokenised to max_len tokens."""
+    from workbench.methods.facts import FactSet
+    from workbench.methods.pisces_search import RETAIN_TEXTS, retain_encoding, retain_texts
+    from workbench.methods.retain import RetainConfig, retain_split
+
+    corpus = load_wiki("en")
+    facts = FactSet(concept="Paris", name="Paris", kind="place")
+    cfg = RetainConfig()
+    neighbours, neutral = retain_split(corpus, facts, cfg)
+    assert len(neighbours) >= RETAIN_TEXTS // 2  # else neutral fills in (checked below)
+    texts = retain_texts(corpus, facts, cfg)
+    half = RETAIN_TEXTS // 2
+    assert texts == [d.text[:400] for d in neighbours[:half] + neutral[:half]]
+    topic = corpus.document_for("Paris").topic
+    assert {d.topic for d in neighbours[:half]} == {topic} and any(d.topic != topic for d in neutral[:half])
+    few = retain_texts(corpus, facts, replace(cfg, n_neighbours=3))
+    assert len(few) == RETAIN_TEXTS and few[3:] == [d.text[:400] for d in retain_split(
+        corpus, facts, replace(cfg, n_neighbours=3))[1][: RETAIN_TEXTS - 3]]
+    enc = retain_encoding(tiny_bundle, corpus, facts)
+    assert enc["input_ids"].shape[0] == RETAIN_TEXTS and enc["input_ids"].shape[1] <= cfg.max_len
+
+
 def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, trained, sae_settings) -> None:  # type: ignore[no-untyped-def]
     from workbench.adapters import use
     from workbench.edits.compile import compile_spec
@@ -276,13 +300,15 @@ def test_pisces_pipeline_gives_a_spec_that_compiles_and_reverts(tiny_bundle, tra
     doc = corpus.get("Paris")
     facts = FactSet(concept=doc.title, name="Paris", kind="place",
                     facts=[Fact(s, "article") for s in split_sentences(doc.text)])
-    try:  # min_target_prob 0: the random tiny model gives every token a small probability
+    # min_target_prob 0: the random tiny model gives every token a small probability; 6 candidates:
+    # on this random model only the 5th and 6th by contrast lower the concept when removed
+    try:
         result = pisces_erase(tiny_bundle, corpus, facts, sae_settings.saes_dir, layer=TINY_CFG.layer,
-                              n_candidates=4, n_select=2, taus=(0.9, 0.5), mus=(8.0,), min_target_prob=0.0)
+                              n_candidates=6, n_select=2, taus=(0.9, 0.5), mus=(8.0,), min_target_prob=0.0)
     except ValueError as err:  # no candidate lowers the concept on a random model: a clear sentence
         assert "No candidate feature" in str(err)
         pytest.skip("no candidate lowered the concept on the random tiny model")
-    assert len(result.candidates) == 4 and len(result.grid) == 2
+    assert len(result.candidates) == 6 and len(result.grid) == 2
     assert all(c.dropped_by or c.selected or c.removal_effect == c.removal_effect for c in result.candidates)
     op = result.spec.operations[0]
     assert op.kind == "remove_sae_features" and op.neuron_signs
@@ -302,11 +328,12 @@ def test_sae_feature_rows_feed_the_localized_optimisation(tiny_bundle, trained, 
     from workbench.methods.erase import EraseOptions, PiscesConfig, erase
     from workbench.methods.optimise import OptimiseConfig
     from workbench.methods.pisces_search import FeatureCandidate
+    from workbench.methods.retain import RetainConfig
     from workbench.sae.catalogue import tau_rows
 
     layer = TINY_CFG.layer
-    cfg = OptimiseConfig(layers=(layer,), steps=2, min_target_prob=0.0, repr_layers=(layer,), n_retain_neutral=6,
-                         n_retain_neighbours=2, n_retain_collisions=2, eval_every=100, lr_scale=0.5)
+    cfg = OptimiseConfig(layers=(layer,), steps=2, min_target_prob=0.0, repr_layers=(layer,),
+                         retain=RetainConfig(n_neutral=6, n_neighbours=2, n_collisions=2), eval_every=100, lr_scale=0.5)
     options = EraseOptions(optimise=replace(cfg, n_rows=12), saes_dir=sae_settings.saes_dir, score=False,
                            pisces=PiscesConfig(layer=layer, n_features=6, row_tau=0.5, min_target_prob=0.0))
     result = erase(tiny_bundle, load_wiki("en"), "Paris", "pisces-rows", options=options)

@@ -34,7 +34,7 @@ from workbench.benchmark.scoring import contains_any, harmonic_mean, mean, perpl
 from workbench.corpus import Corpus, load_wiki
 from workbench.models import ModelBundle
 from workbench.models.chat import check_chat_template
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 
 PROMPT_SETS = ("cloze", "questions", "neighbours", "general", "others", "reintro")
 
@@ -232,7 +232,7 @@ def measure_each(
     probe: ConceptProbe,
     variants: Sequence[Adapter | None],
     options: EvalOptions = EvalOptions(),
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
     reference: Measurements | None = None,
 ) -> list[Measurements]:
     """Run every probe prompt, the neutral text and the generations under each variant (the
@@ -292,7 +292,7 @@ def measure_each(
 
 def measure(
     bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions = EvalOptions(),
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
 ) -> Measurements:
     """The base model's measurements alone."""
     return measure_each(bundle, probe, (None,), options, progress)[0]
@@ -476,7 +476,7 @@ def evaluate(
     adapter: Adapter | None = None,
     corpus: Corpus | None = None,
     options: EvalOptions = EvalOptions(),
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
 ) -> Scorecard:
     """Scorecard of an edit of one concept (progress: 4 parts, each runs base and edited; the
     base side is measured once per concept and options and reused).

@@ -327,6 +327,16 @@ class EditSpec(_Strict):
         except ValidationError as err:
             raise SpecError(_explain(err)) from err
 
+    def to_adapter(self, bundle: Any, payload: dict[str, torch.Tensor] | None = None,
+                   saes_dir: Path | None = None) -> Any:
+        """This spec compiled for `bundle` (`edits.compile.compile_spec`), with its payload
+        tensors and SAEs from `saes_dir`: what `model.edited(spec)` applies."""
+        from workbench.edits.compile import compile_spec
+        from workbench.sae.sources import spec_sae_loader
+
+        loader = spec_sae_loader(saes_dir) if saes_dir is not None else None
+        return compile_spec(self, bundle, payload=payload or None, sae_loader=loader)
+
     def sha256(self) -> str:
         """Hash of what the spec does (name, provenance and notes excluded), for export metadata.
         `chat_template` is provenance too, so a spec hashes as it did before the field existed."""

@@ -120,7 +120,7 @@ def effect_size(
     return (mean_pos - mean_neg) / pooled.sqrt().clamp_min(1e-8)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CollectConfig:
     site: str = "mlp.hook_pre"  # gate pre-activation g; 'mlp.hook_post' = h (down_proj input)
     max_tokens: int = 20_000

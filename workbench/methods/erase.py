@@ -54,21 +54,15 @@ from workbench.edits.compile import compile_spec
 from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection, SaeRef
 from workbench.methods.facts import FactSet, build_fact_set
 from workbench.methods.key_rewrite import RewriteConfig, rewrite_name_key
-from workbench.methods.optimise import (
-    OptimiseConfig,
-    Target,
-    contrast_rows,
-    mlp_hidden_means,
-    optimise_value_vectors,
-    retain_documents,
-    to_operation,
-)
+from workbench.methods.optimise import OptimiseConfig, Target, optimise_value_vectors, to_operation
 from workbench.methods.pisces_search import FeatureCandidate
 from workbench.methods.registry import METHODS, Method, StrengthKnob, register
+from workbench.methods.retain import RetainConfig, retain_documents
+from workbench.methods.rows import contrast_rows, mlp_hidden_means
 from workbench.models import ModelBundle, layout
 from workbench.models.chat import check_chat_template
 from workbench.models.depth import default_sae_layer, fit_layers
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 
 DEFAULT_METHOD = "optimise"
 # rewrite-cf's defaults: the counterfactual target, each neighbour name's key counting as one of the
@@ -144,7 +138,7 @@ class PiscesConfig:
         return self.layer if self.layer is not None else default_sae_layer(n_layers)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EraseOptions:
     """Knobs of the pipeline; defaults are what the CLI and app use."""
 
@@ -152,9 +146,9 @@ class EraseOptions:
     # OptimiseConfig (the method sets its target), the rest in the method's own config.
     optimise: OptimiseConfig | None = None  # optimise, optimise-*, rewrite-optimise, pisces-rows; None = defaults
     rewrite: RewriteConfig | None = None  # 'rewrite' and 'rewrite-optimise'; None = RewriteConfig()
-    ablate: AblateConfig = field(default_factory=lambda: AblateConfig())
-    project: ProjectConfig = field(default_factory=lambda: ProjectConfig())
-    pisces: PiscesConfig = field(default_factory=lambda: PiscesConfig())  # 'pisces' and 'pisces-rows'
+    ablate: AblateConfig = field(default_factory=AblateConfig)
+    project: ProjectConfig = field(default_factory=ProjectConfig)
+    pisces: PiscesConfig = field(default_factory=PiscesConfig)  # 'pisces' and 'pisces-rows'
     saes_dir: Path | None = None  # where the pisces methods find their SAE; None = Settings.from_env().saes_dir
     score: bool = True  # run the scorecard (evaluate) at the end
     eval_options: EvalOptions = field(default_factory=EvalOptions)  # its chat_template: set from the one below
@@ -162,6 +156,9 @@ class EraseOptions:
     # scorecard's generations go through the tokenizer's chat template (models/chat.py); recorded
     # in the spec. The one knob for both: erase sets eval_options.chat_template from it.
     chat_template: bool = False
+
+
+DEFAULT_OPTIONS = EraseOptions()  # frozen: one shared default
 
 
 @dataclass
@@ -271,14 +268,14 @@ def _pisces_rows(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: Eras
 
 
 def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
-    layers = fit_layers(opts.ablate.layers, ABLATE_LAYERS, bundle.n_layers)
-    cfg = OptimiseConfig(target="facts", layers=layers).fitted(bundle.n_layers)
+    layers = list(fit_layers(opts.ablate.layers, ABLATE_LAYERS, bundle.n_layers))
+    retain_cfg = RetainConfig()
     progress.stage("ablate: activation contrast, concept vs neutral text")
-    retain = [d.text for d in retain_documents(corpus, facts, cfg)]
-    n_mean, n_std = mlp_hidden_means(bundle, retain, list(cfg.layers), cfg.max_len)
-    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), list(cfg.layers), cfg.max_len)
+    retain = [d.text for d in retain_documents(corpus, facts, retain_cfg)]
+    n_mean, n_std = mlp_hidden_means(bundle, retain, layers, retain_cfg.max_len)
+    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), layers, retain_cfg.max_len)
     n_rows = opts.ablate.n_rows
-    scores = contrast_rows(c_mean, n_mean, n_std, n_rows)
+    scores = contrast_rows(c_mean, n_mean, n_std)
     flat = sorted(((float(s), layer, i) for layer, z in scores.items() for i, s in enumerate(z.tolist())), reverse=True)
     candidates = [RowCandidate(layer, i, s, "contrast z", selected=k < n_rows)
                   for k, (s, layer, i) in enumerate(flat[: n_rows + opts.ablate.runners_up])]
@@ -291,13 +288,13 @@ def _ablate(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
 
 
 def _project(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
-    cfg, p = OptimiseConfig(), opts.project
+    retain_cfg, p = RetainConfig(), opts.project
     layers = p.layers_for(bundle.n_layers)
     layer = layers[-1]
     progress.stage("project: difference of means, concept vs neutral text")
-    neutral = [d.text for d in retain_documents(corpus, facts, cfg)]
-    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), [layer], cfg.max_len)
-    n_mean, _ = mlp_hidden_means(bundle, neutral, [layer], cfg.max_len)
+    neutral = [d.text for d in retain_documents(corpus, facts, retain_cfg)]
+    c_mean, _ = mlp_hidden_means(bundle, facts.texts(), [layer], retain_cfg.max_len)
+    n_mean, _ = mlp_hidden_means(bundle, neutral, [layer], retain_cfg.max_len)
     u = (c_mean[layer] - n_mean[layer]) @ layout.w_out(bundle.hf_model, layer).detach().float()  # [d_model]
     u = u / u.norm()
     candidates = []
@@ -424,7 +421,7 @@ register(Method(
     strength=REWRITE_LAM))
 
 
-def check_method(bundle: ModelBundle, method: str, options: EraseOptions = EraseOptions()) -> None:
+def check_method(bundle: ModelBundle, method: str, options: EraseOptions = DEFAULT_OPTIONS) -> None:
     """Raise the one sentence that says why `method` cannot run on this model, before any work
     starts (the fact set's sampling takes a while): the SAE methods need a local SAE at their
     layer (FileNotFoundError naming the command that trains one). An unknown method passes
@@ -464,10 +461,10 @@ def erase(
     corpus: Corpus,
     concept: str,
     method: str = DEFAULT_METHOD,
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
     *,
     fact_set: FactSet | None = None,
-    options: EraseOptions = EraseOptions(),
+    options: EraseOptions = DEFAULT_OPTIONS,
     about: str = "",
     as_name: bool = False,
 ) -> EraseResult:

@@ -24,7 +24,7 @@ from workbench.corpus.nonce import Kind, guess_kind
 from workbench.lenses.tokens import encode_with_spans, pad_id, pad_ids
 from workbench.models import ModelBundle
 from workbench.models.chat import check_chat_template, format_prompt, plain_reply
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 
 SAMPLE_PROMPTS: dict[str, list[str]] = {
     "person": ["{X} was born in", "{X} is best known for", "Here are some facts about {X}:",
@@ -109,7 +109,7 @@ def build_fact_set(
     max_new_tokens: int = 40,
     temperature: float = 0.3,
     seed: int = 0,
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
     about: str = "",
     chat_template: bool = False,
 ) -> FactSet:

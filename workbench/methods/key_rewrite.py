@@ -25,7 +25,7 @@ gradient-trained value-vector edit (optimise.py) reaches about that 30% on singl
 With `target="counterfactual"` (method `rewrite-cf`, issue 16) step 2 optimises the desired
 outputs against the base's own behaviour on the same texts with made-up names instead: KL of the
 edited next-token distributions at the name and every later position to the base's on the
-made-up-name text (optimise.py's `build_counterfactual`), the full model in the loop. And step 3
+made-up-name text (counterfactual.py's `build_counterfactual`), the full model in the loop. And step 3
 keeps the keys of neighbour names (other names of the same kind, in the same frames) where they
 are: they join K with a desired change of 0, weighted by `neighbour_key_weight` per key, so the
 solve is told which other names the edit must not move, not only the average retain token.
@@ -44,28 +44,23 @@ from typing import Literal
 
 import torch
 
+from workbench.adapters.routing import DownProjEdit, down_proj_edits
 from workbench.corpus import Corpus, Document
 from workbench.lenses.tokens import pad_id, pad_ids
-from workbench.methods.facts import FactSet, split_sentences
-from workbench.methods.optimise import (
-    FRAMES,
+from workbench.methods.counterfactual import (
     CounterfactualBatch,
-    DownProjEdit,
-    FrameBatch,
-    OptimiseConfig,
-    OptimiseResult,
     build_counterfactual,
-    build_frames,
     counterfactual_cross_entropy,
-    down_proj_edits,
-    last_name_position,
-    residuals_after,
-    retain_split,
 )
+from workbench.methods.facts import FactSet, split_sentences
+from workbench.methods.frames import FRAMES, FrameBatch, FramesConfig, build_frames, last_name_position
+from workbench.methods.optimise import OptimiseResult
+from workbench.methods.readout import residuals_after
+from workbench.methods.retain import RetainConfig, retain_split
 from workbench.models import ModelBundle, layout
 from workbench.models.depth import fit_layers
 from workbench.models.hooks import capture, mlp_hidden, text_positions
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 
 RewriteTarget = Literal["representation", "counterfactual"]
 DEFAULT_LAYERS = (3, 4, 5, 6, 7)  # MLPs rewritten, on the 18-layer reference model
@@ -75,7 +70,9 @@ DEFAULT_REPR_LAYERS = (8,)
 @dataclass(frozen=True)
 class RewriteConfig:
     """Defaults: rewrite layers 3-7's W_out so the name looks made-up after layer 8 (on the
-    18-layer reference model; the same depth on others, see `fitted`)."""
+    18-layer reference model; the same depth on others, see `fitted`). The retain text (key
+    covariances, held names) and the made-up/neighbour-name settings (counterfactual target, kept
+    keys) are the shared `retain` and `frames` configs."""
 
     target: RewriteTarget = "representation"  # what the desired outputs are optimised for (see module doc)
     layers: tuple[int, ...] | None = None  # MLPs rewritten together; None = DEFAULT_LAYERS at this depth
@@ -87,23 +84,14 @@ class RewriteConfig:
     lams: tuple[float, ...] = (300.0, 100.0, 30.0, 10.0, 3.0, 1.0)  # tried largest (most conservative) first
     max_remaining: float = 0.15  # sqrt(mean repr loss / mean base repr loss) on the frames to accept a lam
     max_neutral_change: float = 0.03  # sqrt(E||h dW||^2 / E||h W_out||^2) on retain text, per layer
-    cov_tokens: int = 16_000
-    max_len: int = 64
-    n_retain_neutral: int = 60
-    n_retain_neighbours: int = 40
-    # counterfactual target: made-up names averaged, top-k kept, texts per step (as optimise.py's cf_*)
-    cf_nonces: int = 4
-    cf_topk: int = 64
-    cf_batch: int = 6
-    n_neighbour_names: int = 6  # same-topic titles whose keys the solve keeps (0 = none)
-    neighbour_key_weight: float = 0.0  # per neighbour key, relative to one concept key (0 = off)
+    cov_tokens: int = 16_000  # retain tokens of the key covariance C
+    # frames.n_neighbour_names same-topic titles have their keys kept by the solve, each weighted
+    # neighbour_key_weight relative to one concept key (0 = off)
+    neighbour_key_weight: float = 0.0
     n_other_names: int = 0  # titles of the neutral retain articles (other topics) kept the same way
-    seed: int = 0
-
-    def frames_config(self) -> OptimiseConfig:
-        return OptimiseConfig(repr_layers=self.repr_layers, max_len=self.max_len, n_retain_neutral=self.n_retain_neutral,
-                              n_retain_neighbours=self.n_retain_neighbours, cf_nonces=self.cf_nonces,
-                              cf_topk=self.cf_topk, n_neighbour_names=self.n_neighbour_names, seed=self.seed)
+    seed: int = 0  # the frame minibatches of the desired-output fit
+    retain: RetainConfig = field(default_factory=RetainConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
 
     def fitted(self, n_layers: int) -> RewriteConfig:
         """Every layer set for an `n_layers` model: defaults at the same relative depth
@@ -211,7 +199,7 @@ def rewrite_name_key(
     facts: FactSet,
     corpus: Corpus,
     cfg: RewriteConfig = RewriteConfig(),
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
 ) -> tuple[OptimiseResult, list[LayerSolve]]:
     """Solve the rewrite (see module docstring). Returns the deltas as an OptimiseResult (rows =
     every neuron of each rewritten layer) and what each layer's solve did.
@@ -224,24 +212,56 @@ def rewrite_name_key(
     layers = sorted(set(cfg.layers))
     for layer in layers:
         bundle.check_layer(layer)
-    gen = torch.Generator().manual_seed(cfg.seed)
     counterfactual = cfg.target == "counterfactual"  # its objective has its own targets, not the frames'
     progress.stage("frames" if counterfactual else "frames and made-up-name targets", total=None)
-    frames = build_frames(bundle, facts, cfg.frames_config(), with_targets=not counterfactual)
-    neighbours, neutral = retain_split(corpus, facts, cfg.frames_config())
+    frames = build_frames(bundle, facts, cfg.repr_layers, cfg.retain.max_len, with_targets=not counterfactual)
+    neighbours, neutral = retain_split(corpus, facts, cfg.retain)
+    objective = _objective(bundle, facts, frames, cfg, progress)
+    shared = fit_desired_outputs(bundle, frames, objective, layers, cfg, progress)
+    desired = {layer: v.expand(len(frames.last), -1).contiguous() for layer, v in shared.items()}
+    with torch.no_grad():
+        remaining_desired = objective.remaining(shared)
+    progress.stage("key covariance on retain text", total=None)
     retain = [s for d in neighbours + neutral for s in split_sentences(d.text)[:3]]
-    objective: _Objective
-    if counterfactual:
-        progress.stage("made-up-name distributions (counterfactual target)", total=None)
-        cf = build_counterfactual(bundle, facts, cfg.frames_config())
-        if cf is None:
-            raise ValueError(f"No text about {facts.name!r} tokenises the same after made-up names, so the "
-                             "counterfactual target has nothing to train on; use the 'rewrite' method.")
-        objective = _CounterfactualObjective(bundle, cf, cfg.cf_batch)
-    else:
-        objective = _ReprObjective(bundle, frames)
-    n = len(frames.last)
-    rows = torch.arange(n)
+    with torch.no_grad():
+        covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.retain.max_len)
+    kept = neighbour_frames(bundle, facts, held_names(neighbours, neutral, cfg), cfg.retain.max_len) \
+        if cfg.neighbour_key_weight > 0 else None
+    candidates, tried = search_lams(bundle, frames, layers, desired, covs, kept, objective, cfg, progress)
+    lam, deltas, rem, _ = choose_lam(candidates, cfg.max_remaining, cfg.max_neutral_change)
+    progress.message(f"lam {lam:g}: {objective.what} 1.00 -> {rem:.2f} "
+                     f"(desired outputs reach {remaining_desired:.2f})")
+    solves = [LayerSolve(layer, lam, 1.0, remaining_desired, rem,
+                         next(t[f"change_l{layer}"] for t in tried if t["lam"] == lam), tried) for layer in layers]
+    result = OptimiseResult(
+        rows={layer: list(range(bundle.d_mlp)) for layer in layers},
+        deltas={layer: d.contiguous() for layer, d in deltas.items()},
+        history=tried,
+        seconds=time.perf_counter() - t0,
+    )
+    return result, solves
+
+
+def _objective(bundle: ModelBundle, facts: FactSet, frames: FrameBatch, cfg: RewriteConfig,
+               progress: Progress) -> _Objective:
+    """Step 2's objective: the residual at the name pulled to made-up names' (the frames'
+    targets), or with target 'counterfactual' the base's distributions on made-up-name text."""
+    if cfg.target != "counterfactual":
+        return _ReprObjective(bundle, frames)
+    progress.stage("made-up-name distributions (counterfactual target)", total=None)
+    cf = build_counterfactual(bundle, facts, cfg.frames, cfg.retain.max_len)
+    if cf is None:
+        raise ValueError(f"No text about {facts.name!r} tokenises the same after made-up names, so the "
+                         "counterfactual target has nothing to train on; use the 'rewrite' method.")
+    return _CounterfactualObjective(bundle, cf, cfg.frames.cf_batch)
+
+
+def fit_desired_outputs(bundle: ModelBundle, frames: FrameBatch, objective: _Objective, layers: Sequence[int],
+                        cfg: RewriteConfig, progress: Progress) -> dict[int, torch.Tensor]:
+    """Step 2: one vector per layer ({layer: [d_model]}), added to the raw MLP output at the name in
+    every frame, optimised (Adam, `cfg.steps` minibatches) until the objective is met."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    rows = torch.arange(len(frames.last))
     with torch.no_grad():
         outs = {layer: o[rows, frames.last] for layer, o in _mlp_outputs(bundle, frames.input_ids, layers).items()}
     scales = {layer: float(o.pow(2).mean().sqrt()) for layer, o in outs.items()}
@@ -249,7 +269,7 @@ def rewrite_name_key(
     # and has to work in all contexts, which is what the held-out prompts need
     shared = {layer: torch.zeros(bundle.d_model, requires_grad=True) for layer in layers}
     opt = torch.optim.Adam([{"params": [shared[layer]], "lr": cfg.lr * scales[layer]} for layer in layers])
-    progress.stage(f"desired MLP outputs at the name (layers {layers})", total=cfg.steps, unit="step")
+    progress.stage(f"desired MLP outputs at the name (layers {list(layers)})", total=cfg.steps, unit="step")
     for _ in range(cfg.steps):
         pick = torch.randperm(objective.n, generator=gen)[: objective.batch(cfg.frame_batch)]
         opt.zero_grad()
@@ -260,19 +280,24 @@ def rewrite_name_key(
         loss.backward()
         opt.step()
         progress.advance(1, remaining=float(ratio.detach().mean().clamp_min(0).sqrt()))
-    desired = {layer: v.detach().expand(n, -1).contiguous() for layer, v in shared.items()}
-    with torch.no_grad():
-        remaining_desired = objective.remaining({layer: v.detach() for layer, v in shared.items()})
-    progress.stage("key covariance on retain text", total=None)
-    with torch.no_grad():
-        covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.max_len)
-    kept = neighbour_frames(bundle, facts, held_names(neighbours, neutral, cfg), cfg.max_len) \
-        if cfg.neighbour_key_weight > 0 else None
+    return {layer: v.detach() for layer, v in shared.items()}
+
+
+LamCandidate = tuple[float, dict[int, torch.Tensor], float, float]  # lam, deltas, remaining, neutral change
+
+
+def search_lams(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int], desired: dict[int, torch.Tensor],
+                covs: dict[int, torch.Tensor], kept: FrameBatch | None, objective: _Objective, cfg: RewriteConfig,
+                progress: Progress) -> tuple[list[LamCandidate], list[dict[str, float]]]:
+    """Step 3 for each lam of `cfg.lams` (largest first), measured on the objective and as the
+    change of each layer's output on retain text; stops at the first that erases within the
+    change budget, or once a looser solve reaches less than the stricter one before it.
+    Returns the candidates and their table (one dict per lam tried)."""
     energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
                                        @ layout.w_out(bundle.hf_model, layer).detach().float()))
               for layer in layers}  # E||h W_out||^2 on retain text
     tried: list[dict[str, float]] = []
-    candidates: list[tuple[float, dict[int, torch.Tensor], float, float]] = []
+    candidates: list[LamCandidate] = []
     progress.stage("solving the weight change per lam", total=len(cfg.lams))
     for lam in cfg.lams:
         deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam, kept, cfg.neighbour_key_weight)
@@ -289,18 +314,7 @@ def rewrite_name_key(
             break  # a looser solve reached less than the stricter one before it: past the best lam
     if not candidates:
         raise ValueError("RewriteConfig.lams is empty: give at least one lam.")
-    lam, deltas, rem, _ = choose_lam(candidates, cfg.max_remaining, cfg.max_neutral_change)
-    progress.message(f"lam {lam:g}: {objective.what} 1.00 -> {rem:.2f} "
-                     f"(desired outputs reach {remaining_desired:.2f})")
-    solves = [LayerSolve(layer, lam, 1.0, remaining_desired, rem,
-                         next(t[f"change_l{layer}"] for t in tried if t["lam"] == lam), tried) for layer in layers]
-    result = OptimiseResult(
-        rows={layer: list(range(bundle.d_mlp)) for layer in layers},
-        deltas={layer: d.contiguous() for layer, d in deltas.items()},
-        history=tried,
-        seconds=time.perf_counter() - t0,
-    )
-    return result, solves
+    return candidates, tried
 
 
 class _Objective:
@@ -388,10 +402,11 @@ class _CounterfactualObjective(_Objective):
 
 
 def held_names(neighbours: Sequence[Document], neutral: Sequence[Document], cfg: RewriteConfig) -> list[str]:
-    """The names whose keys the solve keeps: the titles of the first `n_neighbour_names` of
+    """The names whose keys the solve keeps: the titles of the first `frames.n_neighbour_names` of
     `retain_split`'s same-topic neighbours (most similar first), then of the first `n_other_names`
     neutral retain articles (random titles of other topics)."""
-    return [d.title for d in neighbours[: cfg.n_neighbour_names]] + [d.title for d in neutral[: cfg.n_other_names]]
+    return ([d.title for d in neighbours[: cfg.frames.n_neighbour_names]]
+            + [d.title for d in neutral[: cfg.n_other_names]])
 
 
 def neighbour_frames(bundle: ModelBundle, facts: FactSet, names: Sequence[str], max_len: int) -> FrameBatch | None:
@@ -411,8 +426,7 @@ def neighbour_frames(bundle: ModelBundle, facts: FactSet, names: Sequence[str], 
     return FrameBatch(pad_ids(seqs, pad_id(tok)), torch.tensor(lasts), {})
 
 
-def choose_lam(candidates: Sequence[tuple[float, dict[int, torch.Tensor], float, float]], max_remaining: float,
-               max_change: float) -> tuple[float, dict[int, torch.Tensor], float, float]:
+def choose_lam(candidates: Sequence[LamCandidate], max_remaining: float, max_change: float) -> LamCandidate:
     """(lam, deltas, remaining, neutral change) to keep, from candidates in the order tried
     (largest lam first): the first that erases (remaining <= max_remaining) within the change
     budget; else the one that erases most within the budget; else the smallest change."""

@@ -23,11 +23,12 @@ from workbench.edits.compile import compile_spec
 from workbench.edits.spec import EditSpec, ModelRef, RemoveSaeFeatures, SaeRef, sae_sha256
 from workbench.lenses.vocab import project_topk
 from workbench.methods.facts import FactSet, FactTargets, fact_targets
-from workbench.methods.optimise import OptimiseConfig, retain_documents, selected_logits
+from workbench.methods.readout import selected_logits
+from workbench.methods.retain import RetainConfig, retain_split
 from workbench.models import ModelBundle, layout
 from workbench.models.hooks import capture, mlp_hidden, text_positions
 from workbench.models.sites import SAESite
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 from workbench.sae.catalogue import decoder_directions
 
 
@@ -101,12 +102,25 @@ def _retain_kl(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor, base_
     return float((base_logp.exp() * (base_logp - logp)).sum(-1).mean())
 
 
+RETAIN_TEXTS = 24  # retain extracts PISCES contrasts with and holds its KL on
+
+
+def retain_texts(corpus: Corpus, facts: FactSet, cfg: RetainConfig, n: int = RETAIN_TEXTS) -> list[str]:
+    """`n` retain extracts of 400 characters from `retain_split`: up to half same-topic
+    neighbour articles (most similar first), the rest neutral articles."""
+    neighbours, neutral = retain_split(corpus, facts, cfg)
+    picked = neighbours[: n // 2]
+    picked += neutral[: n - len(picked)]
+    return [d.text[:400] for d in picked]
+
+
 def retain_encoding(bundle: ModelBundle, corpus: Corpus, facts: FactSet) -> dict[str, torch.Tensor]:
-    """24 retain extracts (neutral + neighbour articles, 400 characters), tokenised right-padded
-    to 64 tokens: the 'not the concept' side of feature contrast and of the PISCES search's KL."""
-    retain = [d.text[:400] for d in retain_documents(corpus, facts, OptimiseConfig())[:24]]
-    return bundle.tokenizer(retain, return_tensors="pt", padding=True, truncation=True, max_length=64,
-                            padding_side="right")
+    """`retain_texts` (neutral + neighbour articles) with the default `RetainConfig`, tokenised
+    right-padded to its max_len (64) tokens: the 'not the concept' side of feature contrast and of
+    the PISCES search's KL."""
+    cfg = RetainConfig()
+    return bundle.tokenizer(retain_texts(corpus, facts, cfg), return_tensors="pt", padding=True, truncation=True,
+                            max_length=cfg.max_len, padding_side="right")
 
 
 def contrast_candidates(bundle: ModelBundle, sae: Any, targets: FactTargets, r_ids: torch.Tensor,
@@ -158,7 +172,7 @@ def pisces_erase(
     bundle: ModelBundle, corpus: Corpus, facts: FactSet, saes_dir: Path, layer: int,
     n_candidates: int = 8, n_select: int = 4, taus: tuple[float, ...] = (0.9, 0.7, 0.5),
     mus: tuple[float, ...] = (8.0, 16.0, 32.0), min_target_prob: float = 0.05, site: str | None = None,
-    sae_id: str | None = None, progress: Progress = NullProgress(),
+    sae_id: str | None = None, progress: Progress = NULL_PROGRESS,
 ) -> PiscesResult:
     from workbench.sae.sources import load_local_sae
 

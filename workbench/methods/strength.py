@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workbench.corpus import Corpus
-from workbench.methods.erase import METHODS, EraseOptions, EraseResult, erase
+from workbench.methods.erase import DEFAULT_OPTIONS, METHODS, EraseOptions, EraseResult, erase
 from workbench.methods.registry import searchable
 from workbench.models import ModelBundle
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 
 LEVELS = (0.5, 1.0, 2.0)  # multiples of the method's default strength
 
@@ -58,9 +58,9 @@ def search_strength(
     corpus: Corpus,
     concept: str,
     method: str,
-    progress: Progress = NullProgress(),
+    progress: Progress = NULL_PROGRESS,
     *,
-    options: EraseOptions = EraseOptions(),
+    options: EraseOptions = DEFAULT_OPTIONS,
     levels: tuple[float, ...] = LEVELS,
     **erase_kw: Any,
 ) -> StrengthResult:

@@ -73,16 +73,11 @@ class ModelBundle:
         """The compiled `Adapter` of a notebook `Edit`, an `EditSpec` (+ payload) or an Adapter
         (None stays None: the base model)."""
         from workbench.adapters import Adapter
-        from workbench.edits.spec import EditSpec
 
         if edit is None or isinstance(edit, Adapter):
             return edit
-        if isinstance(edit, EditSpec):
-            from workbench.edits.compile import compile_spec
-            from workbench.sae.sources import spec_sae_loader
-
-            saes_dir = (self.settings or Settings.from_env()).saes_dir
-            return compile_spec(edit, self, payload=payload or None, sae_loader=spec_sae_loader(saes_dir))
+        if hasattr(edit, "to_adapter"):  # an EditSpec compiles itself (the edits layer sits above this one)
+            return edit.to_adapter(self, payload, (self.settings or Settings.from_env()).saes_dir)
         if isinstance(getattr(edit, "adapter", None), Adapter):  # a notebook Edit
             return edit.adapter
         raise TypeError(f"edited() takes a wb.Edit, an EditSpec or an Adapter, not {type(edit).__name__}.")

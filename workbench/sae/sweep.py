@@ -19,7 +19,7 @@ import torch
 
 from workbench.lenses.tokens import pad_id
 from workbench.models.hooks import hook_point, taps
-from workbench.progress import NullProgress, Progress
+from workbench.progress import NULL_PROGRESS, Progress
 from workbench.sae.train import (
     SAEMetrics,
     SAETrainConfig,
@@ -89,7 +89,7 @@ class SweepRow:
 
 def sweep(
     bundle: Any, configs: Sequence[SAETrainConfig], train_texts: Sequence[str], held_out: Sequence[str],
-    cache_tokens: int, eval_tokens: int = 20_000, ce_tokens: int = 4096, progress: Progress = NullProgress(),
+    cache_tokens: int, eval_tokens: int = 20_000, ce_tokens: int = 4096, progress: Progress = NULL_PROGRESS,
 ) -> Iterator[SweepRow]:
     """Train and score every config on the same cached tokens (one forward pass per hook set).
     Configs train for cfg.tokens tokens, cycling the cache when it is shorter. Yields rows as

@@ -35,7 +35,7 @@ def method_label(method: str) -> str:
 def method_help(method: str, n_layers: int = REFERENCE_LAYERS) -> str:
     """The page's description of a registered method: what it does (its `what`, with layers and
     sizes read from the method's config at the depth of an `n_layers` model), then what
-    bench/erasure.py measured (workbench/benchmark/results.py, the same file the README's table is
+    bench/erasure.py measured (workbench/benchmark/results.py, the same file docs/results.md's tables are
     generated from), or that it has not been measured yet."""
     from workbench.benchmark.results import load_rows, measured_sentence, method_results
     from workbench.methods.erase import METHODS

@@ -1,0 +1,53 @@
+"""Reading the model at chosen positions, differentiably: the last hidden state, logits of a
+few rows, the residual stream after given layers.
+
+Logits are only computed at the positions a loss needs: the 262k-token unembedding dominates a
+forward pass, so the decoder runs to the last hidden state and the LM head sees a few rows.
+Readers that need no gradient use `workbench.models.hooks.capture`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from workbench.models import ModelBundle, layout
+from workbench.models.hooks import StopForward, taps
+
+
+def final_hidden(bundle: ModelBundle, input_ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden state after the final norm: [batch, pos, d_model]."""
+    return bundle.hf_model.base_model(input_ids=input_ids).last_hidden_state  # the decoder without the head
+
+
+def logits_at(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
+    """LM head on selected hidden states [n, d_model] -> [n, vocab]."""
+    return bundle.hf_model.get_output_embeddings()(hidden).float()
+
+
+def selected_logits(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Logits at the positions where `mask` ([batch, pos] bool) is set: [n, vocab], row-major."""
+    hidden = final_hidden(bundle, ids)
+    return logits_at(bundle, hidden[mask])
+
+
+def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Residual stream after each decoder layer in `layers` ({layer: [batch, pos, d_model]});
+    layers after the last one are skipped. Differentiable: the representation loss trains
+    through it. Readers that need no gradient use `workbench.models.hooks.capture`."""
+    captured: dict[int, torch.Tensor] = {}
+    last = max(layers)
+
+    def hook(_mod: torch.nn.Module, _inp: object, out: object, layer: int) -> None:
+        captured[layer] = out[0] if isinstance(out, tuple) else out  # type: ignore[index]
+        if layer == last:
+            raise StopForward
+
+    blocks = layout.decoder_layers(bundle.hf_model)
+    with taps({blocks[layer]: (lambda m, i, o, layer=layer: hook(m, i, o, layer)) for layer in set(layers)}):
+        try:
+            bundle.hf_model.base_model(input_ids=input_ids)
+        except StopForward:
+            pass
+    return captured
