@@ -45,7 +45,7 @@ QUICK = EraseOptions(
     rewrite=RewriteConfig(steps=3, cov_tokens=600, retain=RetainConfig(n_neutral=6, n_neighbours=3), lams=(100.0,),
                           frame_batch=8, frames=FramesConfig(n_neighbour_names=2, cf_nonces=2)),
     ablate=AblateConfig(n_rows=16, runners_up=4),
-    pisces=PiscesConfig(n_candidates=12, n_select=2, taus=(0.5,), mus=(8.0,), n_features=4, min_target_prob=0.0),
+    pisces=PiscesConfig(n_candidates=32, n_select=2, taus=(0.5,), mus=(8.0,), n_features=4, min_target_prob=0.0),
     score=False,
 )
 QUICK_SAE = SAETrainConfig(site="hook_mlp_out", width=128, k=6, tokens=8_192, context_size=32, train_batch_tokens=512,
