@@ -165,10 +165,10 @@ with i1:
     if ready:
         spec = ready[0]
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)
-        payload_bytes = None
-        if spec.payload_names():
-            spec, payload_bytes = pack_payload(spec, d.payload, f"{stem}.payload.safetensors")  # type: ignore[arg-type]
-        st.download_button("Download edit spec (JSON)", spec.to_json(), file_name=f"{stem}.json",
+        payload_bytes, shared = None, spec
+        if spec.payload_names():  # the downloaded spec names its payload file; the export uses the compiled spec
+            shared, payload_bytes = pack_payload(spec, d.payload, f"{stem}.payload.safetensors")  # type: ignore[arg-type]
+        st.download_button("Download edit spec (JSON)", shared.to_json(), file_name=f"{stem}.json",
                            mime="application/json", key="ed_download", on_click="ignore")
         if payload_bytes is not None:
             st.download_button("Download its payload (safetensors)", payload_bytes,
