@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.unit.test_generate import greedy_reference
 from workbench.benchmark.probe import ConceptProbe
 from workbench.benchmark.runner import greedy_continuations_each, prompt_outcomes_each
 from workbench.benchmark.schema import ProbePrompt
@@ -54,18 +55,6 @@ def chat_bundle(tiny_bundle: ModelBundle) -> ModelBundle:
     tok.chat_template = TEMPLATE
     assert not has_chat_template(tiny_bundle.tokenizer)
     return replace(tiny_bundle, tokenizer=tok)
-
-
-def greedy_reference(bundle: ModelBundle, ids: list[int], n: int) -> list[int]:
-    """Greedy decoding of the given ids by full forward passes, no KV cache."""
-    cur = torch.tensor([ids])
-    out: list[int] = []
-    with torch.no_grad():
-        for _ in range(n):
-            nxt = int(bundle.hf_model(cur).logits[0, -1].argmax())
-            out.append(nxt)
-            cur = torch.cat([cur, torch.tensor([[nxt]])], dim=1)
-    return out
 
 
 class FirstForward:

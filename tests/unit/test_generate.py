@@ -31,9 +31,9 @@ from workbench.models.hashing import model_weights_sha256
 PROMPT = "The history of"
 
 
-def greedy_reference(bundle: ModelBundle, prompt: str, n: int) -> list[int]:
-    """Greedy decoding without KV cache, by full forward passes."""
-    cur = bundle.tokenizer(prompt, return_tensors="pt").input_ids
+def greedy_reference(bundle: ModelBundle, ids: list[int], n: int) -> list[int]:
+    """Greedy decoding of the given ids by full forward passes, no KV cache."""
+    cur = torch.tensor([ids])
     out: list[int] = []
     with torch.no_grad():
         for _ in range(n):
@@ -60,7 +60,7 @@ def strong_adapter(bundle: ModelBundle, scale: float = -20.0) -> Adapter:
 def test_greedy_matches_reference_and_streams(tiny_bundle: ModelBundle, settings: Settings) -> None:
     res = GenerationResult(prompt=PROMPT, edited=False)
     pieces = list(stream_generate(tiny_bundle, PROMPT, params=SamplingParams(max_new_tokens=12), settings=settings, result=res))
-    ref = greedy_reference(tiny_bundle, PROMPT, 12)
+    ref = greedy_reference(tiny_bundle, tiny_bundle.tokenizer(PROMPT).input_ids, 12)
     eos = tiny_bundle.tokenizer.eos_token_id
     expected = ref[: ref.index(eos)] if eos in ref else ref
     assert res.token_ids == expected

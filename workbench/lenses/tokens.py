@@ -75,11 +75,6 @@ def piece_text(piece: str, kind: TokenizerKind) -> str:
     return piece
 
 
-def display_token(raw: str, kind: TokenizerKind = "sentencepiece") -> str:
-    """One vocabulary piece as display text (see `piece_text`)."""
-    return piece_text(raw, kind)
-
-
 @lru_cache(maxsize=8)
 def _vocab_strings(tokenizer_id: int, tokenizer: Any, vocab_size: int) -> tuple[str, ...]:
     n = min(vocab_size, len(tokenizer))
