@@ -144,8 +144,10 @@ with b3:
                                help=f"The default is layer {DEFAULT_SAE_LAYER} of the embedded model's {REFERENCE_LAYERS}, at this "
                                     "model's depth.")
         site = t2.selectbox("site", list(SITES), index=list(SITES).index(d.site), key="sae_site",
-                            help="hook_mlp_out: MLP output after the post-FFN norm; mlp.hook_out: before it "
-                                 "(pre-norm); mlp.hook_post: the hidden activations (down_proj input).")
+                            help=("hook_mlp_out: MLP output after the post-FFN norm; mlp.hook_out: before it "
+                                  "(pre-norm)" if bundle.architecture.post_mlp_norm else
+                                  "hook_mlp_out and mlp.hook_out: the MLP output (this family has no post-FFN norm)")
+                                 + "; mlp.hook_post: the hidden activations (down_proj input).")
         width = t1.select_slider("width (features)", [512, 1024, 2048, 4096, 8192, 16384], value=d.width, key="sae_width")
         k = t2.number_input("k (active per token)", 1, 256, d.k, key="sae_k")
         tokens = st.select_slider("training tokens", [50_000, 200_000, 400_000, 800_000, 1_600_000], value=d.tokens,

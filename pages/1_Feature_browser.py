@@ -169,7 +169,7 @@ with tab_sae:
 
 with tab_vv:
     st.subheader("Value vectors")
-    st.caption("Gain-aware lens: a row's direction in the residual stream is W_out[i] × (1 + post-FFN norm weight), "
+    st.caption(f"Gain-aware lens: a row's direction in the residual stream is {bundle.architecture.row_direction}, "
                "then the final norm and unembedding (see docs/models.md, 'Gain-aware vs reference lens').")
 
     c1, c2, c3 = st.columns([3, 1, 1])

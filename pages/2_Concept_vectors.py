@@ -77,7 +77,8 @@ st.plotly_chart(plots.line_by_layer(vectors, "auroc", "site", "How well the conc
 
 site = st.radio("Site", sorted(vectors["site"].unique()), horizontal=True, key="cv_site",
                 help="resid: residual stream after the layer (RMS-normalised). mlp_hidden: MLP hidden activations, "
-                     "mapped through W_out and the post-FFN gain for the vocab projection.")
+                     "mapped through W_out (and the post-FFN norm's gain, on families that have one) for the vocab "
+                     "projection.")
 table = vectors[vectors["site"] == site][["layer", "auroc", "norm", "top_tokens", "bottom_tokens"]].copy()
 table["top_tokens"] = [", ".join(repr(t) for t in toks[:10]) for toks in table["top_tokens"]]
 table["bottom_tokens"] = [", ".join(repr(t) for t in toks[:10]) for toks in table["bottom_tokens"]]

@@ -129,6 +129,17 @@ def test_factor_delta_picks_the_smallest_exact_form() -> None:
         assert torch.allclose(delta.add_to(h, torch.zeros(3, d)), h @ delta.dense(m), atol=1e-4)
 
 
+def test_adapter_nbytes_counts_each_tensor_in_its_own_dtype() -> None:
+    """A bf16 delta holds 2 bytes a number and row indices 8 (int64): nbytes is not numel * 4."""
+    rows = torch.tensor([1, 5])
+    row = RowDelta(rows=rows, delta=torch.ones(2, 16, dtype=torch.bfloat16))
+    low = LowRankDelta(a=torch.ones(32, 3), b=torch.ones(3, 16))
+    adapter = Adapter(deltas={0: row, 1: low})
+    assert row.nbytes() == 2 * 16 * 2 + 2 * 8
+    assert low.nbytes() == (32 * 3 + 3 * 16) * 4
+    assert adapter.nbytes() == row.nbytes() + low.nbytes()
+
+
 def test_prune_equals_zeroing_the_coefficient(tiny_bundle: ModelBundle) -> None:
     """Causal: pruning neuron i must equal forcing h_i = 0 (the input of down_proj) in the base."""
     layer, neurons = 2, [10, 20, 30]

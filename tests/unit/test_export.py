@@ -160,3 +160,19 @@ def test_nnsight_trace_equals_the_in_process_adapter(tiny_bundle: ModelBundle) -
     assert torch.allclose(plain, _adapter_logits(tiny_bundle, None, ids), atol=1e-5)
     assert not torch.allclose(traced, plain, atol=1e-3)
     assert torch.allclose(traced, in_process, atol=1e-5)
+
+
+def test_zip_folder_holds_the_folder_and_refuses_a_checkpoint_sized_one(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from workbench.exports.archive import zip_folder
+
+    folder = tmp_path / "my-edit-lora"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "sub" / "w.bin").write_bytes(b"x" * 1000)
+    names = sorted(zipfile.ZipFile(io.BytesIO(zip_folder(folder))).namelist())
+    assert names == ["my-edit-lora/adapter_config.json", "my-edit-lora/sub/w.bin"]
+    with pytest.raises(ValueError, match="copy it from the server"):
+        zip_folder(folder, max_bytes=500)

@@ -175,3 +175,12 @@ def test_hashes_are_defined_on_stored_bytes() -> None:
     assert tensor_sha256(b) != tensor_sha256(b.float())  # same numbers, other stored bytes
     assert tensor_sha256(b) == hashlib.sha256(b"torch.bfloat16" + b.view(torch.int16).numpy().tobytes()).hexdigest()
     assert tensor_sha256(t.T) == tensor_sha256(t.T.contiguous())  # layout does not matter, values do
+
+
+def test_row_direction_names_the_post_ffn_gain_only_where_the_family_has_one() -> None:
+    from workbench.models.layout import architecture_for
+
+    assert "(1 + post-FFN norm weight)" in architecture_for("gemma3_text").row_direction
+    assert "× post-FFN norm weight" in architecture_for("olmo2").row_direction
+    for family in ("llama", "qwen2", "gpt2", "gpt_neox"):
+        assert "post-FFN" not in architecture_for(family).row_direction, family

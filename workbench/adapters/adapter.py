@@ -73,7 +73,8 @@ class Adapter:
         return sum(d.numel() for d in self.deltas.values())
 
     def nbytes(self) -> int:
-        return sum(d.numel() for d in self.deltas.values()) * 4
+        """Bytes the deltas hold, in their own dtypes (row indices included)."""
+        return sum(d.nbytes() for d in self.deltas.values())
 
     def forms(self) -> dict[int, str]:
         """{layer: 'RowDelta r=..' ...}: which factored form each layer's delta took."""

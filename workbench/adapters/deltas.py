@@ -20,6 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return int(sum(t.numel() * t.element_size() for t in tensors))
+
+
 # a factorisation is accepted when it reproduces the delta to this relative Frobenius error
 LOW_RANK_RTOL = 1e-6
 
@@ -37,6 +42,9 @@ class RowDelta:
 
     def numel(self) -> int:
         return int(self.delta.numel() + self.rows.numel())
+
+    def nbytes(self) -> int:
+        return _nbytes(self.delta, self.rows)
 
     def add_to(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out + h @ Delta for h: [..., d_mlp], out: [..., d_model]."""
@@ -67,6 +75,9 @@ class LowRankDelta:
     def numel(self) -> int:
         return int(self.a.numel() + self.b.numel())
 
+    def nbytes(self) -> int:
+        return _nbytes(self.a, self.b)
+
     def add_to(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return out + (h @ self.a.to(h.device, h.dtype)) @ self.b.to(h.device, h.dtype)
 
@@ -89,6 +100,9 @@ class DenseDelta:
 
     def numel(self) -> int:
         return int(self.delta.numel())
+
+    def nbytes(self) -> int:
+        return _nbytes(self.delta)
 
     def add_to(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return out + h @ self.delta.to(h.device, h.dtype)

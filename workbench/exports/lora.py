@@ -121,3 +121,14 @@ def export_lora(
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=1))
         (tmp / EXPORT_SPEC).write_text(spec.to_json())
     return Path(out_dir)
+
+
+def describe_lora_export(out_dir: Path, n_modules: int) -> str:
+    """How to load a written LoRA folder, with the vLLM rank flag it needs (or why vLLM can't):
+    the CLI prints it and the app's export job shows it."""
+    r = json.loads((Path(out_dir) / ADAPTER_CONFIG).read_text())["r"]
+    vllm = vllm_max_lora_rank(r)
+    serve = (f"vLLM: --enable-lora --max-lora-rank {vllm}" if vllm else
+             f"vLLM takes LoRA ranks up to {VLLM_LORA_RANKS[-1]}, this one is {r}: serve the merged checkpoint instead")
+    return (f"wrote {out_dir} (LoRA rank {r} on {n_modules} down_proj module(s)): load it with "
+            f"peft.PeftModel.from_pretrained(base_model, {str(out_dir)!r}); {serve}")

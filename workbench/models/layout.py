@@ -37,6 +37,15 @@ class Architecture:
     norm_offset: float = 0.0  # Gemma's RMSNorm multiplies by (1 + w); others by w
 
     @property
+    def row_direction(self) -> str:
+        """How a W_out row enters the residual stream on this family, in words (the pages'
+        lens captions): scaled by the post-MLP norm's gain where the family has one."""
+        if self.post_mlp_norm is None:
+            return "W_out[i] (this family adds the MLP output to the residual stream without a norm)"
+        gain = "(1 + post-FFN norm weight)" if self.norm_offset else "post-FFN norm weight"
+        return f"W_out[i] × {gain}"
+
+    @property
     def pre_activation(self) -> str:
         """The projection whose output is the neuron pre-activation g (`mlp.hook_pre`)."""
         return self.gate_proj or self.in_proj

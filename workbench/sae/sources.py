@@ -29,7 +29,7 @@ def check_sae_folder(path: Path) -> None:
     path = Path(path)
     if not path.is_dir():
         raise SAELoadError(f"SAE folder {path} does not exist. Train one with "
-                           "`python -m workbench sae train --layer 6` or give an SAELens folder.")
+                           "`python -m workbench sae train` or give an SAELens folder.")
     weights = path / WEIGHTS_FILE
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES)
     if not weights.exists():

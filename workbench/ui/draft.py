@@ -27,6 +27,7 @@ class EditDraft:
     payload: dict[str, torch.Tensor] = field(default_factory=dict)  # tensors the operations name
     version: int = 0  # bumped on every change (compiled adapters are cached per version)
     chat_template: bool = False  # EditSpec.chat_template of the spec loaded (made through the chat template)
+    concept: str = ""  # the concept the last erase put in this draft: the Edit page scores it by default
 
     def add(self, op: Any) -> None:
         self.operations.append(op)
@@ -111,16 +112,22 @@ def describe(op: Any) -> str:
 
 
 def continuation_markdown(prompt: str, text: str, cursor: bool = False) -> str:
-    """Prompt, then the generated text in bold, as Markdown: markup characters escaped, and the
-    continuation's outer spaces kept outside the bold (`** Paris **` would not render bold)."""
+    """Prompt, then the generated text in bold, as Markdown: markup characters escaped, and each
+    line's outer spaces kept outside the bold (`** Paris **` would not render bold). Bold is
+    opened and closed on every line, since Markdown ends emphasis at a paragraph break: one
+    pair around text with a blank line in it shows its `**` literally."""
     def esc(t: str) -> str:
-        return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in t).replace("\n", "  \n")
+        return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in t)
 
-    body = text.strip()
-    start = text.find(body) if body else len(text)
-    lead, trail = text[:start], text[start + len(body):]
-    shown = f"**{esc(body)}**" if body else ""
-    return esc(prompt) + esc(lead) + shown + esc(trail) + ("▌" if cursor else "")
+    def bold(line: str) -> str:
+        body = line.strip()
+        if not body:
+            return esc(line)
+        start = line.find(body)
+        return esc(line[:start]) + f"**{esc(body)}**" + esc(line[start + len(body):])
+
+    shown = "\n".join(bold(line) for line in text.split("\n"))
+    return (esc(prompt) + shown).replace("\n", "  \n") + ("▌" if cursor else "")
 
 
 # --------------------------------------------------------------------- operation builders
@@ -216,3 +223,19 @@ def draft() -> EditDraft:
     if SESSION_KEY not in st.session_state:
         st.session_state[SESSION_KEY] = EditDraft()
     return st.session_state[SESSION_KEY]  # type: ignore[no-any-return]
+
+
+# the Edit page's widgets that show the draft's own fields; a loaded spec must show afresh in them
+FORM_KEYS = ("ed_name", "ed_notes", "ed_chat")
+
+
+def load_into_draft(spec: Any, payload: dict[str, torch.Tensor] | None = None) -> EditDraft:
+    """Replace this session's draft with `spec` and drop the Edit page's form state, so its name,
+    notes and chat box show the loaded spec's (a kept widget value would write the old name back)."""
+    import streamlit as st
+
+    d = draft()
+    d.load_spec(spec, payload)
+    for key in FORM_KEYS:
+        st.session_state.pop(key, None)
+    return d
