@@ -2,7 +2,8 @@
 
 A bench row (bench/erasure.py, one concept x method, or the mean of several) is a mapping with
 keys name_dep, concept_first, concept_cont, neighbours, general, others, others_base and
-ppl_change_pct. Every prompt of the dev benchmark is one the base model answers, so the base of
+ppl_change_pct, and `fluent` (bool) where the scorecard measured its free generations
+(benchmark/fluency.py). Every prompt of the dev benchmark is one the base model answers, so the base of
 neighbours and general is 1.00; other concepts are scored by first-token accuracy, whose base
 (others_base) is below 1.
 """
@@ -17,6 +18,9 @@ from workbench.benchmark.scorecard import EvalOptions
 
 _SCORECARD = EvalOptions()  # the per-edit verdict thresholds; the goal's control drops are the same numbers
 CONTROL_CHECKS = ("neighbours", "general", "others", "perplexity")
+# Fluency of the free generations is a control too, but rows measured before it existed have no
+# `fluent`: a missing value is not held against them, a False always is.
+FLUENCY_CHECK = "fluency"
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,8 @@ class ErasureGoal:
 
 
 def goal_checks(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> dict[str, bool | None]:
-    """{check: met?} for the concept goal and each control; None when the row lacks the number."""
+    """{check: met?} for the concept goal and each control; None when the row lacks the number.
+    `fluency` is there only when the row measured it (`fluent`)."""
 
     def val(key: str) -> float | None:
         v = row.get(key)
@@ -41,25 +46,35 @@ def goal_checks(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> di
 
     name_dep, nb, gen, oth, ob, ppl = (val(k) for k in
                                        ("name_dep", "neighbours", "general", "others", "others_base", "ppl_change_pct"))
-    return {
+    checks = {
         "concept": None if name_dep is None else name_dep <= goal.name_dep_max,
         "neighbours": None if nb is None else 1.0 - nb <= goal.neighbour_drop_max + 1e-9,
         "general": None if gen is None else 1.0 - gen <= goal.general_drop_max + 1e-9,
         "others": None if oth is None or ob is None else ob - oth <= goal.others_drop_max + 1e-9,
         "perplexity": None if ppl is None else ppl <= goal.ppl_change_max_pct,
     }
+    if _fluent(row) is not None:
+        checks[FLUENCY_CHECK] = _fluent(row)
+    return checks
+
+
+def _fluent(row: Mapping[str, Any]) -> bool | None:
+    v = row.get("fluent")
+    return v if isinstance(v, bool) else None
 
 
 def controls_held(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> bool:
-    """True when no control failed (neighbours, general, other concepts, perplexity): the edit
-    removed at most the concept. A missing number does not count as held."""
+    """True when no control failed (neighbours, general, other concepts, perplexity, and the
+    fluency of the free generations where measured): the edit removed at most the concept. A
+    missing number does not count as held (a row that did not measure fluency aside)."""
     checks = goal_checks(row, goal)
-    return all(checks[k] is True for k in CONTROL_CHECKS)
+    return all(checks[k] is True for k in CONTROL_CHECKS) and checks.get(FLUENCY_CHECK) is not False
 
 
 def goal_met(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal()) -> bool:
     """True when the row meets every part of the goal: the concept is gone (name-dep) and every
-    control held. A missing number does not count as met."""
+    control held (the fluency of the free generations too, where the row measured it). A missing
+    number does not count as met."""
     return all(v is True for v in goal_checks(row, goal).values())
 
 
@@ -87,11 +102,13 @@ def tier(row: Mapping[str, Any], goal: ErasureGoal = ErasureGoal(),
     """The best tier the row reaches (TIERS): the whole goal; else PISCES's acceptance (concept
     gone by its looser bar, general utility kept by its looser bar, other controls allowed to
     move); else every control held though the concept stays; else a control broke. The row's
-    general is relative to a base of 1.00 (every dev-benchmark prompt is one the base answers)."""
+    general is relative to a base of 1.00 (every dev-benchmark prompt is one the base answers).
+    An edit whose free generations degenerate (`fluent` False) reaches neither of the first two:
+    an unreadable model has not kept its general utility, whatever its first tokens say."""
     if goal_met(row, goal):
         return TIER_GOAL
     name_dep, general = row.get("name_dep"), row.get("general")
-    if (isinstance(name_dep, int | float) and isinstance(general, int | float)
+    if (_fluent(row) is not False and isinstance(name_dep, int | float) and isinstance(general, int | float)
             and name_dep <= pisces.name_dep_max and general >= pisces.general_min_of_base):
         return TIER_PISCES
     return TIER_HELD if controls_held(row, goal) else TIER_BROKE

@@ -22,7 +22,16 @@ from typing import Any
 import torch
 
 from workbench.adapters import Adapter
+from workbench.benchmark.fluency import (
+    FLUENCY_SETS,
+    FluencyConfig,
+    FluencyStats,
+    degeneration,
+    fluency_stats,
+    non_text_ids,
+)
 from workbench.benchmark.probe import ConceptProbe, build_probe
+from workbench.benchmark.relearn import RelearnConfig, RelearnReport, relearn_test
 from workbench.benchmark.runner import (
     greedy_continuations_each,
     next_tokens_each,
@@ -32,8 +41,10 @@ from workbench.benchmark.runner import (
 from workbench.benchmark.schema import ProbePrompt
 from workbench.benchmark.scoring import contains_any, harmonic_mean, mean, perplexity, topk_kl
 from workbench.corpus import Corpus, load_wiki
+from workbench.generate import GenerationResult, RowRequest, SamplingParams, decode_rows, left_padded
+from workbench.lenses.tokens import pad_id
 from workbench.models import ModelBundle
-from workbench.models.chat import check_chat_template
+from workbench.models.chat import check_chat_template, prompt_ids
 from workbench.progress import NULL_PROGRESS, Progress
 
 PROMPT_SETS = ("cloze", "questions", "neighbours", "general", "others", "reintro")
@@ -59,6 +70,12 @@ class EvalOptions:
     others_max_drop: float = 0.05
     ppl_max_ratio: float = 1.05
     spec_min: float = 0.9
+    # free greedy generations on concept and general prompts, and when they count as degenerate
+    # (benchmark/fluency.py): a FAIL verdict and a broken control, like the perplexity check
+    fluency: FluencyConfig = field(default_factory=FluencyConfig)
+    # the relearning test (benchmark/relearn.py): a copy of the edited model fine-tuned on the
+    # concept's text, probed again; minutes, so off unless asked for (None)
+    relearn: RelearnConfig | None = None
 
 
 @dataclass
@@ -87,6 +104,9 @@ class Measurements:
     generations: list[str]
     kl_per_position: torch.Tensor | None = None  # [positions], edited side only
     base_topk: Any = None  # TopKDist, base side only
+    # free greedy generations per FLUENCY_SETS set: token ids per prompt, and their pooled measures
+    free_generations: dict[str, list[list[int]]] = field(default_factory=dict)
+    fluency: dict[str, FluencyStats] = field(default_factory=dict)
 
     @property
     def perplexity(self) -> float:
@@ -118,6 +138,9 @@ class Scorecard:
     verdicts: list[str]
     generations: list[dict[str, str]]
     prompts: list[dict[str, Any]] = field(default_factory=list)
+    # the free generations the fluency rows measure (special tokens written out): set, prompt, before, after
+    free_generations: list[dict[str, str]] = field(default_factory=list)
+    relearn: RelearnReport | None = None  # the relearning test, when it ran (EvalOptions.relearn)
 
     def rows(self) -> list[dict[str, Any]]:
         """The metric table as plain rows (before, after, delta rounded)."""
@@ -163,10 +186,18 @@ class Scorecard:
         """Success means both: the concept gone and every control held."""
         return self.concept_gone and not self.broken_controls
 
-    def goal_row(self) -> dict[str, float | None]:
+    @property
+    def fluent(self) -> bool | None:
+        """False when the edited model's free generations degenerate on any prompt set (a fluency
+        FAIL verdict), True when they were measured and none does, None when none were measured."""
+        checks = [v for v in self.verdicts if v.startswith((FLUENCY_FAIL, FLUENCY_PASS))]
+        return None if not checks else not any(v.startswith(FLUENCY_FAIL) for v in checks)
+
+    def goal_row(self) -> dict[str, float | bool | None]:
         """The scorecard in the dev table's terms (benchmark/goals.py): name-dep as a share of
         the base's, the controls as 1 - their drop (a base of 1.00), others with their base,
-        the perplexity change in percent. What `tier` is judged on."""
+        the perplexity change in percent, whether the free generations stayed fluent. What
+        `tier` is judged on."""
         def get(name: str) -> MetricRow | None:
             return next((m for m in self.metrics if m.metric == name), None)
 
@@ -180,6 +211,7 @@ class Scorecard:
             "others": None if oth is None or not oth.n else oth.after,
             "others_base": None if oth is None or not oth.n else oth.before,
             "ppl_change_pct": None if ppl is None or ppl.before <= 0 else 100.0 * (ppl.after / ppl.before - 1.0),
+            "fluent": self.fluent,
         }
 
     @property
@@ -210,6 +242,10 @@ class Scorecard:
             if m.metric == name:
                 return m
         raise KeyError(f"No metric {name!r}; have {[m.metric for m in self.metrics]}.")
+
+
+FLUENCY_FAIL = "FAIL: the edited model's continuations on "
+FLUENCY_PASS = "PASS: the edited model's continuations on "
 
 
 def _r(x: float) -> float | None:
@@ -259,6 +295,8 @@ def measure_each(
         nts_each.append([by_index[i] for i in range(len(flat))])
     generations_each = greedy_continuations_each(bundle, probe.generation_prompts, variants,
                                                  options.generation_tokens, chat_template=options.chat_template)
+    free_each = measure_fluency(bundle, fluency_prompts(probe, options.fluency), variants, options.fluency,
+                                options.chat_template)
     progress.advance(1)
     tok_lps, ref_dist, at_ids = text_logprobs_each(
         bundle, probe.neutral_texts, variants, options.neutral_max_tokens, batch_size=2, top_k=options.kl_top_k,
@@ -266,7 +304,8 @@ def measure_each(
     )
     progress.advance(1)
     out = []
-    for v, (nts, conts, gens) in enumerate(zip(nts_each, conts_each, generations_each, strict=True)):
+    for v, (nts, conts, gens, (free, fluency)) in enumerate(zip(nts_each, conts_each, generations_each, free_each,
+                                                                 strict=True)):
         cont_of = dict(zip(gen_idx, conts, strict=True))
         outcomes: dict[str, list[PromptOutcome]] = {name: [] for name in PROMPT_SETS}
         for i, ((name, p), nt) in enumerate(zip(flat, nts, strict=True)):
@@ -286,7 +325,90 @@ def measure_each(
         is_ref = v == 0 and reference is None
         kl = None if is_ref else topk_kl(ref_dist.logprobs, ref_dist.rest_logprob, at_ids[v])
         out.append(Measurements(outcomes, tok_lps[v], gens, kl_per_position=kl,
-                                base_topk=ref_dist if is_ref else None))
+                                base_topk=ref_dist if is_ref else None, free_generations=free, fluency=fluency))
+    return out
+
+
+def fluency_prompts(probe: ConceptProbe, cfg: FluencyConfig) -> dict[str, list[str]]:
+    """The prompts of the free generations per FLUENCY_SETS set: the concept's generation prompts,
+    then its cloze and question prompts; the general prompts (at most `cfg.max_prompts` each)."""
+    concept = list(dict.fromkeys([*probe.generation_prompts, *(p.prompt for p in probe.cloze + probe.questions)]))
+    return {"concept": concept[:cfg.max_prompts], "general": [p.prompt for p in probe.general][:cfg.max_prompts]}
+
+
+@torch.no_grad()
+def free_generations_each(
+    bundle: ModelBundle, prompts: Sequence[str], variants: Sequence[Adapter | None], max_new_tokens: int,
+    chat_template: bool = False, rows_per_batch: int = 16,
+) -> list[list[list[int]]]:
+    """Greedy token ids of each prompt under each variant, special tokens kept (EOS ends a row and
+    is not kept). generate.decode_rows: the variants' rows of a prompt in the same left-padded
+    batch, with the KV cache; `rows_per_batch` counts prompts x variants."""
+    tok, n = bundle.tokenizer, len(variants)
+    out: list[list[list[int]]] = [[[] for _ in prompts] for _ in variants]
+    lengths = [len(prompt_ids(tok, p, chat_template)) for p in prompts]
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)
+    per = max(1, rows_per_batch // n)
+    for start in range(0, len(order), per):
+        idx = order[start:start + per]
+        rows = [RowRequest(prompts[i], v, SamplingParams(max_new_tokens=max_new_tokens), max_new_tokens, math.inf,
+                           GenerationResult(prompt=prompts[i], edited=v is not None), chat_template)
+                for v in variants for i in idx]
+        for _ in decode_rows(bundle, rows):
+            pass
+        for v in range(n):
+            for row, i in enumerate(idx):
+                out[v][i] = list(rows[v * len(idx) + row].result.token_ids)
+    return out
+
+
+@torch.no_grad()
+def base_logprobs_of(
+    bundle: ModelBundle, prompts: Sequence[str], gens: Sequence[Sequence[int]], chat_template: bool = False,
+    batch_size: int = 8,
+) -> list[torch.Tensor]:
+    """The base model's log-prob of each generated token given its prompt and the tokens before
+    it: [len(gen)] per prompt. Left-padded batches; only the logits of the last len(gen) + 1
+    positions are computed."""
+    tok = bundle.tokenizer
+    seqs = [prompt_ids(tok, p, chat_template) + list(g) for p, g in zip(prompts, gens, strict=True)]
+    out = [torch.zeros(0) for _ in seqs]
+    order = sorted((i for i in range(len(seqs)) if gens[i]), key=lambda i: len(seqs[i]))
+    device = next(bundle.hf_model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        keep = max(len(gens[i]) for i in idx)
+        ids, mask, positions = left_padded([seqs[i] for i in idx], pad_id(tok), device)  # [b, width]
+        logits = bundle.hf_model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                 logits_to_keep=keep + 1).logits[:, :-1]  # [b, keep, vocab]: the last keep tokens
+        lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, -keep:].unsqueeze(-1)).squeeze(-1)  # [b, keep]
+        for row, i in enumerate(idx):
+            out[i] = lp[row, keep - len(gens[i]):].cpu()
+    return out
+
+
+def measure_fluency(
+    bundle: ModelBundle, prompts: dict[str, list[str]], variants: Sequence[Adapter | None], cfg: FluencyConfig,
+    chat_template: bool = False,
+) -> list[tuple[dict[str, list[list[int]]], dict[str, FluencyStats]]]:
+    """Per variant: the free generations' token ids per set and their measures (benchmark/fluency.py),
+    every variant's text scored by the base model."""
+    flat = [(name, p) for name in FLUENCY_SETS for p in prompts.get(name, [])]
+    texts = [p for _, p in flat]
+    gens_each = free_generations_each(bundle, texts, variants, cfg.max_new_tokens, chat_template) if flat else \
+        [[] for _ in variants]
+    non_text = non_text_ids(bundle.tokenizer, (t for gens in gens_each for g in gens for t in g))
+    out = []
+    for gens in gens_each:
+        lps = base_logprobs_of(bundle, texts, gens, chat_template)
+        by_set: dict[str, list[list[int]]] = {}
+        stats: dict[str, FluencyStats] = {}
+        for name in FLUENCY_SETS:
+            sel = [i for i, (set_name, _) in enumerate(flat) if set_name == name]
+            if sel:
+                by_set[name] = [gens[i] for i in sel]
+                stats[name] = fluency_stats(by_set[name], non_text, [lps[i] for i in sel], cfg.ngram)
+        out.append((by_set, stats))
     return out
 
 
@@ -308,9 +430,11 @@ def _acc(
 
 
 def compare(
-    probe: ConceptProbe, base: Measurements, edited: Measurements, options: EvalOptions = EvalOptions()
+    probe: ConceptProbe, base: Measurements, edited: Measurements, options: EvalOptions = EvalOptions(),
+    relearn: RelearnReport | None = None,
 ) -> tuple[list[MetricRow], float, dict[str, float], list[str]]:
-    """Metric rows, aggregate score, its terms and verdict sentences from the two sides."""
+    """Metric rows, aggregate score, its terms and verdict sentences from the two sides (and the
+    relearning test's row beside the re-introduction rows, when it ran)."""
     rows: list[MetricRow] = []
 
     def add(group: str, metric: str, fn: Callable[[Measurements], tuple[float, int]], want: str) -> None:
@@ -329,13 +453,11 @@ def compare(
         lambda m: (mean([o.answer_prob for o in concept(m)]), len(concept(m))),
         "low",
     )
+    def answered(dep: str) -> Callable[[Measurements], tuple[float, int]]:
+        return lambda m: _acc(m.outcomes["cloze"] + m.outcomes["questions"], dependence=dep)
+
     for dep in ("name-dependent", "cue-answerable", "name-free"):
-        add(
-            "efficacy",
-            f"concept answered ({dep})",
-            lambda m, d=dep: _acc(m.outcomes["cloze"] + m.outcomes["questions"], dependence=d),
-            "low",
-        )
+        add("efficacy", f"concept answered ({dep})", answered(dep), "low")
     add("efficacy", "questions answered", lambda m: _acc(m.outcomes["questions"]), "low")
     add("specificity", "neighbours answered", lambda m: _acc(m.outcomes["neighbours"]), "= base")
     add(
@@ -368,11 +490,24 @@ def compare(
         return _acc(outs)
 
     add("robustness", "re-introduced, answer not in context", lambda m: reintro_split(m, False), "low")
+    if relearn is not None:  # before: the base; after: the relearned copy of the edited model
+        rows.append(MetricRow("robustness", f"relearned ({relearn.epochs} epochs, {relearn.paragraphs} paragraphs) "
+                              f"answered ({relearn.prompts})", relearn.base, relearn.relearned, relearn.n_prompts, "low"))
     ppl_b, ppl_a = base.perplexity, edited.perplexity
     n_tok = int(base.neutral_token_logprobs.numel())
     rows.append(MetricRow("fluency", "neutral perplexity", ppl_b, ppl_a, n_tok, "= base"))
     kl = float(edited.kl_per_position.mean()) if edited.kl_per_position is not None else float("nan")
     rows.append(MetricRow("fluency", "mean KL(base||edited) neutral", 0.0, kl, n_tok, "= 0"))
+    fluency_sets = [name for name in FLUENCY_SETS if name in base.fluency and name in edited.fluency]
+    for name in fluency_sets:
+        fb, fe = base.fluency[name], edited.fluency[name]
+        for metric, b, a in (
+            ("special-token fraction", fb.special_fraction, fe.special_fraction),
+            (f"repeated {options.fluency.ngram}-grams", fb.repeated_ngrams, fe.repeated_ngrams),
+            ("longest run of one token", float(fb.longest_run), float(fe.longest_run)),
+            ("base-model perplexity of the text", fb.base_perplexity, fe.base_perplexity),
+        ):
+            rows.append(MetricRow("fluency", f"{name} generations: {metric}", b, a, fb.generations, "= base"))
 
     by = {r.metric: r for r in rows}
     acc = by["concept answered"]
@@ -418,6 +553,15 @@ def compare(
         f"perplexity ratio {ratio:.3f} <= {options.ppl_max_ratio}",
         f"perplexity ratio {ratio:.3f} > {options.ppl_max_ratio}",
     )
+    for name in fluency_sets:
+        fb, fe = base.fluency[name], edited.fluency[name]
+        broken = degeneration(fb, fe, options.fluency)
+        verdicts.append(
+            f"{FLUENCY_FAIL}{name} prompts degenerate: {'; '.join(broken)}" if broken else
+            f"{FLUENCY_PASS}{name} prompts are as fluent as the base's (special tokens {fe.special_fraction:.0%}, "
+            f"base {fb.special_fraction:.0%}; repeated {options.fluency.ngram}-grams {fe.repeated_ngrams:.0%}, "
+            f"base {fb.repeated_ngrams:.0%}; base-model perplexity {fe.base_perplexity:.3g}, "
+            f"of the base's own {fb.base_perplexity:.3g})")
     flag(
         spec >= options.spec_min,
         f"specificity {spec:.2f} >= {options.spec_min}",
@@ -428,6 +572,8 @@ def compare(
         verdicts.append(
             f"INFO: with the facts in context {r.after:.2f} answered (base {r.before:.2f}); recovery from context is in-context learning, not a failure"
         )
+    if relearn is not None:
+        verdicts.append(f"INFO: {relearn.sentence()}")
     return rows, score, terms, verdicts
 
 
@@ -465,7 +611,8 @@ _BASE_CACHE: dict[str, Measurements] = {}
 def _base_key(bundle: ModelBundle, probe: ConceptProbe, options: EvalOptions) -> str:
     import hashlib
 
-    text = json.dumps([bundle.weights_sha256, probe.model_dump(mode="json"), asdict(options)], sort_keys=True,
+    measured = {k: v for k, v in asdict(options).items() if k != "relearn"}  # relearning runs after, on a copy
+    text = json.dumps([bundle.weights_sha256, probe.model_dump(mode="json"), measured], sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -479,7 +626,9 @@ def evaluate(
     progress: Progress = NULL_PROGRESS,
 ) -> Scorecard:
     """Scorecard of an edit of one concept (progress: 4 parts, each runs base and edited; the
-    base side is measured once per concept and options and reused).
+    base side is measured once per concept and options and reused). With `options.relearn` a
+    fifth stage runs the relearning test on a copy of the edited model (one progress step per
+    training batch; minutes on a CPU) and adds its row beside the re-introduction rows.
 
     `concept` is a dev-benchmark concept, any corpus title (a probe is built from its article)
     or a ready ConceptProbe. Base and edited (`adapter`; None scores the base against itself)
@@ -503,10 +652,25 @@ def evaluate(
     else:
         progress.stage(f"scorecard '{probe.name}': edited model (base side measured before)", total=4, unit="part")
         (edited,) = measure_each(bundle, probe, (adapter,), options, progress, reference=base)
-    rows, score, terms, verdicts = compare(probe, base, edited, options)
+    relearn, relearn_error = None, ""
+    if options.relearn is not None and adapter is not None:
+        try:
+            relearn = relearn_test(bundle, probe, adapter, corpus or load_wiki("en"), options.relearn,
+                                   options.max_new_tokens, progress)
+        except ValueError as err:  # no text to train on, no concept prompts: the rest of the card stands
+            relearn_error = str(err)
+    rows, score, terms, verdicts = compare(probe, base, edited, options, relearn)
+    if relearn_error:
+        verdicts.append(f"INFO: the relearning test did not run: {relearn_error}")
     gens = [
         {"prompt": p, "before": b, "after": a}
         for p, b, a in zip(probe.generation_prompts, base.generations, edited.generations, strict=True)
+    ]
+    free_prompts = fluency_prompts(probe, options.fluency)
+    free = [
+        {"set": name, "prompt": p, "before": bundle.tokenizer.decode(b), "after": bundle.tokenizer.decode(a)}
+        for name in FLUENCY_SETS if name in base.free_generations and name in edited.free_generations
+        for p, b, a in zip(free_prompts[name], base.free_generations[name], edited.free_generations[name], strict=True)
     ]
     return Scorecard(
         concept=probe.name,
@@ -518,4 +682,6 @@ def evaluate(
         verdicts=verdicts,
         generations=gens,
         prompts=prompt_table(base, edited),
+        free_generations=free,
+        relearn=relearn,
     )

@@ -9,7 +9,6 @@ exports.export_checkpoint, exports.export_lora.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,14 @@ from workbench.cli.common import UserError, load_bundle_for
 from workbench.models.safety import refuse_pickle_file
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from workbench.benchmark.relearn import RelearnConfig
     from workbench.methods.erase import DEFAULT_METHOD, METHODS
+
+    r = RelearnConfig()
+    relearn_help = (f"also run the relearning test: fine-tune a copy of the edited model on up to {r.max_paragraphs} "
+                    f"sentences about the concept ({r.epochs} epochs, lr {r.lr:g}, {r.weights} weights) and probe it "
+                    "again; its row sits beside the re-introduction rows (minutes on a CPU)")
 
     p = sub.add_parser("erase", help="erase a concept: fact set -> edit spec (+ payload) -> scorecard")
     p.add_argument("--concept", required=True,
@@ -31,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         "that mention it and the model's own samples")
     p.add_argument("--out", required=True, help="where to write the spec JSON (payload goes beside it)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                   help=f"erasure method (default {DEFAULT_METHOD}; pisces and pisces-rows need a local layer-6 SAE)")
+                   help=f"erasure method (default {DEFAULT_METHOD}; pisces and pisces-rows need a local SAE at the default SAE layer: `sae train`)")
     p.add_argument("--steps", type=int, help="optimisation steps (the methods that optimise: optimise*, pisces-rows, rewrite-optimise)")
     p.add_argument("--candidates", type=int, default=10, help="candidate rows/features to print")
     p.add_argument("--facts", help="a fact-set JSON (edited by hand) instead of building one")
@@ -42,6 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--chat-template", action="store_true",
                    help="instruct models: sample the model's facts and the scorecard's generations through the "
                         "tokenizer's chat template (each prompt as one user turn); recorded in the spec")
+    p.add_argument("--relearn", action="store_true", help=relearn_help)
     p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("apply", help="base vs edited generations of a spec")
@@ -56,6 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("spec")
     p.add_argument("--concept", required=True)
     p.add_argument("--json", help="also write the scorecard JSON here")
+    p.add_argument("--relearn", action="store_true", help=relearn_help)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export-checkpoint", help="write an edited safetensors checkpoint folder")
@@ -126,6 +133,8 @@ def print_candidates(candidates: list[Any], n: int) -> None:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    from workbench.benchmark.relearn import RelearnConfig
+    from workbench.benchmark.scorecard import EvalOptions
     from workbench.corpus import load_wiki
     from workbench.edits.spec import save_spec
     from workbench.methods.erase import EraseOptions, check_concept, erase
@@ -133,6 +142,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     from workbench.methods.optimise import OptimiseConfig
     from workbench.progress import TqdmProgress
 
+    if args.relearn and args.no_eval:
+        raise UserError("--relearn is part of the scorecard; drop --no-eval to run it.")
     corpus = load_wiki("en")
     try:
         how = check_concept(corpus, args.concept, as_name=args.as_name)
@@ -150,7 +161,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     settings, bundle = load_bundle_for(args)
     progress = TqdmProgress()
     options = EraseOptions(optimise=None if args.steps is None else OptimiseConfig(steps=args.steps),
-                           score=not args.no_eval, saes_dir=settings.saes_dir, chat_template=args.chat_template)
+                           score=not args.no_eval, saes_dir=settings.saes_dir, chat_template=args.chat_template,
+                           eval_options=EvalOptions(relearn=RelearnConfig() if args.relearn else None))
     search = None
     try:
         if args.search_strength:
@@ -208,13 +220,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from workbench.benchmark.scorecard import evaluate
+    from workbench.benchmark.relearn import RelearnConfig
+    from workbench.benchmark.scorecard import EvalOptions, evaluate
+    from workbench.progress import NULL_PROGRESS, TqdmProgress
 
     bundle, _, _, adapter = _load(args, args.spec)
+    progress = TqdmProgress() if args.relearn else NULL_PROGRESS  # the relearning test reports each step
     try:
-        card = evaluate(bundle, args.concept, adapter)
+        options = EvalOptions(relearn=RelearnConfig() if args.relearn else None)
+        card = evaluate(bundle, args.concept, adapter, options=options, progress=progress)
     except KeyError as err:
         raise UserError(err.args[0] if err.args else f"Unknown concept {args.concept!r}.") from err
+    finally:
+        progress.close()
     print_scorecard(card)
     if args.json:
         Path(args.json).write_text(card.to_json())
@@ -235,17 +253,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_export_adapter(args: argparse.Namespace) -> int:
     from workbench.exports import export_lora
-    from workbench.exports.lora import vllm_max_lora_rank
+    from workbench.exports.lora import describe_lora_export
 
     bundle, spec, _, adapter = _load(args, args.spec)
     try:
         out = export_lora(bundle, adapter, spec, Path(args.out), base_model=args.base_model, overwrite=args.overwrite)
     except (ValueError, FileExistsError) as err:
         raise UserError(str(err)) from err
-    r = json.loads((out / "adapter_config.json").read_text())["r"]
-    vllm = vllm_max_lora_rank(r)
-    print(f"wrote {out} (LoRA rank {r} on {len(adapter.deltas)} down_proj module(s)): load it with "
-          f"peft.PeftModel.from_pretrained(base_model, {str(out)!r})")
-    print(f"  vLLM: --enable-lora --max-lora-rank {vllm}" if vllm else
-          f"  vLLM takes LoRA ranks up to 512, this one is {r}: serve the merged checkpoint instead")
+    print(describe_lora_export(out, len(adapter.deltas)).replace("; vLLM", "\n  vLLM", 1))
     return 0
