@@ -51,10 +51,13 @@ from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
 from workbench.edits.compile import compile_spec  # noqa: E402
-from workbench.methods.erase import METHODS, REWRITE_CF, EraseOptions, PiscesConfig, erase  # noqa: E402
+from workbench.methods.erase import METHODS, REWRITE_CF, REWRITE_NULL, EraseOptions, PiscesConfig, erase  # noqa: E402
 from workbench.methods.facts import FactSet, build_fact_set  # noqa: E402
 from workbench.methods.key_rewrite import RewriteConfig  # noqa: E402
 from workbench.methods.optimise import OptimiseConfig  # noqa: E402
+
+# the rewrite methods' own defaults, which `--set` overrides
+REWRITE_DEFAULTS = {"rewrite": RewriteConfig(), "rewrite-cf": REWRITE_CF, "rewrite-null": REWRITE_NULL}
 from workbench.models import ModelBundle, load_bundle, parse_source  # noqa: E402
 from workbench.progress import TqdmProgress  # noqa: E402
 from workbench.sae.sources import spec_sae_loader  # noqa: E402
@@ -140,7 +143,7 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
         "reintro_not_stated": pick("re-introduced, answer not in context"),
         "answer_prob_before": pick("concept answer prob", "before"), "answer_prob_after": pick("concept answer prob"),
         "weights_changed": n_weights, "edit_s": round(edit_s, 1), "eval_s": round(eval_s, 1),
-        "score": card.score, "verdicts": card.verdicts,
+        "score": card.score, "verdicts": card.verdicts, "fluent": card.fluent,
         "devbench": DEV_BUILD if concept in DEV_TITLES else HELD_OUT,  # what it was scored against
     }
     row["tier"] = tier(row)  # the same rule the tables apply (older rows get it computed when read)
@@ -228,8 +231,8 @@ def main() -> None:
         for method in methods:
             print(f"\n=== {concept} / {method} ===", flush=True)
             keys = [k.strip() for k in args.key_names.split(",") if k.strip()]
-            if method in ("rewrite", "rewrite-cf"):
-                defaults = REWRITE_CF if method == "rewrite-cf" else RewriteConfig()
+            if method in REWRITE_DEFAULTS:
+                defaults = REWRITE_DEFAULTS[method]
                 row = run_one(bundle, corpus, concept, method, key_names=keys,
                               rewrite=config_overrides(defaults, args.set) if args.set else None)
             else:

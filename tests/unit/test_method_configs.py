@@ -30,6 +30,10 @@ PER_METHOD = {
     "n_rows": "the rows the method edits: trained (optimise) or zeroed (ablate)",
     "min_target_prob": "the fact-target threshold of the method's own loss or search (optimise's unlikelihood, "
                        "PISCES's concept-token probability); each method sets its own",
+    "lr": "the Adam step of the method's own optimisation, each relative to its own scale (the rewrite's "
+          "desired outputs, RMU's dense and ELM's low-rank W_out deltas)",
+    "batch_size": "texts per step of the method's own training (RMU's forget/retain batches, ELM's per loss), "
+                  "as the papers name it",
 }
 SHARED = (RetainConfig, FramesConfig)
 

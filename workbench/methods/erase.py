@@ -23,16 +23,24 @@ Methods (one page each under docs/methods/):
             'rewrite' whose desired outputs make the next-token distributions after the name match
             the base's with made-up names (KL, the full model in the loop), with neighbour names'
             keys held in the solve (issue 16's counterfactual-name target).
+  rewrite-null
+            'rewrite-cf' solved in the null space of general text's keys and the neighbour names'
+            (AlphaEdit's projection, methods/null_space.py): what those keys write cannot move
+            beyond the projection's bound.
   optimise-cf
             'optimise' trained on that counterfactual target alone, neighbour names in the retain KL.
   optimise-facts / optimise-repr
             the same with only the fact (unlikelihood) or only the representation target; kept
             so the bench can compare the two halves of the default.
-  pisces    2(b) with the newest local layer-6 SAE: candidate features with their evidence, neuron
+  pisces    2(b) with the newest local SAE at the default SAE layer: candidate features with their evidence, neuron
             signs at concept-token positions, a default selection, a tau x mu search on
-            HM(efficacy, specificity). Needs `python -m workbench sae train --layer 6` first.
+            HM(efficacy, specificity). Needs `python -m workbench sae train` first.
   ablate    zero the value vectors with the largest concept-vs-neutral activation contrast.
   project   project the concept's difference-of-means direction out of W_out (2(d)).
+  rmu       RMU (WMDP paper): dense deltas on W_out of three layers drive the residual on the
+            concept's text to a fixed random vector (methods/rmu.py).
+  elm       ELM (Gandikota et al.): low-rank deltas on W_out of a few layers train the model toward its
+            own novice-vs-expert steered distribution on the concept's text (methods/elm.py).
 
 Every method returns a candidate table of plain dataclasses (rows or SAE features, with the
 evidence that chose them) so the app and CLI can show why the edit touches what it touches.
@@ -52,12 +60,14 @@ from workbench.benchmark.scorecard import EvalOptions, Scorecard, evaluate
 from workbench.corpus import Corpus
 from workbench.edits.compile import compile_spec
 from workbench.edits.spec import AblateValueVectors, EditSpec, ModelRef, ProjectOutDirection, SaeRef
+from workbench.methods.elm import ElmConfig, elm_unlearn, to_elm_operation
 from workbench.methods.facts import FactSet, build_fact_set
 from workbench.methods.key_rewrite import RewriteConfig, rewrite_name_key
 from workbench.methods.optimise import OptimiseConfig, Target, optimise_value_vectors, to_operation
 from workbench.methods.pisces_search import FeatureCandidate
 from workbench.methods.registry import METHODS, Method, StrengthKnob, register
 from workbench.methods.retain import RetainConfig, retain_documents
+from workbench.methods.rmu import RmuConfig, rmu_unlearn, to_rmu_operation
 from workbench.methods.rows import contrast_rows, mlp_hidden_means
 from workbench.models import ModelBundle, layout
 from workbench.models.chat import check_chat_template
@@ -149,6 +159,8 @@ class EraseOptions:
     ablate: AblateConfig = field(default_factory=AblateConfig)
     project: ProjectConfig = field(default_factory=ProjectConfig)
     pisces: PiscesConfig = field(default_factory=PiscesConfig)  # 'pisces' and 'pisces-rows'
+    rmu: RmuConfig = field(default_factory=RmuConfig)  # 'rmu' (methods/rmu.py)
+    elm: ElmConfig = field(default_factory=ElmConfig)  # 'elm' (methods/elm.py)
     saes_dir: Path | None = None  # where the pisces methods find their SAE; None = Settings.from_env().saes_dir
     score: bool = True  # run the scorecard (evaluate) at the end
     eval_options: EvalOptions = field(default_factory=EvalOptions)  # its chat_template: set from the one below
@@ -420,6 +432,90 @@ register(Method(
     "reaches broad concepts (countries, cities, sports); a rank-1 change per layer. ~5 min.",
     strength=REWRITE_LAM))
 
+
+# ---------------------------------------------------------------- baselines from the literature
+# RMU and ELM (issue 31), restricted to the W_out of a few consecutive layers: dense (RMU) or
+# low-rank (ELM) deltas baked into one OptimiseValueVectors operation each. Their strength knob is
+# their own number of training steps.
+def _delta_candidates(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[int, torch.Tensor]) -> list[RowCandidate]:
+    """The LISTED_ROWS rows a whole-layer delta changed most, relative to their value vector."""
+    candidates = []
+    for layer, idx in rows.items():
+        v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [r, d]
+        rel = deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [r]
+        candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(idx, rel.tolist(), strict=True)]
+    candidates.sort(key=lambda c: -c.score)
+    return candidates[:LISTED_ROWS]
+
+
+def _rmu(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    result, cfg, problem = rmu_unlearn(bundle, facts, corpus, opts.rmu, progress)
+    op, payload = to_rmu_operation(result, cfg, problem)
+    return MethodRun([op], payload, _delta_candidates(bundle, result.rows, result.deltas))
+
+
+def _elm(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
+    result, cfg, problem = elm_unlearn(bundle, facts, corpus, opts.elm, progress)
+    op, payload = to_elm_operation(result, cfg, problem)
+    return MethodRun([op], payload, _delta_candidates(bundle, result.rows, result.deltas))
+
+
+def _more_rmu_steps(opts: EraseOptions, level: float) -> EraseOptions:
+    return replace(opts, rmu=replace(opts.rmu, steps=max(1, round(opts.rmu.steps * level))))
+
+
+def _more_elm_steps(opts: EraseOptions, level: float) -> EraseOptions:
+    return replace(opts, elm=replace(opts.elm, steps=max(1, round(opts.elm.steps * level))))
+
+
+register(Method(
+    "rmu", _rmu, "RMU (representation misdirection, WMDP baseline)",
+    "Trains dense deltas on W_out of layers {rmu_layers} so that the residual after layer {rmu_layer} on the "
+    "concept's text is pulled toward one fixed random vector, {rmu_scale} times the model's own activation norm there, "
+    "while an MSE on neutral and neighbour text holds it in place elsewhere (Li et al., the WMDP paper). "
+    "A literature baseline: it scrambles what later layers read on the concept rather than removing "
+    "facts, and every row of those layers changes.", strength=StrengthKnob("RMU steps", _more_rmu_steps)))
+register(Method(
+    "elm", _elm, "ELM (erasure of language memory baseline)",
+    "Trains rank-{elm_rank} deltas on W_out of layers {elm_layers} toward the model's own next-token "
+    "distribution on the concept's text pushed from 'written by an expert on it' toward 'written by someone "
+    "who never heard of it', with a KL on neutral and neighbour text and the model's own steered "
+    "continuations for fluency (Gandikota et al.). A literature baseline; the slowest of the methods per "
+    "step, since every loss reads the full vocabulary.", strength=StrengthKnob("ELM steps", _more_elm_steps)))
+
+
+
+# ---------------------------------------------------------------- the key rewrite in the null space
+# AlphaEdit's projection (issue 31, methods/null_space.py): rewrite-cf's desired outputs, solved with the
+# change projected off the keys of general corpus text and of the neighbour names, so what those keys
+# write cannot move beyond the null space's leak bound. `lams` are the projected solve's relative ridge
+# (1 keeps half of the desired output along the keys' shared direction), tried largest first.
+REWRITE_NULL = replace(REWRITE_CF, null_space_tokens=100_000, lams=(1.0, 0.1, 0.01))
+
+
+def _rewrite_null(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions,
+                  progress: Progress) -> MethodRun:
+    """'rewrite-cf' with the null-space-projected solve: REWRITE_NULL, or opts.rewrite with the
+    counterfactual target and, if it sets no null_space_tokens, as many preserved tokens as its
+    own retain covariance (cov_tokens), so a small test config stays small."""
+    cfg = opts.rewrite or REWRITE_NULL
+    cfg = replace(cfg, target="counterfactual", null_space_tokens=cfg.null_space_tokens or cfg.cov_tokens)
+    return _rewrite(bundle, corpus, facts, replace(opts, rewrite=cfg), progress)
+
+
+def _smaller_ridge(opts: EraseOptions, level: float) -> EraseOptions:
+    cfg = opts.rewrite or REWRITE_NULL
+    return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
+
+
+register(Method(
+    "rewrite-null", _rewrite_null, "Key rewrite in the null space of general text (AlphaEdit)",
+    "The counterfactual key rewrite of MLPs {rewrite_layers}, with each weight change projected onto the "
+    "directions that keys of general text (a large corpus sample) and of other names of the same kind "
+    "(almost) never take, as AlphaEdit does: what the model writes for ordinary text cannot move beyond "
+    "a bound fixed by that projection, instead of being traded against the fit. Acts on the name; a rank-1 "
+    "change per layer. The preserved sample is built once per model (minutes), then cached.",
+    strength=StrengthKnob("1 / ridge", _smaller_ridge)))
 
 def check_method(bundle: ModelBundle, method: str, options: EraseOptions = DEFAULT_OPTIONS) -> None:
     """Raise the one sentence that says why `method` cannot run on this model, before any work

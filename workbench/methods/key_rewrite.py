@@ -30,6 +30,12 @@ keeps the keys of neighbour names (other names of the same kind, in the same fra
 are: they join K with a desired change of 0, weighted by `neighbour_key_weight` per key, so the
 solve is told which other names the edit must not move, not only the average retain token.
 
+With `null_space_tokens` > 0 (method `rewrite-null`, issue 31) step 3 is AlphaEdit's instead:
+the change is projected onto the approximate null space of the keys of a large general sample plus
+the neighbour names' keys (null_space.py), dW = P X with X = argmin ||K P X - D||^2 + ridge ||X||^2,
+so the outputs for those keys cannot move beyond the projection's leak bound whatever the fit asks
+for; `lams` are then the solve's relative ridge, searched with the same accept rule.
+
 The result is an additive delta on every row of each edited W_out, so it travels as an
 `optimise_value_vectors` operation with its delta in the safetensors payload, like optimise.py's.
 """
@@ -45,6 +51,7 @@ from typing import Literal
 import torch
 
 from workbench.adapters.routing import DownProjEdit, down_proj_edits
+from workbench.config import Settings
 from workbench.corpus import Corpus, Document
 from workbench.lenses.tokens import pad_id, pad_ids
 from workbench.methods.counterfactual import (
@@ -54,6 +61,13 @@ from workbench.methods.counterfactual import (
 )
 from workbench.methods.facts import FactSet, split_sentences
 from workbench.methods.frames import FRAMES, FrameBatch, FramesConfig, build_frames, last_name_position
+from workbench.methods.null_space import (
+    leak_bound,
+    null_space_projector,
+    preserved_covariances,
+    projected_ridge,
+    solve_projected,
+)
 from workbench.methods.optimise import OptimiseResult
 from workbench.methods.readout import residuals_after
 from workbench.methods.retain import RetainConfig, retain_split
@@ -89,6 +103,13 @@ class RewriteConfig:
     # neighbour_key_weight relative to one concept key (0 = off)
     neighbour_key_weight: float = 0.0
     n_other_names: int = 0  # titles of the neutral retain articles (other topics) kept the same way
+    # AlphaEdit's null-space projection (method rewrite-null, null_space.py): > 0 projects each weight
+    # change off the keys of this many general corpus tokens plus the held names' keys (weighted
+    # neighbour_key_weight), and `lams` become the projected solve's relative ridge (projected_ridge)
+    null_space_tokens: int = 0
+    # eigenvalues below this x the largest span the null space (AlphaEdit's absolute 2e-2, relative to
+    # the largest eigenvalue of the embedded model's rewritten layers, lands around this value)
+    null_space_threshold: float = 1e-3
     seed: int = 0  # the frame minibatches of the desired-output fit
     retain: RetainConfig = field(default_factory=RetainConfig)
     frames: FramesConfig = field(default_factory=FramesConfig)
@@ -119,6 +140,8 @@ class LayerSolve:
     remaining_after: float  # with the solved weight change
     output_change_neutral: float  # mean ||h dW|| / ||h W_out|| on retain tokens
     tried: list[dict[str, float]] = field(default_factory=list)
+    null_dims: int = 0  # null-space variant: directions of the projector's range (0 = no projection)
+    leak_bound: float = 0.0  # and E||h dW||^2 / ||dW||^2 at most, h drawn like the preserved keys
 
 
 def _added_at_names(bundle: ModelBundle, last: torch.Tensor, adds: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
@@ -138,7 +161,10 @@ def _added_at_names(bundle: ModelBundle, last: torch.Tensor, adds: dict[int, tor
 
 def full_layer_deltas(bundle: ModelBundle, deltas: dict[int, torch.Tensor]) -> AbstractContextManager[None]:
     """down_proj output += h @ delta for each layer (delta: [d_mlp, d_model], every row)."""
-    return down_proj_edits(bundle, {layer: lambda h, out, d=d: out + h @ d for layer, d in deltas.items()})
+    def add(delta: torch.Tensor) -> DownProjEdit:
+        return lambda h, out: out + h @ delta
+
+    return down_proj_edits(bundle, {layer: add(d) for layer, d in deltas.items()})
 
 
 def _mlp_outputs(bundle: ModelBundle, ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -173,8 +199,8 @@ def key_covariances(bundle: ModelBundle, texts: Sequence[str], layers: Sequence[
             got = mlp_hidden(bundle.bridge, enc["input_ids"], layers, attention_mask=enc["attention_mask"])
             keep = text_positions(enc["attention_mask"])
             for layer in layers:
-                x = got[layer][keep].double()  # [n_tok, d_mlp]
-                sums[layer] += x.T @ x
+                x = got[layer][keep]  # [n_tok, d_mlp]
+                sums[layer] += (x.T @ x).double()  # one batch in float32, the running sum in float64
             n += int(keep.sum())
             if n >= max_tokens:
                 break
@@ -209,12 +235,14 @@ def rewrite_name_key(
     weight change is solved for its own keys, measured with the others' additions in place."""
     t0 = time.perf_counter()
     cfg = cfg.fitted(bundle.n_layers)
-    layers = sorted(set(cfg.layers))
+    if cfg.layers is None or cfg.repr_layers is None:
+        raise ValueError("RewriteConfig.fitted left the layers unset.")
+    layers, repr_layers = sorted(set(cfg.layers)), cfg.repr_layers
     for layer in layers:
         bundle.check_layer(layer)
     counterfactual = cfg.target == "counterfactual"  # its objective has its own targets, not the frames'
     progress.stage("frames" if counterfactual else "frames and made-up-name targets", total=None)
-    frames = build_frames(bundle, facts, cfg.repr_layers, cfg.retain.max_len, with_targets=not counterfactual)
+    frames = build_frames(bundle, facts, repr_layers, cfg.retain.max_len, with_targets=not counterfactual)
     neighbours, neutral = retain_split(corpus, facts, cfg.retain)
     objective = _objective(bundle, facts, frames, cfg, progress)
     shared = fit_desired_outputs(bundle, frames, objective, layers, cfg, progress)
@@ -227,12 +255,20 @@ def rewrite_name_key(
         covs = key_covariances(bundle, retain, layers, cfg.cov_tokens, cfg.retain.max_len)
     kept = neighbour_frames(bundle, facts, held_names(neighbours, neutral, cfg), cfg.retain.max_len) \
         if cfg.neighbour_key_weight > 0 else None
-    candidates, tried = search_lams(bundle, frames, layers, desired, covs, kept, objective, cfg, progress)
+    projectors: dict[int, torch.Tensor] | None = None
+    leaks: dict[int, float] = {}
+    if cfg.null_space_tokens > 0:  # the held names' keys join the preserved keys instead of the solve
+        projectors, leaks = null_space_projectors(bundle, corpus, layers, kept, cfg, progress)
+        kept = None
+    candidates, tried = search_lams(bundle, frames, layers, desired, covs, kept, objective, cfg, progress,
+                                    projectors=projectors)
     lam, deltas, rem, _ = choose_lam(candidates, cfg.max_remaining, cfg.max_neutral_change)
     progress.message(f"lam {lam:g}: {objective.what} 1.00 -> {rem:.2f} "
                      f"(desired outputs reach {remaining_desired:.2f})")
     solves = [LayerSolve(layer, lam, 1.0, remaining_desired, rem,
-                         next(t[f"change_l{layer}"] for t in tried if t["lam"] == lam), tried) for layer in layers]
+                         next(t[f"change_l{layer}"] for t in tried if t["lam"] == lam), tried,
+                         int(projectors[layer].trace().round()) if projectors else 0, leaks.get(layer, 0.0))
+              for layer in layers]
     result = OptimiseResult(
         rows={layer: list(range(bundle.d_mlp)) for layer in layers},
         deltas={layer: d.contiguous() for layer, d in deltas.items()},
@@ -283,15 +319,41 @@ def fit_desired_outputs(bundle: ModelBundle, frames: FrameBatch, objective: _Obj
     return {layer: v.detach() for layer, v in shared.items()}
 
 
+def null_space_projectors(bundle: ModelBundle, corpus: Corpus, layers: Sequence[int], kept: FrameBatch | None,
+                          cfg: RewriteConfig, progress: Progress) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
+    """AlphaEdit's P per layer ({layer: [d_mlp, d_mlp]}, null_space.py): the null space of the
+    preserved keys' second moment, C0 (cfg.null_space_tokens corpus tokens, cached per model) +
+    neighbour_key_weight x the mean N^T N of the held names' keys (read on the base model).
+    Also each layer's leak bound, the largest eigenvalue of P C P ({layer: float})."""
+    covs = preserved_covariances(bundle, corpus, layers, cfg.null_space_tokens,
+                                 (bundle.settings or Settings.from_env()).cache_dir, progress)
+    with torch.no_grad():
+        held = _keys_at_names(bundle, kept, layers) if kept is not None else {}
+    out, leaks = {}, {}
+    for layer in layers:
+        cov = covs[layer]
+        if layer in held:
+            cov = cov + cfg.neighbour_key_weight * held[layer].T @ held[layer] / len(held[layer])
+        out[layer] = null_space_projector(cov, cfg.null_space_threshold)
+        leaks[layer] = leak_bound(cov, out[layer])
+        top = float(torch.linalg.eigvalsh(cov.double())[-1])
+        progress.message(f"layer {layer}: null space of {int(out[layer].trace().round())} of {bundle.d_mlp} "
+                         f"directions, E||h dW||^2 <= {leaks[layer] / max(top, 1e-30):.1e} x the largest "
+                         "preserved eigenvalue x ||dW||^2")
+    return out, leaks
+
+
 LamCandidate = tuple[float, dict[int, torch.Tensor], float, float]  # lam, deltas, remaining, neutral change
 
 
 def search_lams(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int], desired: dict[int, torch.Tensor],
                 covs: dict[int, torch.Tensor], kept: FrameBatch | None, objective: _Objective, cfg: RewriteConfig,
-                progress: Progress) -> tuple[list[LamCandidate], list[dict[str, float]]]:
+                progress: Progress, *, projectors: dict[int, torch.Tensor] | None = None,
+                ) -> tuple[list[LamCandidate], list[dict[str, float]]]:
     """Step 3 for each lam of `cfg.lams` (largest first), measured on the objective and as the
     change of each layer's output on retain text; stops at the first that erases within the
     change budget, or once a looser solve reaches less than the stricter one before it.
+    With `projectors` (null-space variant) each lam is the projected solve's relative ridge.
     Returns the candidates and their table (one dict per lam tried)."""
     energy = {layer: float(torch.trace(layout.w_out(bundle.hf_model, layer).detach().float().T @ covs[layer]
                                        @ layout.w_out(bundle.hf_model, layer).detach().float()))
@@ -300,7 +362,8 @@ def search_lams(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int], 
     candidates: list[LamCandidate] = []
     progress.stage("solving the weight change per lam", total=len(cfg.lams))
     for lam in cfg.lams:
-        deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam, kept, cfg.neighbour_key_weight)
+        deltas = _solve_in_order(bundle, frames, layers, desired, covs, lam, kept, cfg.neighbour_key_weight,
+                                 projectors)
         with torch.no_grad(), full_layer_deltas(bundle, deltas):
             rem = objective.remaining(None)
         change = {layer: (float(torch.trace(d.T @ covs[layer] @ d)) / max(energy[layer], 1e-12)) ** 0.5
@@ -441,17 +504,22 @@ def choose_lam(candidates: Sequence[LamCandidate], max_remaining: float, max_cha
 
 def _solve_in_order(bundle: ModelBundle, frames: FrameBatch, layers: Sequence[int], desired: dict[int, torch.Tensor],
                     covs: dict[int, torch.Tensor], lam: float, kept: FrameBatch | None = None,
-                    kept_weight: float = 0.0) -> dict[int, torch.Tensor]:
+                    kept_weight: float = 0.0, projectors: dict[int, torch.Tensor] | None = None,
+                    ) -> dict[int, torch.Tensor]:
     """Solve the layers in order, as MEMIT does: each layer's keys are read with the earlier
     layers' solved weights in place and the later layers' desired additions still hooked.
     `kept` frames (neighbour names) add their keys with a desired change of 0, each weighted
-    `kept_weight` relative to one concept key."""
+    `kept_weight` relative to one concept key. With `projectors` the change is AlphaEdit's
+    null-space-projected solve, lam its relative ridge."""
     deltas: dict[int, torch.Tensor] = {}
     for i, layer in enumerate(layers):
         later = {other: desired[other] for other in layers[i:]}
         with torch.no_grad(), full_layer_deltas(bundle, deltas), _added_at_names(bundle, frames.last, later):
             keys = _keys_at_names(bundle, frames, [layer])[layer]  # [n, d_mlp]
-        if kept is not None and kept_weight > 0:
+        if projectors is not None:
+            p = projectors[layer]
+            deltas[layer] = solve_projected(keys, desired[layer], p, projected_ridge(keys, p, lam))
+        elif kept is not None and kept_weight > 0:
             with torch.no_grad(), full_layer_deltas(bundle, deltas):
                 other = _keys_at_names(bundle, kept, [layer])[layer]  # [m, d_mlp]
             deltas[layer] = _solve_kept(keys, desired[layer], other, covs[layer], lam, kept_weight)

@@ -153,10 +153,10 @@ def delta_hooks(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[in
     """Adds h[..., rows] @ delta to each chosen layer's down_proj output: the same as adding
     delta to those W_out rows, but differentiable in delta, free to remove and seen by this
     thread's forward passes only (an erase job trains while other users preview)."""
-    edits: dict[int, DownProjEdit] = {}
-    for layer, idx in rows.items():
-        index, delta = torch.tensor(idx, dtype=torch.long), deltas[layer]
-        edits[layer] = lambda h, out, index=index, delta=delta: out + h[..., index] @ delta
+    def add_rows(index: torch.Tensor, delta: torch.Tensor) -> DownProjEdit:
+        return lambda h, out: out + h[..., index] @ delta
+
+    edits = {layer: add_rows(torch.tensor(idx, dtype=torch.long), deltas[layer]) for layer, idx in rows.items()}
     return down_proj_edits(bundle, edits)
 
 
@@ -184,7 +184,10 @@ def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: Op
     """Targets, frames, retain set and rows (activation contrast unless given), and the step size."""
     if not facts.facts:
         raise ValueError("The fact set is empty: add facts before optimising.")
-    for layer in cfg.layers:
+    if cfg.layers is None or cfg.repr_layers is None:
+        raise ValueError("The optimisation's layers are unset: pass cfg.fitted(bundle.n_layers).")
+    layers, repr_layers = cfg.layers, cfg.repr_layers
+    for layer in layers:
         bundle.check_layer(layer)
     progress.stage("preparing targets and retain set", total=None)
     max_len = cfg.retain.max_len
@@ -200,10 +203,10 @@ def prepare_problem(bundle: ModelBundle, facts: FactSet, corpus: Corpus, cfg: Op
         if counterfactual is None:
             raise ValueError(f"No text about {facts.name!r} aligns with made-up names; add facts that name it.")
         retain_texts += neighbour_name_texts(facts, neighbours, cfg.frames.n_neighbour_names)
-    frames = build_frames(bundle, facts, cfg.repr_layers, max_len) if cfg.target in ("representation", "both") else None
+    frames = build_frames(bundle, facts, repr_layers, max_len) if cfg.target in ("representation", "both") else None
     if rows is None:
         progress.message("selecting rows by activation contrast")
-        rows = select_rows(bundle, facts, retain, frames, target=cfg.target, layers=cfg.layers, n_rows=cfg.n_rows,
+        rows = select_rows(bundle, facts, retain, frames, target=cfg.target, layers=layers, n_rows=cfg.n_rows,
                            max_len=max_len)
     for layer, idx in rows.items():
         bundle.check_layer(layer)

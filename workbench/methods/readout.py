@@ -9,6 +9,8 @@ Readers that need no gradient use `workbench.models.hooks.capture`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -39,13 +41,13 @@ def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequen
     captured: dict[int, torch.Tensor] = {}
     last = max(layers)
 
-    def hook(_mod: torch.nn.Module, _inp: object, out: object, layer: int) -> None:
-        captured[layer] = out[0] if isinstance(out, tuple) else out  # type: ignore[index]
+    def hook(_mod: torch.nn.Module, _inp: object, out: Any, layer: int) -> None:
+        captured[layer] = out[0] if isinstance(out, tuple) else out
         if layer == last:
             raise StopForward
 
     blocks = layout.decoder_layers(bundle.hf_model)
-    with taps({blocks[layer]: (lambda m, i, o, layer=layer: hook(m, i, o, layer)) for layer in set(layers)}):
+    with taps({blocks[layer]: partial(hook, layer=layer) for layer in set(layers)}):
         try:
             bundle.hf_model.base_model(input_ids=input_ids)
         except StopForward:

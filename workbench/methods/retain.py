@@ -58,7 +58,7 @@ def retain_documents(corpus: Corpus, facts: FactSet, cfg: RetainConfig) -> list[
 
 
 def collision_documents(corpus: Corpus, facts: FactSet, tokenizer: Any, target_ids: Sequence[int],
-                        cfg: RetainConfig, exclude: set[str]) -> list[Document]:
+                        cfg: RetainConfig, exclude: set[int]) -> list[Document]:
     """Articles that use the fact target words but do not name the concept, most target words
     first: the text where unlearning those words would show up as collateral damage."""
     if not target_ids or cfg.n_collisions <= 0:

@@ -8,8 +8,9 @@ and says which of the two stopped it.
 
 The knob each method raises is the `strength` of its registration (`METHODS`, registry.py;
 the knobs are defined beside the methods in erase.py): the optimisation's steps for the
-optimise family, the key rewrite's acceptance threshold, rewrite-cf's lam, the number of zeroed
-rows for 'ablate'. A method registered without one is refused with a sentence.
+optimise family, the key rewrite's acceptance threshold, rewrite-cf's lam, rewrite-null's ridge
+(divided by the level, like rewrite-cf's lam), the number of zeroed rows for 'ablate'. A method
+registered without one is refused with a sentence.
 Every level costs one erase and one scorecard, so the search costs `len(levels)` times the
 method at most; it is opt-in (`erase --search-strength`).
 """

@@ -47,16 +47,21 @@ def method_help(method: str, n_layers: int = REFERENCE_LAYERS) -> str:
 def config_numbers(n_layers: int = REFERENCE_LAYERS) -> dict[str, object]:
     """The numbers the method descriptions quote, read from the configs (never repeated in
     prose), with layers placed at the depth of an `n_layers` model."""
+    from workbench.methods.elm import ElmConfig
     from workbench.methods.erase import AblateConfig, PiscesConfig, ProjectConfig
     from workbench.methods.key_rewrite import RewriteConfig
     from workbench.methods.optimise import OptimiseConfig
+    from workbench.methods.rmu import RmuConfig
 
     opt, rew, proj = OptimiseConfig().fitted(n_layers), RewriteConfig().fitted(n_layers), ProjectConfig()
+    rmu, elm = RmuConfig().fitted(n_layers), ElmConfig().fitted(n_layers)
     return {
-        "rows": opt.n_rows, "optimise_layers": describe_layers(opt.layers),
-        "rewrite_layers": describe_layers(rew.layers), "n_rewrite_layers": len(rew.layers),
+        "rows": opt.n_rows, "optimise_layers": describe_layers(opt.layers or ()),
+        "rewrite_layers": describe_layers(rew.layers or ()), "n_rewrite_layers": len(rew.layers or ()),
         "project_layers": describe_layers(proj.layers_for(n_layers)),
         "sae_layer": PiscesConfig().layer_for(n_layers), "ablate_rows": AblateConfig().n_rows,
+        "rmu_layers": describe_layers(rmu.layers or ()), "rmu_layer": rmu.layer, "rmu_scale": f"{rmu.steering_scale:g}",
+        "elm_layers": describe_layers(elm.layers or ()), "elm_rank": elm.rank,
     }
 
 
