@@ -3,15 +3,14 @@ statistics, SAE training and catalogues) as background jobs. Routed by app.py.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from workbench.jobs import prepare_job, pretrained_sae_job, sae_catalogue_job, sae_job
 from workbench.models.depth import DEFAULT_SAE_LAYER, REFERENCE_LAYERS, default_sae_layer
-from workbench.models.sources import installed_packaged_ggufs, parse_source
+from workbench.models.sources import installed_packaged_ggufs
 from workbench.sae.train import CORPUS_MIXES, SITES, SAETrainConfig
+from workbench.server_paths import NotAllowed, browser_model_source, browser_sae_folder, describe_reach
 from workbench.ui import panels, resources
 from workbench.ui.features import compact, sae_overview
 
@@ -40,10 +39,11 @@ with left:
         "... or a model on this server: a .gguf file or a safetensors folder", key="model_source_path",
         placeholder="/path/to/model.gguf",
         help="A GGUF file (llama.cpp, Ollama) is dequantised to float32 once into the model cache; a family "
-             "outside the architecture map is refused with the list of supported ones.").strip()
+             "outside the architecture map is refused with the list of supported ones. Only files in the "
+             "server's model folders (the cache's models dir and WORKBENCH_MODEL_ROOTS) can be named here.").strip()
     if typed:
         try:
-            parse_source(typed)
+            browser_model_source(settings, typed)  # the admin's model folders only (server_paths.py)
         except ValueError as err:
             st.error(str(err))
         else:
@@ -109,18 +109,24 @@ else:
 with st.expander("Add an SAE from a folder or from SAELens's pretrained releases"):
     f1, f2 = st.columns(2)
     folder = f1.text_input("SAE folder (SAELens format, safetensors)", key="sae_folder",
-                           placeholder="/path/to/sae (cfg.json + sae_weights.safetensors)")
+                           placeholder="a folder in the server's SAE folders (cfg.json + sae_weights.safetensors)")
     if f1.button("Catalogue this folder", key="sae_folder_go", disabled=not folder.strip()):
-        panels.start_job("sae", f"Catalogue {folder.strip()}", sae_catalogue_job(store, bundle, Path(folder.strip())))
+        try:
+            sae_folder = browser_sae_folder(settings, folder)  # the admin's SAE folders only
+        except NotAllowed as err:
+            f1.error(str(err))
+        else:
+            panels.start_job("sae", f"Catalogue {folder.strip()}", sae_catalogue_job(store, bundle, sae_folder))
     release = f2.text_input("SAELens release", key="sae_release", placeholder="e.g. gemma-scope-2-270m-pt-mlp-all")
     pre_id = f2.text_input("SAE id in the release", key="sae_release_id",
                            placeholder="e.g. layer_6_width_16k_l0_small")
     if f2.button("Load and catalogue", key="sae_release_go", disabled=not (release.strip() and pre_id.strip())):
         panels.start_job("sae", f"Pretrained {release.strip()}/{pre_id.strip()}",
-                         pretrained_sae_job(store, bundle, release.strip(), pre_id.strip()))
+                         pretrained_sae_job(store, bundle, release.strip(), pre_id.strip(), hub=settings.allow_hub))
     st.caption("Pretrained SAEs and transcoders (e.g. Gemma Scope 2's `gemma-scope-2-270m-pt-transcoders-all`) "
-               "load from the local Hugging Face cache, offline too, or from the hub when it is reachable; "
-               "when neither has them the job says where it looked. Pickled weights are refused.")
+               "load from the server's local Hugging Face cache, and from the hub only when the admin allows it. "
+               "Pickled weights are refused.")
+    st.caption(describe_reach(settings))
 
 # ---------------------------------------------------------------- builds
 st.subheader("Build")

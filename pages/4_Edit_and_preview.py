@@ -1,5 +1,6 @@
 """Edit & preview: your ordered list of operations, base vs edited generations streamed side by
-side, the scorecard, import/export of the EditSpec JSON and export of the edited checkpoint.
+side, the scorecard, import/export of the EditSpec JSON and export of the edited checkpoint or of a
+PEFT LoRA adapter.
 
 Your edit lives in this browser session only, as an adapter: the shared model's weights are
 never written, and your edit is added only to your own rows of a batched forward pass (base and
@@ -13,9 +14,10 @@ import streamlit as st
 
 from workbench.edits.compile import compile_spec
 from workbench.edits.spec import SpecError, pack_payload
+from workbench.exports.archive import zip_folder
 from workbench.models.chat import has_chat_template
 from workbench.ui import draft as drafts
-from workbench.ui import panels, resources
+from workbench.ui import identity, panels, resources
 
 st.set_page_config(page_title="Edit & preview · workbench", page_icon="✏️", layout="wide")
 st.title("Edit & preview")
@@ -132,30 +134,30 @@ if st.button("Generate", key="ed_generate", type="primary"):
 
 # ---------------------------------------------------------------- scorecard
 st.subheader("Scorecard")
-try:
-    import workbench.benchmark.scorecard  # noqa: F401
-except ImportError:
-    st.info("The scorecard (workbench.benchmark.scorecard) isn't built yet.")
-else:
-    sets = store.concept_sets()
-    default_concept = str(st.session_state.get("er_concept") or "")  # the concept last erased on the Erase page
-    if st.session_state.get("concept_id") in set(sets["concept_id"]):
-        default_concept = str(sets.set_index("concept_id").loc[st.session_state["concept_id"], "name"])
-    s1, s2 = st.columns([3, 1])
-    concept = s1.text_input("Concept to score (a corpus title)", value=default_concept, key="ed_sc_concept")
-    if s2.button("Run scorecard", key="ed_sc_run", disabled=not (ready and concept.strip())):
-        from workbench.benchmark.scorecard import EvalOptions
-        from workbench.jobs import scorecard_job
+sets = store.concept_sets()
+default_concept = d.concept  # the concept last erased into this edit on the Erase page
+if not default_concept and st.session_state.get("concept_id") in set(sets["concept_id"]):
+    default_concept = str(sets.set_index("concept_id").loc[st.session_state["concept_id"], "name"])
+s1, s2 = st.columns([3, 1])
+concept = s1.text_input("Concept to score (a corpus title)", value=default_concept, key="ed_sc_concept")
+relearn = s1.checkbox("Relearning test (slow)", value=False, key="ed_sc_relearn",
+                      help="Fine-tunes a copy of the edited model on sentences about the concept and asks the concept "
+                           "prompts again: how much of the erased knowledge comes back (minutes on a CPU).")
+if s2.button("Run scorecard", key="ed_sc_run", disabled=not (ready and concept.strip())):
+    from workbench.benchmark.relearn import RelearnConfig
+    from workbench.benchmark.scorecard import EvalOptions
+    from workbench.jobs import scorecard_job
 
-        st.session_state["ed_sc_job"] = panels.start_job(
-            "scorecard", f"Scorecard '{concept.strip()}'",
-            scorecard_job(bundle, concept.strip(), ready[1], EvalOptions(chat_template=chat)))  # type: ignore[index]
-    job_id = st.session_state.get("ed_sc_job")
-    if job_id:
-        panels.job_panel(kinds=("scorecard",), limit=1)
-        card = resources.jobs().result(job_id)
-        if card is not None:
-            panels.scorecard_view(card)
+    st.session_state["ed_sc_job"] = panels.start_job(
+        "scorecard", f"Scorecard '{concept.strip()}'",
+        scorecard_job(bundle, concept.strip(), ready[1],  # type: ignore[index]
+                      EvalOptions(chat_template=chat, relearn=RelearnConfig() if relearn else None)))
+job_id = st.session_state.get("ed_sc_job")
+if job_id:
+    panels.job_panel(kinds=("scorecard",), limit=1)
+    card = panels.job_result(job_id)
+    if card is not None:
+        panels.scorecard_view(card)
 
 # ---------------------------------------------------------------- import / export
 st.subheader("Import / export")
@@ -175,12 +177,33 @@ with i1:
                                file_name=f"{stem}.payload.safetensors", mime="application/octet-stream",
                                key="ed_download_payload", on_click="ignore",
                                help="The spec names this file by SHA-256; keep the two files together.")
-        if st.button("Export edited checkpoint (safetensors)", key="ed_export"):
-            from workbench.jobs import export_job
+        b1, b2 = st.columns(2)
+        fmt = None
+        if b1.button("Export edited checkpoint (safetensors)", key="ed_export",
+                     help="A full model folder for transformers' from_pretrained, written on the server."):
+            fmt = "checkpoint"
+        if b2.button("Export PEFT LoRA adapter", key="ed_export_lora",
+                     help="A small adapter folder for peft.PeftModel.from_pretrained and vLLM multi-LoRA; "
+                          "download it as a zip once written."):
+            fmt = "lora"
+        if fmt is not None:
+            from workbench.jobs import EXPORT_FORMATS, export_dir, export_job
 
-            out = settings.cache_dir / "exports" / re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)
-            panels.start_job("export", f"Export '{spec.name}'", export_job(bundle, ready[1], spec, out, store))
+            owner = identity.current_owner()  # cache/exports/<owner>/<name>-<sha8>: never another user's folder
+            out = export_dir(settings.exports_dir, owner, spec, fmt)
+            job = panels.start_job("export", f"Export '{spec.name}' as {EXPORT_FORMATS[fmt]}",
+                                   export_job(bundle, ready[1], spec, out, store, fmt=fmt, owner=owner))
+            st.session_state["ed_export_job"] = (job, fmt)
         panels.job_panel(kinds=("export",), limit=1)
+        job, fmt = st.session_state.get("ed_export_job") or (None, None)
+        written = panels.job_result(job)
+        if fmt == "lora" and written is not None:
+            try:
+                st.download_button("Download the LoRA adapter (zip)", zip_folder(written),
+                                   file_name=f"{written.name}.zip", mime="application/zip",
+                                   key="ed_download_lora", on_click="ignore")
+            except (OSError, ValueError) as err:
+                st.error(f"The adapter was written but can't be downloaded: {err}")
     else:
         st.caption("Add operations to export them.")
 with i2:
@@ -198,8 +221,6 @@ with i2:
         except SpecError as err:
             st.error(f"Not imported: {err}")
         else:
-            d.load_spec(loaded, loaded_payload)
-            for key in ("ed_name", "ed_notes", "ed_chat"):  # shown afresh from the imported spec
-                st.session_state.pop(key, None)
+            drafts.load_into_draft(loaded, loaded_payload)
             st.success(f"Imported '{loaded.name}' with {len(loaded.operations)} operation(s).")
             st.rerun()

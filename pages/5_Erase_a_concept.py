@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from workbench.benchmark.relearn import RelearnConfig
 from workbench.benchmark.scorecard import EvalOptions
 from workbench.jobs import erase_job, fact_set_job
 from workbench.methods.erase import DEFAULT_METHOD, METHODS, EraseOptions
@@ -25,7 +26,6 @@ bundle, store = panels.need_bundle_and_store()
 panels.edit_sidebar()
 settings = resources.settings()
 corpus = resources.wiki()
-jobs = resources.jobs()
 
 # ---------------------------------------------------------------- 1. concept
 st.subheader("1 · Concept")
@@ -80,7 +80,7 @@ b2.caption("Sentences of the article, sentences of articles that name the concep
            "low-temperature samples about it (~30-60 s on the embedded model).")
 if facts_job:
     panels.job_panel(kinds=("facts",), limit=1)
-    built = jobs.result(facts_job)
+    built = panels.job_result(facts_job)
     if built is not None and st.session_state.get("er_facts_from") != facts_job:
         st.session_state["er_facts"] = built
         st.session_state["er_facts_from"] = facts_job
@@ -133,10 +133,14 @@ steps = o1.slider("Optimisation steps", 5, 80, OptimiseConfig().steps, 5, key="e
                   help="Adam steps on the row deltas; early stopping on a validation split of the fact set.")
 score = o2.checkbox("Run the scorecard afterwards", value=True, key="er_score",
                     help="Concept, neighbours, general knowledge, perplexity, re-introduction in context (~1 min on 2 idle cores).")
+relearn = o2.checkbox("Relearning test (slow)", value=False, key="er_relearn", disabled=not score,
+                      help="Fine-tunes a copy of the edited model on sentences about the concept and asks the concept "
+                           "prompts again: how much of the erased knowledge comes back (minutes on a CPU).")
 ready = chosen is not None and facts is not None and concept and facts.concept == concept and not blocked
 if st.button("Erase", key="er_run", type="primary", disabled=not ready):
     options = EraseOptions(optimise=OptimiseConfig(steps=int(steps)) if info and info.optimises else None,
-                           saes_dir=settings.saes_dir, score=bool(score), eval_options=EvalOptions(),
+                           saes_dir=settings.saes_dir, score=bool(score),
+                           eval_options=EvalOptions(relearn=RelearnConfig() if relearn else None),
                            chat_template=chat)
     st.session_state["er_job"] = panels.start_job("erase", f"Erase '{concept}' ({method})",
                                                   erase_job(bundle, corpus, str(concept), method, chosen, options))
@@ -147,7 +151,7 @@ if not ready and chosen is None:
 er_job = st.session_state.get("er_job")
 if er_job:
     panels.job_panel(kinds=("erase",), limit=1)
-    result = jobs.result(er_job)
+    result = panels.job_result(er_job)
     if result is not None:
         st.subheader("4 · Result")
         spec = result.spec
@@ -177,10 +181,11 @@ if er_job:
                 st.error(str(err))
             else:
                 if take == "replace":
-                    d.load_spec(spec, result.payload)
+                    drafts.load_into_draft(spec, result.payload)
                 else:
                     d.add_with_payload(list(spec.operations), result.payload)
                     d.chat_template = d.chat_template or spec.chat_template
+                drafts.draft().concept = result.fact_set.concept
                 st.session_state.setdefault("_toasts", []).append(
                     f"Your edit now has {len(d.operations)} operation(s): preview and export it on Edit & preview.")
                 st.rerun()  # the sidebar (drawn first) shows the new edit

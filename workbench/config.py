@@ -25,15 +25,29 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class JobLimits:
+    """How the app's background jobs share one server (workbench/jobs/manager.py)."""
+
+    max_running: int | None = None  # users' jobs running at once; None: 1 on CPU, 2 on CUDA
+    result_ttl_s: float = 3600.0  # a finished job's result is dropped this long after its first read (or its end)
+    file_ttl_s: float = 7 * 86400.0  # job progress files older than this are deleted
+
+
+@dataclass(frozen=True)
 class Settings:
     """Paths and defaults. `from_env` reads WORKBENCH_* variables."""
 
     cache_dir: Path = REPO_ROOT / "cache"
     model_source: str = "embedded"
     limits: Limits = field(default_factory=Limits)
+    jobs: JobLimits = field(default_factory=JobLimits)
     torch_threads: int | None = None
     device: str = "auto"  # 'cpu' | 'cuda' | 'auto' (CUDA when torch sees a GPU)
     dtype: str = "float32"  # 'float32' | 'bfloat16': the dtype the weights are held in
+    # What a browser may name on the server (workbench/server_paths.py; the CLI is not limited):
+    sae_roots: tuple[Path, ...] = ()  # SAE folders beyond saes_dir: WORKBENCH_SAE_ROOTS
+    model_roots: tuple[Path, ...] = ()  # model folders/GGUF files beyond models_dir: WORKBENCH_MODEL_ROOTS
+    allow_hub: bool = False  # the app may download from the HF hub: WORKBENCH_ALLOW_HUB=1
 
     @property
     def store_path(self) -> Path:
@@ -51,6 +65,21 @@ class Settings:
     def jobs_dir(self) -> Path:
         return self.cache_dir / "jobs"
 
+    @property
+    def exports_dir(self) -> Path:
+        """Exported checkpoints and adapters, one folder per owner (jobs.export_dir)."""
+        return self.cache_dir / "exports"
+
+    @property
+    def sae_folders(self) -> tuple[Path, ...]:
+        """Where the app may load SAE folders from: the cache's SAE dir, then `sae_roots`."""
+        return (self.saes_dir, *self.sae_roots)
+
+    @property
+    def model_folders(self) -> tuple[Path, ...]:
+        """Where a model named in the browser may live: the cache's model dir, then `model_roots`."""
+        return (self.models_dir, *self.model_roots)
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         env = os.environ
@@ -63,6 +92,9 @@ class Settings:
             kwargs["device"] = env["WORKBENCH_DEVICE"]
         if "WORKBENCH_DTYPE" in env:
             kwargs["dtype"] = env["WORKBENCH_DTYPE"]
+        for key, name in (("sae_roots", "WORKBENCH_SAE_ROOTS"), ("model_roots", "WORKBENCH_MODEL_ROOTS")):
+            kwargs[key] = tuple(Path(p).expanduser().resolve() for p in env.get(name, "").split(os.pathsep) if p.strip())
+        kwargs["allow_hub"] = env.get("WORKBENCH_ALLOW_HUB", "0").strip().lower() in ("1", "true", "yes", "on")
         limits = Limits(
             max_new_tokens=int(env.get("WORKBENCH_MAX_NEW_TOKENS", Limits.max_new_tokens)),
             max_prompt_chars=int(env.get("WORKBENCH_MAX_PROMPT_CHARS", Limits.max_prompt_chars)),
@@ -72,5 +104,11 @@ class Settings:
             ),
         )
         kwargs["limits"] = limits
+        max_running = env.get("WORKBENCH_MAX_RUNNING_JOBS", "").strip()
+        kwargs["jobs"] = JobLimits(
+            max_running=int(max_running) if max_running else None,
+            result_ttl_s=float(env.get("WORKBENCH_JOB_RESULT_TTL_S", JobLimits.result_ttl_s)),
+            file_ttl_s=float(env.get("WORKBENCH_JOB_FILE_TTL_S", JobLimits.file_ttl_s)),
+        )
         kwargs.update(overrides)
         return cls(**kwargs)  # type: ignore[arg-type]

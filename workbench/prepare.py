@@ -2,8 +2,9 @@
 statistics on a corpus, and concept analyses (neuron contrast, histograms, concept vectors).
 
 Each function writes slice by slice (one layer, one corpus, one concept) through
-`Store.write_slices`, so an interrupted build keeps every finished slice and a rerun resumes
-with the first unfinished one. The CLI (`python -m workbench prepare`) and the app's background
+`Store.write_slices` (a concept's slices together, `Store.save_concept_build`), each slice's
+built mark in the same transaction as its rows, so an interrupted build keeps every finished
+slice and a rerun resumes with the first unfinished one. The CLI (`python -m workbench prepare`) and the app's background
 jobs call these same functions.
 """
 
@@ -32,7 +33,7 @@ from workbench.lenses.concept_vectors import DocMeansCollector, concept_vectors,
 from workbench.lenses.tokens import clean_token_mask, vocab_strings
 from workbench.models import ModelBundle, layout
 from workbench.progress import NULL_PROGRESS, Progress
-from workbench.store import Store
+from workbench.store import SliceRows, Store
 
 
 @dataclass
@@ -216,18 +217,20 @@ def build_concept(
         "concept_vectors": vectors,
     }
     seconds = time.perf_counter() - t0
-    key = {"model_id": bundle.model_id, "concept_id": concept.concept_id}
-    store.save_concept_set(concept.concept_id, concept.name, concept.terms,
-                           [d.title for d in concept.positive], len(concept.negative))
-    store.write_slices(bundle.model_id, artefact, "all", frames, key=key,
-                       params={"positive": len(pos_texts), "negative": len(neg_texts)}, seconds=seconds)
-    # Concept/neutral histograms live under their own corpus ids so the Neurons page can overlay them.
+    # Concept/neutral histograms live under their own corpus ids so the Neurons page can overlay
+    # them. They, the concept set and the analyses are written in one transaction, the concept's
+    # own "all" slice (its built mark) last: a killed build leaves nothing of this concept or all of it.
+    slices = []
     for suffix, st in (("pos", pos_stats), ("neg", neg_stats)):
         corpus_id = f"concept:{concept.concept_id}:{suffix}"
         for layer, fr in stats_frames(bundle.model_id, corpus_id, cfg.stat_site, st).items():
-            store.write_slices(bundle.model_id, f"stats:{cfg.stat_site}:{corpus_id}", f"layer={layer}", fr,
-                               key={"model_id": bundle.model_id, "corpus_id": corpus_id,
-                                    "site": cfg.stat_site, "layer": layer})
+            slices.append(SliceRows(f"stats:{cfg.stat_site}:{corpus_id}", f"layer={layer}", fr,
+                                    key={"model_id": bundle.model_id, "corpus_id": corpus_id,
+                                         "site": cfg.stat_site, "layer": layer}))
+    slices.append(SliceRows(artefact, "all", frames, key={"model_id": bundle.model_id, "concept_id": concept.concept_id},
+                            params={"positive": len(pos_texts), "negative": len(neg_texts)}, seconds=seconds))
+    store.save_concept_build(bundle.model_id, concept.concept_id, concept.name, concept.terms,
+                             [d.title for d in concept.positive], len(concept.negative), slices)
     return BuildReport(artefact, "all", seconds, len(frames["neuron_contrast"]))
 
 

@@ -4,10 +4,11 @@ the page polls), so long builds report the same way everywhere."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+from workbench import atomic
 
 
 class Progress(Protocol):
@@ -100,13 +101,12 @@ class FileProgress:
             return
         self._last = now
         self.state["updated"] = now
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, self.path)
+        atomic.write_text(self.path, json.dumps(self.state), durable=False)  # a reader never sees half a file
 
 
 def read_progress(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
+        data: dict[str, Any] = json.loads(Path(path).read_text())
+        return data
     except (FileNotFoundError, json.JSONDecodeError):
         return None

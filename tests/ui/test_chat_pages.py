@@ -88,6 +88,6 @@ def test_erase_page_samples_through_the_template_and_records_it(with_template: A
     final = manager.wait(at.session_state["er_job"], timeout_s=600)
     assert final is not None and final.state == "done", final
     at.run()
-    assert manager.result(at.session_state["er_job"]).spec.chat_template is True
+    assert manager.result(at.session_state["er_job"], final.owner).spec.chat_template is True
     at.button(key="er_replace").click().run()
     assert ok(at).session_state["edit_draft"].chat_template is True

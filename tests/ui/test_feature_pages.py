@@ -11,6 +11,7 @@ import pytest
 from apptest_helpers import app, ok, wait_for_job
 
 from workbench.sae.train import SAETrainConfig
+from workbench.server_paths import SAE_REFUSAL
 from workbench.ui.draft import EditDraft
 from workbench.ui.features import compact, density_text, example_html, sae_label, snippet_html, table_height
 
@@ -111,11 +112,13 @@ def test_home_lists_the_sae_as_catalogued(catalogued: dict) -> None:
 
 
 def test_home_refuses_a_missing_folder_and_an_offline_release_with_sentences(catalogued: dict, tmp_path: Path) -> None:
+    from workbench.ui import resources
+
     at = ok(app("app.py"))
     at.text_input(key="sae_folder").input(str(tmp_path / "no-such-sae")).run()
-    at.button(key="sae_folder_go").click().run()
-    final = wait_for_job(lambda j: j.title.startswith("Catalogue") and "no-such-sae" in j.title, 120)
-    assert final.state == "failed" and "does not exist" in final.error, final
+    at.button(key="sae_folder_go").click().run()  # outside the server's SAE folders: refused, no job
+    assert [e.value for e in at.error] == [SAE_REFUSAL]
+    assert not any("no-such-sae" in j.title for j in resources.jobs().jobs())
     at = ok(app("app.py"))
     at.text_input(key="sae_release").input("no-such-release").run()
     at.text_input(key="sae_release_id").input("x").run()

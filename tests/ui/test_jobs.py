@@ -1,4 +1,6 @@
-"""JobManager: background threads, progress files that outlive the manager, results, errors."""
+"""The job panel in two browser sessions (AppTest, no model): each user sees their own jobs in full
+with a Cancel button, and of the other user's jobs only an anonymous line; each session has its
+own owner id. The queue logic itself is tested on toy jobs in tests/unit/test_jobs_queue.py."""
 
 from __future__ import annotations
 
@@ -6,54 +8,114 @@ import threading
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from workbench.jobs import JobBusyError, JobManager
+from workbench.ui.identity import SESSION_KEY
 
-
-def test_job_reports_progress_summary_and_result(tmp_path: Path) -> None:
-    manager = JobManager(tmp_path)
-
-    def body(progress):  # type: ignore[no-untyped-def]
-        progress.stage("counting", total=3, unit="step")
-        for _ in range(3):
-            progress.advance(1)
-        return "counted 3", {"answer": 42}
-
-    job_id = manager.start("count", "Count", body)
-    status = manager.wait(job_id, 10)
-    assert status is not None and status.state == "done" and status.summary == "counted 3"
-    assert status.done == 3 and status.fraction == 1.0
-    assert manager.result(job_id) == {"answer": 42}
-    # a new manager (a restarted server) reads the same file
-    again = JobManager(tmp_path).status(job_id)
-    assert again is not None and again.state == "done"
+TIMEOUT_S = 30
 
 
-def test_failed_job_shows_the_error(tmp_path: Path) -> None:
-    manager = JobManager(tmp_path)
+def _panel_page() -> None:
+    from workbench.ui import panels
 
-    def body(progress):  # type: ignore[no-untyped-def]
-        raise ValueError("no such concept")
-
-    status = manager.wait(manager.start("x", "Broken", body), 10)
-    assert status is not None and status.state == "failed" and "no such concept" in status.error
+    panels.job_panel(kinds=("toy",))
 
 
-def test_one_job_per_kind_and_interrupted_after_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workbench.jobs
+@pytest.fixture
+def one_slot_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache (so a fresh job manager) whose queue runs one job at a time."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("WORKBENCH_MAX_RUNNING_JOBS", "1")
+    monkeypatch.delenv("WORKBENCH_OIDC", raising=False)
+    return tmp_path
 
-    manager = JobManager(tmp_path)
+
+def _session() -> AppTest:
+    at = AppTest.from_function(_panel_page, default_timeout=TIMEOUT_S).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+def test_each_user_sees_their_own_jobs_and_only_a_count_of_others(one_slot_server: Path) -> None:
+    from workbench.ui import resources
+
+    alice, bob = _session(), _session()
+    owner_a, owner_b = alice.session_state[SESSION_KEY], bob.session_state[SESSION_KEY]
+    assert owner_a != owner_b
+    assert "No background jobs of yours yet." in _texts(alice)
+
+    manager = resources.jobs()
     gate = threading.Event()
-    job_id = manager.start("slow", "Slow", lambda p: (gate.wait(10), "ok")[1])
-    with pytest.raises(JobBusyError):
-        manager.start("slow", "Slow again", lambda p: "ok")
-    assert manager.running("slow") == job_id
-    # another process on this cache sees the job running while its progress file is fresh ...
-    assert JobManager(tmp_path).status(job_id).state == "running"  # type: ignore[union-attr]
-    # ... and interrupted once the file is older than a live job would leave it
-    monkeypatch.setattr(workbench.jobs, "OTHER_PROCESS_FRESH_S", -1.0)
-    assert JobManager(tmp_path).status(job_id).state == "interrupted"  # type: ignore[union-attr]
-    monkeypatch.undo()
-    gate.set()
-    assert manager.wait(job_id, 10).state == "done"  # type: ignore[union-attr]
-    assert manager.clear_finished() == 1 and manager.jobs() == []
+    running = manager.start("toy", "Alice's secret erasure", lambda p: (gate.wait(TIMEOUT_S), p.advance(1), "ok")[2],
+                            owner=owner_a)
+    queued = manager.start("toy", "Alice's queued scorecard", lambda p: "ok", owner=owner_a)
+    try:
+        bob.run()
+        seen = _texts(bob)
+        assert "Alice" not in seen, seen
+        assert "The queue is busy: another user's job is running, 1 more waiting." in seen, seen
+        assert not bob.button, "no Cancel button for another user's job"
+        assert manager.cancel(queued, owner_b) is False
+
+        alice.run()
+        seen = _texts(alice)
+        assert "Alice's secret erasure" in seen and "Alice's queued scorecard" in seen
+        assert "Waiting in the queue: 0 queued job(s) ahead of it" in seen, seen
+        assert alice.session_state[SESSION_KEY] == owner_a, "an owner id is stable across reruns"
+        alice.button(key=f"job_cancel_{queued}").click().run()
+        assert not alice.exception, [e.value for e in alice.exception]
+        assert manager.status(queued).state == "cancelled"  # type: ignore[union-attr]
+        alice.button(key=f"job_cancel_{running}").click().run()
+    finally:
+        gate.set()
+    final = manager.wait(running, TIMEOUT_S)
+    assert final is not None and final.state == "cancelled"
+    alice.run()
+    assert "cancelled" in _texts(alice)
+
+
+def test_a_logged_in_identity_becomes_a_safe_owner_token() -> None:
+    from workbench.jobs import OWNER_PATTERN
+    from workbench.ui.identity import owner_of_user
+
+    owners = {name: owner_of_user(name) for name in ("a.b@lab.org", "a-b@lab.org", "../../etc", "x" * 300)}
+    assert all(OWNER_PATTERN.fullmatch(o) for o in owners.values()), owners
+    assert owners["a.b@lab.org"] != owners["a-b@lab.org"]
+    assert owners["a.b@lab.org"].startswith("a-b-lab-org-")
+
+
+def _owner_page() -> None:
+    import streamlit as st
+
+    from workbench.ui import identity
+
+    identity.remember_browser()
+    st.markdown(f"owner {identity.current_owner()}")
+
+
+def test_an_anonymous_owner_is_kept_in_a_browser_cookie(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page run from a browser (a request with headers) writes its new id into the cookie; the
+    next load sends it back and keeps the owner; a forged cookie is not taken."""
+    from types import SimpleNamespace
+
+    from workbench.ui.identity import COOKIE
+
+    monkeypatch.delenv("WORKBENCH_OIDC", raising=False)
+    browser = SimpleNamespace(headers=[("Host", "lab-server:8501")], cookies={})
+    monkeypatch.setattr("streamlit.runtime.context._get_client_context", lambda: browser)
+    first = AppTest.from_function(_owner_page, default_timeout=TIMEOUT_S).run()
+    owner = first.session_state[SESSION_KEY]
+    scripts = [e.proto.body for e in first.get("html")]
+    assert len(scripts) == 1 and f"{COOKIE}={owner};" in scripts[0], scripts
+
+    browser.cookies = {COOKIE: owner}  # a reload: the browser sends the cookie back
+    reload = AppTest.from_function(_owner_page, default_timeout=TIMEOUT_S).run()
+    assert reload.session_state[SESSION_KEY] == owner and not reload.get("html")
+
+    browser.cookies = {COOKIE: "server"}  # not an id this module made: a fresh one instead
+    forged = AppTest.from_function(_owner_page, default_timeout=TIMEOUT_S).run()
+    assert forged.session_state[SESSION_KEY] not in ("server", owner)

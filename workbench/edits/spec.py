@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from workbench import __version__
+from workbench import __version__, atomic
 from workbench.config import REPO_ROOT
 from workbench.models.hashing import sae_sha256
 
 if TYPE_CHECKING:
     from workbench.models import ModelBundle
 
-SCHEMA_ID = "workbench.edit/1"
+SCHEMA_ID: Literal["workbench.edit/1"] = "workbench.edit/1"
 SCHEMA_PATH = REPO_ROOT / "schemas" / "edit-spec.schema.json"
 
 
@@ -533,7 +533,7 @@ def unpack_payload(spec: EditSpec, data: bytes) -> dict[str, torch.Tensor]:
 def save_spec(spec: EditSpec, path: Path, payload: dict[str, torch.Tensor] | None = None) -> EditSpec:
     """Write spec JSON (and its payload as `<stem>.payload.safetensors` beside it); returns the
     spec with the payload reference (name, sha256) filled in. Files are written via a temp name
-    then renamed, so a crash leaves no half file."""
+    then renamed (workbench/atomic.py), so a crash leaves no half file."""
     path = Path(path)
     spec = spec.model_copy(deep=True)
     if spec.payload_names():
@@ -541,14 +541,10 @@ def save_spec(spec: EditSpec, path: Path, payload: dict[str, torch.Tensor] | Non
             raise SpecError(f"The operations reference payload tensors {sorted(spec.payload_names())}; pass payload=.")
         pfile = path.with_name(path.stem + ".payload.safetensors")
         spec, data = pack_payload(spec, payload, pfile.name)
-        tmp = pfile.with_name(pfile.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(pfile)
+        atomic.write_bytes(pfile, data)
     else:
         spec.payload = None
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(spec.to_json())
-    tmp.replace(path)
+    atomic.write_text(path, spec.to_json())
     return spec
 
 

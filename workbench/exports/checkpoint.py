@@ -4,7 +4,7 @@
 The folder holds model.safetensors (same tensor names as the base checkpoint; metadata names
 the base weights hash, the spec hash and the edited weights hash), config.json, the
 generation config, the tokenizer files and the spec as workbench-edit.json. It is written to
-a temporary folder beside the target and renamed (exports/atomic.py), so a crash never leaves a half checkpoint.
+a temporary folder beside the target and renamed (workbench/atomic.py), so a crash never leaves a half checkpoint.
 Run-time operations (neuron_adjust) are hooks, not weights, and cannot be exported.
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from workbench.adapters import Adapter, merged_w_out
+from workbench.atomic import atomic_folder
 from workbench.edits.spec import EditSpec
-from workbench.exports.atomic import atomic_folder, check_exportable
+from workbench.exports.exportable import check_exportable
 from workbench.models import layout
 from workbench.models.hashing import named_tensors_sha256
 

@@ -27,9 +27,10 @@ from typing import Any
 import torch
 
 from workbench.adapters import Adapter
+from workbench.atomic import atomic_folder
 from workbench.edits.spec import EditSpec
-from workbench.exports.atomic import atomic_folder, check_exportable
 from workbench.exports.checkpoint import EXPORT_SPEC
+from workbench.exports.exportable import check_exportable
 from workbench.models import layout
 
 ADAPTER_CONFIG = "adapter_config.json"

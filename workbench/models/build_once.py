@@ -2,20 +2,20 @@
 
 Two processes that start on an empty cache at the same moment (the app and `prepare`, two
 test runs) must both end up with the same complete folder. The first takes the lock and
-builds into a private temporary sibling, then renames it into place in one step; the second
-waits on the lock, says so, and finds the folder complete when it gets the lock.
+builds into a private temporary sibling, then renames it into place in one step
+(`workbench.atomic.atomic_folder`); the second waits on the lock, says so, and finds the folder
+complete when it gets the lock.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+from workbench.atomic import atomic_folder, recover
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +51,14 @@ def build_once(target: Path, build: Callable[[Path], None], say: Progress | None
         say(f"Another process is building {target.name}; waiting for it to finish ...")
         lock.acquire()
     try:
+        recover(target)  # a killed build's leftovers (workbench/atomic.py)
         if is_complete(target):
             return target
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        tmp.mkdir()
-        try:
+        # an incomplete folder (from an older workbench) is replaced, never deleted first
+        with atomic_folder(target, overwrite=True) as tmp:
             build(tmp)
             if not is_complete(tmp):
                 raise RuntimeError(f"Building {target.name} did not write {', '.join(REQUIRED_FILES)}.")
-            if target.exists():  # an incomplete folder from an older workbench
-                shutil.rmtree(target)
-            tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
     finally:
         lock.release()

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from workbench import atomic
+
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB chunks."""
@@ -85,7 +87,7 @@ def cached_folder_hash(folder: Path, model: torch.nn.Module) -> str:
             pass
     digest = model_weights_sha256(model)
     try:
-        sidecar.write_text(json.dumps({"key": key, "sha256": digest}))
+        atomic.write_text(sidecar, json.dumps({"key": key, "sha256": digest}), durable=False)
     except OSError:
         pass  # read-only model folder: recompute next time
     return digest

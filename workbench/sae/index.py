@@ -64,13 +64,13 @@ def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256:
 
 
 def catalogue_pretrained(store: Any, bundle: Any, release: str, sae_id: str, max_tokens: int = 50_000,
-                         progress: Progress | None = None) -> FeatureCatalogue:
-    """Load an SAE or transcoder of SAELens's registry (local HF cache or hub) and catalogue it,
-    stored under 'RELEASE/SAE_ID' with the reference `load_sae` takes back: what
-    `sae catalogue --sae pretrained:...` and the Home panel's job call."""
+                         progress: Progress | None = None, hub: bool = True) -> FeatureCatalogue:
+    """Load an SAE or transcoder of SAELens's registry (local HF cache, or the hub when `hub`)
+    and catalogue it, stored under 'RELEASE/SAE_ID' with the reference `load_sae` takes back:
+    what `sae catalogue --sae pretrained:...` and the Home panel's job call."""
     from workbench.sae.sources import PRETRAINED_PREFIX, load_pretrained_sae
 
-    sae, full_id, sha = load_pretrained_sae(release, sae_id)
+    sae, full_id, sha = load_pretrained_sae(release, sae_id, hub=hub)
     return catalogue_into_store(store, bundle, sae, full_id, sha, PRETRAINED_PREFIX + full_id, None,
                                 max_tokens, progress)
 

@@ -1,5 +1,6 @@
 """Where SAEs come from: a local folder in SAELens format, or a pretrained SAELens release
-(when the hub is reachable or the files are already in the local HF cache).
+(from the files already in the local HF cache, or from the hub when it is reachable and the
+caller allows it: the app only with WORKBENCH_ALLOW_HUB=1).
 
 Every loader returns (SAE, sae_id, `sae_sha256`: the one SAE hash, on its tensors) so an EditSpec can bind an SAE
 by content. Weights are read from safetensors only; a folder holding pickles is refused.
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from workbench.atomic import is_leftover, recover_children
 from workbench.models.hashing import sae_sha256
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -23,10 +28,21 @@ class SAELoadError(RuntimeError):
     """An SAE could not be loaded; the message says what to do."""
 
 
-def check_sae_folder(path: Path) -> None:
+NOT_AN_SAE_FOLDER = ("That folder is not an SAE folder the workbench can load: it needs cfg.json and "
+                     f"{WEIGHTS_FILE} (SAELens format; pickled weights are never loaded).")
+
+
+def check_sae_folder(path: Path, detail: bool = True) -> None:
     """Raise SAELoadError unless `path` is an SAELens folder with safetensors weights and a
-    readable cfg.json."""
+    readable cfg.json. `detail=False` (a folder named in the browser) says so in one sentence
+    that names no file found there; the CLI keeps the detail."""
     path = Path(path)
+    if not detail:
+        try:
+            check_sae_folder(path)
+        except SAELoadError as err:
+            raise SAELoadError(NOT_AN_SAE_FOLDER) from err
+        return
     if not path.is_dir():
         raise SAELoadError(f"SAE folder {path} does not exist. Train one with "
                            "`python -m workbench sae train` or give an SAELens folder.")
@@ -73,8 +89,9 @@ def list_local_saes(saes_dir: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if not Path(saes_dir).is_dir():
         return out
+    recover_children(Path(saes_dir))  # a killed publish's leftovers (workbench/atomic.py)
     for folder in sorted(Path(saes_dir).iterdir()):
-        if not folder.is_dir() or folder.name.endswith(".partial"):
+        if not folder.is_dir() or folder.name.endswith(".partial") or is_leftover(folder):
             continue
         entry: dict[str, Any] = {"sae_id": folder.name, "path": str(folder)}
         for name in ("workbench_train_config.json", "workbench_metrics.json", CONFIG_FILE):
@@ -107,13 +124,14 @@ def parse_pretrained(ref: str) -> tuple[str, str] | None:
     return release, sae_id
 
 
-def load_sae(ref: str, saes_dir: Path, device: str = "cpu") -> tuple[Any, str, str]:
+def load_sae(ref: str, saes_dir: Path, device: str = "cpu", hub: bool = True) -> tuple[Any, str, str]:
     """The one entry point for every SAE reference -> (SAE, sae_id, sae_sha256):
     'pretrained:RELEASE/SAE_ID', a folder path, a folder name under `saes_dir`, or a
-    catalogued pretrained id 'RELEASE/SAE_ID' (what specs and the store name them by)."""
+    catalogued pretrained id 'RELEASE/SAE_ID' (what specs and the store name them by).
+    `hub=False`: a pretrained SAE loads from the local HF cache only (`load_pretrained_sae`)."""
     pre = parse_pretrained(ref)
     if pre is not None:
-        return load_pretrained_sae(*pre, device=device)
+        return load_pretrained_sae(*pre, device=device, hub=hub)
     path = Path(ref)
     if path.is_dir():
         return load_local_sae(path, device)
@@ -121,11 +139,22 @@ def load_sae(ref: str, saes_dir: Path, device: str = "cpu") -> tuple[Any, str, s
         return load_local_sae(Path(saes_dir) / ref, device)
     release, _, sae_id = ref.partition("/")
     if sae_id and _registry_has(release):
-        return load_pretrained_sae(release, sae_id, device=device)
+        return load_pretrained_sae(release, sae_id, device=device, hub=hub)
     return load_local_sae(Path(saes_dir) / ref, device)  # says the folder does not exist
 
 
-def spec_sae_loader(saes_dir: Path) -> Any:
+def spec_sae_id(ref_id: str) -> str:
+    """A spec's SAE id as given, after refusing one that is a path (absolute, `~` or with `..`):
+    specs name SAEs by folder name under the SAE dir or 'RELEASE/SAE_ID', so an uploaded spec
+    never makes the server open a folder of its choosing."""
+    parts = Path(ref_id).parts
+    if not ref_id or Path(ref_id).is_absolute() or ref_id.startswith("~") or ".." in parts or "\x00" in ref_id:
+        raise SAELoadError("A spec names its SAE by a folder name under the SAE folder or a pretrained "
+                           "'RELEASE/SAE_ID', not by a path.")
+    return ref_id
+
+
+def spec_sae_loader(saes_dir: Path, hub: bool = True) -> Any:
     """The `sae_loader` compile_spec takes: a spec's SAE by its id (a folder name under
     `saes_dir`, or a pretrained 'RELEASE/SAE_ID'), loaded once per loader. The CLI, the
     notebook API and the methods use it; the app wraps `load_sae` in its per-server cache."""
@@ -133,7 +162,7 @@ def spec_sae_loader(saes_dir: Path) -> Any:
 
     def load(ref: Any, _layer: int) -> Any:
         if ref.id not in cache:
-            cache[ref.id] = load_sae(ref.id, saes_dir)[0]
+            cache[ref.id] = load_sae(spec_sae_id(ref.id), saes_dir, hub=hub)[0]
         return cache[ref.id]
 
     return load
@@ -165,9 +194,41 @@ def cached_file(repo_id: str, filename: str) -> Path | None:
     return Path(got) if isinstance(got, str) else None
 
 
-def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> tuple[Any, str, str]:
+HUB_OFF = ("Downloads from the Hugging Face hub are off on this server and this SAE is not in its local HF "
+           "cache; ask the admin to start the server with WORKBENCH_ALLOW_HUB=1 or to put the SAE in the "
+           "HF cache.")
+_offline_lock = threading.Lock()
+_offline_users = 0  # callers inside local_hf_cache_only
+_offline_before = False  # huggingface_hub's flag before the first of them entered
+
+
+@contextmanager
+def local_hf_cache_only() -> Iterator[None]:
+    """Within the block, huggingface_hub serves files from the local cache and never opens a
+    connection (what HF_HUB_OFFLINE=1 does, switched on for this process while any caller is
+    inside; the flag is read at each request)."""
+    global _offline_users, _offline_before
+    from huggingface_hub import constants
+
+    with _offline_lock:
+        if _offline_users == 0:
+            _offline_before = constants.HF_HUB_OFFLINE
+        _offline_users += 1
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        with _offline_lock:
+            _offline_users -= 1
+            if _offline_users == 0:
+                constants.HF_HUB_OFFLINE = _offline_before
+
+
+def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu", hub: bool = True) -> tuple[Any, str, str]:
     """A release from SAELens's registry (e.g. Gemma Scope 2). Loads from the local HF cache
-    (offline too) or the hub; otherwise raises SAELoadError saying what is missing.
+    (offline too) or, with `hub=True`, the hub; otherwise raises SAELoadError saying what is
+    missing. The app passes `hub=Settings.allow_hub` (off by default: the local cache only,
+    never the network); the CLI and the notebook API pass nothing (the hub when reachable).
 
     SAELens's Gemma 3 loader asks the hub's HTTP API for the tensor shapes, which fails offline
     even when the files are cached; for those releases `gemma_scope_2_loader` reads the shapes
@@ -188,8 +249,11 @@ def load_pretrained_sae(release: str, sae_id: str, device: str = "cpu") -> tuple
     if entry.conversion_func == "gemma_3" and cached_file(entry.repo_id, f"{known[sae_id]}/params.safetensors"):
         converter = gemma_scope_2_loader
     try:
-        sae = SAE.from_pretrained(release, sae_id, device=device, converter=converter)
+        with local_hf_cache_only() if not hub else nullcontext():
+            sae = SAE.from_pretrained(release, sae_id, device=device, converter=converter)
     except Exception as err:  # offline hub, missing cache, HTTP errors ...
+        if not hub:
+            raise SAELoadError(HUB_OFF) from err
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         why = "the hub is switched off (HF_HUB_OFFLINE=1) and the files are not in the local HF cache" \
             if offline else "the hub is unreachable and the files are not in the local HF cache"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from workbench.atomic import atomic_folder, recover
 from workbench.config import Settings
 from workbench.models.depth import DEFAULT_SAE_LAYER
 from workbench.models.hooks import capture, text_positions
@@ -265,8 +265,9 @@ def train_sae(
     """Train (or load the cached result of) one SAE with SAELens's trainer on cached activations.
 
     `texts` defaults to the embedded Wikipedia corpus `cfg.corpus`; a seeded `holdout_docs`
-    slice is kept out of training for the metrics. The folder appears atomically (temp dir +
-    rename), so an interrupted run leaves nothing half-written.
+    slice is kept out of training for the metrics. The folder appears atomically
+    (`workbench.atomic.atomic_folder`: temp dir + rename, an old folder replaced only once the
+    new one is complete), so an interrupted run leaves nothing half-written.
     """
     from workbench.sae.sources import load_local_sae
 
@@ -275,6 +276,7 @@ def train_sae(
     bundle.check_layer(cfg.layer)
     sae_id = cfg.sae_id(bundle.model_id, bundle.weights_sha256)
     target = settings.saes_dir / sae_id
+    recover(target)  # a killed run's leftovers: a set-aside complete folder comes back (workbench/atomic.py)
     if target.exists() and not force:
         if (target / METRICS_FILE).exists():
             sae, _, digest = load_local_sae(target)
@@ -287,8 +289,6 @@ def train_sae(
         texts = wiki_texts(cfg.corpus)
     train_texts, held_out = split_texts(list(texts), cfg.holdout_docs, cfg.seed)
 
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     progress.stage(f"Collecting activations at {cfg.hook_name}", total=cfg.tokens, unit="tok")
     acts = collect_hook_activations(bundle, [cfg.hook_name], train_texts, cfg.tokens, cfg.context_size,
                                     batch_size=cfg.store_batch_prompts, progress=progress,
@@ -297,32 +297,31 @@ def train_sae(
     sae, losses, train_seconds = train_on_activations(acts, cfg, progress)
     del acts
     trained_state = {k: v.detach().clone() for k, v in sae.state_dict().items()}
-    tmp.mkdir(parents=True)
-    sae.save_model(str(tmp))
-    progress.stage("Held-out metrics", total=cfg.eval_tokens, unit="tok")
-    metrics = evaluate_sae(bundle, sae, cfg.hook_name, held_out, max_tokens=cfg.eval_tokens,
-                           context_size=cfg.context_size, progress=progress)
-    metrics.train_seconds = round(train_seconds, 1)
-    metrics.train_tokens = cfg.tokens
-    metrics.losses = [round(x, 6) for x in losses]
-    metrics.loss_first = losses[0] if losses else None
-    metrics.loss_last = losses[-1] if losses else None
-    _publish(tmp, target, bundle, cfg, metrics, trainer=f"SAELens SAETrainer on {cfg.tokens} cached tokens")
+    with atomic_folder(target, overwrite=True) as tmp:  # the folder appears complete or not at all
+        sae.save_model(str(tmp))
+        progress.stage("Held-out metrics", total=cfg.eval_tokens, unit="tok")
+        metrics = evaluate_sae(bundle, sae, cfg.hook_name, held_out, max_tokens=cfg.eval_tokens,
+                               context_size=cfg.context_size, progress=progress)
+        metrics.train_seconds = round(train_seconds, 1)
+        metrics.train_tokens = cfg.tokens
+        metrics.losses = [round(x, 6) for x in losses]
+        metrics.loss_first = losses[0] if losses else None
+        metrics.loss_last = losses[-1] if losses else None
+        _write_records(tmp, target.name, bundle, cfg, metrics,
+                       trainer=f"SAELens SAETrainer on {cfg.tokens} cached tokens")
     progress.close()
     sae, _, digest = load_local_sae(target)
     return TrainedSAE(sae, sae_id, target, digest, metrics, cfg, trained_state)
 
 
-def _publish(tmp: Path, target: Path, bundle: Any, cfg: SAETrainConfig, metrics: SAEMetrics, trainer: str) -> None:
-    """Write the workbench's config and metrics beside SAELens's files in `tmp`, then move the
-    folder into place in one rename (a crash leaves only a '.partial' folder)."""
-    (tmp / TRAIN_CONFIG_FILE).write_text(json.dumps({
-        "sae_id": target.name, "model_id": bundle.model_id, "weights_sha256": bundle.weights_sha256,
+def _write_records(folder: Path, sae_id: str, bundle: Any, cfg: SAETrainConfig, metrics: SAEMetrics,
+                   trainer: str) -> None:
+    """Write the workbench's config and metrics beside SAELens's files in a folder that
+    `atomic_folder` is about to publish (they are what marks an SAE folder as trained)."""
+    (folder / TRAIN_CONFIG_FILE).write_text(json.dumps({
+        "sae_id": sae_id, "model_id": bundle.model_id, "weights_sha256": bundle.weights_sha256,
         "hook_name": cfg.hook_name, "config": cfg.to_dict(), "trainer": trainer}, indent=1))
-    (tmp / METRICS_FILE).write_text(json.dumps({"sae_id": target.name, "metrics": metrics.to_dict()}, indent=1))
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    (folder / METRICS_FILE).write_text(json.dumps({"sae_id": sae_id, "metrics": metrics.to_dict()}, indent=1))
 
 
 def save_local_sae(sae: Any, bundle: Any, cfg: SAETrainConfig, metrics: SAEMetrics, settings: Settings,
@@ -331,11 +330,9 @@ def save_local_sae(sae: Any, bundle: Any, cfg: SAETrainConfig, metrics: SAEMetri
     usable like one from `train_sae`. Its id says it was trained on a cache of that many tokens."""
     sae_id = f"{cfg.sae_id(bundle.model_id, bundle.weights_sha256)}.cache{cache_tokens}"
     target = settings.saes_dir / sae_id
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    sae.save_model(str(tmp))
-    _publish(tmp, target, bundle, cfg, metrics, trainer=f"SAELens SAETrainer on {cache_tokens} cached tokens")
+    with atomic_folder(target, overwrite=True) as tmp:
+        sae.save_model(str(tmp))
+        _write_records(tmp, sae_id, bundle, cfg, metrics, trainer=f"SAELens SAETrainer on {cache_tokens} cached tokens")
     return target
 
 

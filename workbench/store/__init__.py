@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from workbench.store.core import Slice, StoreBusyError
+from workbench.store.core import Slice, SliceRows, StoreBusyError
 from workbench.store.edits import EditTables
 from workbench.store.lenses import LensTables
 from workbench.store.saes import SAE_TABLES, SaeTables
@@ -41,4 +41,5 @@ def open_store(path: Path, read_only: bool = False, retries: int = 0, wait_s: fl
     raise AssertionError("unreachable")
 
 
-__all__ = ["MIGRATIONS", "SAE_TABLES", "SCHEMA_VERSION", "Slice", "Store", "StoreBusyError", "open_store"]
+__all__ = ["MIGRATIONS", "SAE_TABLES", "SCHEMA_VERSION", "Slice", "SliceRows", "Store", "StoreBusyError",
+           "open_store"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from workbench.pause import pause_point
 from workbench.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -33,6 +34,19 @@ class Slice:
 
     table: str
     key: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SliceRows:
+    """One slice a build writes: `frames[table]` replace the rows matching `key` in each table,
+    and (model_id, artefact, part) is marked built."""
+
+    artefact: str
+    part: str
+    frames: dict[str, pd.DataFrame]
+    key: dict[str, Any]
+    params: dict[str, Any] | None = None
+    seconds: float = 0.0
 
 
 class StoreCore:
@@ -135,20 +149,35 @@ class StoreCore:
     ) -> None:
         """Atomically replace the rows matching `key` in each table with `frames[table]` and
         mark (model_id, artefact, part) built. All or nothing."""
-        where = " AND ".join(f"{k} = ?" for k in key)
+        self.write_slice_group(model_id, [SliceRows(artefact, part, frames, key, params, seconds)])
+
+    def write_slice_group(
+        self, model_id: str, slices: Sequence[SliceRows],
+        first: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> None:
+        """Several slices of one build in ONE transaction: `first(cur)` (e.g. the build's own
+        row), every slice's rows, then every slice's `builds` mark in order, so the last slice's
+        mark (the build's "done" marker) is written after all of its rows, or nothing is."""
         with self.transaction() as cur:
-            for table, frame in frames.items():
-                cur.execute(f"DELETE FROM {table} WHERE {where}", list(key.values()))
-                if len(frame):
-                    cur.register("incoming", frame)
-                    cols = ", ".join(frame.columns)
-                    cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
-                    cur.unregister("incoming")
-            cur.execute(
-                "INSERT OR REPLACE INTO builds (model_id, artefact, part, params_json, seconds, "
-                "finished_at) VALUES (?, ?, ?, ?, ?, current_timestamp)",
-                [model_id, artefact, part, json.dumps(params or {}), seconds],
-            )
+            if first is not None:
+                first(cur)
+            for piece in slices:
+                where = " AND ".join(f"{k} = ?" for k in piece.key)
+                for table, frame in piece.frames.items():
+                    cur.execute(f"DELETE FROM {table} WHERE {where}", list(piece.key.values()))
+                    if len(frame):
+                        cur.register("incoming", frame)
+                        cols = ", ".join(frame.columns)
+                        cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
+                        cur.unregister("incoming")
+            if slices:
+                pause_point(f"store:{slices[-1].artefact}/{slices[-1].part}")  # crash tests only
+            for piece in slices:
+                cur.execute(
+                    "INSERT OR REPLACE INTO builds (model_id, artefact, part, params_json, seconds, "
+                    "finished_at) VALUES (?, ?, ?, ?, ?, current_timestamp)",
+                    [model_id, piece.artefact, piece.part, json.dumps(piece.params or {}), piece.seconds],
+                )
 
     # -- models -------------------------------------------------------------------------------
     def upsert_model(

@@ -15,15 +15,23 @@ class EditTables(StoreCore):
 
     # -- edits ----------------------------------------------------------------------------------
     def save_edit(self, edit_id: str, model_id: str, name: str, spec_json: str,
-                  metrics: dict[str, Any] | None = None) -> None:
+                  metrics: dict[str, Any] | None = None, owner: str | None = None) -> None:
+        """Save (or replace) an edit; `owner`: the server user who saved it (None: no user)."""
         with self.transaction() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO edits (edit_id, model_id, name, spec_json, metrics_json, "
-                "created_at) VALUES (?, ?, ?, ?, ?, current_timestamp)",
-                [edit_id, model_id, name, spec_json, json.dumps(metrics or {}, default=str)],
+                "created_at, owner) VALUES (?, ?, ?, ?, ?, current_timestamp, ?)",
+                [edit_id, model_id, name, spec_json, json.dumps(metrics or {}, default=str), owner],
             )
 
-    def edits(self, model_id: str | None = None) -> pd.DataFrame:
-        if model_id is None:
-            return self.df("SELECT * FROM edits ORDER BY created_at DESC")
-        return self.df("SELECT * FROM edits WHERE model_id = ? ORDER BY created_at DESC", [model_id])
+    def edits(self, model_id: str | None = None, owner: str | None = None) -> pd.DataFrame:
+        """Saved edits newest first, of one model and/or one owner when given."""
+        where, params = [], []
+        if model_id is not None:
+            where.append("model_id = ?")
+            params.append(model_id)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        sql = "SELECT * FROM edits" + (" WHERE " + " AND ".join(where) if where else "")
+        return self.df(sql + " ORDER BY created_at DESC", params)

@@ -4,12 +4,13 @@ histograms, concept sets, neuron contrast and concept vectors (written by workbe
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from workbench.store.core import StoreCore
+from workbench.store.core import SliceRows, StoreCore
 
 
 class LensTables(StoreCore):
@@ -115,11 +116,15 @@ class LensTables(StoreCore):
     def save_concept_set(self, concept_id: str, name: str, terms: list[str],
                          positive_titles: list[str], n_negative: int) -> None:
         with self.transaction() as cur:
-            cur.execute(
-                "INSERT OR REPLACE INTO concept_sets (concept_id, name, terms_json, "
-                "positive_titles_json, n_negative) VALUES (?, ?, ?, ?, ?)",
-                [concept_id, name, json.dumps(terms), json.dumps(positive_titles), n_negative],
-            )
+            _insert_concept_set(cur, concept_id, name, terms, positive_titles, n_negative)
+
+    def save_concept_build(self, model_id: str, concept_id: str, name: str, terms: list[str],
+                           positive_titles: list[str], n_negative: int, slices: Sequence[SliceRows]) -> None:
+        """A concept's set, its histogram slices and its analyses in ONE transaction; the last of
+        `slices` (build_concept passes the concept's own 'all' slice) is marked built last, so a
+        concept is never marked built without its histograms."""
+        self.write_slice_group(model_id, slices, first=lambda cur: _insert_concept_set(
+            cur, concept_id, name, terms, positive_titles, n_negative))
 
     def concept_sets(self) -> pd.DataFrame:
         return self.df("SELECT concept_id, name, terms_json, positive_titles_json, n_negative, "
@@ -163,3 +168,11 @@ class LensTables(StoreCore):
         return self.df("SELECT layer, edges FROM hist_edges WHERE model_id = ? AND corpus_id = ? AND site = ?",
                        [model_id, corpus_id, site])
 
+
+def _insert_concept_set(cur: Any, concept_id: str, name: str, terms: list[str], positive_titles: list[str],
+                        n_negative: int) -> None:
+    cur.execute(
+        "INSERT OR REPLACE INTO concept_sets (concept_id, name, terms_json, "
+        "positive_titles_json, n_negative) VALUES (?, ?, ?, ?, ?)",
+        [concept_id, name, json.dumps(terms), json.dumps(positive_titles), n_negative],
+    )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.pause import pause_point
 from workbench.store.core import StoreCore
 
 SAE_TABLES = ("features", "feature_tokens", "feature_examples", "row_feature_scores", "feature_contrast")
@@ -63,6 +64,7 @@ class SaeTables(StoreCore):
             for feature, label in kept:
                 cur.execute("UPDATE features SET label = ? WHERE sae_id = ? AND feature = ?",
                             [label, sae_id, feature])
+            pause_point(f"store:sae/{sae_id}")  # crash tests only; the saes row is the catalogue's "done" mark
             cur.execute(f"INSERT OR REPLACE INTO saes ({', '.join(cols)}, built_at) VALUES "
                         f"({', '.join('?' for _ in cols)}, current_timestamp)", [sae_row.get(c) for c in cols])
 

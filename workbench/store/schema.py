@@ -73,5 +73,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX rfs_feature ON row_feature_scores (sae_id, feature);
     CREATE INDEX fc_concept ON feature_contrast (sae_id, concept_id)
     """,
+    # 2 -> 3: who saved an edit (a server user's owner id, workbench/ui/identity.py)
+    """
+    ALTER TABLE edits ADD COLUMN owner VARCHAR
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,28 +1,44 @@
-"""Reusable page pieces: the job panel (live progress from job files), the edit sidebar."""
+"""Reusable page pieces: the job panel (this user's jobs, live), the edit sidebar, the access check."""
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from workbench.jobs import JobStatus
+from workbench.jobs import JobFn, JobStatus, QueueSummary
 from workbench.models import ModelBundle
 from workbench.store import Store
 from workbench.ui import draft as drafts
-from workbench.ui import resources
+from workbench.ui import identity, resources
 
 if TYPE_CHECKING:
     from workbench.benchmark.scorecard import Scorecard
 
 
-def _job_line(job: JobStatus) -> None:
-    icon = {"running": ":material/hourglass_top:", "done": ":material/check_circle:", "failed": ":material/error:",
+def _cancel(job_id: str, owner: str) -> None:
+    resources.jobs().cancel(job_id, owner)
+
+
+def _job_line(job: JobStatus, owner: str) -> None:
+    icon = {"queued": ":material/schedule:", "running": ":material/hourglass_top:",
+            "done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
             "interrupted": ":material/warning:"}[job.state]  # Material icons render without emoji fonts
-    head = f"{icon} **{job.title}** · {job.state} · {job.elapsed_s:.0f} s"
-    st.markdown(head)
-    if job.state == "running":
+    head = f"{icon} **{job.title}** · {job.state}" + ("" if job.state == "queued" else f" · {job.elapsed_s:.0f} s")
+    if job.live:
+        line, cancel = st.columns([6, 1])
+        line.markdown(head)
+        cancel.button("Cancel", key=f"job_cancel_{job.job_id}", on_click=_cancel,
+                      args=(job.job_id, owner), help="Stop this job of yours: a queued one never starts, a running "
+                      "one stops at its next progress step (finished slices are kept).")
+    else:
+        st.markdown(head)
+    if job.state == "queued":
+        wait = "time unknown (no finished job of this kind yet)" if job.wait_s is None else \
+            f"about {_duration(job.wait_s)}"
+        ahead = (job.position or 1) - 1
+        st.caption(f"Waiting in the queue: {ahead} queued job(s) ahead of it; starts in {wait}.")
+    elif job.state == "running":
         frac = job.fraction
         done = f"{job.done:,.0f}" + (f" / {job.total:,.0f}" if job.total else "")
         text = f"{job.stage} — {done} {job.unit}"
@@ -30,28 +46,54 @@ def _job_line(job: JobStatus) -> None:
             st.caption(text)
         else:
             st.progress(frac, text=text)
-    elif job.state == "done":
+    elif job.state in ("done", "cancelled"):
         st.caption(job.summary)
     elif job.state == "failed":
         st.error(f"{job.title} failed: {job.error}")
     else:
-        st.caption("The server stopped while this job ran; finished slices are kept, start it again to resume.")
+        st.caption("The server stopped while this job ran or waited; finished slices are kept, start it again "
+                   "to resume.")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _others_line(summary: QueueSummary) -> str | None:
+    """Other users' jobs, anonymously: how busy the queue is, never whose or what (with a job of
+    this user's queued, the other users' jobs ahead of it)."""
+    parts = []
+    if summary.others_running:
+        parts.append("another user's job is running" if summary.others_running == 1
+                     else f"{summary.others_running} other users' jobs are running")
+    if summary.mine_queued and summary.others_ahead:
+        parts.append(f"{summary.others_ahead} job(s) ahead of yours")
+    elif not summary.mine_queued and summary.others_queued:
+        parts.append(f"{summary.others_queued} more waiting")
+    return "The queue is busy: " + ", ".join(parts) + "." if parts else None
 
 
 def job_panel(kinds: tuple[str, ...] | None = None, limit: int = 5) -> None:
-    """Live list of jobs; refreshes itself every second while one runs."""
+    """This user's jobs (of `kinds`) in full, with a Cancel button on queued and running ones,
+    and one anonymous line about other users' jobs. Refreshes itself every second while one of
+    this user's jobs is queued or running; reads only the files of the jobs it shows."""
+    owner = identity.current_owner()
+    manager = resources.jobs()
+    live = any(j.live for j in manager.jobs(owner=owner, kinds=kinds, limit=limit))
 
-    @st.fragment(run_every=1.0)
+    @st.fragment(run_every=1.0 if live else None)
     def _panel() -> None:
-        jobs = [j for j in resources.jobs().jobs(limit=50) if kinds is None or j.kind in kinds][:limit]
+        jobs = manager.jobs(owner=owner, kinds=kinds, limit=limit)
+        others = _others_line(manager.queue_summary(owner))
+        if others:
+            st.caption(f":material/groups: {others}")
         if not jobs:
-            st.caption("No background jobs yet.")
-            return
+            st.caption("No background jobs of yours yet.")
         for job in jobs:
-            _job_line(job)
+            _job_line(job, owner)
         finished = st.session_state.setdefault("_seen_running", set())
-        for job in jobs:  # a job that just finished: rerun the page once so its results show
-            if job.state == "running":
+        for job in jobs:  # a job that just ended: rerun the page once so its results show
+            if job.live:
                 finished.add(job.job_id)
             elif job.job_id in finished:
                 finished.discard(job.job_id)
@@ -60,20 +102,37 @@ def job_panel(kinds: tuple[str, ...] | None = None, limit: int = 5) -> None:
     _panel()
 
 
-def start_job(kind: str, title: str, fn: object) -> str | None:
-    """Start a background job; its id, or None (with a warning) when one of that kind runs.
-    Keep the id in this session to read the job's result: another user's job is not yours."""
-    from workbench.jobs import JobBusyError
-
-    try:
-        job_id = resources.jobs().start(kind, title, fn)  # type: ignore[arg-type]
-    except JobBusyError as err:
-        st.warning(str(err))
-        return None
+def start_job(kind: str, title: str, fn: JobFn) -> str:
+    """Queue a background job owned by this session's user; returns its id (keep it in the
+    session to read the job's result with `job_result`). It starts at once when a slot is free."""
+    manager = resources.jobs()
+    job_id = manager.start(kind, title, fn, owner=identity.current_owner())
     st.session_state.setdefault("_seen_running", set()).add(job_id)
-    st.toast(f"Started: {title}")
-    time.sleep(0.05)
+    status = manager.status(job_id)
+    if status is not None and status.state == "queued":
+        st.toast(f"Queued: {title} ({(status.position or 1) - 1} job(s) ahead)")
+    else:
+        st.toast(f"Started: {title}")
     return job_id
+
+
+def job_result(job_id: str | None) -> Any:
+    """The result of this user's job `job_id` once it finished (None before, or for a job that
+    is not theirs). Kept in the session, one per job kind, so the page still has it after the
+    server dropped its copy (`JobLimits.result_ttl_s`)."""
+    if not job_id:
+        return None
+    kept: dict[str, tuple[str, Any]] = st.session_state.setdefault("_job_results", {})
+    for held_id, value in kept.values():
+        if held_id == job_id:
+            return value
+    manager = resources.jobs()
+    owner = identity.current_owner()
+    value = manager.result(job_id, owner)
+    status = manager.status(job_id, owner) if value is not None else None
+    if status is not None:
+        kept[status.kind] = (job_id, value)
+    return value
 
 
 def scorecard_view(card: Scorecard) -> None:
@@ -134,12 +193,13 @@ def require_access() -> None:
     import hmac
     import os
 
-    if os.environ.get("WORKBENCH_OIDC") and not st.user.is_logged_in:
+    if identity.oidc_enabled() and not st.user.is_logged_in:
         st.info("This workbench server asks you to log in (OIDC, configured in .streamlit/secrets.toml).")
         st.button("Log in", on_click=st.login)
         st.stop()
     password = os.environ.get("WORKBENCH_PASSWORD", "")
     if not password or st.session_state.get("access_granted"):
+        identity.remember_browser()
         return
     st.info("This workbench server asks for an access password.")
     given = st.text_input("Access password", type="password", key="access_password")
@@ -190,7 +250,7 @@ def first_start_panel(bundle: ModelBundle, store: Store) -> None:
             st.rerun(scope="app")
         if done == len(plan):
             return
-        job = next((j for j in resources.jobs().jobs(limit=50) if j.kind == first_start.JOB_KIND), None)
+        job = next(iter(resources.jobs().jobs(kinds=(first_start.JOB_KIND,), limit=1)), None)
         with st.container(border=True):
             running = job is not None and job.state == "running"
             head = ("**Preparing the workbench** (first start, in the background; pages fill in as steps land)"

@@ -1,5 +1,6 @@
 """Process-wide resources shared by every session: one model bundle, one Store (DuckDB allows
-one writing process), one JobManager, the embedded corpus. Loaded once via st.cache_resource."""
+one writing process), one JobManager (one queue for every user's jobs), the embedded corpus.
+Loaded once via st.cache_resource."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def settings() -> Settings:
 @st.cache_resource(show_spinner="Loading the model (about 45 s the first time, seconds after) ...")
 def _bundle(source_text: str, cache_dir: str, device: str, dtype: str) -> ModelBundle:
     return load_bundle(parse_source(source_text),
-                       Settings.from_env(model_source=source_text, device=device, dtype=dtype))
+                       Settings.from_env(model_source=source_text, device=device, dtype=dtype),
+                       tune_process=True)  # one model served to every session (models/process.py)
 
 
 def bundle(source_text: str | None = None) -> ModelBundle:
@@ -52,10 +54,13 @@ def store() -> Store:
 
 @st.cache_resource
 def _jobs(path: str) -> JobManager:
-    return JobManager(settings().jobs_dir)
+    current = settings()
+    return JobManager(Path(path), current.jobs, device=current.device)
 
 
 def jobs() -> JobManager:
+    """The server's one job manager: every user's jobs in one fair queue (workbench/jobs/manager.py).
+    Previews never go through it (`batcher`), so they never wait behind a job."""
     return _jobs(str(settings().jobs_dir))
 
 
@@ -89,7 +94,7 @@ def current_placement() -> tuple[str, str]:
 def _sae(ref: str, saes_dir: str) -> Any:
     from workbench.sae.sources import load_sae
 
-    return load_sae(ref, Path(saes_dir))[0]
+    return load_sae(ref, Path(saes_dir), hub=settings().allow_hub)[0]  # WORKBENCH_ALLOW_HUB (server_paths.py)
 
 
 def sae(ref: str) -> Any:
@@ -102,4 +107,6 @@ def sae(ref: str) -> Any:
 def sae_loader() -> Any:
     """An adapter `sae_loader` (compile_spec) backed by the same per-server SAE cache: a spec's
     SAE by its id (local folder name or pretrained RELEASE/SAE_ID)."""
-    return lambda ref, _layer: sae(ref.id)
+    from workbench.sae.sources import spec_sae_id
+
+    return lambda ref, _layer: sae(spec_sae_id(ref.id))  # an uploaded spec names no server path
