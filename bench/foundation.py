@@ -28,7 +28,7 @@ from pathlib import Path
 from workbench.config import Settings
 from workbench.models import load_bundle, parse_source
 t = time.perf_counter()
-b = load_bundle(parse_source(sys.argv[1]), Settings(cache_dir=Path(sys.argv[2])))
+b = load_bundle(parse_source(sys.argv[1]), Settings(cache_dir=Path(sys.argv[2])), tune_process=True)
 secs = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"seconds": secs, "peak_rss": rss, "weight_bytes": b.weight_bytes()}))

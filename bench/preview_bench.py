@@ -232,7 +232,7 @@ def main() -> None:
     rss0 = rss_mb()
     _, anon0 = rss_split_mb()
     libs0 = library_pages_mb(None)
-    bundle = load_bundle(parse_source(args.model))
+    bundle = load_bundle(parse_source(args.model), tune_process=True)
     _, anon_loaded = rss_split_mb()
     weights_mb = sum(p.numel() * p.element_size() for p in bundle.hf_model.parameters()) / 2**20
     rss_loaded = rss_mb()
@@ -268,7 +268,7 @@ def main() -> None:
     if not args.no_bf16:
         del bundle
         gc.collect()
-        bf16 = load_bundle(parse_source(args.model))
+        bf16 = load_bundle(parse_source(args.model), tune_process=True)
         bf16.hf_model.to(torch.bfloat16)
         _, pair16 = side_by_side(bf16, "bf16", args.tokens, args.rounds, settings)
         print(f"bf16 side-by-side batch vs two sequential fp32 generations: {seq32 / pair16:.2f}x")

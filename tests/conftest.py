@@ -2,6 +2,13 @@
 
 The tiny model is built once per machine into cache/models (seconds). The real embedded model
 is built once into cache/models too (about 45 s the first time) and loaded once per run.
+
+The fast tier is the tests/unit folder, by path (`pytest tests/unit -n 2`). The other folders are
+the full suite's, and the ones named in FOLDER_MARKERS mark their tests, so `-m` selects what the
+folder holds: tests/workflows (whole workflows on the tiny model: the README's blocks, the CLI
+from erase to export, the first start, scored erasures), tests/families (every family's tiny model),
+tests/integration (the embedded model), tests/e2e (the browser); tests/ui (every page in
+Streamlit's AppTest) carries no marker.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The app's background first start is tested on its own (tests/unit/test_first_start.py and
+# The app's background first start is tested on its own (tests/workflows/test_first_start.py and
 # tests/ui/test_first_start_page.py); other page tests run on caches they prepare themselves.
 os.environ.setdefault("WORKBENCH_AUTOPREPARE", "0")
 
@@ -26,6 +33,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `-n 2`: one core per worker instead
 from workbench.models import ModelBundle, ModelSource, load_bundle  # noqa: E402
 
 MODELS_CACHE = Path(os.environ.get("WORKBENCH_TEST_MODELS", REPO_ROOT / "cache" / "models"))
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = {"workflows": "workflows", "families": "families", "integration": "integration", "e2e": "e2e",
+                  "crash": "crash"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test under a folder of FOLDER_MARKERS carries that folder's marker; a test in tests/unit
+    (the fast tier) marked as one of those folders' is refused: it belongs in that folder."""
+    slow = set(FOLDER_MARKERS.values())
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts if item.path.resolve().is_relative_to(TESTS) else ()
+        folder = parts[0] if len(parts) > 1 else ""
+        if folder == "unit" and (marked := slow & {m.name for m in item.iter_markers()}):
+            raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(sorted(marked))} but sits in tests/unit, "
+                                    "the fast tier: move it to the folder of its marker (tests/conftest.py).")
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 @pytest.fixture

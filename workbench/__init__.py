@@ -16,18 +16,17 @@ and light imports stay fast:
 
 `wb.use(model, adapter)` and `wb.route(model, [None, adapter])` are the thread-scoped adapter
 contexts underneath (workbench.adapters); subpackages load on first access too (`wb.exports`).
+
+Importing the package changes nothing in the process (no environment variable, no allocator
+setting); `wb.load(..., tune_process=True)` opts into the app's process-wide speed and memory
+settings (workbench/models/process.py).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 from typing import Any
-
-# MKL frees its matrix-product buffers instead of keeping ~14 MB for the process's life; it reads
-# this once, at its first product, so it is set before torch does any (models/memory.py)
-os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
 
 __version__ = "0.1.0"
 

@@ -90,11 +90,17 @@ class Edit:
 
 
 def load(source: str | None = None, *, cache_dir: str | Path | None = None, device: str | None = None,
-         dtype: str | None = None) -> ModelBundle:
+         dtype: str | None = None, tune_process: bool = False) -> ModelBundle:
     """Load a model: 'embedded', 'tiny', a local Hugging Face folder, a .gguf file, or 'hub:<id>'
     (default: $WORKBENCH_MODEL, else 'embedded', as the CLI and the app); `device` 'cpu' | 'cuda' |
     'auto', `dtype` 'float32' | 'bfloat16' (default: the settings'). The bundle keeps the settings
-    (`model.settings`), so edits made on it later read the same cache."""
+    (`model.settings`), so edits made on it later read the same cache.
+
+    `tune_process=True` applies the app's speed and memory settings, which reach beyond the model:
+    `MKL_DISABLE_FAST_MM=1` in `os.environ` and glibc's `mallopt` for the whole process (for its
+    life), a measured CPU unembedding in place of the model's `lm_head.forward`, the tokenizer's
+    unused vocabulary tables dropped (workbench/models/process.py). Off by default: loading leaves
+    your process as it was; none of them changes a result."""
     overrides: dict[str, Any] = {}
     if source is not None:
         overrides["model_source"] = source
@@ -105,7 +111,7 @@ def load(source: str | None = None, *, cache_dir: str | Path | None = None, devi
     if cache_dir is not None:
         overrides["cache_dir"] = Path(cache_dir).expanduser().resolve()
     settings = Settings.from_env(**overrides)
-    return load_bundle(parse_source(settings.model_source), settings)
+    return load_bundle(parse_source(settings.model_source), settings, tune_process=tune_process)
 
 
 def capture(model: ModelBundle, texts: str | Sequence[str], hooks: str | Sequence[str],

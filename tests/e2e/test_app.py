@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from e2e_helpers import navigate, settled
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
 WAIT = 120_000  # ms
@@ -21,21 +23,13 @@ def open_app(browser, url: str):  # type: ignore[no-untyped-def]
 
 
 def goto(page, label: str, heading: str) -> None:  # type: ignore[no-untyped-def]
-    """In-app navigation (keeps the session), via the sidebar's page links."""
-    page.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
-    page.get_by_role("heading", name=heading).first.wait_for(timeout=WAIT)
-    wait_idle(page)
-
-
-def wait_idle(page) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_timeout(400)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=WAIT)
+    navigate(page, label, heading, WAIT)
 
 
 def generate(page) -> None:  # type: ignore[no-untyped-def]
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("decoded side by side in one batch").wait_for(timeout=WAIT)
-    wait_idle(page)
+    settled(page, WAIT)
 
 
 def test_search_add_preview_export_and_isolation(server: str, browser, search_token: str, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +37,7 @@ def test_search_add_preview_export_and_isolation(server: str, browser, search_to
     ctx_b, b = open_app(browser, server)
     try:
         a.get_by_text("Cache and store").wait_for(timeout=WAIT)
-        wait_idle(a)
+        settled(a, WAIT)
         a.screenshot(path=str(artifacts / "01-home.png"), full_page=True)
 
         goto(a, "Feature browser", "Feature browser")
@@ -52,10 +46,10 @@ def test_search_add_preview_export_and_isolation(server: str, browser, search_to
         box.fill(search_token)
         box.press("Enter")
         a.get_by_text("value vector(s) match").wait_for(timeout=WAIT)
-        wait_idle(a)
+        settled(a, WAIT)
         a.get_by_role("button", name="Add to edit: ablate (zero)").click()
         a.get_by_text("Your edit · 1 operation(s)").wait_for(timeout=WAIT)
-        wait_idle(a)
+        settled(a, WAIT)
         a.screenshot(path=str(artifacts / "02-feature-browser.png"), full_page=True)
 
         goto(a, "Concept vectors", "Concept vectors")
@@ -86,8 +80,10 @@ def test_search_add_preview_export_and_isolation(server: str, browser, search_to
         # A corrupt spec pasted into the import box is refused with a clear message.
         b.get_by_label("…or paste spec JSON").fill("{not json")
         b.get_by_label("…or paste spec JSON").press("Control+Enter")
-        wait_idle(b)
-        b.get_by_role("button", name="Import").click()
+        import_button = b.get_by_role("button", name="Import")
+        expect(import_button).to_be_enabled(timeout=WAIT)  # the run that took the pasted text enables it
+        settled(b, WAIT)
+        import_button.click()
         b.get_by_text("Not imported").wait_for(timeout=WAIT)
         b.screenshot(path=str(artifacts / "07-bad-import.png"), full_page=True)
     except Exception:

@@ -24,12 +24,14 @@ from workbench.edits.compile import compile_spec
 from workbench.exports import export_checkpoint, export_lora
 from workbench.generate import SamplingParams, generate_pair
 from workbench.lenses.tokens import tokenizer_kind
+from workbench.methods.elm import ElmConfig
 from workbench.methods.erase import DEFAULT_METHOD, METHODS, AblateConfig, EraseOptions, PiscesConfig, erase
 from workbench.methods.facts import FactSet, build_fact_set, fact_targets
 from workbench.methods.frames import FramesConfig
 from workbench.methods.key_rewrite import RewriteConfig
 from workbench.methods.optimise import OptimiseConfig
 from workbench.methods.retain import RetainConfig
+from workbench.methods.rmu import RmuConfig
 from workbench.models import ModelBundle, load_bundle, parse_source
 from workbench.models.depth import default_sae_layer
 from workbench.models.tiny import FAMILIES, TOKENIZERS, TinyConfig, build_tiny_checkpoint
@@ -45,6 +47,9 @@ QUICK = EraseOptions(
     rewrite=RewriteConfig(steps=3, cov_tokens=600, retain=RetainConfig(n_neutral=6, n_neighbours=3), lams=(100.0,),
                           frame_batch=8, frames=FramesConfig(n_neighbour_names=2, cf_nonces=2)),
     ablate=AblateConfig(n_rows=16, runners_up=4),
+    rmu=RmuConfig(steps=4, batch_size=2, lr=0.05, retain=RetainConfig(n_neutral=6, n_neighbours=3, n_collisions=0)),
+    elm=ElmConfig(steps=2, batch_size=2, lr=0.2, fluency_texts=2, fluency_tokens=3,
+                  retain=RetainConfig(n_neutral=6, n_neighbours=3, n_collisions=0)),
     pisces=PiscesConfig(n_candidates=32, n_select=2, taus=(0.5,), mus=(8.0,), n_features=4, min_target_prob=0.0),
     score=False,
 )

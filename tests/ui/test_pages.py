@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from apptest_helpers import app, ok, wait_for_job
+from apptest_helpers import app, job_ids, ok, wait_for_job
 from streamlit.testing.v1 import AppTest
 
 from workbench.ui.draft import EditDraft, ablate, prune
@@ -42,9 +42,10 @@ def test_home_renders_status_and_runs_a_build_job(shared: dict) -> None:
     labels = {m.label: m.value for m in at.metric}
     expected = shared["store"].table_counts()["value_vector_tokens"]
     assert expected > 0 and labels["value-vector tokens"] == compact(expected)
+    before = job_ids()
     at.button(key="build_vocab").click().run()
     ok(at)
-    final = wait_for_job(lambda j: True, 120)  # the newest job: the one the button started
+    final = wait_for_job(lambda j: j.kind == "vocab", 120, since=before)  # the job the button started
     assert final.state == "done", final
     assert "already up to date" in final.summary
 
@@ -116,8 +117,13 @@ def test_concept_page_builds_from_a_topic_and_pasted_text(shared: dict) -> None:
 
 
 def test_neurons_page_ranks_and_adds_edits(shared: dict) -> None:
-    at = ok(app("pages/3_Neurons.py"))
-    assert at.selectbox(key="nr_concept").value in ("paris", "chess")
+    model_id = shared["bundle"].model_id
+    if len(shared["store"].built_concepts(model_id)) < 2:  # run alone or on its own worker: only 'paris'
+        build_concept_on_page("Chess")
+    built = list(shared["store"].built_concepts(model_id))  # oldest first: the page's default is built[0]
+    chosen = built[-1]
+    at = ok(app("pages/3_Neurons.py", state={"concept_id": chosen}))  # the concept this session picked elsewhere
+    assert at.selectbox(key="nr_concept").value == chosen != built[0]
     assert len(at.get("plotly_chart")) == 3  # effect sizes, histograms, value-vector tokens
     at.button(key="nr_add_ablate").click().run()
     at.button(key="nr_add_adjust").click().run()
@@ -279,6 +285,44 @@ def test_edit_page_offers_the_payload_download(shared: dict) -> None:
     assert EditSpec.from_json(text).payload is not None
 
 
+def test_edit_page_exports_a_payload_edit_as_checkpoint_and_lora(shared: dict) -> None:
+    """Both export buttons on an edit with a payload (every optimise/rewrite erase has one): the
+    page exports the spec its adapter was compiled from, so both jobs finish, and the LoRA folder
+    is offered as a zip download."""
+    import io
+    import zipfile
+
+    from workbench.config import Limits
+    from workbench.exports import read_export_metadata
+    from workbench.ui.draft import read_uploaded_spec
+
+    text, data, _ = _payload_spec(shared)
+    spec, payload = read_uploaded_spec(text.encode(), shared["bundle"], Limits(), data)
+    d = EditDraft()
+    d.load_spec(spec, payload)
+    at = ok(app("pages/4_Edit_and_preview.py", d))
+    ok(at.button(key="ed_export").click().run())
+    job = wait_for_job(lambda j: j.kind == "export" and "checkpoint" in j.title)
+    assert job.state == "done", job.error
+    meta = read_export_metadata(Path(job.summary.removeprefix("exported to ")))
+    assert meta["workbench.spec_name"] == "with-payload"
+
+    ok(at.button(key="ed_export_lora").click().run())
+    job = wait_for_job(lambda j: j.kind == "export" and "LoRA" in j.title)
+    assert job.state == "done", job.error
+    assert "peft.PeftModel.from_pretrained" in job.summary
+    ok(at.run())
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download the LoRA adapter (zip)" in labels, labels
+    from workbench.exports.archive import zip_folder
+    from workbench.ui import resources
+
+    folder = resources.jobs().result(job.job_id, job.owner)
+    names = zipfile.ZipFile(io.BytesIO(zip_folder(folder))).namelist()
+    assert any(n.endswith("adapter_config.json") for n in names)
+    assert any(n.endswith("adapter_model.safetensors") for n in names)
+
+
 def test_erase_page_builds_facts_erases_and_fills_the_edit(shared: dict) -> None:
     from workbench.ui import resources
 
@@ -311,12 +355,91 @@ def test_erase_page_builds_facts_erases_and_fills_the_edit(shared: dict) -> None
 
 
 def test_sessions_do_not_share_edits(shared: dict) -> None:
+    """What the users of one server share is the process's model (resources.bundle), its preview
+    batcher (resources.batcher) and the thread-scoped adapter routing. Two sessions' edits, built
+    on the pages and compiled by the Edit page, run at once on those shared objects: each session
+    sees only its own edit, the base sees none, and the model's weights stay bit for bit the same."""
+    import threading
+
+    import torch
+
+    from workbench.adapters import use
+    from workbench.edits.spec import AblateValueVectors
+    from workbench.generate import SamplingParams, generate_pair, stream_pair
+    from workbench.models.hashing import model_weights_sha256
+    from workbench.ui import resources
+
+    bundle = resources.bundle()
+    assert bundle is shared["bundle"]  # the one model every session's page got
+    weights = model_weights_sha256(bundle.hf_model)
+    # session A ablates a value vector on the Feature browser; session B brings a strong edit of its own
     a = ok(app("pages/1_Feature_browser.py"))
     a.text_input(key="vv_query").input(shared["token"].strip()).run()
     a.button(key="vv_add_ablate").click().run()
-    b = ok(app("pages/4_Edit_and_preview.py"))
-    assert len(draft_ops(a)) == 1
-    assert draft_ops(b) == []
+    strong = EditDraft(name="session-b")
+    for layer in range(bundle.n_layers):
+        strong.add(AblateValueVectors(layer=layer, neurons=list(range(64)), mode="scale", scale=-20.0))
+    b = ok(app("pages/4_Edit_and_preview.py", strong))
+    assert [op.kind for op in draft_ops(a)] == ["ablate_value_vectors"]
+    assert all(op.mode == "scale" for op in draft_ops(b))  # nothing of A's in B's edit
+    a = ok(app("pages/4_Edit_and_preview.py", a.session_state["edit_draft"]))
+    adapters = {"a": a.session_state["ed_compiled"][2], "b": b.session_state["ed_compiled"][2], "base": None}
+
+    ids = bundle.tokenizer("The river flows past the old mill and", return_tensors="pt").input_ids
+
+    def forward(adapter: object) -> torch.Tensor:
+        with torch.no_grad(), use(bundle, adapter):  # type: ignore[arg-type]
+            return bundle.hf_model(ids).logits[0]  # [pos, vocab]
+
+    alone = {name: forward(ad) for name, ad in adapters.items()}
+    assert not torch.allclose(alone["a"], alone["base"], atol=1e-6)
+    assert not torch.allclose(alone["b"], alone["base"], atol=1e-3)
+    assert not torch.allclose(alone["a"], alone["b"], atol=1e-3)
+
+    # each session's forward passes, in threads at once on the one model
+    barrier = threading.Barrier(len(adapters))
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in adapters}
+    errors: list[BaseException] = []
+
+    def session(name: str) -> None:
+        try:
+            barrier.wait(timeout=60)
+            for _ in range(6):
+                seen[name].append(forward(adapters[name]))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=session, args=(name,)) for name in adapters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    for name, outs in seen.items():
+        assert len(outs) == 6 and all(torch.allclose(o, alone[name], atol=1e-5) for o in outs), f"{name} saw another edit"
+
+    # both sessions' previews through the server's one batcher, queued together so they share a batch
+    params = SamplingParams(max_new_tokens=8)
+    settings = resources.settings()
+    batcher = resources.batcher()
+    before, window = len(batcher.batches), batcher.window_s
+    batcher.window_s = 1.0  # the batch that takes A's rows waits for B's (queued right after): one shared batch
+    try:
+        streams = {name: stream_pair(bundle, "The capital of France is", adapters[name], params, settings,
+                                     batcher=batcher) for name in ("a", "b")}
+    finally:
+        batcher.window_s = window
+    got = {name: {0: "", 1: ""} for name in streams}
+    for name, stream in streams.items():
+        for side, piece in stream:
+            got[name][side] += piece
+    assert batcher.batches[before:] == [4]  # A's base and edited rows and B's, decoded as one batch
+    for name in streams:
+        base, edited = generate_pair(bundle, "The capital of France is", adapters[name], params, settings)
+        assert got[name] == {0: base.text, 1: edited.text}, name
+    assert got["b"][1] != got["b"][0]  # B's edit shows in its own preview (and so would in A's, had it leaked)
+    assert model_weights_sha256(bundle.hf_model) == weights
+    assert torch.equal(forward(None), alone["base"])
 
 
 def test_fact_table_round_trip_and_key_names() -> None:
@@ -343,6 +466,9 @@ def test_continuation_markdown_bolds_the_generated_part_only() -> None:
     assert continuation_markdown("The city of", " Paris, France. ") == "The city of **Paris, France\\.** "
     assert continuation_markdown("a*b", "", cursor=True) == "a\\*b▌"
     assert continuation_markdown("x", " <script>") == "x **\\<script\\>**"
+    # a blank line ends Markdown emphasis: each line is bolded on its own, so no '**' shows
+    two = continuation_markdown("Q:", " Paris.\n\nIt is big")
+    assert two == "Q: **Paris\\.**  \n  \n**It is big**", two
 
 
 def test_every_erase_method_is_described_on_the_page() -> None:

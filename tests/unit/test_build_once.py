@@ -78,7 +78,6 @@ def test_a_build_that_writes_no_weights_is_refused(tmp_path: Path) -> None:
 
 def test_a_second_builder_says_it_waits_for_the_first(tmp_path: Path) -> None:
     import threading
-    import time
 
     from workbench.models.build_once import lock_for
 
@@ -89,14 +88,18 @@ def test_a_second_builder_says_it_waits_for_the_first(tmp_path: Path) -> None:
         (tmp / "model.safetensors").write_bytes(b"w")
         (tmp / "tokenizer.json").write_text("{}")
 
+    said = threading.Event()
+
+    def say(text: str) -> None:
+        messages.append(text)
+        said.set()
+
     lock = lock_for(target)
     with lock:  # another process holds the build lock
-        waiter = threading.Thread(target=build_once, args=(target, ok, messages.append))
+        waiter = threading.Thread(target=build_once, args=(target, ok, say))
         waiter.start()
-        deadline = time.monotonic() + 30
-        while not messages and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert messages and "Another process is building model; waiting" in messages[0]
+        assert said.wait(timeout=30), "the second builder said nothing while it waited"
+        assert "Another process is building model; waiting" in messages[0]
         assert not target.exists()
     waiter.join(timeout=30)
     assert is_complete(target)

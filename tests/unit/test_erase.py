@@ -68,15 +68,6 @@ def test_selected_rows_are_the_edited_rows(tiny_bundle, corpus) -> None:  # type
     assert scores == sorted(scores, reverse=True)
 
 
-def test_given_fact_set_is_used_and_scorecard_runs(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
-    first = erase(tiny_bundle, corpus, "Paris", "project", options=TINY)
-    facts = replace(first.fact_set, facts=first.fact_set.facts[:3])
-    result = erase(tiny_bundle, corpus, "Paris", "project", fact_set=facts, options=replace(TINY, score=True))
-    assert result.fact_set is facts
-    assert result.scorecard is not None and result.scorecard.metrics
-    assert result.candidate_rows()[0].keys() >= {"layer", "neuron", "score", "evidence", "selected"}
-
-
 def test_bad_method_and_concept_are_sentences(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="Unknown erasure method 'forget'") as err:
         erase(tiny_bundle, corpus, "Paris", "forget")
@@ -184,22 +175,39 @@ def test_scorecard_outcome_calls_a_broken_control_a_failure() -> None:
     assert ok.passed and ok.outcome.startswith("PASSED") and '"outcome"' in ok.to_json()
 
 
-def test_strength_search_raises_the_knob_and_says_what_stopped_it(tiny_bundle, corpus) -> None:  # type: ignore[no-untyped-def]
-    from workbench.benchmark.scorecard import EvalOptions
-    from workbench.methods.strength import search_strength
+GONE = ["PASS: concept answered 0.10 <= 0.25 x base 0.90", "PASS: general answered dropped 0.00 <= 0.05"]
+KEPT = ["FAIL: concept still answered 0.80 > 0.25 x base 0.90", "PASS: general answered dropped 0.00 <= 0.05"]
+BROKE = ["FAIL: concept still answered 0.80 > 0.25 x base 0.90", "FAIL: neighbours answered dropped 0.30 > 0.10"]
 
-    quick = EvalOptions(continuation_sets=(), max_new_tokens=2, generation_tokens=2, neutral_max_tokens=32)
-    opts = EraseOptions(ablate=AblateConfig(n_rows=8), eval_options=quick)
-    res = search_strength(tiny_bundle, corpus, "Harry Potter", "ablate", options=opts, levels=(0.5, 1.0, 2.0))
-    assert [lev.level for lev in res.levels] == [0.5, 1.0, 2.0][: len(res.levels)]
-    assert res.stopped_by in ("concept gone", "control broke", "strongest level reached")
-    if res.stopped_by == "strongest level reached":
-        assert len(res.levels) == 3 and res.chosen_level == 2.0
-    n_rows = sum(len(op.neurons) for op in res.chosen.spec.operations)
-    assert n_rows == round(8 * res.chosen_level)
-    assert "strength search of ablate (rows zeroed)" in res.summary()
-    with pytest.raises(ValueError, match="no strength to search"):
-        search_strength(tiny_bundle, corpus, "Harry Potter", "project")
+
+@pytest.mark.parametrize(("verdicts", "stopped_by", "chosen", "tried"), [
+    ([KEPT, GONE, KEPT], "concept gone", 1.0, 2),
+    ([KEPT, BROKE, GONE], "control broke", 0.5, 2),  # the strongest level whose controls held
+    ([BROKE, GONE, GONE], "control broke", 0.5, 1),  # nothing weaker held: the weakest, as it is
+    ([KEPT, KEPT, KEPT], "strongest level reached", 2.0, 3),
+], ids=["gone", "broke", "broke-at-once", "strongest"])
+def test_strength_search_stops_at_the_first_level_that_decides(  # type: ignore[no-untyped-def]
+    monkeypatch, verdicts: list[list[str]], stopped_by: str, chosen: float, tried: int,
+) -> None:
+    """The search's rule on scripted scorecards (each level's erase returns the next card): it
+    stops at the first level where the concept is gone or a control broke, and keeps the level
+    the rule names."""
+    from types import SimpleNamespace
+
+    import workbench.methods.strength as strength
+
+    seen: list[EraseOptions] = []
+
+    def scripted_erase(*_args, options: EraseOptions, fact_set=None, **_kw):  # type: ignore[no-untyped-def]
+        seen.append(options)
+        return SimpleNamespace(scorecard=_card(verdicts[len(seen) - 1]), fact_set="facts", seconds=0.0, n=len(seen))
+
+    monkeypatch.setattr(strength, "erase", scripted_erase)
+    opts = EraseOptions(ablate=AblateConfig(n_rows=8), score=False)
+    res = strength.search_strength(None, None, "X", "ablate", options=opts, levels=(0.5, 1.0, 2.0))  # type: ignore[arg-type]
+    assert (res.stopped_by, res.chosen_level, len(res.levels)) == (stopped_by, chosen, tried)
+    assert res.chosen.n == [0.5, 1.0, 2.0].index(chosen) + 1  # the erase result of that level
+    assert [o.ablate.n_rows for o in seen] == [4, 8, 16][:tried] and all(o.score for o in seen)
 
 
 def test_every_strength_knob_changes_its_methods_config() -> None:

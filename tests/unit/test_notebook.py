@@ -1,9 +1,8 @@
-"""The notebook API runs as the README shows it: load, edit by hand or erase, generate base vs
-edited, score, save and load again."""
+"""The notebook API: a light import, an edit made by hand that generates, saves and loads again
+(the README's notebook block itself runs in tests/workflows/test_readme_blocks.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,34 +32,3 @@ def test_hand_made_edit_generates_saves_and_loads(tiny_bundle, tmp_path: Path) -
     assert again.spec.sha256() == edit.spec.sha256()
     assert wb.preview(model, "The river", again, max_new_tokens=20)[1] == wb.preview(model, "The river", edit,
                                                                                        max_new_tokens=20)[1]
-
-
-def readme_example() -> str:
-    """The README's notebook example (the python block that starts with `import workbench as wb`)."""
-    text = (REPO_ROOT / "README.md").read_text()
-    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
-    (block,) = [b for b in blocks if b.startswith("import workbench as wb")]
-    return block
-
-
-def run_readme_example(source: str, cwd: Path) -> dict:
-    code = readme_example()
-    assert "wb.load()" in code
-    namespace: dict = {}
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        exec(compile(code.replace("wb.load()", f"wb.load({source!r})"), "README.md", "exec"), namespace)  # noqa: S102
-    finally:
-        os.chdir(old)
-    return namespace
-
-
-def test_readme_notebook_example_runs(tiny_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    ns = run_readme_example("tiny", tmp_path)
-    edit, card, same = ns["edit"], ns["card"], ns["same"]
-    assert edit.spec.model.weights_sha256 == tiny_bundle.weights_sha256 and edit.spec.operations
-    assert edit.scorecard is not None and card.rows() and 0.0 <= card.score <= 1.0
-    assert card.verdicts  # the scorecard says in words what happened
-    assert same.spec.sha256() == edit.spec.sha256()
-    assert isinstance(ns["base"], str) and isinstance(ns["edited"], str)

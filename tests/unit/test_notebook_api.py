@@ -1,14 +1,10 @@
 """The research API (issue 30): `with model.edited(edit):` around any forward pass, HF or
-TransformerLens; `wb.capture` at hook names; short reprs; the settings a model was loaded with;
-and the README's own-loop block, run as a script from a folder outside the repository through
-the installed package (`pip install -e .`)."""
+TransformerLens; `wb.capture` at hook names; short reprs; the settings a model was loaded with.
+The README's own-loop block runs as a script from a folder outside the repository in
+tests/workflows/test_readme_blocks.py."""
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.config import REPO_ROOT, Settings
+from workbench.config import Settings
 from workbench.models import hooks
 
 TEXT = "The river flows past the old mill"
@@ -146,16 +142,18 @@ def test_load_defaults_to_the_configured_model_and_keeps_its_settings(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import workbench.notebook as notebook
 
-    calls: list[tuple[Any, Settings]] = []
-    monkeypatch.setattr(notebook, "load_bundle", lambda source, settings: calls.append((source, settings)))
+    calls: list[tuple[Any, Settings, bool]] = []
+    monkeypatch.setattr(notebook, "load_bundle",
+                        lambda source, settings, *, tune_process: calls.append((source, settings, tune_process)))
     monkeypatch.setenv("WORKBENCH_MODEL", "tiny")
     wb.load(cache_dir=tmp_path)
-    wb.load("embedded")
+    wb.load("embedded", tune_process=True)
     monkeypatch.delenv("WORKBENCH_MODEL")
     wb.load()
-    (tiny, settings), (named, _), (default, _) = calls
+    (tiny, settings, tuned), (named, _, named_tuned), (default, _, _) = calls
     assert tiny.kind == "tiny" and settings.cache_dir == tmp_path.resolve()
     assert named.kind == "embedded" and default.kind == "embedded"
+    assert (tuned, named_tuned) == (False, True)  # the process-wide settings only when asked (models/process.py)
 
 
 def test_top_level_exports_and_subpackages() -> None:
@@ -168,41 +166,3 @@ def test_top_level_exports_and_subpackages() -> None:
     assert {"capture", "use", "route"} <= set(wb.__all__)
     with pytest.raises(AttributeError):
         _ = wb.no_such_thing
-
-
-# ------------------------------------------------------------------ the README block
-
-MARKER = "<!-- notebook-api -->\n```python\n"
-
-
-def readme_block() -> str:
-    """The README's own-loop block: the fenced python block right after MARKER."""
-    text = (REPO_ROOT / "README.md").read_text()
-    assert text.count(MARKER) == 1, "README.md needs exactly one <!-- notebook-api --> block"
-    return text.split(MARKER, 1)[1].split("```", 1)[0]
-
-
-def test_readme_notebook_api_block_runs_from_outside_the_repository(tiny_bundle: Any, tmp_path: Path) -> None:
-    """The block as written, as a script in a temporary folder, with the venv's python and the
-    installed package. The one substitution: WORKBENCH_MODEL=tiny, which the block's `wb.load()`
-    reads (the embedded model otherwise); its cache is a fresh folder sharing the built models."""
-    code = readme_block()
-    assert "wb.load()" in code and "model.edited(edit)" in code and "wb.capture(" in code
-    work, cache = tmp_path / "work", tmp_path / "cache"
-    work.mkdir()
-    cache.mkdir()
-    (cache / "models").symlink_to(tiny_bundle.path.parent.resolve(), target_is_directory=True)
-    (work / "loop.py").write_text(code)
-    env = {**os.environ, "WORKBENCH_MODEL": "tiny", "WORKBENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("PYTHONPATH", None)  # `import workbench` must come from the installed package, not the repo
-    out = subprocess.run([sys.executable, "loop.py"], cwd=work, env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert "No module named 'workbench'" not in out.stderr, "install the package: pip install --no-deps -e ."
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert "ModelBundle('tiny-gemma3'" in out.stdout
-    assert "Edit('top neurons', ops=[ablate_value_vectors]" in out.stdout
-    change = re.search(r"max logit change: ([0-9.]+)", out.stdout)
-    assert change and float(change.group(1)) > 0, out.stdout
-    assert (work / "top-neurons.json").is_file()
-    assert not (REPO_ROOT / "top-neurons.json").exists()

@@ -81,6 +81,9 @@ def test_catalogue_search_remove_preview_and_reapply(
     word = next(t for t in first["tokens"]["token"] if t.strip())
     assert main([*cli, "features", "search", word.strip(), "--sae", sae_id]) == 0
     assert "feature(s) of" in capsys.readouterr().err
+    assert main([*cli, "sae", "list"]) == 0  # lists what `features search` just searched
+    listed = capsys.readouterr().out
+    assert f"{sae_id}  [pretrained]  load with {ref}" in listed and "No SAE folders under" in listed
 
     sae = load_sae(ref, settings.saes_dir)[0]
     feature = 3

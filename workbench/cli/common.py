@@ -58,4 +58,6 @@ def load_bundle_for(args: argparse.Namespace) -> tuple[Settings, ModelBundle]:
     settings = settings_for(args)
     source = parse_source(settings.model_source)
     print(f"Loading {source.describe()} ...", file=sys.stderr)
-    return settings, load_bundle(source, settings, progress=lambda m: print(m, file=sys.stderr))
+    # a CLI process serves this one model: the process-wide speed and memory settings (models/process.py)
+    return settings, load_bundle(source, settings, progress=lambda m: print(m, file=sys.stderr),
+                                 tune_process=True)

@@ -1,7 +1,7 @@
 """CLI pieces for SAEs, wired into `python -m workbench` by workbench/cli/main.py:
 
-    sae train --layer 6 [--tokens N --width W --k K --hook H --no-catalogue]
-    sae list
+    sae train [--layer L] [--tokens N --width W --k K --hook H --no-catalogue]
+    sae list                     (local SAE folders and the store's catalogues, pretrained ones included)
     features search "Paris" --sae ID
 """
 
@@ -22,7 +22,7 @@ def _say(text: str, err: bool = False) -> None:
     (sys.stderr if err else sys.stdout).write(text + "\n")
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     from workbench.sae.train import SITES, SAETrainConfig
 
     d = SAETrainConfig()
@@ -51,7 +51,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--catalogue-tokens", type=int, default=50_000)
     p.set_defaults(func=cmd_sae_catalogue)
 
-    p = sae_sub.add_parser("list", help="SAEs on disk and in the store")
+    p = sae_sub.add_parser("list", help="SAE folders on disk and the SAEs the store has catalogues of (pretrained too)")
     p.set_defaults(func=cmd_sae_list)
 
     feats = subparsers.add_parser("features", help="search SAE features in the store")
@@ -136,28 +136,74 @@ def cmd_sae_catalogue(args: argparse.Namespace) -> int:
 
 
 def cmd_sae_list(args: argparse.Namespace) -> int:
+    """Every SAE the workbench can use, marked with where it lives: the folders under the SAE
+    directory (trained or imported, with their held-out metrics and whether the store has their
+    catalogue) and the SAEs the store has catalogues of without such a folder (pretrained
+    releases, read from the Hugging Face cache, and folders catalogued from elsewhere)."""
     from workbench.sae.sources import list_local_saes
-    from workbench.store import open_store
 
     settings = settings_for(args)
-    stored = set()
-    if settings.store_path.exists():
-        store = open_store(settings.store_path, read_only=True)
-        try:
-            stored = set(store.list_saes()["sae_id"]) if "saes" in store.table_counts() else set()
-        finally:
-            store.close()
-    entries = list_local_saes(settings.saes_dir)
-    if not entries:
-        _say(f"No SAEs under {settings.saes_dir}. Train one: python -m workbench sae train")
+    catalogued = _catalogued_saes(settings.store_path)
+    local = list_local_saes(settings.saes_dir)
+    if not local and not catalogued:
+        _say(f"No SAEs under {settings.saes_dir} and none catalogued in {settings.store_path}. Train one: "
+             "python -m workbench sae train, or catalogue a pretrained one: "
+             "python -m workbench sae catalogue --sae pretrained:RELEASE/SAE_ID")
         return 0
-    for e in entries:
+    for line in sae_listing(local, catalogued, str(settings.saes_dir), str(settings.store_path)):
+        _say(line)
+    return 0
+
+
+def _catalogued_saes(store_path: Any) -> list[dict[str, Any]]:
+    """The store's SAE rows (sae_id, model_id, layer, hook, d_sae, source, path), oldest first;
+    none when there is no store or it has no SAE table yet."""
+    from workbench.store import open_store
+
+    if not store_path.exists():
+        return []
+    store = open_store(store_path, read_only=True)
+    try:
+        if "saes" not in store.table_counts():
+            return []
+        return list(store.list_saes().to_dict("records"))
+    finally:
+        store.close()
+
+
+def sae_listing(local: list[dict[str, Any]], catalogued: list[dict[str, Any]], saes_dir: str,
+                store_path: str) -> list[str]:
+    """The lines of `sae list`: local folders first (metrics, catalogued or not), then the
+    store's catalogues that have no folder under `saes_dir`, each saying what it is and the
+    reference `--sae` and the pages take."""
+    from pathlib import Path
+
+    from workbench.sae.sources import PRETRAINED_PREFIX
+
+    stored = {str(row["sae_id"]) for row in catalogued}
+    lines = [f"Local SAE folders under {saes_dir}:" if local else f"No SAE folders under {saes_dir}."]
+    for e in local:
         m = e.get("workbench_metrics", {}).get("metrics", {})
         quality = (f"EV {m['explained_variance']:.3f} L0 {m['l0']:.1f} dead {m['dead_fraction']:.0%}"
                    if m else "no metrics")
         flag = "catalogued" if e["sae_id"] in stored else "not catalogued"
-        _say(f"{e['sae_id']}  {quality}  {flag}" + (f"  ERROR {e['error']}" if "error" in e else ""))
-    return 0
+        lines.append(f"  {e['sae_id']}  [local folder]  {quality}  {flag}"
+                     + (f"  ERROR {e['error']}" if "error" in e else ""))
+    folders = {str(e["sae_id"]) for e in local}
+    rest = [row for row in catalogued if str(row["sae_id"]) not in folders]
+    if rest:
+        lines.append(f"Catalogued in the store {store_path} (no folder under {saes_dir}):")
+    for row in rest:
+        path = str(row.get("path") or "")
+        if row.get("source") == "pretrained" or path.startswith(PRETRAINED_PREFIX):
+            kind = f"[pretrained]  load with {path or PRETRAINED_PREFIX + str(row['sae_id'])}"
+        elif path and Path(path).is_dir():
+            kind = f"[local folder elsewhere]  {path}"
+        else:
+            kind = f"[catalogue only: its folder {path or '(unknown)'} is gone]"
+        lines.append(f"  {row['sae_id']}  {kind}  model {row['model_id']}, layer {row['layer']} {row['hook']}, "
+                     f"{int(row['d_sae'])} features  catalogued")
+    return lines
 
 
 def cmd_features_search(args: argparse.Namespace) -> int:

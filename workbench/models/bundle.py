@@ -16,10 +16,9 @@ from workbench.models import layout
 from workbench.models.embedded import build_embedded_checkpoint
 from workbench.models.gguf import conversion_note, gguf_checkpoint
 from workbench.models.hashing import cached_folder_hash
-from workbench.models.memory import release_freed_heap, tune_allocator
 from workbench.models.placement import resolve_device, resolve_dtype
+from workbench.models.process import tune_process_after_load, tune_process_before_load
 from workbench.models.safety import check_safetensors_folder
-from workbench.models.skinny import install_skinny_unembedding
 from workbench.models.sources import ModelSource, hub_offline
 from workbench.models.tiny import TinyConfig, build_tiny_checkpoint
 
@@ -180,27 +179,38 @@ def load_bundle(
     source: ModelSource,
     settings: Settings | None = None,
     progress: Callable[[str], None] | None = None,
+    *,
+    tune_process: bool = False,
 ) -> ModelBundle:
     """Load a model source as a ModelBundle, on `settings.device` in `settings.dtype`
-    (default: float32, CUDA when torch sees a GPU, else the CPU)."""
+    (default: float32, CUDA when torch sees a GPU, else the CPU).
+
+    `tune_process=True` also applies the speed and memory settings of a process that serves
+    one model to many threads (the app and the CLI pass it): `MKL_DISABLE_FAST_MM=1` in
+    `os.environ`, glibc's `mallopt` (a fixed mmap threshold, two arenas) and a `malloc_trim`
+    after the load, the measured CPU unembedding put in place of this model's `lm_head.forward`,
+    and the tokenizer's unused Python vocabulary tables dropped. The first two affect the whole
+    process for its life (mallopt cannot be undone), which is why the default leaves them off;
+    none changes a result. What each does and why: `workbench/models/process.py`."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
 
     settings = settings or Settings.from_env()
-    tune_allocator()  # before the first large allocation (models/memory.py)
+    if tune_process:
+        tune_process_before_load()  # before the first large allocation and product (models/process.py)
     t0 = time.perf_counter()
     path = resolve_checkpoint(source, settings, progress)
     source = replace(source, note=conversion_note(path) or source.note)  # "dequantised from Q4_1 GGUF ..."
     check_safetensors_folder(path)
     _check_architecture(path)
-    tokenizer = _load_tokenizer(path)
+    tokenizer = _load_tokenizer(path, drop_tables=tune_process)
     if len(tokenizer) < 100:
         raise RuntimeError(
             f"The tokenizer in {path} is empty or missing ({len(tokenizer)} tokens); save the "
             "tokenizer files beside the weights."
         )
     device, dtype = resolve_device(settings.device), resolve_dtype(settings.dtype)
-    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)
+    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, use_safetensors=True).to(device)  # type: ignore[arg-type]
     hf_model.eval()
     hf_model.requires_grad_(False)
     bridge = TransformerBridge.boot_transformers(
@@ -208,9 +218,9 @@ def load_bundle(
     )
     bridge.eval()
     _check_shared(hf_model, bridge)
-    install_skinny_unembedding(hf_model)  # batched decode rows cost about one row (models/skinny.py)
     digest = cached_folder_hash(path, hf_model)
-    release_freed_heap()
+    if tune_process:
+        tune_process_after_load(hf_model)  # the measured unembedding, the freed heap back (models/process.py)
     return ModelBundle(
         source=source,
         path=path,
@@ -238,7 +248,7 @@ def _check_architecture(path: Path) -> layout.Architecture:
     return layout.architecture_for(str(model_type))
 
 
-def _load_tokenizer(path: Path) -> Any:
+def _load_tokenizer(path: Path, *, drop_tables: bool = False) -> Any:
     """The tokenizer, loaded once with `add_bos_token=True`.
 
     The TransformerLens bridge wants a tokenizer that prepends BOS and, when handed one that
@@ -251,6 +261,9 @@ def _load_tokenizer(path: Path) -> Any:
     copies of tokenizer.json's vocabulary and merges only to rebuild the same Rust tokenizer,
     and that heap stays fragmented after they are freed (13 MB for Gemma 3). Such a folder is
     loaded straight from its tokenizer.json, with the class's padding side.
+
+    `drop_tables` (the load's `tune_process`) frees the Python vocabulary tables the tokenizer
+    keeps after construction (`_drop_construction_tables`): private attributes, so only on request.
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -263,7 +276,8 @@ def _load_tokenizer(path: Path) -> Any:
         tokenizer = loader.from_pretrained(str(path), add_bos_token=True, **kwargs)
     except (ValueError, TypeError, AttributeError):
         tokenizer = loader.from_pretrained(str(path), **kwargs)
-    _drop_construction_tables(tokenizer)
+    if drop_tables:
+        _drop_construction_tables(tokenizer)
     return tokenizer
 
 

@@ -16,8 +16,9 @@ brings the peak with 8 users' edits from 1.19-1.23x to 1.15-1.17x the weights.
 MKL (torch's CPU BLAS) keeps the packing buffers of its first large matrix products for reuse:
 14 MB after one fp32 F.linear on the 262k-token unembedding, held for the process's life.
 `MKL_DISABLE_FAST_MM=1` gives them back after each product (bench/preview_bench.py measures
-the memory and the tokens/s with it); MKL reads it once, at its first product, so the
-workbench package sets it when it is imported (workbench/__init__.py); a user's own value wins.
+the memory and the tokens/s with it); MKL reads it once, at its first product, so a load with
+`tune_process=True` sets it before it multiplies anything (models/process.py, which also says why
+these process-wide settings are opt-in); a user's own value wins.
 """
 
 from __future__ import annotations

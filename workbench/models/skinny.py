@@ -8,11 +8,13 @@ near the b = 1 time up to b of about 16 (bench/preview_bench.py measures both). 
 wins depends on the CPU and its BLAS: on another machine of the same kind, F.linear at b = 2 was
 the faster one (a preview pair at 15.7 vs 10.1 tok/s). So the choice is measured, not assumed:
 `install_skinny_unembedding` times both kernels at 2-16 rows on the model's own unembedding
-when it loads (1-2 s), also allowing a batch to be padded to a row count that runs faster, and
+when a load asks for it (`tune_process=True`, as the app and the CLI do: models/process.py;
+1-2 s), also allowing a batch to be padded to a row count that runs faster, and
 installs the plan only where it beats plain F.linear somewhere. In bf16 the plain kernel is the
 faster one, so only fp32 on CPU is considered. The result is the same product (float
 summation order aside), so this is a speed choice, not a change of the model: it never touches
-the weights.
+the weights. It does replace the head module's `forward` in place, which is why a library load
+leaves it off unless asked.
 """
 
 from __future__ import annotations
@@ -115,6 +117,6 @@ def install_skinny_unembedding(hf_model: Any, *, calibrate: bool = True) -> bool
     def forward(x: torch.Tensor, head: nn.Linear = head, plan: Plan = plan) -> torch.Tensor:
         return skinny_linear(x, head.weight, head.bias, plan)
 
-    head.forward = forward  # type: ignore[method-assign]
+    head.forward = forward  # type: ignore[method-assign,assignment]
     setattr(head, _ATTR, plan)  # what the load measured (the preview bench prints it)
     return True
