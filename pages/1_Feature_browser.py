@@ -33,6 +33,17 @@ def feature_page(sae_row: dict, feature: int) -> None:
         st.error(err.args[0])
         return
     st.markdown(f"### Feature {feature} · {detail['label']}")
+    _label_editor(sae_id, feature, detail)
+    dead = not float(detail["density"]) > 0
+    _activity(sae_id, detail, dead)
+    st.markdown("#### W_out rows that carry it")
+    st.caption(ui_features.row_score_text(ui_features.is_transcoder(sae_row)))
+    chosen = _carrying_rows(sae_row, feature)
+    if chosen is not None:
+        _remove_button(sae_row, feature, *chosen, dead=dead)
+
+
+def _label_editor(sae_id: str, feature: int, detail: dict) -> None:
     l1, l2 = st.columns([4, 1])
     label = l1.text_input("Label (yours survives catalogue rebuilds)", value=str(detail["label"]),
                           key=f"fb_label_{sae_id}_{feature}", max_chars=200)
@@ -46,13 +57,17 @@ def feature_page(sae_row: dict, feature: int) -> None:
             st.rerun()
     if detail["auto_label"] != detail["label"]:
         st.caption(f"automatic label: {detail['auto_label']}")
+
+
+def _activity(sae_id: str, detail: dict, dead: bool) -> None:
+    """Density and activations, what the decoder direction promotes, and the top snippets."""
     m1, m2, m3 = st.columns(3)
-    dead = not float(detail["density"]) > 0
     m1.metric("density", "dead" if dead else f"{detail['density']:.3%}",
               help=ui_features.density_text(float(detail["density"])))
     m2.metric("max activation", f"{detail['max_act']:.2f}")
     m3.metric("mean activation over all tokens", f"{detail['mean_act']:.3f}")
     st.caption(ui_features.density_text(float(detail["density"])))
+    examples = detail["examples"]
     c1, c2 = st.columns(2)
     with c1:
         if detail["tokens"].empty:
@@ -64,7 +79,6 @@ def feature_page(sae_row: dict, feature: int) -> None:
         dens = store.feature_densities(sae_id)
         st.plotly_chart(plots.density_histogram(dens["density"], float(detail["density"]), "How often features fire"),
                         width="stretch", key="fb_density")
-        examples = detail["examples"]
         if not examples.empty:
             st.plotly_chart(plots.activation_bars(examples, "Top activations"), width="stretch", key="fb_acts")
     st.markdown("#### Top activating snippets")
@@ -75,22 +89,28 @@ def feature_page(sae_row: dict, feature: int) -> None:
         st.markdown(ui_features.example_html(str(ex.snippet), float(ex.activation), str(ex.title),
                                              float(detail["max_act"])), unsafe_allow_html=True)
 
-    st.markdown("#### W_out rows that carry it")
-    st.caption(ui_features.row_score_text(ui_features.is_transcoder(sae_row)))
+
+def _carrying_rows(sae_row: dict, feature: int) -> tuple[object, float] | None:
+    """The stored strongest rows and the tau selection; (the SAE, tau), or None when the SAE
+    can't be loaded (the page says why)."""
     r1, r2 = st.columns(2)
     with r1:
-        stored = store.rows_of_feature(sae_id, feature)
+        stored = store.rows_of_feature(str(sae_row["sae_id"]), feature)
         st.caption(f"strongest stored rows of layer {sae_row['layer']}")
         st.dataframe(stored, hide_index=True, width="stretch", height=ui_features.table_height(len(stored)))
     with r2:
         tau = st.slider("tau (rows with |s| > tau x max)", 0.05, 1.0, 0.7, 0.05, key="fb_tau")
         sae = panels.sae_or_error(sae_row["path"], "tau rows and 'remove'")
         if sae is None:
-            return
+            return None
         chosen = tau_rows(bundle.hf_model, sae, feature, tau)
         st.caption(f"{len(chosen)} row(s) selected at tau {tau:g}: the rows a removal rewrites")
         st.dataframe(chosen.head(50), hide_index=True, width="stretch",
                      height=ui_features.table_height(min(len(chosen), 50)))
+    return sae, tau
+
+
+def _remove_button(sae_row: dict, feature: int, sae: object, tau: float, *, dead: bool) -> None:
     a1, a2, a3 = st.columns([1, 2, 2], vertical_alignment="center")
     mu = a1.number_input("mu (edit magnitude)", 0.5, 128.0, 16.0, 0.5, key="fb_mu")
     a2.caption("Unsigned (eta = +1): the neuron sign rule needs the concept's text; the Erase page's "
@@ -99,7 +119,7 @@ def feature_page(sae_row: dict, feature: int) -> None:
     how = "PISCES on its decoder direction" if ui_features.is_transcoder(sae_row) else "PISCES"
     if a3.button(f"Add to edit: remove feature {feature} ({how}, tau {tau:g}, mu {mu:g})", key="fb_add", type="primary"):
         try:
-            drafts.draft().use_sae(SaeRef(id=sae_id, sha256=sae_sha256(sae)))
+            drafts.draft().use_sae(SaeRef(id=str(sae_row["sae_id"]), sha256=sae_sha256(sae)))
         except ValueError as err:
             st.error(str(err))
         else:

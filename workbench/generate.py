@@ -176,7 +176,9 @@ def decode_rows(
     for r in rows:
         r.result.stop_reason = "max_new_tokens"
     t0 = time.monotonic()
-    past, cur, logits = None, ids, None
+    past: Any = None
+    cur: torch.Tensor | None = ids
+    logits: torch.Tensor | None = None
     adapters = [r.adapter for r in rows]
     try:
         for step in range(max(r.max_new for r in rows)):
@@ -187,28 +189,15 @@ def decode_rows(
             del out  # the step's logits ([b, vocab], 16.8 MB at 16 rows) must not live through the next forward
             if on_logits is not None:
                 on_logits(step, logits)
-            nxt = []
             now = time.monotonic()
+            nxt = [_pick(logits[i], r.params, gens[i]) if not done[i] else pad for i, r in enumerate(rows)]
             for i, r in enumerate(rows):
-                t = _pick(logits[i], r.params, gens[i]) if not done[i] else pad
-                nxt.append(t)
                 if done[i]:
                     continue
-                res = r.result
-                if t in eos:
-                    res.stop_reason, done[i] = "eos", True
-                    continue
-                res.token_ids.append(t)
-                res.seconds = now - t0
-                text = tok.decode(res.token_ids, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(emitted[i]):  # wait for whole characters
-                    piece, emitted[i] = text[len(emitted[i]):], text
-                    res.text = text
+                piece, done[i] = _take(tok, r, nxt[i], eos, emitted[i], now - t0)
+                if piece:
+                    emitted[i] += piece
                     yield i, piece
-                if len(res.token_ids) >= r.max_new:
-                    done[i] = True
-                elif now - t0 > r.timeout_s:
-                    res.stop_reason, done[i] = "time_limit", True
             logits = None
             if all(done):
                 break
@@ -216,15 +205,43 @@ def decode_rows(
             mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], dim=1)
             positions = positions[:, -1:] + 1
         past = None  # the KV cache goes before the last pieces are handed out
-        for i, r in enumerate(rows):
-            final = tok.decode(r.result.token_ids, skip_special_tokens=True)
-            r.result.seconds = r.result.seconds or (time.monotonic() - t0)
-            if len(final) > len(emitted[i]) and final.startswith(emitted[i]):
-                yield i, final[len(emitted[i]):]
-            r.result.text = final
+        yield from _final_pieces(tok, rows, emitted, time.monotonic() - t0)
     finally:  # also when the reader stops early: the step's tensors, then their freed pages back to the OS
         past = cur = logits = None
         trim_heap()  # (models/memory.py)
+
+
+def _take(tok: Any, r: RowRequest, t: int, eos: set[int], emitted: str, elapsed: float) -> tuple[str, bool]:
+    """Row r's next token t: (the new whole characters it completes, whether the row is done).
+    EOS ends the row without a token; otherwise the token is kept and the row ends at its
+    token budget or time limit."""
+    res = r.result
+    if t in eos:
+        res.stop_reason = "eos"
+        return "", True
+    res.token_ids.append(t)
+    res.seconds = elapsed
+    text = tok.decode(res.token_ids, skip_special_tokens=True)
+    piece = ""
+    if not text.endswith("\ufffd") and len(text) > len(emitted):  # wait for whole characters
+        piece, res.text = text[len(emitted):], text
+    if len(res.token_ids) >= r.max_new:
+        return piece, True
+    if elapsed > r.timeout_s:
+        res.stop_reason = "time_limit"
+        return piece, True
+    return piece, False
+
+
+def _final_pieces(tok: Any, rows: Sequence[RowRequest], emitted: list[str], elapsed: float
+                  ) -> Iterator[tuple[int, str]]:
+    """Each row's last text (characters held back while incomplete), and its final result."""
+    for i, r in enumerate(rows):
+        final = tok.decode(r.result.token_ids, skip_special_tokens=True)
+        r.result.seconds = r.result.seconds or elapsed
+        if len(final) > len(emitted[i]) and final.startswith(emitted[i]):
+            yield i, final[len(emitted[i]):]
+        r.result.text = final
 
 
 def stream_generate(

@@ -44,7 +44,7 @@ def route(bundle: Any, row_adapters: Sequence[Adapter | None]) -> Iterator[None]
 @contextmanager
 def use(bundle: Any, adapter: Adapter | None) -> Iterator[None]:
     """Every row of this thread's forward passes in the block uses `adapter` (None: the base)."""
-    groups = [] if adapter is None or adapter.is_empty else [(adapter, None)]
+    groups: list[tuple[Adapter, torch.Tensor | None]] = [] if adapter is None or adapter.is_empty else [(adapter, None)]
     with _routed(bundle, groups, None):
         yield
 
@@ -83,7 +83,7 @@ def _routed(bundle: Any, groups: list[tuple[Adapter, torch.Tensor | None]], n: i
                        idx: torch.Tensor | None = idx) -> torch.Tensor:
                 _check_batch(out, n)
                 if idx is None:
-                    return fn(m, inputs, out)  # type: ignore[no-any-return]
+                    return fn(m, inputs, out)
                 idx = idx.to(out.device)
                 sub = fn(m, (inputs[0].index_select(0, idx),), out.index_select(0, idx))
                 return out.index_copy(0, idx, sub)

@@ -21,7 +21,14 @@ import torch
 from workbench.benchmark.devbench import CANDIDATES, DEVBENCH, HERE
 from workbench.benchmark.names import mentions, substitute
 from workbench.benchmark.runner import greedy_continuations, next_tokens
-from workbench.benchmark.schema import BasePromptRecord, DevBench, DevConcept, ProbePrompt, Provenance
+from workbench.benchmark.schema import (
+    BasePromptRecord,
+    Dependence,
+    DevBench,
+    DevConcept,
+    ProbePrompt,
+    Provenance,
+)
 from workbench.benchmark.scoring import contains_any
 from workbench.models import ModelBundle, ModelSource, load_bundle
 
@@ -59,9 +66,9 @@ def judge(bundle: ModelBundle, prompts: list[ProbePrompt]) -> list[tuple[Any, st
 def build(bundle: ModelBundle, candidates_path: Path = CANDIDATES, command: str = "") -> DevBench:
     raw = json.loads(candidates_path.read_text(encoding="utf-8"))
     sections: list[tuple[str, int | None, str, ProbePrompt]] = []  # (section, concept idx, key, prompt)
-    for ci, c in enumerate(raw["concepts"]):
+    for index, c in enumerate(raw["concepts"]):
         for key in ("cloze", "questions", "neighbours"):
-            sections += [(key, ci, key, parse_item(it)) for it in c[key]]
+            sections += [(key, index, key, parse_item(it)) for it in c[key]]
     sections += [("general", None, "general", parse_item(it)) for it in raw["general"]]
     t0 = time.perf_counter()
     results = judge(bundle, [s[3] for s in sections])
@@ -87,6 +94,7 @@ def build(bundle: ModelBundle, candidates_path: Path = CANDIDATES, command: str 
     records: dict[tuple[str, int | None], list[BasePromptRecord]] = {}
     for k, ((key, ci, _, p), (nt, cont, first_ok, contains)) in enumerate(kept):
         floor = floors.get(k, [])
+        dep: Dependence
         if key in ("neighbours", "general"):
             dep = "unknown"
         elif not floor:

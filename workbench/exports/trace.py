@@ -34,5 +34,5 @@ def intervene(model: Any, adapter: Adapter) -> None:
             gate = layout.pre_activation_proj(model, layer)
             gate.output = fn(None, (gate.input,), gate.output)
         if layer in adapter.deltas:
-            down = layout.out_proj(model, layer)
+            down: Any = layout.out_proj(model, layer)  # nnsight's envoy: .input/.output are proxies
             down.output = adapter.deltas[layer].add_to(down.input, down.output)

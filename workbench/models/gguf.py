@@ -186,7 +186,11 @@ def gguf_checkpoint(gguf_path: Path, models_dir: Path, progress: Progress | None
     if is_complete(target):
         return target
     check_convertible(read_gguf_facts(path))
-    return build_once(target, lambda tmp: convert_gguf(path, tmp, say), say)
+
+    def convert(tmp: Path) -> None:
+        convert_gguf(path, tmp, say)
+
+    return build_once(target, convert, say)
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path, say: Progress, origin: str | None = None) -> GGUFFacts:

@@ -72,6 +72,11 @@ def install(module: nn.Module) -> None:
             setattr(module, _ATTR, True)
 
 
+def tap_list(fn: TapFn | Sequence[TapFn]) -> list[TapFn]:
+    """One tap or several, as a list."""
+    return [fn] if callable(fn) else list(fn)
+
+
 @contextmanager
 def taps(fns: Mapping[nn.Module, TapFn | Sequence[TapFn]]) -> Iterator[None]:
     """Run `fns` on their modules' outputs during this thread's forward passes in the block.
@@ -82,7 +87,7 @@ def taps(fns: Mapping[nn.Module, TapFn | Sequence[TapFn]]) -> Iterator[None]:
     for module, fn in fns.items():
         install(module)
         chain = active.setdefault(id(module), [])
-        items = list(fn) if isinstance(fn, list | tuple) else [fn]
+        items = tap_list(fn)
         chain.extend(items)
         pushed.append((id(module), len(items)))
     try:
@@ -102,8 +107,13 @@ def has_taps() -> bool:
 
 def save_inputs(store: dict[Any, torch.Tensor], modules: Mapping[Any, nn.Module]) -> dict[nn.Module, TapFn]:
     """Taps that keep each module's first input (detached) in store[key] on every forward."""
-    return {mod: (lambda _m, inputs, _o, key=key: store.__setitem__(key, inputs[0].detach()))
-            for key, mod in modules.items()}
+    def keep(key: Any) -> TapFn:
+        def tap(_m: nn.Module, inputs: tuple[Any, ...], _o: Any) -> None:
+            store[key] = inputs[0].detach()
+
+        return tap
+
+    return {mod: keep(key) for key, mod in modules.items()}
 
 
 def hook_point(bridge: Any, name: str) -> nn.Module:
@@ -111,7 +121,8 @@ def hook_point(bridge: Any, name: str) -> nn.Module:
     aliases resolved. Raises KeyError with the name when the bridge has no such hook."""
     hook_dict = bridge.hook_dict
     if name in hook_dict:
-        return hook_dict[name]  # type: ignore[no-any-return]
+        point: nn.Module = hook_dict[name]
+        return point
     raise KeyError(f"The model has no hook {name!r}.")
 
 
@@ -144,9 +155,16 @@ def capture(
     blocks = layout.decoder_layers(model)
     fns: dict[nn.Module, list[TapFn]] = {}
     for module, fn in (extra or {}).items():
-        fns.setdefault(module, []).extend(list(fn) if isinstance(fn, list | tuple) else [fn])
+        fns.setdefault(module, []).extend(tap_list(fn))
+
+    def keep(name: str) -> TapFn:
+        def tap(_m: nn.Module, _i: tuple[Any, ...], out: Any) -> None:
+            got[name] = _as_float32(out.detach())
+
+        return tap
+
     for n, point in points.items():
-        fns.setdefault(point, []).append(lambda _m, _i, out, n=n: got.__setitem__(n, _as_float32(out.detach())))
+        fns.setdefault(point, []).append(keep(n))
     if stop and last_layer is not None and last_layer < len(blocks) - 1:
         def halt(_m: nn.Module, _i: tuple[Any, ...], _o: Any) -> None:
             if len(got) == len(points):

@@ -16,6 +16,7 @@ same for every family listed, so activation readers need nothing from here but t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,7 +100,8 @@ def hook_name(layer: int, site: str) -> str:
 
 
 def decoder_layers(hf_model: nn.Module) -> nn.ModuleList:
-    return resolve_attr(hf_model, architecture(hf_model).layers)  # type: ignore[return-value]
+    layers: nn.ModuleList = resolve_attr(hf_model, architecture(hf_model).layers)
+    return layers
 
 
 def n_layers(hf_model: nn.Module) -> int:
@@ -107,7 +109,8 @@ def n_layers(hf_model: nn.Module) -> int:
 
 
 def _layer_part(hf_model: nn.Module, layer: int, path: str) -> nn.Module:
-    return resolve_attr(decoder_layers(hf_model)[layer], path)  # type: ignore[return-value]
+    part: nn.Module = resolve_attr(decoder_layers(hf_model)[layer], path)
+    return part
 
 
 def out_proj(hf_model: nn.Module, layer: int) -> nn.Module:
@@ -137,9 +140,17 @@ def _flip(hf_model: nn.Module, t: torch.Tensor) -> torch.Tensor:
     return t if architecture(hf_model).conv1d else t.T
 
 
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """A projection module's weight tensor (nn.Module's attribute type is a Tensor-or-Module union)."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is not a tensor.")
+    return weight
+
+
 def w_out(hf_model: nn.Module, layer: int) -> torch.Tensor:
     """Value vectors of a layer as a view: [d_mlp, d_model] (rows = neurons)."""
-    return _flip(hf_model, out_proj(hf_model, layer).weight)
+    return _flip(hf_model, weight_of(out_proj(hf_model, layer)))
 
 
 def w_out_to_storage(hf_model: nn.Module, w_out_rows: torch.Tensor) -> torch.Tensor:
@@ -149,7 +160,7 @@ def w_out_to_storage(hf_model: nn.Module, w_out_rows: torch.Tensor) -> torch.Ten
 
 def w_pre(hf_model: nn.Module, layer: int) -> torch.Tensor:
     """Keys whose dot product with the MLP input is the pre-activation: [d_model, d_mlp]."""
-    return _flip(hf_model, pre_activation_proj(hf_model, layer).weight)
+    return _flip(hf_model, weight_of(pre_activation_proj(hf_model, layer)))
 
 
 def d_mlp(hf_model: nn.Module) -> int:
@@ -182,12 +193,12 @@ def final_gain(hf_model: nn.Module) -> torch.Tensor:
     """gamma_f: the gain of the final norm before the unembedding: [d_model]."""
     arch = architecture(hf_model)
     norm = resolve_attr(hf_model, arch.final_norm)
-    return norm_gain(norm, arch.norm_offset, d_model(hf_model))  # type: ignore[arg-type]
+    return norm_gain(norm, arch.norm_offset, d_model(hf_model))
 
 
 def unembed(hf_model: nn.Module) -> torch.Tensor:
     """U as a view: [d_model, vocab] (lm_head, GPT-NeoX's embed_out; tied in Gemma)."""
-    return hf_model.get_output_embeddings().weight.detach().T  # type: ignore[operator,union-attr]
+    return hf_model.get_output_embeddings().weight.detach().T  # type: ignore[operator]
 
 
 WRAPPER = "._original_component"
@@ -220,14 +231,14 @@ def canonical_state_dict(hf_model: nn.Module) -> dict[str, torch.Tensor]:
     return {canonical_name(n): t for n, t in hf_model.state_dict().items()}
 
 
-def resolve_attr(root: nn.Module, path: str) -> torch.Tensor:
+def resolve_attr(root: nn.Module, path: str) -> Any:  # a module or a tensor, by the path
     """Follow a dotted attribute path ('model.layers.3.mlp.down_proj.weight') from a module.
 
     Works through the TransformerLens bridge's wrappers, which delegate attribute access."""
-    obj: object = root
+    obj: Any = root
     for part in path.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError as err:
             raise KeyError(f"The model has no {path!r} (failed at {part!r}).") from err
-    return obj  # type: ignore[return-value]
+    return obj

@@ -177,7 +177,7 @@ def build_tokenizer(spec: TokenizerSpec, vocab_size: int, n_docs: int) -> Any:
     return tok
 
 
-def _random_model(cfg: TinyConfig, tok: Any) -> torch.nn.Module:
+def _random_model(cfg: TinyConfig, tok: Any) -> Any:  # a transformers PreTrainedModel
     """A randomly initialised causal LM of `cfg.family` (special token ids as the tiny tokenizer's)."""
     import transformers as tf
 

@@ -104,19 +104,8 @@ def pisces_rewrite(
     if len(feature_signs) != len(features):
         raise ValueError(f"Got {len(feature_signs)} feature signs for {len(features)} features.")
     base = w_out.detach().float()  # [m, d]
-    if mode == "gain_aware":
-        if gamma_post is None:
-            raise ValueError("gain_aware mode needs gamma_post (the post-FFN RMSNorm gain).")
-        gamma = gamma_post.detach().float().to(base.device)  # [d]
-        space = base * gamma  # v~ [m, d]
-    elif mode == "reference":
-        gamma = None
-        space = base
-    else:
-        raise ValueError(f"Unknown PISCES mode {mode!r}; use 'gain_aware' or 'reference'.")
-
-    w_enc = sae.W_enc.detach()
-    enc_cols = w_enc[:, features].float().to(base.device)  # [d, n_f]
+    space, gamma = _edit_space(base, mode, gamma_post)  # v~ [m, d]
+    enc_cols = sae.W_enc.detach()[:, features].float().to(base.device)  # [d, n_f]
     rho = feature_row_scores(space, enc_cols)  # [m, n_f]
     chosen = select_rows(rho, tau)  # [m, n_f]
     scale = float(rho.abs().max())  # M_l = max over features and rows
@@ -127,43 +116,68 @@ def pisces_rewrite(
         return PiscesResult(out, [], rows_per_feature, scale, mu_layer)
 
     idx = torch.tensor(rows, dtype=torch.long, device=base.device)
+    targets = [[float(feature_signs[j]) * mu_layer * scale if chosen[i, j] else None for j in range(len(features))]
+               for i in rows]
     v = space[idx]  # [r, d]
-    sae_dtype = sae.W_dec.dtype
-    sae_device = sae.W_dec.device
-    with torch.no_grad():
-        c = sae.encode(v.to(sae_device, sae_dtype)).float()  # [r, d_sae]
-        rec = sae.decode(c.to(sae_dtype)).float().to(base.device)  # [r, d]
-        c_new = c.clone()
-        missing: list[int] = []
-        for r, i in enumerate(rows):
-            if neuron_signs is None:
-                eta = 1
-            else:
-                eta = int(neuron_signs.get(i, 0))
-                if eta == 0:
-                    missing.append(i)
-                    eta = 1
-            for j, f in enumerate(features):
-                if chosen[i, j]:
-                    c_new[r, f] = float(feature_signs[j]) * eta * mu_layer * scale
-        rec_new = sae.decode(c_new.to(sae_dtype)).float().to(base.device)  # [r, d]
-    if missing:
-        log.warning("No neuron sign for rows %s (tie or not measured); using +1.", missing[:10])
-    v_new = rec_new + (v - rec)  # dec(c') + eps, in the edit space [r, d]
-    changed = (c_new != c).any(dim=1).tolist()
-    if gamma is None:
-        new_rows = v_new
-    else:
-        ok = gamma.abs() >= GAIN_EPS  # [d]
-        if not bool(ok.all()):
-            log.warning("%d coordinates have |gamma_post| < %g and are left unedited.", int((~ok).sum()), GAIN_EPS)
-        delta = torch.where(ok, (v_new - v) / torch.where(ok, gamma, torch.ones_like(gamma)), 0.0)
-        new_rows = base[idx] + delta
-    kept = [i for i, ch in zip(rows, changed, strict=True) if ch]
+    v_new, changed = _set_coefficients(sae, v, features, targets, _row_signs(rows, neuron_signs))
+    new_rows = _from_edit_space(base[idx], v, v_new, gamma)
     for r, i in enumerate(rows):
         if changed[r]:
             out[i] = new_rows[r]
+    kept = [i for i, ch in zip(rows, changed, strict=True) if ch]
     return PiscesResult(out.to(w_out.dtype), kept, rows_per_feature, scale, mu_layer)
+
+
+def _edit_space(base: torch.Tensor, mode: PiscesMode, gamma_post: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows as the SAE sees them ([m, d]) and the gain they were scaled by (None: unscaled)."""
+    if mode == "gain_aware":
+        if gamma_post is None:
+            raise ValueError("gain_aware mode needs gamma_post (the post-FFN RMSNorm gain).")
+        gamma = gamma_post.detach().float().to(base.device)  # [d]
+        return base * gamma, gamma
+    if mode == "reference":
+        return base, None
+    raise ValueError(f"Unknown PISCES mode {mode!r}; use 'gain_aware' or 'reference'.")
+
+
+def _row_signs(rows: list[int], neuron_signs: dict[int, int] | None) -> list[int]:
+    """eta_i per row (+1 where unsigned); a row without a measured sign counts +1, with a warning."""
+    if neuron_signs is None:
+        return [1] * len(rows)
+    missing = [i for i in rows if int(neuron_signs.get(i, 0)) == 0]
+    if missing:
+        log.warning("No neuron sign for rows %s (tie or not measured); using +1.", missing[:10])
+    return [int(neuron_signs.get(i, 0)) or 1 for i in rows]
+
+
+@torch.no_grad()
+def _set_coefficients(sae: SaeLike, v: torch.Tensor, features: list[int], targets: list[list[float | None]],
+                      etas: list[int]) -> tuple[torch.Tensor, list[bool]]:
+    """v' = dec(c') + (v - dec(c)) with c = enc(v) and c'_f = eta_i * targets[r][f] where a target
+    is given: the rows with their features' coefficients set ([r, d]), and which rows changed."""
+    dtype, device = sae.W_dec.dtype, sae.W_dec.device
+    c = sae.encode(v.to(device, dtype)).float()  # [r, d_sae]
+    rec = sae.decode(c.to(dtype)).float().to(v.device)  # [r, d]
+    c_new = c.clone()
+    for r, (row_targets, eta) in enumerate(zip(targets, etas, strict=True)):
+        for f, target in zip(features, row_targets, strict=True):
+            if target is not None:
+                c_new[r, f] = eta * target
+    rec_new = sae.decode(c_new.to(dtype)).float().to(v.device)  # [r, d]
+    return rec_new + (v - rec), (c_new != c).any(dim=1).tolist()
+
+
+def _from_edit_space(base_rows: torch.Tensor, v: torch.Tensor, v_new: torch.Tensor, gamma: torch.Tensor | None
+                     ) -> torch.Tensor:
+    """The edited W_out rows ([r, d]): the edit-space change divided by the gain, where the gain
+    is large enough to divide by (the other coordinates are left as they were)."""
+    if gamma is None:
+        return v_new
+    ok = gamma.abs() >= GAIN_EPS  # [d]
+    if not bool(ok.all()):
+        log.warning("%d coordinates have |gamma_post| < %g and are left unedited.", int((~ok).sum()), GAIN_EPS)
+    return base_rows + torch.where(ok, (v_new - v) / torch.where(ok, gamma, torch.ones_like(gamma)), 0.0)
 
 
 def unit_rows(w: torch.Tensor) -> torch.Tensor:

@@ -127,6 +127,18 @@ class _RunningTop:
         self.values, self.docs, self.pos = top, d.gather(1, idx), p.gather(1, idx)
 
 
+@dataclass
+class _SweepStats:
+    """What one sweep over the documents gathers per feature (see `_sweep`)."""
+
+    fired: torch.Tensor  # [d_sae] tokens with activation > 0
+    act_sum: torch.Tensor  # [d_sae] float64
+    max_act: torch.Tensor  # [d_sae]
+    top: _RunningTop  # the strongest (document, position) per feature
+    doc_ids: list[torch.Tensor]  # per swept document: its token ids (for snippets)
+    n_tokens: int
+
+
 @torch.no_grad()
 def build_catalogue(
     bundle: Any,
@@ -151,25 +163,44 @@ def build_catalogue(
     site = SAESite.of_sae(sae)
     bundle.check_layer(site.layer)
     d_sae = int(sae.cfg.d_sae)
-    tokenizer = bundle.tokenizer
-    vocab = bundle.vocab_size
-    strings = vocab_strings(tokenizer, vocab)
+    strings = vocab_strings(bundle.tokenizer, bundle.vocab_size)
 
     progress.stage("Vocab projection of decoder directions", total=1)
     dirs = decoder_directions(bundle.hf_model, sae, site, lens)
     proj = project_topk(dirs, layout.unembed(bundle.hf_model), k=k_tokens,
-                        mask=clean_token_mask(tokenizer, vocab))
+                        mask=clean_token_mask(bundle.tokenizer, bundle.vocab_size))
     progress.advance(1)
 
     progress.stage(f"Activations over {corpus_id}", total=max_tokens, unit="tok")
-    fired = torch.zeros(d_sae)
-    act_sum = torch.zeros(d_sae, dtype=torch.float64)
-    max_act = torch.zeros(d_sae)
-    running = _RunningTop.empty(d_sae, n_examples)
-    all_ids: list[torch.Tensor] = []  # per document: its token ids (for snippets)
-    n_tokens = 0
-    texts = [d.text for d in documents]
-    for batch in token_batches(tokenizer, texts, max_len=context_size, batch_size=batch_size,
+    stats = _sweep(bundle, sae, site, [d.text for d in documents], n_examples, max_tokens, context_size,
+                   batch_size, progress)
+    examples = _example_frame(stats, documents, strings, snippet_before, snippet_after)
+    top_lists = [[strings[t] for t in row] for row in proj.top_ids[:, :10].tolist()]
+    bottom_lists = [[strings[t] for t in row] for row in proj.bottom_ids[:, :10].tolist()]
+    features = pd.DataFrame({
+        "feature": np.arange(d_sae, dtype=np.int32),
+        "density": (stats.fired / stats.n_tokens).numpy().astype(np.float32),
+        "max_act": stats.max_act.numpy().astype(np.float32),
+        "mean_act": (stats.act_sum / stats.n_tokens).float().numpy().astype(np.float32),
+        "label": auto_labels(examples, top_lists, d_sae),
+        "top_tokens": top_lists,
+        "bottom_tokens": bottom_lists,
+    })
+    progress.close()
+    return FeatureCatalogue(sae_id=sae_id, hook_name=site.hook_name, d_sae=d_sae, lens=lens,
+                            corpus_id=corpus_id, n_tokens=stats.n_tokens, features=features,
+                            tokens=_token_frame(proj, strings, d_sae), examples=examples,
+                            seconds=time.perf_counter() - t0)
+
+
+def _sweep(bundle: Any, sae: Any, site: SAESite, texts: Sequence[str], n_examples: int, max_tokens: int,
+           context_size: int, batch_size: int, progress: Progress) -> _SweepStats:
+    """One pass over the texts: per feature, how often and how strongly it fires, and its
+    strongest position in each document (merged into a running top-n)."""
+    d_sae = int(sae.cfg.d_sae)
+    stats = _SweepStats(torch.zeros(d_sae), torch.zeros(d_sae, dtype=torch.float64), torch.zeros(d_sae),
+                        _RunningTop.empty(d_sae, n_examples), [], 0)
+    for batch in token_batches(bundle.tokenizer, texts, max_len=context_size, batch_size=batch_size,
                                max_tokens=max_tokens):
         cache = capture(bundle.bridge, batch.input_ids, [site.hook_name], attention_mask=batch.attention_mask)
         acts = cache[site.hook_name].float()  # [batch, pos, d_in]
@@ -177,63 +208,50 @@ def build_catalogue(
         keep = text_positions(batch.attention_mask)
         doc_max = torch.zeros(b, d_sae)
         doc_pos = torch.zeros(b, d_sae, dtype=torch.long)
-        # Streaming: one document's [pos, d_sae] at a time (134 MB at 262k features and 128
-        # positions), never a [tokens, d_sae] tensor for the whole batch or sweep.
+        # Streaming: one document's [pos, d_sae] at a time (at 262k features and 128 positions
+        # that is the largest tensor), never a [tokens, d_sae] tensor for the whole batch or sweep.
         for i in range(b):
             where = torch.nonzero(keep[i]).flatten()  # text positions of document i
             if not len(where):
                 continue
             feats = sae.encode(acts[i, where])  # [n_i, d_sae]
-            fired += (feats > 0).float().sum(0)
-            act_sum += feats.double().sum(0)
+            stats.fired += (feats > 0).float().sum(0)
+            stats.act_sum += feats.double().sum(0)
             best, at = feats.max(dim=0)  # one candidate per (document, feature): its strongest position
-            max_act = torch.maximum(max_act, best)
+            stats.max_act = torch.maximum(stats.max_act, best)
             doc_max[i], doc_pos[i] = best.clamp_min(0), where[at]
         rows = torch.tensor(batch.doc_index, dtype=torch.long)
-        running.merge(doc_max.T.contiguous(), rows.unsqueeze(0).expand(d_sae, b).contiguous(),
-                      doc_pos.T.contiguous())
+        stats.top.merge(doc_max.T.contiguous(), rows.unsqueeze(0).expand(d_sae, b).contiguous(),
+                        doc_pos.T.contiguous())
         for i in range(b):
-            all_ids.append(batch.input_ids[i, : int(batch.attention_mask[i].sum())].clone())
-        n_tokens += int(keep.sum())
+            stats.doc_ids.append(batch.input_ids[i, : int(batch.attention_mask[i].sum())].clone())
+        stats.n_tokens += int(keep.sum())
         progress.advance(int(keep.sum()))
-    if n_tokens == 0:
+    if stats.n_tokens == 0:
         raise ValueError("The corpus sample has no tokens to build a catalogue from.")
+    return stats
 
-    density = (fired / n_tokens).numpy()
-    mean_act = (act_sum / n_tokens).float().numpy()
-    ex_rows = []
-    for f in range(d_sae):
-        for r in range(n_examples):
-            v = float(running.values[f, r])
-            di = int(running.docs[f, r])
+
+def _example_frame(stats: _SweepStats, documents: Sequence[Document], strings: Sequence[str],
+                   snippet_before: int, snippet_after: int) -> pd.DataFrame:
+    """The top-activating snippets per feature, strongest first (at most one per document)."""
+    top = stats.top
+    rows = []
+    for f in range(top.values.shape[0]):
+        for r in range(top.values.shape[1]):
+            v = float(top.values[f, r])
+            di = int(top.docs[f, r])
             if di < 0 or not v > 0:
                 break
-            pos = int(running.pos[f, r])
-            ids = all_ids[di].tolist()
+            pos = int(top.pos[f, r])
+            ids = stats.doc_ids[di].tolist()
             doc = documents[di]
-            ex_rows.append((f, r, doc.doc_id, doc.title, doc.topic, pos, strings[ids[pos]], v,
-                            _snippet(ids, pos, strings, snippet_before, snippet_after)))
-    examples = pd.DataFrame(ex_rows, columns=["feature", "rank", "doc_id", "title", "topic",
-                                              "token_pos", "token", "activation", "snippet"])
-    examples = examples.astype({"feature": "int32", "rank": "int16", "doc_id": "int32",
-                                "token_pos": "int32", "activation": "float32"})
-    tokens = _token_frame(proj, strings, d_sae)
-    top_lists = [[strings[t] for t in row] for row in proj.top_ids[:, :10].tolist()]
-    bottom_lists = [[strings[t] for t in row] for row in proj.bottom_ids[:, :10].tolist()]
-    labels = auto_labels(examples, top_lists, d_sae)
-    features = pd.DataFrame({
-        "feature": np.arange(d_sae, dtype=np.int32),
-        "density": density.astype(np.float32),
-        "max_act": max_act.numpy().astype(np.float32),
-        "mean_act": mean_act.astype(np.float32),
-        "label": labels,
-        "top_tokens": top_lists,
-        "bottom_tokens": bottom_lists,
-    })
-    progress.close()
-    return FeatureCatalogue(sae_id=sae_id, hook_name=site.hook_name, d_sae=d_sae, lens=lens,
-                            corpus_id=corpus_id, n_tokens=n_tokens, features=features,
-                            tokens=tokens, examples=examples, seconds=time.perf_counter() - t0)
+            rows.append((f, r, doc.doc_id, doc.title, doc.topic, pos, strings[ids[pos]], v,
+                         _snippet(ids, pos, strings, snippet_before, snippet_after)))
+    examples = pd.DataFrame(rows, columns=["feature", "rank", "doc_id", "title", "topic",
+                                           "token_pos", "token", "activation", "snippet"])
+    return examples.astype({"feature": "int32", "rank": "int16", "doc_id": "int32",
+                            "token_pos": "int32", "activation": "float32"})
 
 
 def _snippet(ids: list[int], pos: int, strings: Sequence[str], before: int, after: int) -> str:

@@ -11,8 +11,9 @@ activations (`sae_quality`) and by the language-model loss with the SAE spliced 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -30,6 +31,12 @@ from workbench.sae.train import (
 
 
 @torch.no_grad()
+def _replace_output(fn: Callable[[torch.Tensor, Any], torch.Tensor], _module: Any, _inputs: Any,
+                    out: torch.Tensor) -> torch.Tensor:
+    """A tap that returns fn(output): the module's output replaced for this forward."""
+    return fn(out, None)
+
+
 def ce_recovered(bundle: Any, sae: Any, hook_name: str, texts: Sequence[str], max_tokens: int = 8192,
                  context: int = 128) -> dict[str, float]:
     """Next-token loss of the model clean, with the hook's activation replaced by the SAE's
@@ -60,7 +67,7 @@ def ce_recovered(bundle: Any, sae: Any, hook_name: str, texts: Sequence[str], ma
         batch = windows[start:start + 4]
         totals["clean"] += float(bundle.bridge(batch, return_type="loss")) * len(batch)
         for key, fn in (("spliced", splice), ("zero", zero)):
-            with taps({point: lambda _m, _i, out, fn=fn: fn(out, None)}):  # this thread only
+            with taps({point: partial(_replace_output, fn)}):  # this thread only
                 totals[key] += float(bundle.bridge(batch, return_type="loss")) * len(batch)
     out = {k: v / n_win for k, v in totals.items()}
     gap = out["zero"] - out["clean"]

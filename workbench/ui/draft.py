@@ -134,7 +134,7 @@ def continuation_markdown(prompt: str, text: str, cursor: bool = False) -> str:
 def ablate(layer: int, neurons: list[int], mode: str = "zero") -> Any:
     from workbench.edits.spec import AblateValueVectors
 
-    return AblateValueVectors(layer=layer, neurons=sorted(set(neurons)), mode=mode)  # type: ignore[arg-type]
+    return AblateValueVectors(layer=layer, neurons=sorted(set(neurons)), mode=mode)
 
 
 def prune(layer: int, neurons: list[int]) -> Any:
@@ -222,7 +222,8 @@ def draft() -> EditDraft:
 
     if SESSION_KEY not in st.session_state:
         st.session_state[SESSION_KEY] = EditDraft()
-    return st.session_state[SESSION_KEY]  # type: ignore[no-any-return]
+    d: EditDraft = st.session_state[SESSION_KEY]
+    return d
 
 
 # the Edit page's widgets that show the draft's own fields; a loaded spec must show afresh in them
