@@ -13,6 +13,7 @@ and light imports stay fast:
     acts = wb.capture(model, ["Harry Potter is a"], ["blocks.6.mlp.hook_post"], edit=edit)
     with model.edited(edit):                                   # HF and TransformerLens forwards, this thread
         logits, cache = model.bridge.run_with_cache(ids)
+    logits = model.edited(edit)(input_ids=ids).logits          # or as a handle over the untouched base
 
 `wb.use(model, adapter)` and `wb.route(model, [None, adapter])` are the thread-scoped adapter
 contexts underneath (workbench.adapters); subpackages load on first access too (`wb.exports`).
@@ -32,9 +33,10 @@ __version__ = "0.1.0"
 
 _NOTEBOOK = ("Edit", "load", "erase", "edit", "preview", "score", "capture")
 _ADAPTERS = ("use", "route")
+_MODELS = {"Model": "ModelBundle", "EditedModel": "EditedModel"}  # wb.Model: what wb.load returns
 _OPERATIONS = ("AblateValueVectors", "ProjectOutDirection", "PruneNeurons", "RemoveSaeFeatures", "NeuronAdjust",
                "NeuronAdjustLayer", "OptimiseValueVectors", "ValueVectorDelta", "EditSpec", "SaeRef")
-__all__ = [*_NOTEBOOK, *_ADAPTERS, *_OPERATIONS]
+__all__ = [*_NOTEBOOK, *_ADAPTERS, *_MODELS, *_OPERATIONS]
 
 
 def __getattr__(name: str) -> Any:
@@ -43,6 +45,8 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module("workbench.notebook"), name)
     if name in _ADAPTERS:
         return getattr(importlib.import_module("workbench.adapters"), name)
+    if name in _MODELS:
+        return getattr(importlib.import_module("workbench.models.bundle"), _MODELS[name])
     if name in _OPERATIONS:
         return getattr(importlib.import_module("workbench.edits.spec"), name)
     if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:

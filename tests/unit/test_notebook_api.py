@@ -166,3 +166,23 @@ def test_top_level_exports_and_subpackages() -> None:
     assert {"capture", "use", "route"} <= set(wb.__all__)
     with pytest.raises(AttributeError):
         _ = wb.no_such_thing
+
+
+def test_edited_without_with_is_a_handle_over_the_untouched_base(tiny_bundle: Any, edit: wb.Edit) -> None:
+    """nnsight's model.edit() shape: the handle's calls are edited, the model stays the base."""
+    model = tiny_bundle
+    ids = model.tokenizer("Paris is the capital of", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base = model.hf(input_ids=ids).logits
+        handle = model.edited(edit)
+        assert isinstance(handle, wb.EditedModel) and isinstance(model, wb.Model)
+        edited = handle(input_ids=ids).logits
+        with model.edited(edit):
+            in_block = model.hf_model(input_ids=ids).logits
+        after = model.hf(input_ids=ids).logits
+        _, cache = handle.run_with_cache(ids)
+    assert (edited - base).abs().max() > 1e-3
+    torch.testing.assert_close(edited, in_block)
+    torch.testing.assert_close(after, base)  # the handle never changed the model
+    assert model.layout is model.architecture and "edited layer" in repr(handle)
+    assert cache["blocks.0.hook_resid_post"].shape[1] == ids.shape[1]

@@ -16,6 +16,7 @@ from workbench.models import layout
 from workbench.models.embedded import build_embedded_checkpoint
 from workbench.models.gguf import conversion_note, gguf_checkpoint
 from workbench.models.hashing import cached_folder_hash
+from workbench.models.layout import Architecture
 from workbench.models.placement import resolve_device, resolve_dtype
 from workbench.models.process import tune_process_after_load, tune_process_before_load
 from workbench.models.safety import check_safetensors_folder
@@ -52,21 +53,23 @@ class ModelBundle:
         return (f"ModelBundle({model_id!r}, layers={self.n_layers}, d_model={self.d_model}, "
                 f"dtype={dtype}, device={self.device})")
 
-    def edited(self, edit: Any, payload: dict[str, Any] | None = None) -> AbstractContextManager[None]:
-        """A context manager in which every forward pass *this thread* runs applies `edit`:
+    def edited(self, edit: Any, payload: dict[str, Any] | None = None) -> EditedModel:
+        """The model with `edit` applied, over the untouched base (nnsight's `model.edit()`):
 
-            with model.edited(edit):
-                logits = model.hf_model(input_ids=ids).logits      # or model.bridge(ids)
+            with model.edited(edit):                                # every forward this thread runs
+                logits = model.hf(input_ids=ids).logits             # or model.bridge(ids)
                 _, cache = model.bridge.run_with_cache(ids)         # the edited activations
+            edited = model.edited(edit)                             # a handle, no block needed
+            logits = edited(input_ids=ids).logits                   # the edited model's forward
+            model.hf(input_ids=ids)                                 # still the base
 
         `edit` is a notebook `wb.Edit`, an `EditSpec` (compiled here, with its `payload`
-        tensors when it has any), a compiled `Adapter`, or None (the base). It is the thread-scoped
-        `workbench.adapters.use`: the weights are never written, so outside the block (and in
-        other threads, such as the app's other users) the model is the base, bit for bit.
-        The bridge wraps the HF modules in place, so HF and TransformerLens forwards both see it."""
-        from workbench.adapters import use
-
-        return use(self, self.adapter_of(edit, payload))
+        tensors when it has any), a compiled `Adapter`, or None (the base). Both forms are the
+        thread-scoped `workbench.adapters.use`: the weights are never written, so outside the
+        block or the handle's calls (and in other threads, such as the app's other users) the
+        model is the base, bit for bit. The bridge wraps the HF modules in place, so HF and
+        TransformerLens forwards both see it."""
+        return EditedModel(self, self.adapter_of(edit, payload))
 
     def adapter_of(self, edit: Any, payload: dict[str, Any] | None = None) -> Any:
         """The compiled `Adapter` of a notebook `Edit`, an `EditSpec` (+ payload) or an Adapter
@@ -82,6 +85,16 @@ class ModelBundle:
         raise TypeError(f"edited() takes a wb.Edit, an EditSpec or an Adapter, not {type(edit).__name__}.")
 
     @property
+    def hf(self) -> Any:
+        """The transformers causal LM (`hf_model`)."""
+        return self.hf_model
+
+    @property
+    def layout(self) -> Architecture:
+        """Where this family keeps its MLP (module paths, norms): `models/layout.py`."""
+        return self.architecture
+
+    @property
     def model_id(self) -> str:
         return self.source.model_id
 
@@ -90,7 +103,7 @@ class ModelBundle:
         return self.hf_model.config
 
     @property
-    def architecture(self) -> layout.Architecture:
+    def architecture(self) -> Architecture:
         return layout.architecture(self.hf_model)
 
     @property
@@ -173,6 +186,51 @@ def resolve_checkpoint(source: ModelSource, settings: Settings, progress: Callab
         )
     except Exception as err:  # network errors come in many types
         raise RuntimeError(f"Could not download {source.location!r} from the hub: {err}") from err
+
+
+class EditedModel:
+    """A model with one edit applied, over the untouched base: `ModelBundle.edited(edit)`.
+
+    As a context manager, every forward pass this thread runs in the block is edited. As a handle,
+    each call (`edited(...)`, `.generate`, `.run_with_cache`) runs the base model with the edit
+    applied for that call only; the base itself never changes."""
+
+    def __init__(self, bundle: ModelBundle, adapter: Any) -> None:
+        self.bundle, self.adapter = bundle, adapter
+        self._blocks: list[AbstractContextManager[None]] = []
+
+    def __repr__(self) -> str:
+        what = "the base" if self.adapter is None else f"{len(self.adapter.layers)} edited layer(s)"
+        return f"EditedModel({self.bundle.model_id!r}, {what})"
+
+    def _use(self) -> AbstractContextManager[None]:
+        from workbench.adapters import use
+
+        return use(self.bundle, self.adapter)
+
+    def __enter__(self) -> EditedModel:
+        block = self._use()
+        block.__enter__()
+        self._blocks.append(block)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._blocks.pop().__exit__(*exc)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The HF model's forward with the edit applied."""
+        with self._use():
+            return self.bundle.hf_model(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' `generate` with the edit applied."""
+        with self._use():
+            return self.bundle.hf_model.generate(*args, **kwargs)
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
+        """The bridge's `run_with_cache` (TransformerLens hook names) with the edit applied."""
+        with self._use():
+            return self.bundle.bridge.run_with_cache(*args, **kwargs)
 
 
 def load_bundle(
