@@ -31,6 +31,7 @@ from workbench.config import Settings
 from workbench.models import ModelBundle
 from workbench.models.depth import at_depth, layers_at_depth
 from workbench.progress import NULL_PROGRESS, Progress
+from workbench.sae.catalogue import CATALOGUE_TOKENS
 from workbench.sae.train import SAETrainConfig
 from workbench.store import Store
 
@@ -59,7 +60,7 @@ class FirstStartConfig:
     quick_sae: SAETrainConfig = field(default_factory=_quick_sae)
     full_sae: SAETrainConfig | None = field(default_factory=SAETrainConfig)
     quick_catalogue_tokens: int = 15_000
-    full_catalogue_tokens: int = 50_000
+    full_catalogue_tokens: int = CATALOGUE_TOKENS
     edit_layers: tuple[int, ...] = field(default_factory=_edit_layers)  # vocab-projected right after the SAE layer
 
     def fitted(self, n_layers: int) -> FirstStartConfig:

@@ -17,6 +17,14 @@ from workbench.cli.common import UserError, load_bundle_for, settings_for
 from workbench.models.depth import DEFAULT_SAE_LAYER, default_sae_layer
 
 
+def _tokens(args: argparse.Namespace) -> int:
+    """--catalogue-tokens, else the catalogue builders' own default (imported when a command runs:
+    the catalogue module loads torch, which `--help` should not wait for)."""
+    from workbench.sae.catalogue import CATALOGUE_TOKENS
+
+    return CATALOGUE_TOKENS if args.catalogue_tokens is None else int(args.catalogue_tokens)
+
+
 def _say(text: str, err: bool = False) -> None:
     """CLI output (this module is the CLI's, so it writes to the terminal)."""
     (sys.stderr if err else sys.stdout).write(text + "\n")
@@ -39,7 +47,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--architecture", default=d.architecture, choices=["batchtopk", "topk"])
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--corpus", default=d.corpus, help="training text: en, es, fr or a mix such as en+fr+es")
-    p.add_argument("--catalogue-tokens", type=int, default=50_000, help="corpus tokens for the catalogue sweep")
+    p.add_argument("--catalogue-tokens", type=int, default=None,
+                   help="corpus tokens for the catalogue sweep (default: the catalogue's own, sae.catalogue.CATALOGUE_TOKENS)")
     p.add_argument("--no-catalogue", action="store_true", help="train only, do not catalogue into the store")
     p.add_argument("--force", action="store_true", help="retrain even if this config is cached")
     p.set_defaults(func=cmd_sae_train)
@@ -48,7 +57,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", required=True, help="SAE id (folder under cache/saes), a folder path, or "
                    "pretrained:RELEASE/SAE_ID from the local Hugging Face cache (e.g. pretrained:"
                    "gemma-scope-2-270m-pt-mlp-all/layer_6_width_16k_l0_small; transcoders too)")
-    p.add_argument("--catalogue-tokens", type=int, default=50_000)
+    p.add_argument("--catalogue-tokens", type=int, default=None)
     p.set_defaults(func=cmd_sae_catalogue)
 
     p = sae_sub.add_parser("list", help="SAE folders on disk and the SAEs the store has catalogues of (pretrained too)")
@@ -72,7 +81,7 @@ def _catalogue(args: argparse.Namespace, settings: Any, bundle: Any, sae: Any, s
     store = open_store(settings.store_path)
     try:
         cat = catalogue_into_store(store, bundle, sae, sae_id, sha256, path, metrics,
-                                   max_tokens=args.catalogue_tokens, progress=TqdmProgress())
+                                   max_tokens=_tokens(args), progress=TqdmProgress())
     finally:
         store.close()
     _report(cat, settings)
@@ -124,11 +133,11 @@ def cmd_sae_catalogue(args: argparse.Namespace) -> int:
     store = open_store(settings.store_path)
     try:
         if pretrained is not None:
-            cat = catalogue_pretrained(store, bundle, *pretrained, max_tokens=args.catalogue_tokens,
+            cat = catalogue_pretrained(store, bundle, *pretrained, max_tokens=_tokens(args),
                                        progress=TqdmProgress())
         else:
             path = Path(args.sae) if Path(args.sae).is_dir() else settings.saes_dir / args.sae
-            cat = catalogue_folder(store, bundle, path, max_tokens=args.catalogue_tokens, progress=TqdmProgress())
+            cat = catalogue_folder(store, bundle, path, max_tokens=_tokens(args), progress=TqdmProgress())
     finally:
         store.close()
     _report(cat, settings)

@@ -42,6 +42,9 @@ from workbench.progress import NullProgress, Progress
 
 Lens = Literal["gain_aware", "reference"]
 MARK_OPEN, MARK_CLOSE = "[[", "]]"
+# corpus tokens of a catalogue sweep unless a caller asks otherwise: the one default of the
+# catalogue builders, the CLI and the first start
+CATALOGUE_TOKENS = 50_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ def build_catalogue(
     sae_id: str,
     documents: Sequence[Document],
     corpus_id: str = "wiki-en",
-    max_tokens: int = 50_000,
+    max_tokens: int = CATALOGUE_TOKENS,
     n_examples: int = 8,
     k_tokens: int = 30,
     lens: Lens = "gain_aware",

@@ -10,7 +10,13 @@ from typing import Any
 from workbench.corpus.documents import Document
 from workbench.models.sites import SAESite
 from workbench.progress import NullProgress, Progress
-from workbench.sae.catalogue import FeatureCatalogue, Lens, build_catalogue, row_feature_scores
+from workbench.sae.catalogue import (
+    CATALOGUE_TOKENS,
+    FeatureCatalogue,
+    Lens,
+    build_catalogue,
+    row_feature_scores,
+)
 
 
 def index_sae(
@@ -21,7 +27,7 @@ def index_sae(
     sha256: str,
     documents: list[Document],
     corpus_id: str = "wiki-en",
-    max_tokens: int = 50_000,
+    max_tokens: int = CATALOGUE_TOKENS,
     source: str = "local",
     path: Path | str | None = None,  # a folder, or 'pretrained:RELEASE/SAE_ID' (what load_sae takes)
     metrics: dict[str, Any] | None = None,
@@ -48,7 +54,7 @@ def index_sae(
 
 
 def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256: str, path: Path | str | None,
-                         metrics: dict[str, Any] | None, max_tokens: int = 50_000,
+                         metrics: dict[str, Any] | None, max_tokens: int = CATALOGUE_TOKENS,
                          progress: Progress | None = None) -> FeatureCatalogue:
     """Catalogue an SAE over the embedded corpus, shuffled so the sweep spans all topics: what
     `sae catalogue`, `sae train` and the app's SAE jobs all call."""
@@ -63,7 +69,7 @@ def catalogue_into_store(store: Any, bundle: Any, sae: Any, sae_id: str, sha256:
                      source=source, path=path, metrics=metrics, progress=progress)
 
 
-def catalogue_pretrained(store: Any, bundle: Any, release: str, sae_id: str, max_tokens: int = 50_000,
+def catalogue_pretrained(store: Any, bundle: Any, release: str, sae_id: str, max_tokens: int = CATALOGUE_TOKENS,
                          progress: Progress | None = None, hub: bool = True) -> FeatureCatalogue:
     """Load an SAE or transcoder of SAELens's registry (local HF cache, or the hub when `hub`)
     and catalogue it, stored under 'RELEASE/SAE_ID' with the reference `load_sae` takes back:
@@ -75,7 +81,7 @@ def catalogue_pretrained(store: Any, bundle: Any, release: str, sae_id: str, max
                                 max_tokens, progress)
 
 
-def catalogue_folder(store: Any, bundle: Any, path: Path, max_tokens: int = 50_000,
+def catalogue_folder(store: Any, bundle: Any, path: Path, max_tokens: int = CATALOGUE_TOKENS,
                      progress: Progress | None = None) -> FeatureCatalogue:
     """Load a local SAE folder (safetensors only) with its training metrics and catalogue it."""
     from workbench.sae.sources import load_local_sae
