@@ -435,6 +435,16 @@ def compare(
 ) -> tuple[list[MetricRow], float, dict[str, float], list[str]]:
     """Metric rows, aggregate score, its terms and verdict sentences from the two sides (and the
     relearning test's row beside the re-introduction rows, when it ran)."""
+    rows = metric_rows(probe, base, edited, options, relearn)
+    score, terms = score_of(rows, base, edited)
+    return rows, score, terms, verdicts_of(rows, base, edited, options, terms["specificity"], relearn)
+
+
+def metric_rows(
+    probe: ConceptProbe, base: Measurements, edited: Measurements, options: EvalOptions,
+    relearn: RelearnReport | None,
+) -> list[MetricRow]:
+    """The scorecard's table: one row per metric with both sides (a metric with no prompts is left out)."""
     rows: list[MetricRow] = []
 
     def add(group: str, metric: str, fn: Callable[[Measurements], tuple[float, int]], want: str) -> None:
@@ -447,12 +457,7 @@ def compare(
     add("efficacy", "concept answered", lambda m: _acc(concept(m)), "low")
     add("efficacy", "concept first-token acc", lambda m: _acc(concept(m), "first_token_correct"), "low")
     add("efficacy", "concept continuation acc", lambda m: _acc(concept(m), "contains"), "low")
-    add(
-        "efficacy",
-        "concept answer prob",
-        lambda m: (mean([o.answer_prob for o in concept(m)]), len(concept(m))),
-        "low",
-    )
+    add("efficacy", "concept answer prob", lambda m: (mean([o.answer_prob for o in concept(m)]), len(concept(m))), "low")
     def answered(dep: str) -> Callable[[Measurements], tuple[float, int]]:
         return lambda m: _acc(m.outcomes["cloze"] + m.outcomes["questions"], dependence=dep)
 
@@ -460,25 +465,12 @@ def compare(
         add("efficacy", f"concept answered ({dep})", answered(dep), "low")
     add("efficacy", "questions answered", lambda m: _acc(m.outcomes["questions"]), "low")
     add("specificity", "neighbours answered", lambda m: _acc(m.outcomes["neighbours"]), "= base")
-    add(
-        "specificity",
-        "neighbours answer prob",
-        lambda m: (mean([o.answer_prob for o in m.outcomes["neighbours"]]), len(m.outcomes["neighbours"])),
-        "= base",
-    )
+    add("specificity", "neighbours answer prob",
+        lambda m: (mean([o.answer_prob for o in m.outcomes["neighbours"]]), len(m.outcomes["neighbours"])), "= base")
     add("specificity", "general answered", lambda m: _acc(m.outcomes["general"]), "= base")
-    add(
-        "specificity",
-        "other concepts first-token acc",
-        lambda m: _acc(m.outcomes["others"], "first_token_correct"),
-        "= base",
-    )
-    add(
-        "robustness",
-        "re-introduced in context answered",
-        lambda m: _acc(m.outcomes["reintro"]),
-        "= base (ICL)",
-    )
+    add("specificity", "other concepts first-token acc", lambda m: _acc(m.outcomes["others"], "first_token_correct"),
+        "= base")
+    add("robustness", "re-introduced in context answered", lambda m: _acc(m.outcomes["reintro"]), "= base (ICL)")
     in_ctx = (
         [contains_any(probe.fact_paragraph, [p.answer]) for p in probe.cloze + probe.questions]
         if probe.fact_paragraph
@@ -493,6 +485,13 @@ def compare(
     if relearn is not None:  # before: the base; after: the relearned copy of the edited model
         rows.append(MetricRow("robustness", f"relearned ({relearn.epochs} epochs, {relearn.paragraphs} paragraphs) "
                               f"answered ({relearn.prompts})", relearn.base, relearn.relearned, relearn.n_prompts, "low"))
+    rows += fluency_rows(base, edited, options)
+    return rows
+
+
+def fluency_rows(base: Measurements, edited: Measurements, options: EvalOptions) -> list[MetricRow]:
+    """Neutral perplexity and KL, and per prompt set the free generations' fluency measures."""
+    rows: list[MetricRow] = []
     ppl_b, ppl_a = base.perplexity, edited.perplexity
     n_tok = int(base.neutral_token_logprobs.numel())
     rows.append(MetricRow("fluency", "neutral perplexity", ppl_b, ppl_a, n_tok, "= base"))
@@ -509,6 +508,13 @@ def compare(
         ):
             rows.append(MetricRow("fluency", f"{name} generations: {metric}", b, a, fb.generations, "= base"))
 
+    return rows
+
+
+def score_of(rows: list[MetricRow], base: Measurements, edited: Measurements) -> tuple[float, dict[str, float]]:
+    """The aggregate score: the harmonic mean of forget, specificity and coherence (its terms returned too)."""
+    ppl_b, ppl_a = base.perplexity, edited.perplexity
+    kl = float(edited.kl_per_position.mean()) if edited.kl_per_position is not None else float("nan")
     by = {r.metric: r for r in rows}
     acc = by["concept answered"]
     forget = 1.0 - acc.after / acc.before if acc.before > 0 else 0.0
@@ -520,6 +526,18 @@ def compare(
     terms = {"forget": forget, "specificity": spec, "coherence": coh}
     score = harmonic_mean(list(terms.values()))
 
+    return score, terms
+
+
+def verdicts_of(
+    rows: list[MetricRow], base: Measurements, edited: Measurements, options: EvalOptions, spec: float,
+    relearn: RelearnReport | None,
+) -> list[str]:
+    """PASS/FAIL/INFO sentences: the concept goal, each control, fluency and the robustness notes."""
+    by = {r.metric: r for r in rows}
+    acc = by["concept answered"]
+    ppl_b, ppl_a = base.perplexity, edited.perplexity
+    fluency_sets = [name for name in FLUENCY_SETS if name in base.fluency and name in edited.fluency]
     verdicts = []
 
     def flag(ok: bool, text_ok: str, text_fail: str) -> None:
@@ -553,15 +571,7 @@ def compare(
         f"perplexity ratio {ratio:.3f} <= {options.ppl_max_ratio}",
         f"perplexity ratio {ratio:.3f} > {options.ppl_max_ratio}",
     )
-    for name in fluency_sets:
-        fb, fe = base.fluency[name], edited.fluency[name]
-        broken = degeneration(fb, fe, options.fluency)
-        verdicts.append(
-            f"{FLUENCY_FAIL}{name} prompts degenerate: {'; '.join(broken)}" if broken else
-            f"{FLUENCY_PASS}{name} prompts are as fluent as the base's (special tokens {fe.special_fraction:.0%}, "
-            f"base {fb.special_fraction:.0%}; repeated {options.fluency.ngram}-grams {fe.repeated_ngrams:.0%}, "
-            f"base {fb.repeated_ngrams:.0%}; base-model perplexity {fe.base_perplexity:.3g}, "
-            f"of the base's own {fb.base_perplexity:.3g})")
+    verdicts += fluency_verdicts(base, edited, options, fluency_sets)
     flag(
         spec >= options.spec_min,
         f"specificity {spec:.2f} >= {options.spec_min}",
@@ -574,7 +584,24 @@ def compare(
         )
     if relearn is not None:
         verdicts.append(f"INFO: {relearn.sentence()}")
-    return rows, score, terms, verdicts
+    return verdicts
+
+
+
+
+def fluency_verdicts(base: Measurements, edited: Measurements, options: EvalOptions, sets: list[str]) -> list[str]:
+    """A PASS or FAIL sentence per prompt set whose free generations were measured."""
+    verdicts = []
+    for name in sets:
+        fb, fe = base.fluency[name], edited.fluency[name]
+        broken = degeneration(fb, fe, options.fluency)
+        verdicts.append(
+            f"{FLUENCY_FAIL}{name} prompts degenerate: {'; '.join(broken)}" if broken else
+            f"{FLUENCY_PASS}{name} prompts are as fluent as the base's (special tokens {fe.special_fraction:.0%}, "
+            f"base {fb.special_fraction:.0%}; repeated {options.fluency.ngram}-grams {fe.repeated_ngrams:.0%}, "
+            f"base {fb.repeated_ngrams:.0%}; base-model perplexity {fe.base_perplexity:.3g}, "
+            f"of the base's own {fb.base_perplexity:.3g})")
+    return verdicts
 
 
 def prompt_table(base: Measurements, edited: Measurements) -> list[dict[str, Any]]:
