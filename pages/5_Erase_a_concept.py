@@ -125,6 +125,10 @@ method = m1.selectbox("Method", names, index=names.index(DEFAULT_METHOD), key="e
 info = METHODS.get(method)
 if info:
     m2.caption(ui_erase.method_help(method, bundle.n_layers))
+    with m2.expander(f"Its settings ({type(info.config_of(EraseOptions())).__name__}, defaults on this model)"):
+        st.dataframe(ui_erase.settings_frame(method, bundle.n_layers), hide_index=True, width="stretch")
+        st.caption("None: placed at this model's depth when the method runs. The optimise variants set their own "
+                   "target; the slider above sets the steps. CLI and notebook: EraseOptions takes this config.")
 blocked = ui_erase.pisces_ready(settings.saes_dir, bundle.model_id, bundle.n_layers) if info and info.needs_sae else None
 if blocked:
     m2.warning(blocked)

@@ -81,3 +81,23 @@ def test_registering_is_one_call_and_a_taken_name_is_refused() -> None:
     assert METHODS["ablate"].run is not other
     with pytest.raises(ValueError, match="Unknown erasure method"):
         erase(_bundle(), None, "Toy concept", TOY)  # type: ignore[arg-type]
+
+
+def test_every_method_names_where_its_settings_live() -> None:
+    """A method is one registered object with its config: config_of gives the frozen settings
+    it runs with, its own default where the options leave the field unset."""
+    import dataclasses
+
+    from workbench.methods.erase import DEFAULT_OPTIONS, METHODS, REWRITE_CF, REWRITE_NULL, EraseOptions
+    from workbench.methods.key_rewrite import RewriteConfig
+
+    fields = {f.name for f in dataclasses.fields(EraseOptions)}
+    for name, method in METHODS.items():
+        assert method.config in fields, (name, method.config)
+        cfg = method.config_of(DEFAULT_OPTIONS)
+        assert dataclasses.is_dataclass(cfg) and type(cfg).__dataclass_params__.frozen, name  # type: ignore[attr-defined]
+    assert METHODS["rewrite-cf"].config_of(DEFAULT_OPTIONS) is REWRITE_CF
+    assert METHODS["rewrite-null"].config_of(DEFAULT_OPTIONS) is REWRITE_NULL
+    mine = RewriteConfig(steps=3)
+    given = dataclasses.replace(DEFAULT_OPTIONS, rewrite=mine)
+    assert all(METHODS[m].config_of(given) is mine for m in ("rewrite", "rewrite-cf", "rewrite-null"))

@@ -213,7 +213,7 @@ def _optimise_target(target: Target) -> MethodFn:
 def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress,
               target: Target = "both", rows: dict[int, list[int]] | None = None) -> MethodRun:
     # the method decides the target; opts.optimise carries every other setting
-    cfg = replace((opts.optimise or OptimiseConfig()).fitted(bundle.n_layers), target=target)
+    cfg = replace(METHODS["optimise"].config_of(opts).fitted(bundle.n_layers), target=target)
     result = optimise_value_vectors(bundle, facts, corpus, cfg, rows=rows, progress=progress)
     op, payload = to_operation(result, cfg)
     candidates = []
@@ -228,12 +228,12 @@ def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOp
 def _rewrite_cf(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
     """'rewrite' with the counterfactual desired outputs and the neighbour names' keys kept
     (REWRITE_CF, or opts.rewrite with its target set to the counterfactual)."""
-    cfg = opts.rewrite or REWRITE_CF
+    cfg = METHODS["rewrite-cf"].config_of(opts)
     return _rewrite(bundle, corpus, facts, replace(opts, rewrite=replace(cfg, target="counterfactual")), progress)
 
 
 def _rewrite(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
-    cfg = opts.rewrite or RewriteConfig()
+    cfg = METHODS["rewrite"].config_of(opts)
     result, solves = rewrite_name_key(bundle, facts, corpus, cfg, progress)
     op, payload = to_operation(result, cfg, prefix="rewrite")
     candidates = []
@@ -379,58 +379,61 @@ register(Method(
     "unlikely and its name stops looking like itself, with a KL penalty on neutral, neighbour and "
     "'collision' text. Holds every control on the most concepts of any method; broad concepts "
     "(countries, sports) are barely erased and same-genre places lose neighbours. ~4 min of "
-    "optimisation + ~1 min scorecard on 2 idle CPU cores.", optimises=True, strength=STEPS))
+    "optimisation + ~1 min scorecard on 2 idle CPU cores.", optimises=True, strength=STEPS,
+    config="optimise", default_config=OptimiseConfig()))
 register(Method(
     "pisces", _pisces, "PISCES (SAE features, closed form)",
     "Removes SAE features of the value vectors in parameter space with the tau/mu rule and a small "
     "tau x mu search. Needs a local SAE of layer {sae_layer} (Home → Train an SAE). Not specific with our 270M "
-    "SAE: it costs general prompts and perplexity.", needs_sae=True))
+    "SAE: it costs general prompts and perplexity.", needs_sae=True, config="pisces"))
 register(Method(
     "ablate", _ablate, "Zero contrast-ranked value vectors",
     "Zeroes the {ablate_rows} W_out rows that fire most on the concept vs neutral text (ConceptVectors-style). "
-    "Fast (seconds) but weak.", strength=ABLATE_ROWS))
+    "Fast (seconds) but weak.", strength=ABLATE_ROWS, config="ablate"))
 register(Method(
     "project", _project, "Project out the concept direction",
     "Removes the difference-of-means direction from W_out rows of layers {project_layers}. Weak and costly in "
-    "perplexity."))
+    "perplexity.", config="project"))
 register(Method(
     "optimise-facts", _optimise_target("facts"), "Localized optimisation, fact target only",
     "Only the unlikelihood on the fact set (no representation target): the facts' answer words are "
-    "also the neighbours', so neighbours suffer.", optimises=True, strength=STEPS))
+    "also the neighbours', so neighbours suffer.", optimises=True, strength=STEPS,
+    config="optimise", default_config=OptimiseConfig()))
 register(Method(
     "optimise-repr", _optimise_target("representation"), "Localized optimisation, representation target only",
     "Only 'make the name look like made-up names' (no fact list): keeps every control but erases "
-    "little.", optimises=True, strength=STEPS))
+    "little.", optimises=True, strength=STEPS, config="optimise", default_config=OptimiseConfig()))
 register(Method(
     "optimise-cf", _optimise_target("counterfactual"), "Localized optimisation, counterfactual-name target",
     "Trains the same value vectors so that, on text about the concept, the model's next-token "
     "distributions after the name match its own distributions with made-up names of the same kind "
     "(\"never heard of X\"), with other same-topic names in the retain set; no unlikelihood on answer "
-    "words.", optimises=True, strength=STEPS))
+    "words.", optimises=True, strength=STEPS, config="optimise", default_config=OptimiseConfig()))
 register(Method(
     "pisces-rows", _pisces_rows, "SAE feature rows + localized optimisation",
     "PISCES's selection (SAE features that fire on the fact set; their W_out rows by the tau rule) "
     "as the rows the localized optimisation edits. Keeps neighbours and perplexity but erases less "
     "than the contrast rows. Needs a local SAE of layer {sae_layer}.", needs_sae=True, optimises=True,
-    strength=STEPS))
+    strength=STEPS, config="pisces"))
 register(Method(
     "rewrite", _rewrite, "Key rewrite (closed form, MEMIT-style)",
     "Rewrites MLPs {rewrite_layers} so the residual at the concept name looks like that of made-up names of the "
     "same kind; no fact list needed. Reaches broad concepts the optimisation misses and keeps "
     "neighbours, but costs general prompts; cue-answerable prompts stay. Every row of the {n_rewrite_layers} layers "
-    "changes. ~4 min.", strength=REWRITE_REMAINING))
+    "changes. ~4 min.", strength=REWRITE_REMAINING, config="rewrite", default_config=RewriteConfig()))
 register(Method(
     "rewrite-optimise", _rewrite_optimise, "Key rewrite + optimisation (strongest, costs neighbours)",
     "The key rewrite below, then the localized optimisation trained on top of it. Comes closest to "
     "the concept goal and resists facts restated in the prompt best, but breaks a control (neighbours, "
-    "general prompts) on most concepts. ~7-15 min on 2 CPU cores.", optimises=True, strength=STEPS))
+    "general prompts) on most concepts. ~7-15 min on 2 CPU cores.", optimises=True, strength=STEPS,
+    config="rewrite", default_config=RewriteConfig()))
 register(Method(
     "rewrite-cf", _rewrite_cf, "Key rewrite to the counterfactual name",
     "Rewrites MLPs {rewrite_layers} at the concept name so that the model's next-token distributions after the "
     "name match its own with made-up names of the same kind (\"never heard of X\"), while other "
     "names of the same kind (other countries for Japan) keep their keys. Acts on the name, so it "
     "reaches broad concepts (countries, cities, sports); a rank-1 change per layer. ~5 min.",
-    strength=REWRITE_LAM))
+    strength=REWRITE_LAM, config="rewrite", default_config=REWRITE_CF))
 
 
 # ---------------------------------------------------------------- baselines from the literature
@@ -474,14 +477,16 @@ register(Method(
     "concept's text is pulled toward one fixed random vector, {rmu_scale} times the model's own activation norm there, "
     "while an MSE on neutral and neighbour text holds it in place elsewhere (Li et al., the WMDP paper). "
     "A literature baseline: it scrambles what later layers read on the concept rather than removing "
-    "facts, and every row of those layers changes.", strength=StrengthKnob("RMU steps", _more_rmu_steps)))
+    "facts, and every row of those layers changes.", strength=StrengthKnob("RMU steps", _more_rmu_steps),
+    config="rmu"))
 register(Method(
     "elm", _elm, "ELM (erasure of language memory baseline)",
     "Trains rank-{elm_rank} deltas on W_out of layers {elm_layers} toward the model's own next-token "
     "distribution on the concept's text pushed from 'written by an expert on it' toward 'written by someone "
     "who never heard of it', with a KL on neutral and neighbour text and the model's own steered "
     "continuations for fluency (Gandikota et al.). A literature baseline; the slowest of the methods per "
-    "step, since every loss reads the full vocabulary.", strength=StrengthKnob("ELM steps", _more_elm_steps)))
+    "step, since every loss reads the full vocabulary.", strength=StrengthKnob("ELM steps", _more_elm_steps),
+    config="elm"))
 
 
 
@@ -498,13 +503,13 @@ def _rewrite_null(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: Era
     """'rewrite-cf' with the null-space-projected solve: REWRITE_NULL, or opts.rewrite with the
     counterfactual target and, if it sets no null_space_tokens, as many preserved tokens as its
     own retain covariance (cov_tokens), so a small test config stays small."""
-    cfg = opts.rewrite or REWRITE_NULL
+    cfg = METHODS["rewrite-null"].config_of(opts)
     cfg = replace(cfg, target="counterfactual", null_space_tokens=cfg.null_space_tokens or cfg.cov_tokens)
     return _rewrite(bundle, corpus, facts, replace(opts, rewrite=cfg), progress)
 
 
 def _smaller_ridge(opts: EraseOptions, level: float) -> EraseOptions:
-    cfg = opts.rewrite or REWRITE_NULL
+    cfg = METHODS["rewrite-null"].config_of(opts)
     return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
 
 
@@ -515,7 +520,7 @@ register(Method(
     "(almost) never take, as AlphaEdit does: what the model writes for ordinary text cannot move beyond "
     "a bound fixed by that projection, instead of being traded against the fit. Acts on the name; a rank-1 "
     "change per layer. The preserved sample is built once per model (minutes), then cached.",
-    strength=StrengthKnob("1 / ridge", _smaller_ridge)))
+    strength=StrengthKnob("1 / ridge", _smaller_ridge), config="rewrite", default_config=REWRITE_NULL))
 
 def check_method(bundle: ModelBundle, method: str, options: EraseOptions = DEFAULT_OPTIONS) -> None:
     """Raise the one sentence that says why `method` cannot run on this model, before any work

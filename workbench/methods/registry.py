@@ -5,7 +5,7 @@ that runs it (`erase()` dispatches through `METHODS`), its label and description
 page (`workbench/ui/erase.py` fills the description's `{placeholders}` from the configs with
 `config_numbers`), whether it needs a local SAE, whether it runs the localized optimisation (so
 the page's 'Optimisation steps' applies), and the knob the per-concept strength search raises
-(`workbench/methods/strength.py`), if any. The CLI's `--method` choices, `bench/erasure.py`
+(`workbench/methods/strength.py`), if any, and where its settings live (`config_of`). The CLI's `--method` choices, `bench/erasure.py`
 and the page's option list are the keys of `METHODS`, in registration order.
 
 The built-in methods register themselves in `workbench/methods/erase.py`; import `METHODS`
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workbench.methods.erase import EraseOptions, MethodFn
@@ -48,6 +48,16 @@ class Method:
     needs_sae: bool = False  # needs a local SAE at PiscesConfig's layer (erase checks it before any work)
     optimises: bool = False  # runs the localized optimisation, so 'Optimisation steps' applies
     strength: StrengthKnob | None = None  # None: the strength search refuses it
+    config: str | None = None  # the EraseOptions field that holds its settings (None: it has none)
+    default_config: Any = None  # its settings when that field is None (rewrite-cf's REWRITE_CF ...)
+
+    def config_of(self, options: EraseOptions) -> Any:
+        """The settings this method runs with under `options` (a frozen config dataclass), as
+        its run function reads them; None for a method without settings."""
+        if self.config is None:
+            return None
+        value = getattr(options, self.config)
+        return self.default_config if value is None else value
 
 
 METHODS: dict[str, Method] = {}

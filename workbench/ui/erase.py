@@ -44,6 +44,21 @@ def method_help(method: str, n_layers: int = REFERENCE_LAYERS) -> str:
     return f"{what} {measured_sentence(method_results(load_rows()).get(method))}"
 
 
+def settings_frame(method: str, n_layers: int) -> pd.DataFrame:
+    """The settings a method runs with by default on this model (`Method.config_of`, layers
+    placed at its depth where the config can say), one row per field, for the page to show."""
+    from dataclasses import fields, is_dataclass
+
+    from workbench.methods.erase import DEFAULT_OPTIONS, METHODS
+
+    cfg = METHODS[method].config_of(DEFAULT_OPTIONS)
+    if cfg is None or not is_dataclass(cfg):
+        return pd.DataFrame(columns=["setting", "value"])
+    if hasattr(cfg, "fitted"):
+        cfg = cfg.fitted(n_layers)
+    return pd.DataFrame([(f.name, repr(getattr(cfg, f.name))) for f in fields(cfg)], columns=["setting", "value"])
+
+
 def config_numbers(n_layers: int = REFERENCE_LAYERS) -> dict[str, object]:
     """The numbers the method descriptions quote, read from the configs (never repeated in
     prose), with layers placed at the depth of an `n_layers` model."""
