@@ -8,13 +8,12 @@ edited decode as one batch, together with other users' previews), so nobody else
 
 from __future__ import annotations
 
-import re
-
 import streamlit as st
 
 from workbench.edits.compile import compile_spec
 from workbench.edits.spec import SpecError, pack_payload
 from workbench.exports.archive import zip_folder
+from workbench.jobs import safe_name
 from workbench.models.chat import has_chat_template
 from workbench.ui import draft as drafts
 from workbench.ui import identity, panels, resources
@@ -166,7 +165,7 @@ with i1:
     st.markdown("**Export**")
     if ready:
         spec = ready[0]
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.name)
+        stem = safe_name(spec.name)
         payload_bytes, shared = None, spec
         if spec.payload_names():  # the downloaded spec names its payload file; the export uses the compiled spec
             shared, payload_bytes = pack_payload(spec, d.payload, f"{stem}.payload.safetensors")  # type: ignore[arg-type]

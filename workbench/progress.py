@@ -89,8 +89,12 @@ class FileProgress:
         self._flush()
 
     def message(self, text: str) -> None:
-        self.state["messages"] = (self.state["messages"] + [text])[-50:]
+        self._remember(text)
         self._flush(force=True)
+
+    def _remember(self, text: str) -> None:
+        """Keep `text` among the last 50 messages."""
+        self.state["messages"] = (self.state["messages"] + [text])[-50:]
 
     def close(self) -> None:
         self._flush(force=True)

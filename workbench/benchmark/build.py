@@ -10,7 +10,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from workbench import atomic
 from workbench.benchmark.devbench import CANDIDATES, DEVBENCH, HERE
 from workbench.benchmark.names import mentions, substitute
 from workbench.benchmark.runner import greedy_continuations, next_tokens
@@ -171,9 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     bench = build(
         bundle, args.candidates, command="python -m workbench.benchmark.build " + " ".join(argv or [])
     )
-    tmp = args.out.with_suffix(".tmp")  # a scorecard reading the file meanwhile sees the old or the new one
-    tmp.write_text(bench.model_dump_json(indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    # a scorecard reading the file meanwhile sees the old or the new one (workbench/atomic.py)
+    atomic.write_text(args.out, bench.model_dump_json(indent=1) + "\n")
     log.info("wrote %s: %s", args.out, bench.provenance.counts)
 
 

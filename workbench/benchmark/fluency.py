@@ -125,7 +125,7 @@ def fluency_stats(seqs: Sequence[Sequence[int]], non_text: Collection[int],
     return FluencyStats(
         generations=len(seqs),
         tokens=tokens,
-        special_fraction=sum(t in non_text for s in seqs for t in s) / tokens if tokens else 0.0,
+        special_fraction=special_fraction([t for s in seqs for t in s], non_text),
         repeated_ngrams=sum(r for r, _ in rep) / grams if grams else 0.0,
         longest_run=max((longest_run(s) for s in seqs), default=0),
         base_perplexity=math.nan if math.isnan(nll) else (math.exp(nll) if nll < 700 else math.inf),

@@ -115,7 +115,7 @@ class JobProgress(FileProgress):
         """The job's last write (state, summary, error), which a cancellation never interrupts."""
         self.state.update(fields)
         if message is not None:
-            self.state["messages"] = (self.state["messages"] + [message])[-50:]
+            self._remember(message)
         self.close()
 
 
@@ -349,8 +349,7 @@ class JobManager:
             if has_result and state == "done":
                 self._results[job.job_id] = _Result(result, job.owner, self._clock())
             if state == "done":
-                self._durations.setdefault(job.kind, deque(maxlen=DURATIONS_KEPT)).append(
-                    time.time() - job.started_at)
+                self._record_duration(job.kind, time.time() - job.started_at)
             self._finish(job, state, message=message, **fields)
 
     def _finish(self, job: _Job, state: JobState, *, message: str | None = None, **fields: Any) -> None:
@@ -514,8 +513,11 @@ class JobManager:
                        float(raw.get("queued_at", raw.get("started", 0.0))), 0)
         self._index[job_id] = entry
         if raw.get("state") == "done":
-            self._durations.setdefault(entry.kind, deque(maxlen=DURATIONS_KEPT)).append(
-                max(0.0, float(raw.get("updated", 0.0)) - float(raw.get("started", 0.0))))
+            self._record_duration(entry.kind, max(0.0, float(raw.get("updated", 0.0)) - float(raw.get("started", 0.0))))
+
+    def _record_duration(self, kind: str, seconds: float) -> None:
+        """A finished job's duration, among the last DURATIONS_KEPT of its kind (the wait estimates)."""
+        self._durations.setdefault(kind, deque(maxlen=DURATIONS_KEPT)).append(seconds)
 
     def clear_finished(self, owner: str | None = None) -> int:
         """Delete the files of finished jobs (`owner`'s only when given); returns how many."""

@@ -210,19 +210,26 @@ def _optimise_target(target: Target) -> MethodFn:
     return run
 
 
+def _delta_candidates(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[int, torch.Tensor],
+                      limit: int | None = LISTED_ROWS) -> list[RowCandidate]:
+    """The rows the deltas changed, most changed first relative to their value vector (the first
+    `limit`; None: all)."""
+    candidates = []
+    for layer, idx in rows.items():
+        v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [r, d]
+        rel = deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [r]
+        candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(idx, rel.tolist(), strict=True)]
+    candidates.sort(key=lambda c: -c.score)
+    return candidates[:limit]
+
+
 def _optimise(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress,
               target: Target = "both", rows: dict[int, list[int]] | None = None) -> MethodRun:
     # the method decides the target; opts.optimise carries every other setting
     cfg = replace(METHODS["optimise"].config_of(opts).fitted(bundle.n_layers), target=target)
     result = optimise_value_vectors(bundle, facts, corpus, cfg, rows=rows, progress=progress)
     op, payload = to_operation(result, cfg)
-    candidates = []
-    for layer, idx in result.rows.items():
-        v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [r, d]
-        rel = result.deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [r]
-        candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(idx, rel.tolist(), strict=True)]
-    candidates.sort(key=lambda c: -c.score)
-    return MethodRun([op], payload, candidates)
+    return MethodRun([op], payload, _delta_candidates(bundle, result.rows, result.deltas, limit=None))
 
 
 def _rewrite_cf(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
@@ -342,9 +349,14 @@ def _pisces(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOpti
 # rewrite's acceptance threshold `max_remaining` (a smaller remaining distance to made-up names
 # takes a smaller, stronger lam), rewrite-cf's lam itself (divided by the level), the number of
 # zeroed rows for 'ablate'.
+def _times(n: int, level: float) -> int:
+    """`n` (steps, rows) at `level` times, at least 1."""
+    return max(1, round(n * level))
+
+
 def _more_steps(opts: EraseOptions, level: float) -> EraseOptions:
-    cfg = opts.optimise or OptimiseConfig()
-    return replace(opts, optimise=replace(cfg, steps=max(1, round(cfg.steps * level))))
+    cfg = METHODS["optimise"].config_of(opts)
+    return replace(opts, optimise=replace(cfg, steps=_times(cfg.steps, level)))
 
 
 def _smaller_remaining(opts: EraseOptions, level: float) -> EraseOptions:
@@ -352,18 +364,23 @@ def _smaller_remaining(opts: EraseOptions, level: float) -> EraseOptions:
     return replace(opts, rewrite=replace(cfg, max_remaining=cfg.max_remaining / level))
 
 
-def _smaller_lam(opts: EraseOptions, level: float) -> EraseOptions:
-    cfg = opts.rewrite or REWRITE_CF
-    return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
+def _smaller_lams(method: str) -> Callable[[EraseOptions, float], EraseOptions]:
+    """The knob of a rewrite method whose lams are tried in turn: every lam divided by the level,
+    on the method's own config (rewrite-cf's REWRITE_CF, rewrite-null's REWRITE_NULL)."""
+    def scale(opts: EraseOptions, level: float) -> EraseOptions:
+        cfg = METHODS[method].config_of(opts)
+        return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
+
+    return scale
 
 
 def _more_rows(opts: EraseOptions, level: float) -> EraseOptions:
-    return replace(opts, ablate=replace(opts.ablate, n_rows=max(1, round(opts.ablate.n_rows * level))))
+    return replace(opts, ablate=replace(opts.ablate, n_rows=_times(opts.ablate.n_rows, level)))
 
 
 STEPS = StrengthKnob("optimisation steps", _more_steps)
 REWRITE_REMAINING = StrengthKnob("1 / max_remaining", _smaller_remaining)
-REWRITE_LAM = StrengthKnob("1 / lam", _smaller_lam)
+REWRITE_LAM = StrengthKnob("1 / lam", _smaller_lams("rewrite-cf"))
 ABLATE_ROWS = StrengthKnob("rows zeroed", _more_rows)
 
 
@@ -440,17 +457,6 @@ register(Method(
 # RMU and ELM (issue 31), restricted to the W_out of a few consecutive layers: dense (RMU) or
 # low-rank (ELM) deltas baked into one OptimiseValueVectors operation each. Their strength knob is
 # their own number of training steps.
-def _delta_candidates(bundle: ModelBundle, rows: dict[int, list[int]], deltas: dict[int, torch.Tensor]) -> list[RowCandidate]:
-    """The LISTED_ROWS rows a whole-layer delta changed most, relative to their value vector."""
-    candidates = []
-    for layer, idx in rows.items():
-        v = layout.w_out(bundle.hf_model, layer).detach().float()[idx]  # [r, d]
-        rel = deltas[layer].float().norm(dim=1) / v.norm(dim=1).clamp_min(1e-12)  # [r]
-        candidates += [RowCandidate(layer, i, float(s), "|delta| / |v|") for i, s in zip(idx, rel.tolist(), strict=True)]
-    candidates.sort(key=lambda c: -c.score)
-    return candidates[:LISTED_ROWS]
-
-
 def _rmu(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions, progress: Progress) -> MethodRun:
     result, cfg, problem = rmu_unlearn(bundle, facts, corpus, opts.rmu, progress)
     op, payload = to_rmu_operation(result, cfg, problem)
@@ -464,11 +470,11 @@ def _elm(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: EraseOptions
 
 
 def _more_rmu_steps(opts: EraseOptions, level: float) -> EraseOptions:
-    return replace(opts, rmu=replace(opts.rmu, steps=max(1, round(opts.rmu.steps * level))))
+    return replace(opts, rmu=replace(opts.rmu, steps=_times(opts.rmu.steps, level)))
 
 
 def _more_elm_steps(opts: EraseOptions, level: float) -> EraseOptions:
-    return replace(opts, elm=replace(opts.elm, steps=max(1, round(opts.elm.steps * level))))
+    return replace(opts, elm=replace(opts.elm, steps=_times(opts.elm.steps, level)))
 
 
 register(Method(
@@ -508,11 +514,6 @@ def _rewrite_null(bundle: ModelBundle, corpus: Corpus, facts: FactSet, opts: Era
     return _rewrite(bundle, corpus, facts, replace(opts, rewrite=cfg), progress)
 
 
-def _smaller_ridge(opts: EraseOptions, level: float) -> EraseOptions:
-    cfg = METHODS["rewrite-null"].config_of(opts)
-    return replace(opts, rewrite=replace(cfg, lams=tuple(lam / level for lam in cfg.lams)))
-
-
 register(Method(
     "rewrite-null", _rewrite_null, "Key rewrite in the null space of general text (AlphaEdit)",
     "The counterfactual key rewrite of MLPs {rewrite_layers}, with each weight change projected onto the "
@@ -520,7 +521,7 @@ register(Method(
     "(almost) never take, as AlphaEdit does: what the model writes for ordinary text cannot move beyond "
     "a bound fixed by that projection, instead of being traded against the fit. Acts on the name; a rank-1 "
     "change per layer. The preserved sample is built once per model (minutes), then cached.",
-    strength=StrengthKnob("1 / ridge", _smaller_ridge), config="rewrite", default_config=REWRITE_NULL))
+    strength=StrengthKnob("1 / ridge", _smaller_lams("rewrite-null")), config="rewrite", default_config=REWRITE_NULL))
 
 def check_method(bundle: ModelBundle, method: str, options: EraseOptions = DEFAULT_OPTIONS) -> None:
     """Raise the one sentence that says why `method` cannot run on this model, before any work
