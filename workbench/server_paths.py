@@ -90,12 +90,14 @@ def browser_model_source(settings: Settings, typed: str) -> ModelSource:
 
 
 def describe_reach(settings: Settings) -> str:
-    """One line for the Home page: which SAE folders and whether hub downloads are on."""
+    """One line for the Home page: which SAE folders, whether hub downloads are on and whether
+    users may pick their own model or placement."""
     roots = settings.sae_folders
     first = _short(roots[0], settings)
     more = f" (+{len(roots) - 1} more)" if len(roots) > 1 else ""
     hub = "on" if settings.allow_hub else "off (the server's local HF cache only)"
-    return f"SAE folders: {first}{more} · hub downloads: {hub}"
+    models = "on" if settings.user_models else "off (the server's model only)"
+    return f"SAE folders: {first}{more} · hub downloads: {hub} · users' own models and placements: {models}"
 
 
 def _short(path: Path, settings: Settings) -> str:

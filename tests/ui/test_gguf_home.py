@@ -29,7 +29,8 @@ def test_home_model_box_takes_a_gguf_file(gguf_cache: Path, tmp_path: Path) -> N
     gguf = write_llama_gguf(build_tiny_checkpoint(MODELS_CACHE, TinyConfig(family="llama")), tmp_path / "tiny.gguf")
     garbage = tmp_path / "garbage.gguf"
     garbage.write_bytes(b"not a model" * 100)
-    with environ(WORKBENCH_MODEL="tiny", WORKBENCH_CACHE=str(gguf_cache), WORKBENCH_MODEL_ROOTS=str(tmp_path)):
+    with environ(WORKBENCH_MODEL="tiny", WORKBENCH_CACHE=str(gguf_cache), WORKBENCH_MODEL_ROOTS=str(tmp_path),
+                 WORKBENCH_USER_MODELS="1"):  # the admin lets users pick a model
         at = ok(app("pages/0_Home.py"))
         at.text_input(key="model_source_path").input(str(garbage)).run()
         assert any("garbage.gguf is not a GGUF file" in e.value for e in at.error)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from apptest_helpers import app, job_ids, ok, wait_for_job
+from conftest import environ
 from streamlit.testing.v1 import AppTest
 
 from workbench.ui.draft import EditDraft, ablate, prune
@@ -35,10 +36,20 @@ def shared(ui_env: Path) -> dict:
     return {"store": store, "bundle": bundle, "token": str(token)}
 
 
+def test_home_offers_other_models_and_placements_only_when_the_admin_allows_it(shared: dict) -> None:
+    at = ok(app("app.py", state={"dtype": "bfloat16"}))  # a session's stale choice is not honoured with it off
+    assert any("float32 on cpu" in c.value for c in at.caption)
+    with environ(WORKBENCH_USER_MODELS="1"):
+        at = ok(app("app.py"))
+        assert at.selectbox(key="model_source_select").value == "tiny"
+        assert at.selectbox(key="dtype_select").value == "float32"
+
+
 def test_home_renders_status_and_runs_a_build_job(shared: dict) -> None:
     at = ok(app("app.py"))
     assert at.title[0].value.endswith("Concept-erasure workbench")
-    assert at.selectbox(key="model_source_select").value == "tiny"
+    assert not [s for s in at.selectbox if s.key in ("model_source_select", "dtype_select")]  # the admin's to set
+    assert any("WORKBENCH_USER_MODELS=1 lets each user choose" in c.value for c in at.caption)
     labels = {m.label: m.value for m in at.metric}
     expected = shared["store"].table_counts()["value_vector_tokens"]
     assert expected > 0 and labels["value-vector tokens"] == compact(expected)

@@ -102,14 +102,19 @@ def test_extra_roots_come_from_the_environment(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WORKBENCH_SAE_ROOTS", os.pathsep.join([str(outside.parent), str(other)]))
     monkeypatch.delenv("WORKBENCH_ALLOW_HUB", raising=False)
+    monkeypatch.delenv("WORKBENCH_USER_MODELS", raising=False)
     settings = Settings.from_env()
     assert settings.sae_folders == (settings.saes_dir, outside.parent.resolve(), other.resolve())
     assert browser_sae_folder(settings, str(outside)) == outside.resolve()
     assert not settings.allow_hub
     assert describe_reach(settings) == ("SAE folders: cache/saes (+2 more) · hub downloads: off "
-                                        "(the server's local HF cache only)")
+                                        "(the server's local HF cache only) · users' own models and placements: "
+                                        "off (the server's model only)")
     monkeypatch.setenv("WORKBENCH_ALLOW_HUB", "1")
-    assert Settings.from_env().allow_hub and describe_reach(Settings.from_env()).endswith("hub downloads: on")
+    monkeypatch.setenv("WORKBENCH_USER_MODELS", "yes")
+    reach = describe_reach(Settings.from_env())
+    assert Settings.from_env().allow_hub and "hub downloads: on ·" in reach
+    assert Settings.from_env().user_models and reach.endswith("users' own models and placements: on")
 
 
 def test_an_allowed_folder_with_pickles_gets_a_sentence_without_its_file_names(server: Settings) -> None:

@@ -72,8 +72,11 @@ def wiki() -> Any:
 
 
 def current_source() -> str:
-    """The model source this session uses (Home page choice, else the server default)."""
-    return str(st.session_state.get("model_source") or settings().model_source)
+    """The model source this session uses: the server's (`Settings.model_source`), or the Home
+    page's choice where the admin lets users choose (`Settings.user_models`)."""
+    current = settings()
+    chosen = st.session_state.get("model_source") if current.user_models else None
+    return str(chosen or current.model_source)
 
 
 def devices() -> list[str]:
@@ -84,10 +87,12 @@ def devices() -> list[str]:
 
 
 def current_placement() -> tuple[str, str]:
-    """(device, dtype) this session uses (Home page choice, else the server's settings). Each
-    distinct choice is one more model in the server's memory, shared by the users who pick it."""
-    return (str(st.session_state.get("device") or settings().device),
-            str(st.session_state.get("dtype") or settings().dtype))
+    """(device, dtype) this session uses: the server's settings, or the Home page's choice where
+    the admin lets users choose (`Settings.user_models`). Each distinct choice is one more model
+    in the server's memory, shared by the users who pick it."""
+    current = settings()
+    state = st.session_state if current.user_models else {}
+    return str(state.get("device") or current.device), str(state.get("dtype") or current.dtype)
 
 
 @st.cache_resource(show_spinner="Loading the SAE ...")
