@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from workbench.benchmark.devbench import load_devbench  # noqa: E402
 from workbench.benchmark.goals import (  # noqa: E402
+    TIERS,
     ErasureGoal,
     controls_held,
     goal_checks,
@@ -38,6 +40,7 @@ from workbench.benchmark.goals import (  # noqa: E402
     mean_row,
     tier,
 )
+from workbench.benchmark.relearn import RelearnConfig  # noqa: E402
 from workbench.benchmark.results import (  # noqa: E402
     HELD_OUT,
     RESULTS_DOC,
@@ -46,7 +49,7 @@ from workbench.benchmark.results import (  # noqa: E402
     replace_results_block,
     results_block,
 )
-from workbench.benchmark.scorecard import evaluate  # noqa: E402
+from workbench.benchmark.scorecard import EvalOptions, evaluate  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 from workbench.corpus import Corpus, load_wiki  # noqa: E402
 from workbench.corpus.concept import slug  # noqa: E402
@@ -109,7 +112,8 @@ def optimise_overrides(pairs: list[str], n_layers: int) -> OptimiseConfig | None
 
 def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
             optimise: OptimiseConfig | None = None, key_names: list[str] | None = None,
-            rewrite: RewriteConfig | None = None, pisces: dict[str, Any] | None = None) -> dict[str, Any]:
+            rewrite: RewriteConfig | None = None, pisces: dict[str, Any] | None = None,
+            relearn: bool = False) -> dict[str, Any]:
     facts = fact_set_for(bundle, corpus, concept)
     if key_names:
         facts = replace(facts, key_names=key_names)
@@ -122,7 +126,8 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
                            payload=result.payload or None)
     n_weights = _changed(bundle, overlay)
     t1 = time.perf_counter()
-    card = evaluate(bundle, concept, overlay)
+    card = evaluate(bundle, concept, overlay, options=EvalOptions(relearn=RelearnConfig() if relearn else None),
+                    progress=TqdmProgress())
     eval_s = time.perf_counter() - t1
     m = {r["metric"]: r for r in card.rows()}
 
@@ -146,6 +151,10 @@ def run_one(bundle: ModelBundle, corpus: Corpus, concept: str, method: str,
         "score": card.score, "verdicts": card.verdicts, "fluent": card.fluent,
         "devbench": DEV_BUILD if concept in DEV_TITLES else HELD_OUT,  # what it was scored against
     }
+    if card.relearn is not None:  # the relearning test (RelearnConfig's defaults), timed inside eval_s
+        rl = card.relearn
+        row.update(relearn_base=rl.base, relearn_edited=rl.edited, relearned=rl.relearned,
+                   relearn_recovered=rl.recovered, relearn_prompts=rl.prompts, relearn_s=round(rl.seconds, 1))
     row["tier"] = tier(row)  # the same rule the tables apply (older rows get it computed when read)
     return row
 
@@ -164,7 +173,7 @@ def _changed(bundle: ModelBundle, adapter: Any) -> int:
 
 COLUMNS = [("concept", 20), ("method", 14), ("concept_first", 6), ("concept_cont", 6), ("name_dep", 6), ("cue", 6),
            ("neighbours", 6), ("general", 6), ("others", 6), ("ppl_change_pct", 7), ("reintro", 6),
-           ("weights_changed", 9), ("edit_s", 7)]
+           ("relearned", 6), ("weights_changed", 9), ("edit_s", 7)]
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -189,6 +198,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"{'(' + str(len(group)) + ' concepts)':>20} {method:>14} " + " ".join(
             f"{means[n]:>{w}.2f}" if means.get(n) is not None else f"{'-':>{w}}" for n, w in COLUMNS[2:]))
         print(f"{'':>35} {goal_summary(goal_checks(means))}; controls held on {held}/{len(group)} concepts")
+        tiers = Counter(r.get("tier") or tier(r) for r in group)
+        print(f"{'':>35} tiers: " + ", ".join(f"{t} {tiers[t]}" for t in TIERS if tiers[t]))
 
 
 def main() -> None:
@@ -202,6 +213,8 @@ def main() -> None:
     parser.add_argument("--sae-site", default=None, choices=["hook_mlp_out", "mlp.hook_out"],
                         help="site of the local layer-6 SAE the pisces methods use (default: the newest)")
     parser.add_argument("--sae-id", default=None, help="local SAE folder the pisces methods use")
+    parser.add_argument("--relearn", action="store_true",
+                        help="also run the relearning test (2 epochs, lr 1e-5, <=100 concept texts) on each edit")
     parser.add_argument("--tag", default="", help="label appended to the method name in the rows (a variant)")
     parser.add_argument("--key-names", default="", help="comma-separated FactSet.key_names for this run's concepts")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -234,10 +247,11 @@ def main() -> None:
             if method in REWRITE_DEFAULTS:
                 defaults = REWRITE_DEFAULTS[method]
                 row = run_one(bundle, corpus, concept, method, key_names=keys,
-                              rewrite=config_overrides(defaults, args.set) if args.set else None)
+                              rewrite=config_overrides(defaults, args.set) if args.set else None,
+                              relearn=args.relearn)
             else:
                 row = run_one(bundle, corpus, concept, method, optimise_overrides(args.set, bundle.n_layers), keys,
-                              pisces=pisces)
+                              pisces=pisces, relearn=args.relearn)
             if method.startswith("pisces"):
                 row["sae"] = args.sae_id or args.sae_site
             row["key_names"] = keys
