@@ -191,7 +191,8 @@ with i1:
             owner = identity.current_owner()  # cache/exports/<owner>/<name>-<sha8>: never another user's folder
             out = export_dir(settings.exports_dir, owner, spec, fmt)
             job = panels.start_job("export", f"Export '{spec.name}' as {EXPORT_FORMATS[fmt]}",
-                                   export_job(bundle, ready[1], spec, out, store, fmt=fmt, owner=owner))
+                                   export_job(bundle, ready[1], spec, out, store, fmt=fmt, owner=owner,
+                                              limits=settings.exports))
             st.session_state["ed_export_job"] = (job, fmt)
         panels.job_panel(kinds=("export",), limit=1)
         job, fmt = st.session_state.get("ed_export_job") or (None, None)
@@ -203,6 +204,7 @@ with i1:
                                    key="ed_download_lora", on_click="ignore")
             except (OSError, ValueError) as err:
                 st.error(f"The adapter was written but can't be downloaded: {err}")
+        panels.owner_exports_panel()
     else:
         st.caption("Add operations to export them.")
 with i2:

@@ -34,6 +34,14 @@ class JobLimits:
 
 
 @dataclass(frozen=True)
+class ExportLimits:
+    """How much of the server's disk users' exports may hold (workbench/exports/disk.py)."""
+
+    quota_bytes: int = 4 * 1024**3  # per owner: about three float32 checkpoints of Gemma 3 270M
+    ttl_s: float = 7 * 86400.0  # exports older than this are deleted
+
+
+@dataclass(frozen=True)
 class Settings:
     """Paths and defaults. `from_env` reads WORKBENCH_* variables."""
 
@@ -41,6 +49,7 @@ class Settings:
     model_source: str = "embedded"
     limits: Limits = field(default_factory=Limits)
     jobs: JobLimits = field(default_factory=JobLimits)
+    exports: ExportLimits = field(default_factory=ExportLimits)
     torch_threads: int | None = None
     device: str = "auto"  # 'cpu' | 'cuda' | 'auto' (CUDA when torch sees a GPU)
     dtype: str = "float32"  # 'float32' | 'bfloat16': the dtype the weights are held in
@@ -113,6 +122,10 @@ class Settings:
             max_running=int(max_running) if max_running else None,
             result_ttl_s=float(env.get("WORKBENCH_JOB_RESULT_TTL_S", JobLimits.result_ttl_s)),
             file_ttl_s=float(env.get("WORKBENCH_JOB_FILE_TTL_S", JobLimits.file_ttl_s)),
+        )
+        kwargs["exports"] = ExportLimits(
+            quota_bytes=int(float(env.get("WORKBENCH_USER_QUOTA_MB", ExportLimits.quota_bytes / 1024**2)) * 1024**2),
+            ttl_s=float(env.get("WORKBENCH_EXPORT_TTL_S", ExportLimits.ttl_s)),
         )
         kwargs.update(overrides)
         return cls(**kwargs)  # type: ignore[arg-type]

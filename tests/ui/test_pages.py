@@ -332,6 +332,14 @@ def test_edit_page_exports_a_payload_edit_as_checkpoint_and_lora(shared: dict) -
     names = zipfile.ZipFile(io.BytesIO(zip_folder(folder))).namelist()
     assert any(n.endswith("adapter_config.json") for n in names)
     assert any(n.endswith("adapter_model.safetensors") for n in names)
+    # both exports are listed as this user's, with a Delete button that removes the folder
+    mine = [e for e in at.expander if e.label.startswith("Your exports: 2,")]
+    assert mine, [e.label for e in at.expander]
+    delete = [b for b in at.button if b.key == f"del_export_{folder.name}"]
+    assert delete
+    ok(delete[0].click().run())
+    assert not folder.exists()
+    assert any(e.label.startswith("Your exports: 1,") for e in at.expander)
 
 
 def test_erase_page_builds_facts_erases_and_fills_the_edit(shared: dict) -> None:

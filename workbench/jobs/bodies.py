@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from workbench.config import ExportLimits
 from workbench.jobs.manager import SERVER_OWNER, JobFn, check_owner
 from workbench.progress import FileProgress
 
@@ -122,18 +123,26 @@ def scorecard_job(bundle: ModelBundle, concept: str, adapter: Adapter, options: 
 
 
 def export_job(bundle: ModelBundle, adapter: Adapter, spec: EditSpec, out_dir: Path, store: Store | None = None,
-               fmt: str = "checkpoint", owner: str = SERVER_OWNER) -> JobFn:
+               fmt: str = "checkpoint", owner: str = SERVER_OWNER, limits: ExportLimits | None = None) -> JobFn:
     """Write the edit as an edited checkpoint folder (`fmt="checkpoint"`, safetensors for plain
     transformers) or a PEFT LoRA adapter folder (`fmt="lora"`, PEFT and vLLM multi-LoRA), and
     record the spec in the store under `owner`; the result is the folder's path. The pages pass
-    `out_dir = export_dir(settings.exports_dir, owner, spec, fmt)`."""
+    `out_dir = export_dir(settings.exports_dir, owner, spec, fmt)` and the server's
+    `limits`: expired exports are deleted first, then an export past the owner's quota is
+    refused (QuotaExceeded) before anything is written."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"Unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}.")
 
     def run(progress: FileProgress) -> tuple[str, Path]:
         from workbench.exports import export_checkpoint, export_lora
+        from workbench.exports.disk import check_quota, expire_exports, export_bytes, folder_bytes
         from workbench.exports.lora import describe_lora_export
 
+        if limits is not None:
+            root = Path(out_dir).parent.parent  # <exports_dir>/<owner>/<folder>
+            expire_exports(root, limits)
+            need = export_bytes(bundle, adapter, fmt) - folder_bytes(out_dir)  # a re-export replaces its folder
+            check_quota(root, owner, need, limits)
         progress.stage(f"exporting {EXPORT_FORMATS[fmt]} to {out_dir}")
         if fmt == "lora":
             path = export_lora(bundle, adapter, spec, out_dir, overwrite=True)

@@ -217,7 +217,7 @@ class JobManager:
     (st.cache_resource). `clock` (seconds) decides result and file expiry; tests inject one."""
 
     def __init__(self, jobs_dir: Path, limits: JobLimits | None = None, *, device: str = "cpu",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, on_sweep: Callable[[float], object] | None = None) -> None:
         self.jobs_dir = Path(jobs_dir)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.limits = limits or JobLimits()
@@ -225,6 +225,7 @@ class JobManager:
         if self.max_running < 1:
             raise ValueError(f"At least one job must be able to run (max_running is {self.max_running}).")
         self._clock = clock
+        self._on_sweep = on_sweep  # more tidying on the same schedule (the server's: expired exports)
         self._lock = threading.RLock()
         self._live: dict[str, _Job] = {}  # queued and running jobs of this process
         self._index: dict[str, _Entry] = {}  # every job file this manager knows
@@ -476,8 +477,8 @@ class JobManager:
             self.sweep()
 
     def sweep(self) -> None:
-        """Drop expired results, delete job files older than `file_ttl_s` and index the files
-        other processes wrote since the last sweep (each new file is read once)."""
+        """Drop expired results, delete job files older than `file_ttl_s`, index the files other
+        processes wrote since the last sweep (each new file is read once), then call `on_sweep`."""
         now = self._clock()
         ttl = self.limits.result_ttl_s
         with self._lock:
@@ -504,6 +505,8 @@ class JobManager:
                     self._index.pop(job_id, None)
                 elif job_id not in self._index:
                     self._index_file(job_id, path)
+        if self._on_sweep is not None:
+            self._on_sweep(now)
 
     def _index_file(self, job_id: str, path: Path) -> None:
         raw = read_progress(path)

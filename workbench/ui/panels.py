@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
@@ -56,7 +57,10 @@ def _job_line(job: JobStatus, owner: str) -> None:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    for unit, size, up_to in (("s", 1, 90), ("min", 60, 90 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds / 86400:.0f} days"
 
 
 def _others_line(summary: QueueSummary) -> str | None:
@@ -114,6 +118,28 @@ def start_job(kind: str, title: str, fn: JobFn) -> str:
     else:
         st.toast(f"Started: {title}")
     return job_id
+
+
+def owner_exports_panel() -> None:
+    """This user's exports on the server: size, age, their quota and a delete button each.
+    Nobody else's are listed (cache/exports/<owner>/)."""
+    from workbench.exports.disk import MB, delete_owner_export, owner_exports
+
+    settings = resources.settings()
+    owner = identity.current_owner()
+    rows = owner_exports(settings.exports_dir, owner)
+    used = sum(size for _, size, _ in rows)
+    limits = settings.exports
+    with st.expander(f"Your exports: {len(rows)}, {used / MB:,.0f} MB of your {limits.quota_bytes / MB:,.0f} MB"):
+        st.caption(f"Exports are deleted {limits.ttl_s / 86400:g} days after they were written; download what you "
+                   "keep. Only you see yours.")
+        for path, size, mtime in rows:
+            c1, c2 = st.columns([4, 1])
+            c1.markdown(f"`{path.name}` · {size / MB:,.1f} MB · written "
+                        f"{_duration(max(0.0, time.time() - mtime))} ago")
+            if c2.button("Delete", key=f"del_export_{path.name}"):
+                delete_owner_export(settings.exports_dir, owner, path.name)
+                st.rerun()
 
 
 def job_result(job_id: str | None) -> Any:

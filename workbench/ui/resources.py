@@ -54,8 +54,11 @@ def store() -> Store:
 
 @st.cache_resource
 def _jobs(path: str) -> JobManager:
-    current = settings()
-    return JobManager(Path(path), current.jobs, device=current.device)
+    from workbench.exports.disk import expire_exports
+
+    current = settings()  # the sweep also deletes exports past their expiry (ExportLimits.ttl_s)
+    return JobManager(Path(path), current.jobs, device=current.device,
+                      on_sweep=lambda now: expire_exports(current.exports_dir, current.exports, now))
 
 
 def jobs() -> JobManager:
