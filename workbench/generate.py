@@ -17,6 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -347,6 +348,9 @@ class _Ticket:
     out: queue.Queue[Any] = field(default_factory=queue.Queue)
 
 
+BATCHES_KEPT = 256
+
+
 class PreviewBatcher:
     """Merges previews of many users that overlap in time into one batched decode.
 
@@ -360,7 +364,10 @@ class PreviewBatcher:
         self._pending: queue.Queue[_Ticket] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="preview-batcher", daemon=True)
         self._worker.start()
-        self.batches: list[int] = []  # rows per batch run (for tests and the bench)
+        # rows of the last BATCHES_KEPT batches (tests, the bench), and how many batches ran in all:
+        # a server decodes for days, so the history is bounded
+        self.batches: deque[int] = deque(maxlen=BATCHES_KEPT)
+        self.n_batches = 0
 
     def submit(self, rows: list[RowRequest]) -> Iterator[tuple[int, str]]:
         """Queue rows; yields (row index within `rows`, new text) as the shared batch decodes."""
@@ -397,6 +404,7 @@ class PreviewBatcher:
         owner: list[tuple[_Ticket, int]] = [(t, i) for t in tickets for i in range(len(t.rows))]
         rows = [t.rows[i] for t, i in owner]
         self.batches.append(len(rows))
+        self.n_batches += 1
         try:
             for j, piece in decode_rows(self.bundle, rows):
                 t, i = owner[j]

@@ -205,3 +205,17 @@ def test_batcher_merges_overlapping_previews(tiny_bundle: ModelBundle, settings:
     for i, (prompt, ad) in enumerate(users):
         base, edited = generate_pair(tiny_bundle, prompt, ad, p, settings)
         assert got[i] == {0: base.text, 1: edited.text}, i
+
+
+def test_batcher_keeps_a_bounded_history(tiny_bundle: ModelBundle, settings: Settings,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server decodes for days: the batch history keeps the last BATCHES_KEPT and a count."""
+    import workbench.generate as generate
+
+    monkeypatch.setattr(generate, "BATCHES_KEPT", 2)
+    batcher = PreviewBatcher(tiny_bundle, window_s=0.0)
+    for _ in range(3):
+        for _piece in stream_pair(tiny_bundle, PROMPT, None, SamplingParams(max_new_tokens=1), settings,
+                                  batcher=batcher):
+            pass
+    assert batcher.n_batches == 3 and list(batcher.batches) == [2, 2]
