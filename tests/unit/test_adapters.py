@@ -243,6 +243,28 @@ def test_optimised_delta_payload(tiny_bundle: ModelBundle) -> None:
         compiled(tiny_bundle, [op])
 
 
+def test_a_small_low_rank_payload_delta_compiles_to_its_own_rank(tiny_bundle: ModelBundle) -> None:
+    """A rank-2 delta on every row, 1e-4 of W's size (what ELM trains on a real model): the
+    adapter holds it at rank 2. Compiled as (W + delta) - W, float32 rounding made it full rank."""
+    g = torch.Generator().manual_seed(0)
+    base = layout.w_out(tiny_bundle.hf_model, 3)  # [m, d]
+    m = base.shape[0]
+    delta = torch.randn(m, 2, generator=g) @ torch.randn(2, tiny_bundle.d_model, generator=g)  # [m, d], rank 2
+    delta *= 1e-4 * float(base.abs().mean()) / float(delta.abs().mean())
+    assert torch.linalg.matrix_rank(((base.float() + delta) - base.float()).double()) > 2  # the rounding
+    op = {"kind": "optimise_value_vectors", "targets": [{"layer": 3, "rows": list(range(m)), "delta": "d3"}]}
+    ad = compiled(tiny_bundle, [op], payload={"d3": delta})
+    assert isinstance(ad.deltas[3], LowRankDelta) and ad.deltas[3].rank == 2
+    low = ad.deltas[3]
+    assert torch.allclose(low.a @ low.b, delta, rtol=1e-4, atol=1e-6 * float(delta.abs().max()))
+    # an operation after it on the same layer sees the edited weights (the delta joins W first)
+    ablated = compiled(tiny_bundle, [op, {"kind": "ablate_value_vectors", "layer": 3, "neurons": [5]}],
+                       payload={"d3": delta})
+    after = merged_w_out(base, ablated.deltas[3])
+    tol = 1e-5 * float(base.abs().max())  # the layer's diff is low rank again (rank 3), exact to LOW_RANK_RTOL
+    assert float(after[5].abs().max()) < tol and torch.allclose(after[6], base[6] + delta[6], atol=tol)
+
+
 NEURON_ADJUST = {
     "kind": "neuron_adjust",
     "runtime": [

@@ -49,13 +49,34 @@ class _Ctx:
     sae_loader: SaeLoader | None
     payload: dict[str, torch.Tensor]
     work: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> edited W_out [m, d] (float32)
+    # layer -> a delta [m, d] (float32) that only adds to W_out (payload deltas), kept apart from W
+    # until another operation needs the edited weights: W + delta - W in float32 rounds, and
+    # the rounding turns a rank-32 delta into a full-rank one when the delta is small against W
+    added: dict[int, torch.Tensor] = field(default_factory=dict)
     hooks: list[ActivationHook] = field(default_factory=list)
     info: list[dict[str, Any]] = field(default_factory=list)
 
     def w_out(self, layer: int) -> torch.Tensor:  # [m, d]
         if layer in self.work:
             return self.work[layer]
-        return layout.w_out(self.bundle.hf_model, layer).detach().float()
+        w = layout.w_out(self.bundle.hf_model, layer).detach().float()
+        if layer in self.added:  # an operation that rewrites W: the added delta joins the weights now
+            self.work[layer] = w = w + self.added.pop(layer)
+        return w
+
+    def add_w_out(self, layer: int, rows: torch.Tensor, delta: torch.Tensor) -> None:  # rows [r], delta [r, d]
+        """Add `delta` to W_out[rows] of `layer`."""
+        if layer in self.work:
+            w = self.work[layer].clone()
+            w[rows] = w[rows] + delta.to(w.device)
+            self.work[layer] = w
+            return
+        acc = self.added.get(layer)
+        if acc is None:
+            base = layout.w_out(self.bundle.hf_model, layer)
+            acc = torch.zeros(base.shape, dtype=torch.float32, device=base.device)
+        acc[rows] = acc[rows] + delta.to(acc.device)
+        self.added[layer] = acc
 
     def set_w_out(self, layer: int, value: torch.Tensor) -> None:  # value [m, d]
         self.work[layer] = value.float().contiguous()
@@ -173,10 +194,8 @@ def _compile_neuron_adjust(op: NeuronAdjust, ctx: _Ctx, spec: EditSpec) -> None:
 
 def _compile_optimised(op: OptimiseValueVectors, ctx: _Ctx, spec: EditSpec) -> None:
     for t in op.targets:
-        w = ctx.w_out(t.layer).clone()
         idx = torch.tensor(t.rows, dtype=torch.long)
-        w[idx] = w[idx] + ctx.payload[t.delta].float().to(w.device)  # [r, d]
-        ctx.set_w_out(t.layer, w)
+        ctx.add_w_out(t.layer, idx, ctx.payload[t.delta].float())  # [r, d]
         ctx.info.append({"kind": op.kind, "layer": t.layer, "rows": sorted(set(t.rows))})
 
 
@@ -209,9 +228,10 @@ def compile_spec(
         OP_COMPILERS[op.kind](op, ctx, spec)
     adapter = Adapter(hooks=ctx.hooks, info=ctx.info, spec_sha256=spec.sha256(),
                       model_sha256=bundle.weights_sha256, name=spec.name)
-    for layer, new in sorted(ctx.work.items()):
+    for layer in sorted(ctx.work.keys() | ctx.added.keys()):  # a layer is in one of the two
         base = layout.w_out(bundle.hf_model, layer).detach()  # [m, d]
-        delta = factor_delta(new.to(base.dtype) - base)  # [m, d]
+        diff = ctx.added[layer].to(base.dtype) if layer in ctx.added else ctx.work[layer].to(base.dtype) - base
+        delta = factor_delta(diff)  # [m, d]
         if delta is None:
             continue
         adapter.deltas[layer] = delta
