@@ -25,6 +25,7 @@ PAGES = [
     st.Page("pages/2_Concept_vectors.py", title="Concept vectors", icon=":material/explore:", url_path="Concept_vectors"),
     st.Page("pages/3_Neurons.py", title="Neurons", icon=":material/neurology:", url_path="Neurons"),
     st.Page("pages/4_Edit_and_preview.py", title="Edit and preview", icon=":material/edit:", url_path="Edit_and_preview"),
+    st.Page("pages/6_Edit_library.py", title="Edit library", icon=":material/library_books:", url_path="Edit_library"),
 ]
 
 st.navigation(PAGES).run()

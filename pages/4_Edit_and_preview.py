@@ -151,6 +151,7 @@ if s2.button("Run scorecard", key="ed_sc_run", disabled=not (ready and concept.s
         "scorecard", f"Scorecard '{concept.strip()}'",
         scorecard_job(bundle, concept.strip(), ready[1],  # type: ignore[index]
                       EvalOptions(chat_template=chat, relearn=RelearnConfig() if relearn else None)))
+    st.session_state["ed_sc_version"] = d.version  # which draft it scores: Publish takes it only for this one
 job_id = st.session_state.get("ed_sc_job")
 if job_id:
     panels.job_panel(kinds=("scorecard",), limit=1)
@@ -176,6 +177,19 @@ with i1:
                                file_name=f"{stem}.payload.safetensors", mime="application/octet-stream",
                                key="ed_download_payload", on_click="ignore",
                                help="The spec names this file by SHA-256; keep the two files together.")
+        if st.button("Publish to the lab library", key="ed_publish",
+                     help="Share this edit on this server's Edit library page, with its scorecard if you ran one on "
+                          "this version of the edit. Your draft itself stays private."):
+            from workbench.edits import library
+
+            card = panels.job_result(job_id) if st.session_state.get("ed_sc_version") == d.version else None
+            try:
+                entry = library.publish(store, settings, identity.current_owner(), spec, d.payload, card, bundle=bundle)
+            except ValueError as err:
+                st.error(f"Not published: {err}")
+            else:
+                st.success(f"Published '{entry.name}' to the lab library (id `{entry.entry_id}`), "
+                           + (f"scorecard tier: {entry.tier}." if entry.scorecard else "without a scorecard."))
         b1, b2 = st.columns(2)
         fmt = None
         if b1.button("Export edited checkpoint (safetensors)", key="ed_export",

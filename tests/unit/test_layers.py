@@ -47,7 +47,7 @@ def test_imports_run_down_the_layers(where: str) -> None:
 
 
 def test_cli_subcommands_share_common_and_never_import_main() -> None:
-    for name in ("edits.py", "sae.py", "common.py"):
+    for name in ("edits.py", "sae.py", "library.py", "common.py"):
         names = imported(PKG / "cli" / name)
         assert not any(n in ("workbench.cli.main", "workbench.cli.main.main") for n in names), name
         assert "workbench.cli" not in names or name == "common.py", name  # not the package's own names

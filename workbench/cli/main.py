@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from workbench.cli import edits, sae
+from workbench.cli import edits, library, sae
 from workbench.cli.common import UserError, load_bundle_for, parse_layers, settings_for
 
 
@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sae.add_parsers(sub)
     edits.add_parsers(sub)
+    library.add_parsers(sub)
     return parser
 
 

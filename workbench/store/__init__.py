@@ -4,7 +4,8 @@
 - `core`: connection, transactions, atomic slices, builds, models;
 - `lenses`: value vectors, neuron statistics, concept sets and vectors;
 - `saes`: SAE catalogues and feature queries;
-- `edits`: saved edits.
+- `edits`: saved edits;
+- `library`: the lab's shared edit library (published edits).
 
 `Store` is one object with all of their methods:
 
@@ -21,11 +22,12 @@ from pathlib import Path
 from workbench.store.core import Slice, SliceRows, StoreBusyError
 from workbench.store.edits import EditTables
 from workbench.store.lenses import LensTables
+from workbench.store.library import LibraryTables
 from workbench.store.saes import SAE_TABLES, SaeTables
 from workbench.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
-class Store(LensTables, SaeTables, EditTables):
+class Store(LensTables, SaeTables, EditTables, LibraryTables):
     """A DuckDB file with the workbench schema. Thread-safe: one cursor per thread, one writer."""
 
 

@@ -77,5 +77,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE edits ADD COLUMN owner VARCHAR
     """,
+    # 3 -> 4: the lab's shared edit library (workbench/edits/library.py); the payload lives in
+    # <cache>/library/<entry_id>.safetensors, the rest here
+    """
+    CREATE TABLE library (
+        entry_id VARCHAR PRIMARY KEY, model_id VARCHAR, weights_sha256 VARCHAR, name VARCHAR,
+        author VARCHAR, note VARCHAR, spec_sha256 VARCHAR, spec_json VARCHAR, operations_json VARCHAR,
+        payload_file VARCHAR, payload_sha256 VARCHAR, payload_bytes BIGINT, concept VARCHAR,
+        tier VARCHAR, score DOUBLE, outcome VARCHAR, metrics_json VARCHAR, verdicts_json VARCHAR,
+        published_at TIMESTAMP DEFAULT current_timestamp)
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
