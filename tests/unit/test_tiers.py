@@ -44,6 +44,8 @@ def test_a_scorecard_is_judged_like_a_dev_table_row() -> None:
     assert _card((0.8, 0.6), (0.9, 0.9), (0.5, 0.5)).tier == TIER_HELD
     assert _card((0.8, 0.6), (0.9, 0.7), (0.5, 0.5)).tier == TIER_BROKE
     assert _card((0.8, 0.6), (0.9, 0.9), (0.5, 0.5)).to_dict()["tier"] == TIER_HELD
+    nothing = _card((0.0, 0.0), (0.9, 0.9), (0.5, 0.5))  # the base answers none: nothing was erased
+    assert nothing.goal_row()["name_dep"] is None and nothing.tier == TIER_HELD
 
 
 def _rows(method: str, tiers: list[str]) -> list[dict[str, Any]]:

@@ -205,7 +205,8 @@ class Scorecard:
                                                   "general answered", "other concepts first-token acc",
                                                   "neutral perplexity"))
         return {
-            "name_dep": None if nd is None or not nd.n else (nd.after / nd.before if nd.before > 0 else 0.0),
+            # a base that answers none of them leaves nothing to erase: no number, so no erasure tier
+            "name_dep": None if nd is None or not nd.n or nd.before <= 0 else nd.after / nd.before,
             "neighbours": None if nb is None or not nb.n else 1.0 - (nb.before - nb.after),
             "general": None if gen is None or not gen.n else 1.0 - (gen.before - gen.after),
             "others": None if oth is None or not oth.n else oth.after,
