@@ -160,7 +160,7 @@ def test_batcher_rows_keep_their_own_template_setting(chat_bundle: ModelBundle, 
     for chat, stream in streams.items():
         text = "".join(piece for side, piece in stream if side == 0)
         assert text == chat_bundle.tokenizer.decode(alone[chat], skip_special_tokens=True)
-    assert batcher.batches == [4]  # both pairs shared one batch
+    assert list(batcher.batches) == [4]  # both pairs shared one batch
 
 
 # ---------------------------------------------------------------------------- facts and scorecard
