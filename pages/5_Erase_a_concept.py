@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from workbench.benchmark.relearn import RelearnConfig
-from workbench.benchmark.scorecard import EvalOptions
+from workbench.benchmark.compare import COLUMNS, base_sentence, chart_frame, compare_frame, formatted
 from workbench.jobs import erase_job, fact_set_job
-from workbench.methods.erase import DEFAULT_METHOD, METHODS, EraseOptions
+from workbench.methods.erase import DEFAULT_METHOD, METHODS, EraseOptions, erase_options
 from workbench.methods.optimise import OptimiseConfig
 from workbench.models.chat import has_chat_template
 from workbench.ui import draft as drafts
 from workbench.ui import erase as ui_erase
-from workbench.ui import panels, resources
+from workbench.ui import panels, plots, resources
 
 st.set_page_config(page_title="Erase a concept · workbench", page_icon="🧽", layout="wide")
 st.title("Erase a concept")
@@ -142,10 +141,8 @@ relearn = o2.checkbox("Relearning test (slow)", value=False, key="er_relearn", d
                            "prompts again: how much of the erased knowledge comes back (minutes on a CPU).")
 ready = chosen is not None and facts is not None and concept and facts.concept == concept and not blocked
 if st.button("Erase", key="er_run", type="primary", disabled=not ready):
-    options = EraseOptions(optimise=OptimiseConfig(steps=int(steps)) if info and info.optimises else None,
-                           saes_dir=settings.saes_dir, score=bool(score),
-                           eval_options=EvalOptions(relearn=RelearnConfig() if relearn else None),
-                           chat_template=chat)
+    options = erase_options(method, steps=steps, score=score, relearn=relearn, chat_template=chat,
+                                     saes_dir=settings.saes_dir)
     st.session_state["er_job"] = panels.start_job("erase", f"Erase '{concept}' ({method})",
                                                   erase_job(bundle, corpus, str(concept), method, chosen, options))
 if not ready and chosen is None:
@@ -177,21 +174,93 @@ if er_job:
         if a2.button("Add to my edit", key="er_add"):
             take = "add"
         if take:
-            d = drafts.draft()
             try:
-                if spec.sae is not None:
-                    d.use_sae(spec.sae)
+                d = drafts.take_erase_result(result, take)
             except ValueError as err:
                 st.error(str(err))
             else:
-                if take == "replace":
-                    drafts.load_into_draft(spec, result.payload)
-                else:
-                    d.add_with_payload(list(spec.operations), result.payload)
-                    d.chat_template = d.chat_template or spec.chat_template
-                drafts.draft().concept = result.fact_set.concept
                 st.session_state.setdefault("_toasts", []).append(
                     f"Your edit now has {len(d.operations)} operation(s): preview and export it on Edit & preview.")
                 st.rerun()  # the sidebar (drawn first) shows the new edit
         if a3.button("Open Edit & preview ✏️", key="er_open_edit"):
+            st.switch_page("pages/4_Edit_and_preview.py")
+
+# ---------------------------------------------------------------- compare methods
+st.subheader("Compare methods")
+st.caption("Several methods on the fact set above, each scored on the same prompts, side by side. They queue as "
+           "your jobs and run one after the other on a CPU; the optimisation steps, the relearning test and the "
+           "chat template set above apply to every one of them.")
+unavailable = ui_erase.unavailable_methods(settings.saes_dir, bundle.model_id, bundle.n_layers)
+offered = [m for m in names if m not in unavailable]
+picked = st.multiselect("Methods to compare", offered, default=ui_erase.compare_defaults(offered), key="er_cmp_methods",
+                        format_func=ui_erase.method_label,
+                        help="Every registered method that can run here; the defaults are ours and the two "
+                             "literature baselines (RMU, ELM). Times on the embedded model are in each method's "
+                             "description above.")
+for reason in dict.fromkeys(unavailable.values()):  # one sentence per missing thing, naming what it blocks
+    st.caption(f"Not offered here: {', '.join(m for m, r in unavailable.items() if r == reason)}. {reason}")
+facts_ready = chosen is not None and facts is not None and bool(concept) and facts.concept == concept
+if st.button("Compare on this fact set", key="er_cmp_run", type="primary", disabled=not (facts_ready and picked)):
+    old = st.session_state.get("er_cmp")
+    if old:  # a new comparison replaces the last one: its unfinished jobs stop instead of holding the queue
+        panels.cancel_jobs([job_id for _, job_id in old["jobs"]])
+    jobs = []
+    for m in picked:  # one fact set object for all, so the edits are comparable
+        options = erase_options(m, steps=steps, score=True, relearn=relearn, chat_template=chat,
+                                         saes_dir=settings.saes_dir)
+        jobs.append((m, panels.start_job("compare", f"Compare on '{concept}': {m}",
+                                         erase_job(bundle, corpus, str(concept), m, chosen, options))))
+    st.session_state["er_cmp"] = {"concept": str(concept), "facts": len(chosen.facts) if chosen else 0, "jobs": jobs}
+    st.session_state["er_cmp_results"] = {}
+if not facts_ready:
+    st.caption("Build (and review) the fact set first.")
+
+cmp = st.session_state.get("er_cmp")
+if cmp:
+    panels.job_panel(kinds=("compare",), limit=len(cmp["jobs"]))
+    kept: dict = st.session_state.setdefault("er_cmp_results", {})  # ours: job_result keeps one per job kind
+    for _, job_id in cmp["jobs"]:
+        if job_id not in kept and (done := panels.job_result(job_id)) is not None:
+            kept[job_id] = done
+    runs = [(m, kept[job_id]) for m, job_id in cmp["jobs"] if job_id in kept]
+    if runs:
+        frame = compare_frame(runs)
+        shown = formatted(frame)
+        st.markdown(f"**{len(runs)} of {len(cmp['jobs'])} method(s) done** on the same {cmp['facts']} facts of "
+                    f"'{cmp['concept']}'")
+        widths = [1.2, 2.1] + [1.0] * (len(shown.columns) - 2) + [1.4]
+        head = st.columns(widths, vertical_alignment="bottom")
+        for cell, col in zip(head, shown.columns, strict=False):
+            cell.markdown(f"**{col}**")
+        for i, row in enumerate(shown.itertuples(index=False)):
+            cells = st.columns(widths, vertical_alignment="center")
+            for j, (cell, col, value) in enumerate(zip(cells, shown.columns, row, strict=False)):
+                cell.markdown(ui_erase.tier_markdown(value) if col == "tier" else f"**{value}**" if j == 0 else value)
+            if cells[-1].button("Use this edit", key=f"er_cmp_use_{i}",
+                                help=f"Replace your edit with {runs[i][0]}'s erase (spec and payload), as "
+                                     "'Replace my edit with this' does."):
+                try:
+                    d = drafts.take_erase_result(runs[i][1], "replace")
+                except ValueError as err:
+                    st.error(str(err))
+                else:
+                    st.session_state.setdefault("_toasts", []).append(
+                        f"Your edit is now the {runs[i][0]} erase of '{cmp['concept']}' ({len(d.operations)} "
+                        "operation(s)): preview and export it on Edit & preview.")
+                    st.rerun()  # the sidebar (drawn first) shows the new edit
+        st.caption("Concept columns: answered as a share of the base model's (low is good); neighbours and general: "
+                   "1 − their drop (1.00 = held); perplexity: change in %. " + base_sentence(runs) + " The first "
+                   "scorecard of a concept also measures the base model (kept for the others), so its 'score s' is "
+                   "longer.")
+        with st.expander("What the columns mean"):
+            st.markdown("\n".join(f"- **{col}**: {COLUMNS[col]}" for col in shown.columns))
+        long = chart_frame(frame)
+        if not long.empty and len(runs) > 1:
+            st.plotly_chart(plots.share_bars(long, f"Methods on '{cmp['concept']}' · concept: low is good · "
+                                                   "neighbours, general: 1.00 = held", group="method"),
+                            width="stretch", key="er_cmp_chart")
+        c1, c2 = st.columns([1, 3])
+        c1.download_button("Download the table (CSV)", frame.to_csv(index=False), key="er_cmp_csv",
+                           file_name=f"{cmp['concept']}.compare.csv", mime="text/csv", on_click="ignore")
+        if c2.button("Open Edit & preview ✏️", key="er_cmp_open_edit"):
             st.switch_page("pages/4_Edit_and_preview.py")

@@ -41,7 +41,7 @@ if len(chosen) >= 2:
                "concept share their base).")
     bars = library.key_metrics(chosen)
     if len(bars):
-        st.plotly_chart(plots.library_bars(bars, "Score and key metrics"), width="stretch", key="lib_chart")
+        st.plotly_chart(plots.share_bars(bars, "Score and key metrics"), width="stretch", key="lib_chart")
 else:
     st.caption("Pick two or more entries to see their scorecards side by side." if len(items) > 1 else
                "One entry so far: a comparison needs two.")

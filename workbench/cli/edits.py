@@ -1,5 +1,5 @@
-"""CLI for edits: `erase`, `apply`, `evaluate`, `export-checkpoint`, `export-adapter` (wired in by
-workbench/cli/main.py).
+"""CLI for edits: `erase`, `compare`, `apply`, `evaluate`, `export-checkpoint`, `export-adapter`
+(wired in by workbench/cli/main.py).
 
 The same library calls as the app's Edit & preview page: erase.erase, spec.save_spec /
 load_spec, compile.compile_spec, generate.stream_pair, evaluate.evaluate,
@@ -49,6 +49,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "tokenizer's chat template (each prompt as one user turn); recorded in the spec")
     p.add_argument("--relearn", action="store_true", help=relearn_help)
     p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("compare", help="several erasure methods on one fact set, scored, side by side "
+                                       "(the Erase page's 'Compare methods')")
+    p.add_argument("--concept", required=True, help="a corpus title or any name, as for `erase`")
+    p.add_argument("--about", default="", help="one line about a concept without an article, as for `erase`")
+    p.add_argument("--as-name", action="store_true", help="erase the name as given, as for `erase`")
+    p.add_argument("--methods", default=",".join([DEFAULT_METHOD, "rmu", "elm"]),
+                   help=f"comma-separated methods, run in this order (default: %(default)s; any of {', '.join(METHODS)})")
+    p.add_argument("--facts", help="a fact-set JSON for every method (default: built once, by the first method's erase)")
+    p.add_argument("--steps", type=int, help="optimisation steps of the methods that optimise")
+    p.add_argument("--chat-template", action="store_true", help="as for `erase`")
+    p.add_argument("--relearn", action="store_true", help=relearn_help + "; for every method")
+    p.add_argument("--out-dir", help="also write each method's spec (+ payload) and scorecard here as <method>.json, "
+                                     "the fact set as facts.json and the table as compare.csv")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("apply", help="base vs edited generations of a spec")
     p.add_argument("spec")
@@ -132,19 +147,12 @@ def print_candidates(candidates: list[Any], n: int) -> None:
         print("  " + "  ".join(f"{r[c]:>14.4g}" if isinstance(r[c], float) else f"{str(r[c]):>14}" for c in cols))
 
 
-def cmd_erase(args: argparse.Namespace) -> int:
-    from workbench.benchmark.relearn import RelearnConfig
-    from workbench.benchmark.scorecard import EvalOptions
-    from workbench.corpus import load_wiki
-    from workbench.edits.spec import save_spec
-    from workbench.methods.erase import EraseOptions, check_concept, erase
+def concept_and_facts(args: argparse.Namespace, corpus: Any) -> Any:
+    """Check `--concept` (saying when it is erased as a name) and read `--facts`; the FactSet, or
+    None for erase to build one. Every failure is a UserError sentence."""
+    from workbench.methods.erase import check_concept
     from workbench.methods.facts import FactSet
-    from workbench.methods.optimise import OptimiseConfig
-    from workbench.progress import TqdmProgress
 
-    if args.relearn and args.no_eval:
-        raise UserError("--relearn is part of the scorecard; drop --no-eval to run it.")
-    corpus = load_wiki("en")
     try:
         how = check_concept(corpus, args.concept, as_name=args.as_name)
     except ValueError as err:
@@ -152,17 +160,28 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if how == "name":
         print(f"{args.concept!r} is not a corpus title: its facts come from the {len(corpus.containing([args.concept]))} "
               "article(s) that mention it and from the model's own samples.")
-    facts = None
-    if args.facts:
-        try:
-            facts = FactSet.from_json(Path(args.facts).read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"Cannot read the fact set {args.facts}: {err}") from err
+    if not args.facts:
+        return None
+    try:
+        return FactSet.from_json(Path(args.facts).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"Cannot read the fact set {args.facts}: {err}") from err
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from workbench.corpus import load_wiki
+    from workbench.edits.spec import save_spec
+    from workbench.methods.erase import erase, erase_options
+    from workbench.progress import TqdmProgress
+
+    if args.relearn and args.no_eval:
+        raise UserError("--relearn is part of the scorecard; drop --no-eval to run it.")
+    corpus = load_wiki("en")
+    facts = concept_and_facts(args, corpus)
     settings, bundle = load_bundle_for(args)
     progress = TqdmProgress()
-    options = EraseOptions(optimise=None if args.steps is None else OptimiseConfig(steps=args.steps),
-                           score=not args.no_eval, saes_dir=settings.saes_dir, chat_template=args.chat_template,
-                           eval_options=EvalOptions(relearn=RelearnConfig() if args.relearn else None))
+    options = erase_options(args.method, steps=args.steps, score=not args.no_eval, relearn=args.relearn,
+                            chat_template=args.chat_template, saes_dir=settings.saes_dir)
     search = None
     try:
         if args.search_strength:
@@ -194,6 +213,60 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if result.scorecard is not None:
         print_scorecard(result.scorecard)
         out.with_suffix(".scorecard.json").write_text(result.scorecard.to_json())
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Each method's `erase` (scored) on one fact set, one after the other, then the table of
+    benchmark/compare.py, the same as the Erase page's."""
+    from workbench.benchmark.compare import base_sentence, compare_frame, compare_text
+    from workbench.corpus import load_wiki
+    from workbench.edits.spec import save_spec
+    from workbench.methods.erase import METHODS, check_method, erase, erase_options
+    from workbench.progress import TqdmProgress
+
+    methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise UserError(f"Unknown erasure method(s) {', '.join(unknown) or '(none given)'}; choose from "
+                        f"{', '.join(METHODS)}.")
+    corpus = load_wiki("en")
+    facts = concept_and_facts(args, corpus)
+    settings, bundle = load_bundle_for(args)
+    options = {m: erase_options(m, steps=args.steps, relearn=args.relearn, chat_template=args.chat_template,
+                                saes_dir=settings.saes_dir) for m in methods}
+    for m in methods:  # what cannot run here is said before any method's work starts
+        try:
+            check_method(bundle, m, options[m])
+        except (ValueError, FileNotFoundError) as err:
+            raise UserError(f"{m}: {err}") from err
+    out = Path(args.out_dir) if args.out_dir else None
+    runs = []
+    for m in methods:
+        print(f"\n{m}: erasing '{args.concept}'" + (f" on the same {len(facts.facts)} facts" if facts else ""))
+        progress = TqdmProgress()
+        try:  # the first erase builds the fact set when none was given; every later one gets that same set
+            result = erase(bundle, corpus, args.concept, m, progress, fact_set=facts, about=args.about,
+                           as_name=args.as_name, options=options[m])
+        except (ValueError, FileNotFoundError) as err:
+            raise UserError(f"{m}: {err}") from err
+        finally:
+            progress.close()
+        facts = result.fact_set
+        runs.append((m, result))
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            save_spec(result.spec, out / f"{m}.json", payload=result.payload or None)
+            if result.scorecard is not None:
+                (out / f"{m}.scorecard.json").write_text(result.scorecard.to_json())
+    frame = compare_frame(runs)
+    assert facts is not None  # set by the first run
+    print(f"\n{len(runs)} methods on the same {len(facts.facts)} facts of '{facts.concept}':\n{compare_text(frame)}")
+    print(base_sentence(runs))
+    if out is not None:
+        (out / "facts.json").write_text(facts.to_json())
+        frame.to_csv(out / "compare.csv", index=False)
+        print(f"\nwrote each method's spec and scorecard, facts.json and compare.csv to {out}")
     return 0
 
 

@@ -173,6 +173,20 @@ class EraseOptions:
 DEFAULT_OPTIONS = EraseOptions()  # frozen: one shared default
 
 
+def erase_options(method: str, *, steps: int | None = None, score: bool = True, relearn: bool = False,
+                  chat_template: bool = False, saes_dir: Path | None = None) -> EraseOptions:
+    """The EraseOptions of the few settings a person picks (the Erase page's controls, the
+    `erase` and `compare` CLI flags): `steps` of the localized optimisation for a method that
+    optimises (ignored by the others, which keep their own configs), the scorecard and its
+    relearning test, the chat template, where the pisces methods find their SAE."""
+    from workbench.benchmark.relearn import RelearnConfig
+
+    registered = METHODS.get(method)
+    optimise = OptimiseConfig(steps=int(steps)) if steps is not None and registered and registered.optimises else None
+    return EraseOptions(optimise=optimise, saes_dir=saes_dir, score=score, chat_template=chat_template,
+                        eval_options=EvalOptions(relearn=RelearnConfig() if relearn else None))
+
+
 @dataclass
 class MethodRun:
     operations: list[Any]
@@ -191,7 +205,9 @@ class EraseResult:
     candidates: list[Any]  # RowCandidate or FeatureCandidate rows, selected first
     scorecard: Scorecard | None
     grid: list[dict[str, float]] = field(default_factory=list)  # PISCES tau x mu search
-    seconds: float = 0.0
+    seconds: float = 0.0  # all of it: the fact set when erase built it, the method, the scorecard
+    edit_seconds: float = 0.0  # the method alone (what `python -m workbench compare` and the page compare)
+    score_seconds: float = 0.0  # the scorecard (and its relearning test); 0 without one
 
     def candidate_rows(self) -> list[dict[str, Any]]:
         """The candidate table as plain dicts (UI tables, JSON)."""
@@ -588,7 +604,9 @@ def erase(
     t0 = time.perf_counter()
     facts = fact_set or build_fact_set(bundle, corpus, concept, progress=progress, about=about,
                                        chat_template=options.chat_template)
+    t_method = time.perf_counter()
     run = METHODS[method].run(bundle, corpus, facts, options, progress)
+    t_edit = time.perf_counter()
     spec = EditSpec(
         name=f"erase {facts.concept} ({method})",
         model=ModelRef(id=bundle.model_id, weights_sha256=bundle.weights_sha256),
@@ -603,5 +621,7 @@ def erase(
         adapter = compile_spec(spec, bundle, sae_loader=run.sae_loader, payload=run.payload or None)
         card = evaluate(bundle, concept, adapter, corpus=corpus,
                         options=replace(options.eval_options, chat_template=options.chat_template), progress=progress)
+    t_end = time.perf_counter()
     return EraseResult(spec=spec, payload=run.payload, fact_set=facts, candidates=run.candidates, scorecard=card,
-                       grid=run.grid, seconds=time.perf_counter() - t0)
+                       grid=run.grid, seconds=t_end - t0, edit_seconds=t_edit - t_method,
+                       score_seconds=t_end - t_edit if card is not None else 0.0)

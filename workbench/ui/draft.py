@@ -240,3 +240,25 @@ def load_into_draft(spec: Any, payload: dict[str, torch.Tensor] | None = None) -
     for key in FORM_KEYS:
         st.session_state.pop(key, None)
     return d
+
+
+def take_erase_result(result: Any, how: str = "replace") -> EditDraft:
+    """Put an erase result (spec + payload) into this session's edit: `how="replace"` loads it as
+    the whole edit (`load_into_draft`), `"add"` appends its operations (payload tensors renamed
+    where the edit already uses their names). The draft remembers the erased concept, so the Edit
+    page scores it by default. Raises ValueError, with the draft unchanged, when the result's SAE
+    differs from the one the edit's SAE operations use. The Erase page's 'Replace my edit with
+    this', 'Add to my edit' and 'Compare methods' → 'Use this edit' all come here."""
+    if how not in ("replace", "add"):
+        raise ValueError(f"Unknown way to take an edit {how!r}; 'replace' or 'add'.")
+    spec = result.spec
+    d = draft()
+    if spec.sae is not None:
+        d.use_sae(spec.sae)
+    if how == "replace":
+        d = load_into_draft(spec, result.payload)
+    else:
+        d.add_with_payload(list(spec.operations), result.payload)
+        d.chat_template = d.chat_template or spec.chat_template
+    d.concept = result.fact_set.concept
+    return d

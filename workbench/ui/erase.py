@@ -136,6 +136,37 @@ def candidates_frame(candidates: list[Any], limit: int = 200) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+COMPARE_BASELINES = ("rmu", "elm")  # the literature baselines 'Compare methods' sets beside the default method
+
+
+def unavailable_methods(saes_dir: Path, model_id: str, n_layers: int) -> dict[str, str]:
+    """{method: the sentence why it cannot run here} for the registered methods that need
+    something this server lacks (a local SAE for the pisces methods); the others are absent."""
+    from workbench.methods.erase import METHODS
+
+    needs_sae = [name for name, m in METHODS.items() if m.needs_sae]
+    missing = pisces_ready(saes_dir, model_id, n_layers) if needs_sae else None
+    return {name: missing for name in needs_sae} if missing else {}
+
+
+def compare_defaults(available: list[str]) -> list[str]:
+    """The methods 'Compare methods' starts with: the default method and COMPARE_BASELINES, those
+    of them that can run here, in the registry's order."""
+    from workbench.methods.erase import DEFAULT_METHOD
+
+    return [m for m in available if m == DEFAULT_METHOD or m in COMPARE_BASELINES]
+
+
+def tier_markdown(tier: str) -> str:
+    """A tier (benchmark/goals.py TIERS, or compare.NOT_SCORED) as coloured Markdown with an icon."""
+    from workbench.benchmark.goals import TIER_BROKE, TIER_GOAL, TIER_HELD, TIER_PISCES
+
+    look = {TIER_GOAL: ("green", "check_circle"), TIER_PISCES: ("blue", "task_alt"),
+            TIER_HELD: ("orange", "remove_circle"), TIER_BROKE: ("red", "error")}
+    color, icon = look.get(tier, ("gray", "help"))
+    return f":{color}[:material/{icon}: {tier}]"
+
+
 def pisces_ready(saes_dir: Path, model_id: str, n_layers: int) -> str | None:
     """None when a local SAE for PISCES exists at the model's default SAE layer, else the
     sentence saying what to do."""

@@ -120,6 +120,14 @@ def start_job(kind: str, title: str, fn: JobFn) -> str:
     return job_id
 
 
+def cancel_jobs(job_ids: list[str]) -> int:
+    """Cancel those of this user's jobs that are still queued or running; returns how many."""
+    manager = resources.jobs()
+    owner = identity.current_owner()
+    live = [j for j in job_ids if (s := manager.status(j, owner)) is not None and s.live]
+    return sum(manager.cancel(j, owner) for j in live)
+
+
 def owner_exports_panel() -> None:
     """This user's exports on the server: size, age, their quota and a delete button each.
     Nobody else's are listed (cache/exports/<owner>/)."""

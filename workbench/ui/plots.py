@@ -97,13 +97,14 @@ def activation_bars(examples: pd.DataFrame, title: str) -> go.Figure:
     return _layout(fig, title, height=max(260, 24 * len(rows) + 80))
 
 
-def library_bars(long: pd.DataFrame, title: str) -> go.Figure:
-    """Compared library entries as horizontal grouped bars: one group per metric (its name on the
-    left, long names fit), one bar per entry (`long` has entry, metric, value: edits/library.py
-    key_metrics); the edited model's values, shares from 0 to 1."""
+def share_bars(long: pd.DataFrame, title: str, group: str = "entry") -> go.Figure:
+    """Compared edits as horizontal grouped bars: one group per metric (its name on the left, long
+    names fit), one bar per edit. `long` has `group` (a library entry: edits/library.py
+    key_metrics; a method: benchmark/compare.py chart_frame), metric, value: the edited model's
+    values, shares from 0 to 1."""
     fig = go.Figure()
     metrics = list(dict.fromkeys(long["metric"]))[::-1]  # top to bottom in the order given
-    groups = list(long.groupby("entry", sort=False))
+    groups = list(long.groupby(group, sort=False))
     for name, rows in groups[::-1]:  # a horizontal group draws its first bar at the bottom: first entry on top
         by = dict(zip(rows["metric"], rows["value"], strict=True))
         fig.add_bar(y=metrics, x=[by.get(m) for m in metrics], orientation="h", name=str(name),
@@ -112,7 +113,7 @@ def library_bars(long: pd.DataFrame, title: str) -> go.Figure:
     fig.update_yaxes(type="category", automargin=True)
     fig.update_xaxes(title="edited model (concept rows: low is good; controls and generations: as the base)",
                      range=[0, 1.1], title_font=dict(size=11))
-    fig = _layout(fig, title, height=max(320, 22 * len(metrics) * max(1, long["entry"].nunique()) + 140))
+    fig = _layout(fig, title, height=max(320, 22 * len(metrics) * max(1, long[group].nunique()) + 140))
     fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0, traceorder="reversed"),
                       margin=dict(t=80))  # above the bars, in the entries' order
     return fig
