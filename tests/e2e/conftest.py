@@ -1,44 +1,24 @@
-"""The Streamlit server on the tiny model (prepared cache) and headless Chromium for e2e tests."""
+"""The Streamlit server on the tiny model (prepared cache) and headless Chromium for e2e tests.
+Starting the server and preparing its cache are workbench/local_server.py's, shared with
+bench/server_load.py."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from workbench.config import REPO_ROOT
+from workbench.local_server import CHROMIUM_ARGS, chromium, prepare_cache, serve
 
-CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-
-def _ui_conftest():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("ui_conftest", REPO_ROOT / "tests" / "ui" / "conftest.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def e2e_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("e2e-cache")
-    _ui_conftest().prepare_tiny_cache(cache)
+    prepare_cache(cache, "tiny")
     return cache
 
 
@@ -61,49 +41,20 @@ def server_log(e2e_cache: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(e2e_cache: Path, search_token: str) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "WORKBENCH_MODEL": "tiny", "WORKBENCH_CACHE": str(e2e_cache),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    log = open(e2e_cache / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"streamlit did not start: {(e2e_cache / 'server.log').read_text()[-2000:]}")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def server(e2e_cache: Path, search_token: str, server_log: Path) -> Iterator[str]:
+    with serve(e2e_cache, "tiny", log_path=server_log) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+    path = chromium()
+    if path is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium); skipping e2e tests")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b
         b.close()
 

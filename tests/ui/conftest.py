@@ -1,31 +1,24 @@
 """A tiny-model cache prepared once per run (vocab, stats on 3000 tokens, the 'Paris' concept)
-for the Streamlit AppTest tests and the end-to-end tests."""
+for the Streamlit AppTest tests: the same prepare as the end-to-end tests' and the load bench's
+(workbench/local_server.py)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from workbench.config import REPO_ROOT
+from workbench.local_server import MODELS_CACHE, prepare_cache
 
-MODELS_CACHE = Path(os.environ.get("WORKBENCH_TEST_MODELS", REPO_ROOT / "cache" / "models"))
+__all__ = ["MODELS_CACHE", "environ", "prepare_tiny_cache"]
 
 
 def prepare_tiny_cache(cache: Path) -> None:
-    MODELS_CACHE.mkdir(parents=True, exist_ok=True)
-    (cache / "models").symlink_to(MODELS_CACHE.resolve(), target_is_directory=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run(
-        [sys.executable, "-m", "workbench", "--model", "tiny", "--cache", str(cache), "prepare",
-         "--tokens", "3000", "--concept", "Paris"],
-        cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600,
-    )
+    """The tiny model's cache the page tests and the e2e tests run on (workbench/local_server.py)."""
+    prepare_cache(cache, "tiny")
 
 
 @pytest.fixture(scope="session")
