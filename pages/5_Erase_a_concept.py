@@ -228,7 +228,8 @@ if cmp:
         shown = formatted(frame)
         st.markdown(f"**{len(runs)} of {len(cmp['jobs'])} method(s) done** on the same {cmp['facts']} facts of "
                     f"'{cmp['concept']}'")
-        widths = [1.2, 2.1] + [1.0] * (len(shown.columns) - 2) + [1.4]
+        wide = {"method": 1.2, "tier": 2.1, "neighbours": 1.3, "broke": 1.6}  # the headers and text cells that wrap
+        widths = [wide.get(col, 1.0) for col in shown.columns] + [1.4]
         head = st.columns(widths, vertical_alignment="bottom")
         for cell, col in zip(head, shown.columns, strict=False):
             cell.markdown(f"**{col}**")

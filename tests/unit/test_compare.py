@@ -60,6 +60,8 @@ def test_one_row_per_method_with_its_tier_and_the_dev_table_numbers() -> None:
     broke = frame.iloc[2]
     assert broke["neighbours"] == pytest.approx(0.7) and broke["general"] == pytest.approx(0.7)  # 1 - drop
     assert broke["ppl %"] == pytest.approx(30.0)
+    assert broke["broke"] == "neighbours, general, perplexity"  # which controls, by name
+    assert list(frame["broke"])[:2] == ["none", "none"] and rmu["others"] == pytest.approx(1.0)
 
 
 def test_relearned_column_and_an_unscored_run() -> None:
@@ -70,8 +72,9 @@ def test_relearned_column_and_an_unscored_run() -> None:
     assert unscored["tier"] == NOT_SCORED and unscored["edit s"] == 2.0
     assert all(unscored[c] is None or math.isnan(unscored[c]) for c in ("name-dep", "neighbours", "relearned", "score s"))
     shown = formatted(frame)
-    assert list(shown.iloc[0]) == ["optimise", TIER_GOAL, "0.00", "0.12", "1.00", "1.00", "+0.0%", "0.30", "200", "90"]
-    assert list(shown.iloc[1])[2:8] == ["–"] * 6
+    assert list(shown.iloc[0]) == ["optimise", TIER_GOAL, "0.00", "0.12", "1.00", "1.00", "1.00", "+0.0%", "none",
+                                   "0.30", "200", "90"]
+    assert list(shown.iloc[1])[2:10] == ["–"] * 8
     text = compare_text(frame)
     assert text.splitlines()[0].split()[:2] == ["method", "tier"] and "optimise" in text and "ablate" in text
 
@@ -82,7 +85,7 @@ def test_chart_frame_is_the_compared_metrics_in_long_form() -> None:
     long = chart_frame(frame)
     assert list(long.columns) == ["method", "metric", "value"]
     assert set(long["method"]) == {"rmu"}  # the unscored run has no numbers to draw
-    assert list(long["metric"]) == ["name-dep", "concept", "neighbours", "general"]
+    assert list(long["metric"]) == ["name-dep", "concept", "neighbours", "general", "others"]
 
 
 def test_options_for_a_method() -> None:

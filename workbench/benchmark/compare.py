@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from workbench.benchmark.goals import CONTROL_CHECKS, FLUENCY_CHECK, goal_checks
+
 if TYPE_CHECKING:
     from workbench.methods.erase import EraseResult
 
@@ -33,13 +35,16 @@ COLUMNS: dict[str, str] = {
     "concept": "all concept prompts answered, as a share of the base model's (low is good)",
     "neighbours": "neighbour prompts: 1 - their drop (1.00 = held)",
     "general": "general-knowledge prompts: 1 - their drop (1.00 = held)",
+    "others": "the other dev concepts' prompts (first token): 1 - their drop (1.00 = held)",
     "ppl %": "change of the neutral text's perplexity, in percent (0 = held)",
+    "broke": "the controls that broke (benchmark/goals.py: neighbours, general, others, perplexity, fluency of the "
+             "free generations); empty when every control held",
     "relearned": "concept prompts answered after the relearning test fine-tuned the edited model (when it ran)",
     "edit s": "seconds the method took to make the edit",
     "score s": "seconds the scorecard (and the relearning test) took",
 }
 # the metrics compared at a glance (shares of base or 1 - drop, all on one 0-1 scale)
-CHART_METRICS = ("name-dep", "concept", "neighbours", "general", "relearned")
+CHART_METRICS = ("name-dep", "concept", "neighbours", "general", "others", "relearned")
 
 
 def _num(value: Any) -> float | None:
@@ -52,16 +57,21 @@ def compare_row(method: str, result: EraseResult) -> dict[str, Any]:
     none), the relearned share when the relearning test ran, and the edit and scoring times."""
     card = result.scorecard
     row: dict[str, Any] = {"method": method, "tier": NOT_SCORED, "name-dep": None, "concept": None,
-                           "neighbours": None, "general": None, "ppl %": None, "relearned": None,
+                           "neighbours": None, "general": None, "others": None, "ppl %": None, "broke": None,
+                           "relearned": None,
                            "edit s": _num(result.edit_seconds), "score s": _num(result.score_seconds) if card else None}
     if card is None:
         return row
     goal = card.goal_row()
     concept = next((m for m in card.metrics if m.metric == "concept answered"), None)
+    others, others_base = _num(goal["others"]), _num(goal["others_base"])
+    checks = goal_checks(goal)
     row.update({"tier": card.tier, "name-dep": _num(goal["name_dep"]),
                 "concept": None if concept is None or concept.before <= 0 else concept.after / concept.before,
                 "neighbours": _num(goal["neighbours"]), "general": _num(goal["general"]),
+                "others": None if others is None or others_base is None else 1.0 - (others_base - others),
                 "ppl %": _num(goal["ppl_change_pct"]),
+                "broke": ", ".join(k for k in (*CONTROL_CHECKS, FLUENCY_CHECK) if checks.get(k) is False) or "none",
                 "relearned": None if card.relearn is None else _num(card.relearn.relearned)})
     return row
 
