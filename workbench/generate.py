@@ -28,6 +28,7 @@ from workbench.adapters import Adapter, route
 from workbench.config import Limits, Settings
 from workbench.models.chat import check_chat_template, prompt_ids
 from workbench.models.memory import trim_heap
+from workbench.models.plain import plain_view
 
 StopReason = Literal["eos", "max_new_tokens", "time_limit"]
 
@@ -165,7 +166,7 @@ def decode_rows(
     Finished rows ride along until every row is done. `on_logits(step, logits)` sees
     each step's next-token logits [b, vocab] (step 0 = after the prompt), for callers that
     score the prompt and continue it in the same passes."""
-    tok, model = bundle.tokenizer, bundle.hf_model
+    tok, model = bundle.tokenizer, plain_view(bundle.hf_model)  # no bridge wrappers: ~20% of a step (models/plain.py)
     device = next(model.parameters()).device
     eos = _eos_ids(bundle)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0

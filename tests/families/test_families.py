@@ -40,6 +40,34 @@ def test_transformerlens_view_agrees_and_shares_the_weights(family_bundle: Model
         assert layout.w_out(bundle.hf_model, layer).shape == (bundle.d_mlp, bundle.d_model)
 
 
+def test_plain_view_decodes_as_the_wrapped_model(family_bundle: ModelBundle) -> None:
+    """The preview decodes on the HF modules without the bridge's wrappers (models/plain.py): no
+    wrapper is left, the parameters are the same tensors, and the logits are the wrapped model's,
+    with an adapter routed too (its taps sit on the HF projections, which both call)."""
+    import workbench as wb
+    from workbench.adapters import route
+    from workbench.models.plain import is_wrapper, plain_view
+
+    bundle = family_bundle
+    view = plain_view(bundle.hf_model)
+    assert plain_view(bundle.hf_model) is view  # built once
+    assert not any(is_wrapper(m) for m in view.modules())
+    # every weight the view computes with is the wrapped model's own tensor (the bridge may hold
+    # more: GPT-2's and NeoX's joint QKV are also split into q, k, v bridge parameters)
+    assert {p.data_ptr() for p in view.parameters()} <= {p.data_ptr() for p in bundle.hf_model.parameters()}
+    layer = bundle.n_layers // 2
+    edit = wb.edit(bundle, [wb.AblateValueVectors(layer=layer, neurons=list(range(bundle.d_mlp // 2)))], name="half")
+    ids = bundle.tokenizer([TEXT, TEXT], return_tensors="pt").input_ids
+    with torch.no_grad():
+        base = bundle.hf_model(ids).logits
+        assert torch.allclose(view(ids).logits, base, atol=1e-5)
+        with route(bundle, [None, edit.adapter]):
+            wrapped, plain = bundle.hf_model(ids).logits, view(ids).logits
+    assert torch.allclose(plain, wrapped, atol=1e-5)
+    assert torch.allclose(plain[0], base[0], atol=1e-5)  # row 0 routed no edit
+    assert not torch.allclose(plain[1], base[1], atol=1e-4)  # row 1's edit acted in the view
+
+
 def _neuron_rows(weight: torch.Tensor, base: torch.Tensor, conv1d: bool) -> list[int]:
     """The neurons whose value vector differs (W_out rows: weight columns for nn.Linear)."""
     diff = (weight != base).any(dim=1 if conv1d else 0)

@@ -109,8 +109,12 @@ def n_layers(hf_model: nn.Module) -> int:
 
 
 def _layer_part(hf_model: nn.Module, layer: int, path: str) -> nn.Module:
+    """The HF module itself, not the bridge's wrapper around it: the wrapper calls it, so a tap
+    on it fires in the wrapped model's forward and in models/plain.py's view alike."""
+    from workbench.models.plain import unwrapped
+
     part: nn.Module = resolve_attr(decoder_layers(hf_model)[layer], path)
-    return part
+    return unwrapped(part)
 
 
 def out_proj(hf_model: nn.Module, layer: int) -> nn.Module:
