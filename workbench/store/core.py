@@ -124,6 +124,13 @@ class StoreCore:
     def df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         return self.cur.execute(sql, list(params)).df()
 
+    def rows_where(self, table: str, order_by: str, **equal: Any) -> pd.DataFrame:
+        """SELECT * FROM `table` with `column = value` for each keyword whose value is not None,
+        ordered by `order_by` (table and column names are this module's own, never user text)."""
+        given = {column: value for column, value in equal.items() if value is not None}
+        where = " WHERE " + " AND ".join(f"{column} = ?" for column in given) if given else ""
+        return self.df(f"SELECT * FROM {table}{where} ORDER BY {order_by}", list(given.values()))
+
     # -- builds and slices --------------------------------------------------------------------
     def is_built(self, model_id: str, artefact: str, part: str) -> bool:
         row = self.cur.execute(

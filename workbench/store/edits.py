@@ -26,12 +26,4 @@ class EditTables(StoreCore):
 
     def edits(self, model_id: str | None = None, owner: str | None = None) -> pd.DataFrame:
         """Saved edits newest first, of one model and/or one owner when given."""
-        where, params = [], []
-        if model_id is not None:
-            where.append("model_id = ?")
-            params.append(model_id)
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        sql = "SELECT * FROM edits" + (" WHERE " + " AND ".join(where) if where else "")
-        return self.df(sql + " ORDER BY created_at DESC", params)
+        return self.rows_where("edits", "created_at DESC", model_id=model_id, owner=owner)

@@ -39,15 +39,7 @@ class LibraryTables(StoreCore):
         store without the table)."""
         if not self.has_library():
             return pd.DataFrame(columns=[*LIBRARY_COLUMNS, "published_at"])
-        where, params = [], []
-        if model_id is not None:
-            where.append("model_id = ?")
-            params.append(model_id)
-        if entry_id is not None:
-            where.append("entry_id = ?")
-            params.append(entry_id)
-        sql = "SELECT * FROM library" + (" WHERE " + " AND ".join(where) if where else "")
-        return self.df(sql + " ORDER BY published_at DESC, entry_id", params)
+        return self.rows_where("library", "published_at DESC, entry_id", model_id=model_id, entry_id=entry_id)
 
     def delete_library_entry(self, entry_id: str, author: str) -> bool:
         """Delete the entry if `author` published it; whether a row was deleted."""
