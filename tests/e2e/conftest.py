@@ -10,16 +10,26 @@ from pathlib import Path
 import pytest
 
 from workbench.config import REPO_ROOT
-from workbench.local_server import CHROMIUM_ARGS, chromium, prepare_cache, serve
+from workbench.local_server import CHROMIUM_ARGS, chromium, copy_cache, prepare_cache, serve
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="session")
 def e2e_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The prepared tiny-model cache the e2e server runs on. A copy of it as prepared, before any
+    server writes to it, goes to `e2e-pristine` beside it (the `pristine_cache` fixture)."""
     cache = tmp_path_factory.mktemp("e2e-cache")
     prepare_cache(cache, "tiny")
+    copy_cache(cache, cache.parent / "e2e-pristine")
     return cache
+
+
+@pytest.fixture(scope="session")
+def pristine_cache(e2e_cache: Path) -> Path:
+    """The e2e cache as prepared: a template for a test that starts its own server (the load
+    bench copies it), never the folder the e2e server is writing to."""
+    return e2e_cache.parent / "e2e-pristine"
 
 
 @pytest.fixture(scope="session")

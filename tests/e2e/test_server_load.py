@@ -26,9 +26,9 @@ def load_bench() -> ModuleType:
     return module
 
 
-def test_two_users_for_two_minutes(e2e_cache: Path, browser: object) -> None:  # browser: skips without chromium
+def test_two_users_for_two_minutes(pristine_cache: Path, browser: object) -> None:  # browser: skips without chromium
     bench = load_bench()
-    report = bench.run_load(users=2, minutes=2, model="tiny", cache=e2e_cache, wait_s=300)
+    report = bench.run_load(users=2, minutes=2, model="tiny", cache=pristine_cache, wait_s=300)
     bench.print_report(report)  # in the test's output when it fails
     assert report.errors == 0, report.error_details
     assert report.leaks == 0, report.leak_details
