@@ -67,6 +67,7 @@ SCORECARD_TITLE = f"Scorecard '{CONCEPT}'"
 FACTS_TITLE = f"Fact set '{CONCEPT}'"
 RESULTS = REPO_ROOT / "bench" / "results"
 ARTIFACTS = REPO_ROOT / "test-artifacts"  # screenshots of failed waits
+FRESH = '[data-testid="stElementContainer"]:not([data-stale="true"])'
 JOB_STATE = re.compile(r"· (queued|running|done|failed|cancelled|interrupted)\b")
 OUR_FRAME = re.compile(r'File ".*(/workbench/|/pages/|app\.py)')
 
@@ -305,6 +306,13 @@ class User:
         self.rounds = 0
 
     # ------------------------------------------------------------ plumbing
+    @property
+    def ui(self) -> Any:
+        """The page's current elements: while a run is under way (a job that ended reruns the
+        whole page at any moment) the last run's copies stay on the page, marked stale, until the
+        run ends; a locator that also saw them would match twice."""
+        return self.page.locator(FRESH)
+
     def left_s(self) -> float:
         return self.clock.left_s()
 
@@ -379,42 +387,42 @@ class User:
         """Edit & preview: clear the edit, upload this user's spec and import it."""
         from e2e_helpers import settled
 
-        p = self.page
+        p, ui = self.page, self.ui
         self.on_page("Edit and preview", "Edit & preview")
-        if p.get_by_role("button", name="Clear all").count():
-            p.get_by_role("button", name="Clear all").click()
-            p.get_by_role("heading", name="Operations (0)").wait_for(timeout=self.wait_ms)
+        if ui.get_by_role("button", name="Clear all").count():
+            ui.get_by_role("button", name="Clear all").click()
+            ui.get_by_role("heading", name="Operations (0)").wait_for(timeout=self.wait_ms)
             settled(p, self.wait_ms)
-        while p.get_by_test_id("stFileChipDeleteBtn").count():  # last round's upload
-            before = p.get_by_test_id("stFileChipDeleteBtn").count()
-            p.get_by_test_id("stFileChipDeleteBtn").first.click()
+        while ui.get_by_test_id("stFileChipDeleteBtn").count():  # last round's upload
+            before = ui.get_by_test_id("stFileChipDeleteBtn").count()
+            ui.get_by_test_id("stFileChipDeleteBtn").first.click()
             from playwright.sync_api import expect
 
-            expect(p.get_by_test_id("stFileChipDeleteBtn")).to_have_count(before - 1, timeout=self.wait_ms)
+            expect(ui.get_by_test_id("stFileChipDeleteBtn")).to_have_count(before - 1, timeout=self.wait_ms)
             settled(p, self.wait_ms)
         file_name = f"{self.edit.name}.json"
-        p.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+        ui.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
             files=[{"name": file_name, "mimeType": "application/json", "buffer": self.edit.spec_json.encode()}])
-        p.get_by_test_id("stFileChipName").filter(has_text=file_name).wait_for(timeout=self.wait_ms)
+        ui.get_by_test_id("stFileChipName").filter(has_text=file_name).wait_for(timeout=self.wait_ms)
         settled(p, self.wait_ms)
-        p.get_by_role("button", name="Import", exact=True).click()
-        p.get_by_role("heading", name="Operations (1)").wait_for(timeout=self.wait_ms)
+        ui.get_by_role("button", name="Import", exact=True).click()
+        ui.get_by_role("heading", name="Operations (1)").wait_for(timeout=self.wait_ms)
         settled(p, self.wait_ms)
-        p.get_by_text("Compiled adapter:").wait_for(timeout=self.wait_ms)
+        ui.get_by_text("Compiled adapter:").wait_for(timeout=self.wait_ms)
 
     def preview(self) -> None:
         """Generate; the time to the first edited token; the edited text against this user's own."""
         from e2e_helpers import settled
 
-        p = self.page
-        prompt = p.get_by_label("Prompt").input_value()
-        tokens = p.get_by_test_id("stSlider").filter(has_text="new tokens").locator('input[type="range"]').input_value()
+        p, ui = self.page, self.ui
+        prompt = ui.get_by_label("Prompt").input_value()
+        tokens = ui.get_by_test_id("stSlider").filter(has_text="new tokens").locator('input[type="range"]').input_value()
         if prompt != PROMPT or str(tokens) != str(PREVIEW_TOKENS):
             raise WaitFailed(f"the Edit page's defaults changed: prompt {prompt!r}, new tokens {tokens!r} "
                              f"(the bench expects {PROMPT!r}, {PREVIEW_TOKENS})")
         p.evaluate(WATCH_FIRST_TOKEN)
-        p.get_by_role("button", name="Generate").click()
-        p.locator('[data-testid="stElementContainer"]:not([data-stale="true"])').get_by_text(
+        ui.get_by_role("button", name="Generate").click()
+        ui.get_by_text(
             "decoded side by side in one batch").wait_for(timeout=self.wait_ms)
         settled(p, self.wait_ms)
         pressed, first, shown = p.evaluate("() => [window.__wbPress, window.__wbFirst, window.__wbEdited()]")
@@ -437,8 +445,7 @@ class User:
         self.tally.add("leaks" if owners else "wrong_previews", detail)
 
     def job_line(self, title: str) -> Any:
-        return self.page.locator('[data-testid="stElementContainer"]:not([data-stale="true"]) '
-                                 '[data-testid="stMarkdown"]').filter(has_text=title).first
+        return self.ui.locator('[data-testid="stMarkdown"]').filter(has_text=title).first
 
     def wait_state(self, title: str, states: str, limit_s: float) -> str | None:
         """Wait until the job line of `title` shows one of `states` ('done|failed'); None when
@@ -461,11 +468,11 @@ class User:
         from e2e_helpers import settled
         from playwright.sync_api import expect
 
-        p = self.page
+        p, ui = self.page, self.ui
         toast = p.get_by_test_id("stToast").filter(has_text=title)
         expect(toast).to_have_count(0, timeout=self.wait_ms)  # the toast of this user's last start has gone
         t0 = time.monotonic()
-        p.get_by_role("button", name=button, exact=True).click()
+        ui.get_by_role("button", name=button, exact=True).click()
         toast.first.wait_for(timeout=self.wait_ms)  # "Started: <title>" or "Queued: <title>": the press's run
         settled(p, self.wait_ms)
         state = self.wait_state(title, "running|done|failed|cancelled|interrupted", self.left_s())
@@ -502,7 +509,7 @@ class User:
             self.job_failed(title)
             return True
         result = "4 · Result" if kind == "erase" else "score (harmonic mean"
-        self.page.get_by_text(result).first.wait_for(timeout=self.wait_ms)
+        self.ui.get_by_text(result).first.wait_for(timeout=self.wait_ms)
         with self.tally.lock:
             self.tally.jobs_done[kind] = self.tally.jobs_done.get(kind, 0) + 1
         return True
@@ -511,11 +518,11 @@ class User:
         from e2e_helpers import settled
         from playwright.sync_api import expect
 
-        p = self.page
-        box = p.get_by_label("Search corpus titles")
+        p, ui = self.page, self.ui
+        box = ui.get_by_label("Search corpus titles")
         box.fill(CONCEPT)
         box.press("Enter")
-        expect(p.get_by_role("combobox", name=re.compile("^Corpus article"))).to_have_value(
+        expect(ui.get_by_role("combobox", name=re.compile("^Corpus article"))).to_have_value(
             re.compile(CONCEPT), timeout=self.wait_ms)
         settled(p, self.wait_ms)
 
@@ -525,7 +532,7 @@ class User:
             return
         state = self.wait_state(FACTS_TITLE, "done|failed|cancelled|interrupted", self.left_s())
         if state == "done":
-            self.page.get_by_text("facts kept").wait_for(timeout=self.wait_ms)
+            self.ui.get_by_text("facts kept").wait_for(timeout=self.wait_ms)
             self.facts_built = True
             with self.tally.lock:
                 self.tally.jobs_done["facts"] = self.tally.jobs_done.get("facts", 0) + 1
@@ -540,21 +547,21 @@ class User:
         from e2e_helpers import settled
         from playwright.sync_api import expect
 
-        p = self.page
+        p, ui = self.page, self.ui
         self.on_page("Erase a concept", "Erase a concept")
         self.choose_concept()
         if not self.facts_built:
             self.build_facts()
             if not self.facts_built:
                 return
-        p.get_by_text("facts kept").wait_for(timeout=self.wait_ms)
-        p.locator('[data-testid="stSelectbox"]').filter(has_text="Method").click()
+        ui.get_by_text("facts kept").wait_for(timeout=self.wait_ms)
+        ui.locator('[data-testid="stSelectbox"]').filter(has_text="Method").click()
         p.get_by_role("option", name=ERASE_METHOD_LABEL).click()
-        expect(p.get_by_role("combobox", name="Method", exact=True)).to_have_value(ERASE_METHOD_LABEL, timeout=self.wait_ms)
+        expect(ui.get_by_role("combobox", name="Method", exact=True)).to_have_value(ERASE_METHOD_LABEL, timeout=self.wait_ms)
         settled(p, self.wait_ms)
-        score = p.get_by_role("checkbox", name="Run the scorecard afterwards")
+        score = ui.get_by_role("checkbox", name="Run the scorecard afterwards")
         if score.is_checked():
-            p.get_by_text("Run the scorecard afterwards").click()
+            ui.get_by_text("Run the scorecard afterwards").click()
             expect(score).not_to_be_checked(timeout=self.wait_ms)
             settled(p, self.wait_ms)
         self.start_job("erase", "Erase", ERASE_TITLE)
@@ -564,13 +571,13 @@ class User:
         from e2e_helpers import settled
         from playwright.sync_api import expect
 
-        p = self.page
+        p, ui = self.page, self.ui
         self.on_page("Edit and preview", "Edit & preview")
-        box = p.get_by_label("Concept to score (a corpus title)")
+        box = ui.get_by_label("Concept to score (a corpus title)")
         if box.input_value() != CONCEPT:
             box.fill(CONCEPT)
             box.press("Enter")
-            expect(p.get_by_role("button", name="Run scorecard")).to_be_enabled(timeout=self.wait_ms)
+            expect(ui.get_by_role("button", name="Run scorecard")).to_be_enabled(timeout=self.wait_ms)
             settled(p, self.wait_ms)
         self.start_job("scorecard", "Run scorecard", SCORECARD_TITLE)
 
