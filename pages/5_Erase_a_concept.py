@@ -228,18 +228,15 @@ if cmp:
         shown = formatted(frame)
         st.markdown(f"**{len(runs)} of {len(cmp['jobs'])} method(s) done** on the same {cmp['facts']} facts of "
                     f"'{cmp['concept']}'")
-        wide = {"method": 1.2, "tier": 2.1, "neighbours": 1.3, "broke": 1.6}  # the headers and text cells that wrap
-        widths = [wide.get(col, 1.0) for col in shown.columns] + [1.4]
-        head = st.columns(widths, vertical_alignment="bottom")
-        for cell, col in zip(head, shown.columns, strict=False):
-            cell.markdown(f"**{col}**")
-        for i, row in enumerate(shown.itertuples(index=False)):
-            cells = st.columns(widths, vertical_alignment="center")
-            for j, (cell, col, value) in enumerate(zip(cells, shown.columns, row, strict=False)):
-                cell.markdown(ui_erase.tier_markdown(value) if col == "tier" else f"**{value}**" if j == 0 else value)
-            if cells[-1].button("Use this edit", key=f"er_cmp_use_{i}",
-                                help=f"Replace your edit with {runs[i][0]}'s erase (spec and payload), as "
-                                     "'Replace my edit with this' does."):
+        widths = {"tier": "medium"}  # the longest tier reads whole; the other columns fit their numbers
+        st.dataframe(shown.style.map(ui_erase.tier_style, subset=["tier"]), hide_index=True, width="stretch",
+                     key="er_cmp_table", column_config={
+                         col: st.column_config.Column(col, help=COLUMNS[col], width=widths.get(col)) for col in shown.columns})
+        uses = st.columns(max(len(runs), 3))
+        for i, (m, _) in enumerate(runs):
+            if uses[i].button(f"Use the {m} edit", key=f"er_cmp_use_{i}",
+                              help=f"Replace your edit with {m}'s erase (spec and payload), as "
+                                   "'Replace my edit with this' does."):
                 try:
                     d = drafts.take_erase_result(runs[i][1], "replace")
                 except ValueError as err:

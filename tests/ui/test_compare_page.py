@@ -50,10 +50,13 @@ def test_compare_two_methods_and_use_the_second(ui_env: Path) -> None:
     results = [at.session_state["er_cmp_results"][job_id] for _, job_id in cmp["jobs"]]
     assert results[0].fact_set is results[1].fact_set  # the same fact set object: comparable edits
     assert all(r.scorecard is not None for r in results)
-    tier_cells = [m.value for m in at.markdown if m.value.startswith(":") and any(t in m.value for t in TIERS)]
-    assert len(tier_cells) == 2, tier_cells  # one tiered row per method
-    assert [b.label for b in at.button if b.key and b.key.startswith("er_cmp_use_")] == ["Use this edit"] * 2
-    assert [m.value for m in at.markdown if m.value in {f"**{x}**" for x in METHODS}] == [f"**{x}**" for x in METHODS]
+    table = next(d.value for d in at.dataframe if {"method", "tier", "broke"} <= set(d.value.columns))
+    # one row per method, in the order picked
+    assert list(table["method"]) == METHODS
+    assert all(any(cell.endswith(t) for t in TIERS) for cell in table["tier"]), list(table["tier"])
+    controls = {"neighbours", "general", "others", "perplexity", "fluency"}
+    assert all(cell == "none" or set(cell.split(", ")) <= controls for cell in table["broke"]), list(table["broke"])
+    assert [b.label for b in at.button if b.key and b.key.startswith("er_cmp_use_")] == [f"Use the {m} edit" for m in METHODS]
     assert len(at.get("plotly_chart")) == 1  # the grouped bars
 
     at.button(key="er_cmp_use_1").click().run()

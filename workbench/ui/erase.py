@@ -157,14 +157,13 @@ def compare_defaults(available: list[str]) -> list[str]:
     return [m for m in available if m == DEFAULT_METHOD or m in COMPARE_BASELINES]
 
 
-def tier_markdown(tier: str) -> str:
-    """A tier (benchmark/goals.py TIERS, or compare.NOT_SCORED) as coloured Markdown with an icon."""
+def tier_style(tier: str) -> str:
+    """CSS for a tier's table cell (benchmark/goals.py TIERS, or compare.NOT_SCORED): green our
+    goal, blue PISCES acceptance, orange held but not erased, red broke."""
     from workbench.benchmark.goals import TIER_BROKE, TIER_GOAL, TIER_HELD, TIER_PISCES
 
-    look = {TIER_GOAL: ("green", "check_circle"), TIER_PISCES: ("blue", "task_alt"),
-            TIER_HELD: ("orange", "remove_circle"), TIER_BROKE: ("red", "error")}
-    color, icon = look.get(tier, ("gray", "help"))
-    return f":{color}[:material/{icon}: {tier}]"
+    colour = {TIER_GOAL: "#1a7f37", TIER_PISCES: "#1f6feb", TIER_HELD: "#b35900", TIER_BROKE: "#cf222e"}.get(tier)
+    return f"color: {colour}; font-weight: 600" if colour else ""
 
 
 def pisces_ready(saes_dir: Path, model_id: str, n_layers: int) -> str | None:
