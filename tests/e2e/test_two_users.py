@@ -17,12 +17,14 @@ pytestmark = pytest.mark.e2e
 WAIT = 300_000  # ms
 ABLATE = "Zero contrast-ranked value vectors"  # 'ablate': the cheapest method
 USERS = {"a": "Paris", "b": "London"}
+FRESH = '[data-testid="stElementContainer"]:not([data-stale="true"])'  # the current run's elements
 HAS_OWNER_COOKIE = "() => document.cookie.split('; ').some((c) => c.startsWith('workbench_owner=anon-'))"  # each user's concept: the job titles tell the users apart
 
 
 def open_app(browser: Any, url: str) -> tuple[Any, Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 2400}, accept_downloads=True)
     page = context.new_page()
+    page.set_default_timeout(WAIT)  # clicks too: on a loaded machine a page run can take minutes
     page.goto(url)
     page.get_by_text("Cache and store").wait_for(timeout=WAIT)
     settled(page, WAIT)
@@ -73,14 +75,14 @@ def test_two_users_erase_at_the_same_moment(server: str, browser: Any, artifacts
             choose(pages[user], concept)
 
         for page in pages.values():  # both presses at once: the second queues, it is not refused
-            page.get_by_role("button", name="Build fact set").click()
+            page.locator(FRESH).get_by_role("button", name="Build fact set").click()
         for page in pages.values():
             page.get_by_text("facts kept").wait_for(timeout=WAIT)
             settled(page, WAIT)
             ablate_without_scorecard(page)
 
         for page in pages.values():
-            page.get_by_role("button", name="Erase", exact=True).click()
+            page.locator(FRESH).get_by_role("button", name="Erase", exact=True).click()
         for user, page in pages.items():
             page.get_by_text("4 · Result").wait_for(timeout=WAIT)
             settled(page, WAIT)
@@ -96,12 +98,12 @@ def test_two_users_erase_at_the_same_moment(server: str, browser: Any, artifacts
 
         # each takes their result into their edit and exports it; each lists only their own export
         for page in pages.values():
-            page.get_by_role("button", name="Replace my edit with this").click()
+            page.locator(FRESH).get_by_role("button", name="Replace my edit with this").click()
             page.get_by_text("Your edit · ").first.wait_for(timeout=WAIT)
             settled(page, WAIT)
             navigate(page, "Edit and preview", "Edit & preview", WAIT)
         for page in pages.values():
-            page.get_by_role("button", name="Export edited checkpoint (safetensors)").click()
+            page.locator(FRESH).get_by_role("button", name="Export edited checkpoint (safetensors)").click()
         for user, page in pages.items():
             page.get_by_text(re.compile(r"Your exports: 1,")).wait_for(timeout=WAIT)
             settled(page, WAIT)
