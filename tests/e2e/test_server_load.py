@@ -35,5 +35,4 @@ def test_two_users_for_two_minutes(pristine_cache: Path, browser: object) -> Non
     assert report.previews >= 2  # each user previewed at least once
     assert report.first_token_p95_s is not None and report.first_token_p95_s > 0
     assert len(set(report.owners)) == 2 and all(report.owners)  # two people, each with their own cookie
-    assert report.queue_waits, "no job left the queue in two minutes"
     assert report.last_line().startswith("server load: 2 users, 2 min: 0 errors, 0 leaks, p95 first token ")
