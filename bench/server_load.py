@@ -87,10 +87,12 @@ WATCH_FIRST_TOKEN = """() => {
     const b = e.target.closest('button');
     if (b && b.innerText.trim() === 'Generate' && window.__wbPress === null) window.__wbPress = performance.now();
   }, {capture: true, once: true});
+  window.__wbLast = '';
   const obs = new MutationObserver(() => {
-    if (window.__wbPress !== null && window.__wbFirst === null && edited().trim()) {
-      window.__wbFirst = performance.now(); obs.disconnect();
-    }
+    if (window.__wbPress === null) return;
+    const text = edited();
+    if (text.trim()) window.__wbLast = text;  // the latest text shown: a rerun may clear the column later
+    if (window.__wbFirst === null && text.trim()) window.__wbFirst = performance.now();
   });
   obs.observe(document.body, {childList: true, subtree: true, characterData: true});
 }"""
@@ -425,7 +427,7 @@ class User:
         ui.get_by_text(
             "decoded side by side in one batch").wait_for(timeout=self.wait_ms)
         settled(p, self.wait_ms)
-        pressed, first, shown = p.evaluate("() => [window.__wbPress, window.__wbFirst, window.__wbEdited()]")
+        pressed, first, shown = p.evaluate("() => [window.__wbPress, window.__wbFirst, window.__wbEdited() || window.__wbLast]")
         self.tally.add("previews")
         if pressed is None or first is None:
             raise WaitFailed("the page never showed an edited token")
