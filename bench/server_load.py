@@ -73,11 +73,13 @@ OUR_FRAME = re.compile(r'File ".*(/workbench/|/pages/|app\.py)')
 
 # Installed before each Generate press: the press time (capture-phase click listener) and the
 # time the edited column first shows text (MutationObserver), both on the page's own clock.
+PREVIEW_CAPTION = re.compile(r"Preview (\d+) · ")  # the Edit page's caption under each preview
 WATCH_FIRST_TOKEN = """() => {
-  window.__wbPress = null; window.__wbFirst = null;
-  const edited = () => {
+  window.__wbPress = null; window.__wbFirst = null; window.__wbRan = false; window.__wbLast = '';
+  const fresh = (el) => el.closest('[data-stale="true"]') === null;
+  const edited = () => {  // the current run's edited column (the last preview stays on the page, stale, until replaced)
     for (const col of document.querySelectorAll('[data-testid="stColumn"]')) {
-      const mds = col.querySelectorAll('[data-testid="stMarkdown"]');
+      const mds = [...col.querySelectorAll('[data-testid="stMarkdown"]')].filter(fresh);
       if (mds.length > 1 && mds[0].innerText.trim().startsWith('Edited model')) return mds[1].innerText;
     }
     return '';
@@ -87,14 +89,17 @@ WATCH_FIRST_TOKEN = """() => {
     const b = e.target.closest('button');
     if (b && b.innerText.trim() === 'Generate' && window.__wbPress === null) window.__wbPress = performance.now();
   }, {capture: true, once: true});
-  window.__wbLast = '';
   const obs = new MutationObserver(() => {
     if (window.__wbPress === null) return;
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (app && app.getAttribute('data-test-script-state') === 'running') window.__wbRan = true;
+    if (!window.__wbRan) return;  // the press's run has not started: what shows is the last preview
     const text = edited();
-    if (text.trim()) window.__wbLast = text;  // the latest text shown: a rerun may clear the column later
+    if (text.trim()) window.__wbLast = text;
     if (window.__wbFirst === null && text.trim()) window.__wbFirst = performance.now();
   });
-  obs.observe(document.body, {childList: true, subtree: true, characterData: true});
+  obs.observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true,
+                              attributeFilter: ['data-test-script-state', 'data-stale']});
 }"""
 
 
@@ -331,6 +336,7 @@ class User:
             self.tally.add("failed_waits", f"user {self.edit.user}: {what}: {first}")
             self.log(f"user {self.edit.user}: FAILED {what} after {time.monotonic() - t0:.1f} s: {first}")
             self.log(f"user {self.edit.user}: the page then: {self.snapshot(what)}")
+            self.log(f"user {self.edit.user}: {self.page_state()}")
             self.check_exceptions()
             self.recover()
             raise RoundFailed(what) from err
@@ -348,6 +354,25 @@ class User:
         except Exception as err:  # noqa: BLE001 - the page may be gone
             return f"no screenshot ({err})"
         return str(path)
+
+    def page_state(self) -> str:
+        """One line on what the page was doing: the app's connection and script state, how many
+        of its elements are stale (left from an earlier run), and its last lines of text."""
+        try:
+            state = self.page.evaluate("""() => {
+              const app = document.querySelector('[data-testid="stApp"]');
+              const text = (document.querySelector('[data-testid="stMain"]') || document.body).innerText;
+              return [app && app.getAttribute('data-test-connection-state'),
+                      app && app.getAttribute('data-test-script-state'),
+                      document.querySelectorAll('[data-stale="true"]').length,
+                      document.querySelectorAll('[data-testid="stElementContainer"]').length,
+                      text.trim().split('\\n').filter(l => l.trim()).slice(-6).join(' | ')];
+            }""")
+        except Exception as err:  # noqa: BLE001 - the page may be gone
+            return f"page state unknown ({err})"
+        connection, script, stale, elements, tail = state
+        return (f"page state: connection {connection}, script {script}, {stale} of {elements} elements stale; "
+                f"last lines: {tail[-600:]}")
 
     def check_exceptions(self) -> None:
         try:
@@ -422,10 +447,12 @@ class User:
         if prompt != PROMPT or str(tokens) != str(PREVIEW_TOKENS):
             raise WaitFailed(f"the Edit page's defaults changed: prompt {prompt!r}, new tokens {tokens!r} "
                              f"(the bench expects {PROMPT!r}, {PREVIEW_TOKENS})")
+        before = ui.get_by_text(PREVIEW_CAPTION)
+        seen = PREVIEW_CAPTION.search(before.first.inner_text()) if before.count() else None
+        number = int(seen.group(1)) if seen else 0
         p.evaluate(WATCH_FIRST_TOKEN)
         ui.get_by_role("button", name="Generate").click()
-        ui.get_by_text(
-            "decoded side by side in one batch").wait_for(timeout=self.wait_ms)
+        ui.get_by_text(f"Preview {number + 1} · ").wait_for(timeout=self.wait_ms)  # numbered: the last one stays
         settled(p, self.wait_ms)
         pressed, first, shown = p.evaluate("() => [window.__wbPress, window.__wbFirst, window.__wbEdited() || window.__wbLast]")
         self.tally.add("previews")

@@ -8,6 +8,8 @@ edited decode as one batch, together with other users' previews), so nobody else
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from workbench.edits.compile import compile_spec
@@ -28,44 +30,45 @@ d = drafts.draft()
 n1, n2 = st.columns([1, 2])
 d.name = n1.text_input("Edit name", value=d.name, key="ed_name", max_chars=200)
 d.notes = n2.text_input("Notes", value=d.notes, key="ed_notes")
-st.subheader(f"Operations ({len(d.operations)})")
-if not d.operations:
-    st.info("Your edit is empty. Erase a concept on **Erase a concept**, add operations from the Feature "
-            "browser, Concept vectors or Neurons pages, or import a spec below.")
-for i, op in enumerate(list(d.operations)):
-    row = st.container(border=True)
-    c0, c1, c2, c3 = row.columns([8, 1, 1, 1])
-    c0.markdown(f"**{i + 1}.** {drafts.describe(op)}")
-    if c1.button("↑", key=f"ed_up_{i}_{d.version}", disabled=i == 0, help="Move up"):
-        d.move(i, -1)
-        st.rerun()
-    if c2.button("↓", key=f"ed_down_{i}_{d.version}", disabled=i == len(d.operations) - 1, help="Move down"):
-        d.move(i, 1)
-        st.rerun()
-    if c3.button("✕", key=f"ed_rm_{i}_{d.version}", help="Remove"):
-        d.remove(i)
-        st.rerun()
-    if op.kind == "project_out_direction":
-        alpha = row.slider("alpha", 0.0, 1.0, float(op.alpha), 0.05, key=f"ed_alpha_{i}_{d.version}")
-        if alpha != op.alpha:
-            d.replace(i, op.model_copy(update={"alpha": alpha}))
+with st.container():  # one slot whatever the count: the sections below keep their place
+    st.subheader(f"Operations ({len(d.operations)})")
+    if not d.operations:
+        st.info("Your edit is empty. Erase a concept on **Erase a concept**, add operations from the Feature "
+                "browser, Concept vectors or Neurons pages, or import a spec below.")
+    for i, op in enumerate(list(d.operations)):
+        row = st.container(border=True)
+        c0, c1, c2, c3 = row.columns([8, 1, 1, 1])
+        c0.markdown(f"**{i + 1}.** {drafts.describe(op)}")
+        if c1.button("↑", key=f"ed_up_{i}_{d.version}", disabled=i == 0, help="Move up"):
+            d.move(i, -1)
             st.rerun()
-    elif op.kind == "ablate_value_vectors":
-        mode = row.radio("mode", ["zero", "scale", "noise"], index=["zero", "scale", "noise"].index(op.mode),
-                         horizontal=True, key=f"ed_mode_{i}_{d.version}")
-        if mode != op.mode:
-            d.replace(i, op.model_copy(update={"mode": mode, "scale": 0.5 if mode == "scale" else op.scale}))
+        if c2.button("↓", key=f"ed_down_{i}_{d.version}", disabled=i == len(d.operations) - 1, help="Move down"):
+            d.move(i, 1)
             st.rerun()
-    elif op.kind == "remove_sae_features":
-        t1, t2 = row.columns(2)
-        tau = t1.slider("tau", 0.05, 1.0, float(op.tau), 0.05, key=f"ed_tau_{i}_{d.version}")
-        mu = t2.number_input("mu", value=float(op.mu), key=f"ed_mu_{i}_{d.version}")
-        if (tau, mu) != (op.tau, op.mu):
-            d.replace(i, op.model_copy(update={"tau": tau, "mu": mu}))
+        if c3.button("✕", key=f"ed_rm_{i}_{d.version}", help="Remove"):
+            d.remove(i)
             st.rerun()
-if d.operations and st.button("Clear all", key="ed_clear"):
-    d.clear()
-    st.rerun()
+        if op.kind == "project_out_direction":
+            alpha = row.slider("alpha", 0.0, 1.0, float(op.alpha), 0.05, key=f"ed_alpha_{i}_{d.version}")
+            if alpha != op.alpha:
+                d.replace(i, op.model_copy(update={"alpha": alpha}))
+                st.rerun()
+        elif op.kind == "ablate_value_vectors":
+            mode = row.radio("mode", ["zero", "scale", "noise"], index=["zero", "scale", "noise"].index(op.mode),
+                             horizontal=True, key=f"ed_mode_{i}_{d.version}")
+            if mode != op.mode:
+                d.replace(i, op.model_copy(update={"mode": mode, "scale": 0.5 if mode == "scale" else op.scale}))
+                st.rerun()
+        elif op.kind == "remove_sae_features":
+            t1, t2 = row.columns(2)
+            tau = t1.slider("tau", 0.05, 1.0, float(op.tau), 0.05, key=f"ed_tau_{i}_{d.version}")
+            mu = t2.number_input("mu", value=float(op.mu), key=f"ed_mu_{i}_{d.version}")
+            if (tau, mu) != (op.tau, op.mu):
+                d.replace(i, op.model_copy(update={"tau": tau, "mu": mu}))
+                st.rerun()
+    if d.operations and st.button("Clear all", key="ed_clear"):
+        d.clear()
+        st.rerun()
 
 
 def compiled() -> tuple[object, object] | None:
@@ -83,16 +86,17 @@ def compiled() -> tuple[object, object] | None:
     return spec, adapter
 
 
-try:
-    ready = compiled()
-except (SpecError, ValueError, RuntimeError) as err:
-    st.error(f"This edit cannot be compiled: {err}")
-    ready = None
-if ready:
-    spec, adapter = ready
-    forms = ", ".join(f"layer {layer}: {form}" for layer, form in adapter.forms().items())
-    st.caption(f"Compiled adapter: {len(adapter.rows)} row(s) changed ({forms or 'no weight delta'}), "
-               f"{len(adapter.hooks)} run-time hook(s) · spec sha256 `{spec.sha256()[:12]}…`")
+with st.container():  # one slot: shown or not, the sections below keep their place
+    try:
+        ready = compiled()
+    except (SpecError, ValueError, RuntimeError) as err:
+        st.error(f"This edit cannot be compiled: {err}")
+        ready = None
+    if ready:
+        spec, adapter = ready
+        forms = ", ".join(f"layer {layer}: {form}" for layer, form in adapter.forms().items())
+        st.caption(f"Compiled adapter: {len(adapter.rows)} row(s) changed ({forms or 'no weight delta'}), "
+                   f"{len(adapter.hooks)} run-time hook(s) · spec sha256 `{spec.sha256()[:12]}…`")
 
 # ---------------------------------------------------------------- preview
 st.subheader("Preview: base vs edited")
@@ -106,30 +110,53 @@ chat = has_chat_template(bundle.tokenizer) and p2.checkbox(
     help="For instruct models: the prompt goes in as one user turn of the model's chat template and both "
          "sides reply to it (on by default for an edit that was made through the template). Also used by "
          "the scorecard's generations below.")
-if st.button("Generate", key="ed_generate", type="primary"):
-    from workbench.generate import SamplingParams, stream_pair
 
+
+def preview_columns(edited_label: str) -> tuple[Any, Any]:
+    """Two empty slots under 'Base model' and the edited model's label."""
     left, right = st.columns(2)
     left.markdown("**Base model**")
-    right.markdown("**Edited model**" + ("" if ready else " (no operations: same as base)"))
-    slots = (left.empty(), right.empty())
-    params = SamplingParams(max_new_tokens=int(max_new))
-    texts = ["", ""]
-    try:
-        stream = stream_pair(bundle, prompt, ready[1] if ready else None, params, settings,  # type: ignore[arg-type]
-                             batcher=resources.batcher(), chat_template=chat)
+    right.markdown(edited_label)
+    return left.empty(), right.empty()
+
+
+with st.container():  # the preview's slot
+    if st.button("Generate", key="ed_generate", type="primary"):
+        from workbench.generate import SamplingParams, stream_pair
+
+        label = "**Edited model**" + ("" if ready else " (no operations: same as base)")
         shown = prompt + "\n\n" if chat else prompt  # a chat reply starts on its own line
-        for side, piece in stream:
-            texts[side] += piece
-            slots[side].markdown(drafts.continuation_markdown(shown, texts[side], cursor=True))
-        for side, slot in enumerate(slots):
-            slot.markdown(drafts.continuation_markdown(shown, texts[side]))
-            st.session_state.setdefault("ed_history", []).append({"model": ("base", "edited")[side],
-                                                                   "prompt": prompt, "output": texts[side]})
-        st.caption("Base and edited " + ("replies to the prompt as a chat turn" if chat else "continuations")
-                   + ", decoded side by side in one batch (greedy, same prompt).")
-    except ValueError as err:
-        st.error(str(err))
+        texts = ["", ""]
+        slots = preview_columns(label)
+        st.session_state.pop("ed_last_preview", None)
+        try:
+            stream = stream_pair(bundle, prompt, ready[1] if ready else None,  # type: ignore[arg-type]
+                                 SamplingParams(max_new_tokens=int(max_new)), settings,
+                                 batcher=resources.batcher(), chat_template=chat)
+            for side, piece in stream:
+                texts[side] += piece
+                slots[side].markdown(drafts.continuation_markdown(shown, texts[side], cursor=True))
+            for side, slot in enumerate(slots):
+                slot.markdown(drafts.continuation_markdown(shown, texts[side]))
+                st.session_state.setdefault("ed_history", []).append({"model": ("base", "edited")[side],
+                                                                       "prompt": prompt, "output": texts[side]})
+            # kept for the reruns that follow (a job that ends reruns the whole page): the preview stays
+            st.session_state["ed_last_preview"] = {
+                "texts": texts, "shown": shown, "chat": chat, "label": label, "version": d.version,
+                "number": st.session_state.get("ed_previews", 0) + 1}
+            st.session_state["ed_previews"] = st.session_state["ed_last_preview"]["number"]
+        except ValueError as err:
+            st.error(str(err))
+    elif last := st.session_state.get("ed_last_preview"):
+        for side, slot in enumerate(preview_columns(last["label"])):
+            slot.markdown(drafts.continuation_markdown(last["shown"], last["texts"][side]))
+    if last := st.session_state.get("ed_last_preview"):
+        # numbered: a greedy preview pressed again looks the same, the number says it is a new one
+        st.caption(f"Preview {last['number']} · base and edited "
+                   + ("replies to the prompt as a chat turn" if last["chat"] else "continuations")
+                   + ", decoded side by side in one batch (greedy, same prompt)."
+                   + ("" if last["version"] == d.version else
+                      " The edit has changed since: press Generate to preview the current one."))
 
 # ---------------------------------------------------------------- scorecard
 st.subheader("Scorecard")
@@ -152,14 +179,38 @@ if s2.button("Run scorecard", key="ed_sc_run", disabled=not (ready and concept.s
         scorecard_job(bundle, concept.strip(), ready[1],  # type: ignore[index]
                       EvalOptions(chat_template=chat, relearn=RelearnConfig() if relearn else None)))
     st.session_state["ed_sc_version"] = d.version  # which draft it scores: Publish takes it only for this one
-job_id = st.session_state.get("ed_sc_job")
-if job_id:
-    panels.job_panel(kinds=("scorecard",), limit=1)
-    card = panels.job_result(job_id)
+
+
+def scorecard_result() -> None:
+    """The scorecard of this user's last scorecard job, once it ended (drawn in the job panel)."""
+    card = panels.job_result(st.session_state.get("ed_sc_job"))
     if card is not None:
         panels.scorecard_view(card)
 
+
+job_id = st.session_state.get("ed_sc_job")
+with st.container():  # the scorecard's slot
+    if job_id:
+        panels.job_panel(kinds=("scorecard",), limit=1, then=scorecard_result)
+
 # ---------------------------------------------------------------- import / export
+def export_result() -> None:
+    """Under the export job (drawn in its panel): the LoRA adapter's zip once written, and this
+    user's exports on the server."""
+    job, fmt = st.session_state.get("ed_export_job") or (None, None)
+    written = panels.job_result(job)
+    if fmt == "lora" and written is not None:
+        zipped = st.session_state.get("ed_lora_zip")
+        try:
+            if zipped is None or zipped[0] != str(written):  # zipped once, not on every refresh
+                zipped = st.session_state["ed_lora_zip"] = (str(written), zip_folder(written))
+            st.download_button("Download the LoRA adapter (zip)", zipped[1], file_name=f"{written.name}.zip",
+                               mime="application/zip", key="ed_download_lora", on_click="ignore")
+        except (OSError, ValueError) as err:
+            st.error(f"The adapter was written but can't be downloaded: {err}")
+    panels.owner_exports_panel()
+
+
 st.subheader("Import / export")
 i1, i2 = st.columns(2)
 with i1:
@@ -208,17 +259,7 @@ with i1:
                                    export_job(bundle, ready[1], spec, out, store, fmt=fmt, owner=owner,
                                               limits=settings.exports))
             st.session_state["ed_export_job"] = (job, fmt)
-        panels.job_panel(kinds=("export",), limit=1)
-        job, fmt = st.session_state.get("ed_export_job") or (None, None)
-        written = panels.job_result(job)
-        if fmt == "lora" and written is not None:
-            try:
-                st.download_button("Download the LoRA adapter (zip)", zip_folder(written),
-                                   file_name=f"{written.name}.zip", mime="application/zip",
-                                   key="ed_download_lora", on_click="ignore")
-            except (OSError, ValueError) as err:
-                st.error(f"The adapter was written but can't be downloaded: {err}")
-        panels.owner_exports_panel()
+        panels.job_panel(kinds=("export",), limit=1, then=export_result)
     else:
         st.caption("Add operations to export them.")
 with i2:

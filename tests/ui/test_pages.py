@@ -161,6 +161,15 @@ def test_edit_page_lists_reorders_and_previews(shared: dict) -> None:
     shown = "\n".join(m.value for m in at.markdown)
     assert all(h["output"].strip()[:10] in shown for h in history[-2:])  # and shown on the page
     assert len(at.get("download_button")) == 1
+    assert any(c.value.startswith("Preview 1 · ") for c in at.caption)
+
+    at.run()  # a rerun without the press (a job that ended reruns the page): the preview stays
+    ok(at)
+    shown = "\n".join(m.value for m in at.markdown)
+    assert all(h["output"].strip()[:10] in shown for h in history[-2:])
+    assert any(c.value.startswith("Preview 1 · ") and "changed since" not in c.value for c in at.caption)
+    at.button(key="ed_generate").click().run()
+    assert any(c.value.startswith("Preview 2 · ") for c in ok(at).caption)
 
 
 def _spec_json(shared: dict, **changes: object) -> str:

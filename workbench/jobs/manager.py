@@ -345,7 +345,7 @@ class JobManager:
             state, fields["summary"] = "cancelled", "cancelled while it ran (every store write is whole: nothing half-written)"
         except BaseException as err:  # noqa: BLE001 - a job failure is reported, never raised into the server
             state, fields["error"] = "failed", f"{type(err).__name__}: {err}"
-            message = traceback.format_exc(limit=4)
+            message = traceback.format_exc()  # whole: the raising line is the innermost frame
         with self._lock:
             if has_result and state == "done":
                 self._results[job.job_id] = _Result(result, job.owner, self._clock())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
@@ -77,10 +78,16 @@ def _others_line(summary: QueueSummary) -> str | None:
     return "The queue is busy: " + ", ".join(parts) + "." if parts else None
 
 
-def job_panel(kinds: tuple[str, ...] | None = None, limit: int = 5) -> None:
+def job_panel(kinds: tuple[str, ...] | None = None, limit: int = 5,
+              then: Callable[[], None] | None = None) -> None:
     """This user's jobs (of `kinds`) in full, with a Cancel button on queued and running ones,
     and one anonymous line about other users' jobs. Refreshes itself every second while one of
-    this user's jobs is queued or running; reads only the files of the jobs it shows."""
+    this user's jobs is queued or running; reads only the files of the jobs it shows.
+
+    `then` draws what depends on those jobs (a result, a download) inside the same fragment, so
+    a job that ends shows its result in the panel's own refresh. Without it, a job that ends
+    reruns the whole page once, for the results drawn elsewhere on it. Prefer `then`: a whole-page
+    rerun that lands while the user is uploading a file or typing can cost them that input."""
     owner = identity.current_owner()
     manager = resources.jobs()
     live = any(j.live for j in manager.jobs(owner=owner, kinds=kinds, limit=limit))
@@ -95,6 +102,9 @@ def job_panel(kinds: tuple[str, ...] | None = None, limit: int = 5) -> None:
             st.caption("No background jobs of yours yet.")
         for job in jobs:
             _job_line(job, owner)
+        if then is not None:
+            then()
+            return
         finished = st.session_state.setdefault("_seen_running", set())
         for job in jobs:  # a job that just ended: rerun the page once so its results show
             if job.live:
