@@ -33,7 +33,8 @@ class ModelBundle:
     `hf_model` and `bridge` share parameter storage: `bridge.blocks[l].mlp.W_out` is a view of
     the layer's MLP output projection weight (`models/layout.py` says which, per family). The
     weights are never written after load: edits are adapters added in the forward pass (workbench.adapters), so any
-    number of threads read and run the model at once without a lock.
+    number of threads read and run the model at once without a lock (the bridge's per-call flags
+    are made per-thread at load: models/bridge_threads.py).
     """
 
     source: ModelSource
@@ -253,6 +254,9 @@ def load_bundle(
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
 
+    from workbench.models.bridge_threads import make_call_state_thread_local
+
+    make_call_state_thread_local()  # the shared model runs in many threads (models/bridge_threads.py)
     settings = settings or Settings.from_env()
     if tune_process:
         tune_process_before_load()  # before the first large allocation and product (models/process.py)
