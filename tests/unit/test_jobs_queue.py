@@ -218,6 +218,9 @@ def test_job_files_expire_at_start_up_and_in_the_sweep(tmp_path: Path) -> None:
     clock.now += 2 * day
     assert JobManager(tmp_path, limits, clock=clock).jobs() == [] and not path.exists()  # at start-up
 
+    # the clock is 8 days past the real time the next file is written at: sweep now, so that
+    # start() (which sweeps once SWEEP_S has passed) cannot delete that file before it is aged
+    manager.sweep()
     kept = manager.start("vocab", "Vocab projections", lambda p: "built", owner="alice")
     manager.wait(kept, TIMEOUT_S)
     os.utime(tmp_path / f"{kept}.json", (clock.now, clock.now))
