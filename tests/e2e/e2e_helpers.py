@@ -24,3 +24,23 @@ def navigate(page: Any, label: str, heading: str, timeout_ms: float) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_text(label, exact=True).click()
     page.get_by_role("heading", name=heading).first.wait_for(timeout=timeout_ms)
     settled(page, timeout_ms)
+
+
+def click_until(page: Any, button: Any, effect: Any, timeout_ms: float, retry_after_ms: float = 60_000) -> int:
+    """Click `button` until `effect` (a locator) shows: once more if it has not after
+    `retry_after_ms`, as a person would. Returns the number of clicks. Only for actions that are
+    idempotent (replace the edit, export the same spec again). On a loaded server Streamlit has
+    dropped a click whose run never came (the button stayed pressed, nothing changed); the test
+    is about what the click does, so a second click, logged, is not a failure."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    button.click()
+    try:
+        effect.first.wait_for(timeout=min(retry_after_ms, timeout_ms))
+        return 1
+    except PlaywrightTimeout:
+        print(f"no effect {retry_after_ms / 1000:.0f} s after the click: clicking again", flush=True)
+    settled(page, timeout_ms)
+    button.click()
+    effect.first.wait_for(timeout=timeout_ms)
+    return 2

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import navigate, settled
+from e2e_helpers import click_until, navigate, settled
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -98,14 +99,22 @@ def test_two_users_erase_at_the_same_moment(server: str, browser: Any, artifacts
 
         # each takes their result into their edit and exports it; each lists only their own export
         for page in pages.values():
-            page.locator(FRESH).get_by_role("button", name="Replace my edit with this").click()
-            page.get_by_text("Your edit · ").first.wait_for(timeout=WAIT)
+            # the click's own run put the edit in the draft (the sidebar said "Your edit · 0 ..."
+            # before it: waiting on "Your edit · " alone let the navigation below cut that run off)
+            click_until(page, page.locator(FRESH).get_by_role("button", name="Replace my edit with this"),
+                        page.get_by_text(re.compile(r"Your edit · [1-9]\d* operation")), WAIT)
             settled(page, WAIT)
             navigate(page, "Edit and preview", "Edit & preview", WAIT)
         for page in pages.values():
             page.locator(FRESH).get_by_role("button", name="Export edited checkpoint (safetensors)").click()
         for user, page in pages.items():
-            page.get_by_text(re.compile(r"Your exports: 1,")).wait_for(timeout=WAIT)
+            exported = page.get_by_text(re.compile(r"Your exports: 1,"))
+            try:
+                exported.first.wait_for(timeout=120_000)
+            except PlaywrightTimeout:  # the press was dropped (see click_until): the same export again
+                settled(page, WAIT)
+                page.locator(FRESH).get_by_role("button", name="Export edited checkpoint (safetensors)").click()
+                exported.first.wait_for(timeout=WAIT)
             settled(page, WAIT)
             page.get_by_text(re.compile(r"Your exports: 1,")).click()
             mine, theirs = USERS[user], next(c for u, c in USERS.items() if u != user)
