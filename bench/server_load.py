@@ -419,8 +419,7 @@ class User:
         """Edit & preview: clear the edit, upload this user's spec and import it. An upload whose
         file never shows is set again once, and counted (`uploads_retried`), not failed: on a loaded
         server Streamlit has dropped one in flight (the page showed no file and no error)."""
-        from e2e_helpers import settled
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        from e2e_helpers import settled, until_shown
 
         p, ui = self.page, self.ui
         self.on_page("Edit and preview", "Edit & preview")
@@ -437,18 +436,17 @@ class User:
             settled(p, self.wait_ms)
         file_name = f"{self.edit.name}.json"
         chips = ui.get_by_test_id("stFileChipName").filter(has_text=file_name)
-        for attempt in (1, 2):  # a person whose file never showed selects it again
+
+        def upload() -> None:
             ui.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
                 files=[{"name": file_name, "mimeType": "application/json", "buffer": self.edit.spec_json.encode()}])
-            try:
-                chips.first.wait_for(timeout=min(UPLOAD_RETRY_S * 1000, self.wait_ms) if attempt == 1 else self.wait_ms)
-                break
-            except PlaywrightTimeout:
-                if attempt == 2:
-                    raise
-                detail = f"user {self.edit.user}: no file chip {UPLOAD_RETRY_S:.0f} s after the upload; {self.page_state()}"
-                self.tally.add("uploads_retried", detail)
-                self.log(detail + "; setting the file again")
+
+        def retried() -> None:
+            detail = f"user {self.edit.user}: no file chip {UPLOAD_RETRY_S:.0f} s after the upload; {self.page_state()}"
+            self.tally.add("uploads_retried", detail)
+            self.log(detail + "; setting the file again")
+
+        until_shown(p, upload, chips, self.wait_ms, retry_after_ms=UPLOAD_RETRY_S * 1000, on_retry=retried)
         settled(p, self.wait_ms)
         while chips.count() > 1:  # the first upload landed after all: one spec file only
             ui.get_by_test_id("stFileChipDeleteBtn").first.click()

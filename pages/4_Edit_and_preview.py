@@ -140,7 +140,7 @@ with st.container():  # the preview's slot
                 slot.markdown(drafts.continuation_markdown(shown, texts[side]))
                 st.session_state.setdefault("ed_history", []).append({"model": ("base", "edited")[side],
                                                                        "prompt": prompt, "output": texts[side]})
-            # kept for the reruns that follow (a job that ends reruns the whole page): the preview stays
+            # kept for the reruns that follow (any widget, a first-start step landing): the preview stays
             st.session_state["ed_last_preview"] = {
                 "texts": texts, "shown": shown, "chat": chat, "label": label, "version": d.version,
                 "number": st.session_state.get("ed_previews", 0) + 1}

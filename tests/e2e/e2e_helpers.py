@@ -4,6 +4,7 @@ shows on the page, then for the script run that showed it to end."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from playwright.sync_api import expect
@@ -26,21 +27,29 @@ def navigate(page: Any, label: str, heading: str, timeout_ms: float) -> None:
     settled(page, timeout_ms)
 
 
-def click_until(page: Any, button: Any, effect: Any, timeout_ms: float, retry_after_ms: float = 60_000) -> int:
-    """Click `button` until `effect` (a locator) shows: once more if it has not after
-    `retry_after_ms`, as a person would. Returns the number of clicks. Only for actions that are
-    idempotent (replace the edit, export the same spec again). On a loaded server Streamlit has
-    dropped a click whose run never came (the button stayed pressed, nothing changed); the test
-    is about what the click does, so a second click, logged, is not a failure."""
+def until_shown(page: Any, act: Callable[[], object], effect: Any, timeout_ms: float,
+                retry_after_ms: float = 60_000, on_retry: Callable[[], None] | None = None,
+                acted: bool = False) -> int:
+    """Do `act` (a click, an upload) until `effect` (a locator) shows: once more if it has not
+    after `retry_after_ms`, as a person would (`acted`: the first time was already done, e.g.
+    two users pressing at the same moment). Returns how many times it acted. Only for idempotent
+    actions (replace the edit, export the same spec, select the same file). On a loaded server
+    Streamlit has dropped a press or an upload in flight (nothing changed, no error); the test is
+    about what the action does, so a second one, reported by `on_retry` (default: a printed
+    line), is not a failure."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    button.click()
+    if not acted:
+        act()
     try:
         effect.first.wait_for(timeout=min(retry_after_ms, timeout_ms))
         return 1
     except PlaywrightTimeout:
-        print(f"no effect {retry_after_ms / 1000:.0f} s after the click: clicking again", flush=True)
+        if on_retry is None:
+            print(f"nothing showed {retry_after_ms / 1000:.0f} s after the action: doing it again", flush=True)
+        else:
+            on_retry()
     settled(page, timeout_ms)
-    button.click()
+    act()
     effect.first.wait_for(timeout=timeout_ms)
     return 2

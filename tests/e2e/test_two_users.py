@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import click_until, navigate, settled
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from e2e_helpers import navigate, settled, until_shown
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -101,22 +100,19 @@ def test_two_users_erase_at_the_same_moment(server: str, browser: Any, artifacts
         for page in pages.values():
             # the click's own run put the edit in the draft (the sidebar said "Your edit · 0 ..."
             # before it: waiting on "Your edit · " alone let the navigation below cut that run off)
-            click_until(page, page.locator(FRESH).get_by_role("button", name="Replace my edit with this"),
+            until_shown(page, page.locator(FRESH).get_by_role("button", name="Replace my edit with this").click,
                         page.get_by_text(re.compile(r"Your edit · [1-9]\d* operation")), WAIT)
             settled(page, WAIT)
             navigate(page, "Edit and preview", "Edit & preview", WAIT)
-        for page in pages.values():
-            page.locator(FRESH).get_by_role("button", name="Export edited checkpoint (safetensors)").click()
+        export = {user: page.locator(FRESH).get_by_role("button", name="Export edited checkpoint (safetensors)")
+                  for user, page in pages.items()}
+        for button in export.values():
+            button.click()
         for user, page in pages.items():
             exported = page.get_by_text(re.compile(r"Your exports: 1,"))
-            try:
-                exported.first.wait_for(timeout=120_000)
-            except PlaywrightTimeout:  # the press was dropped (see click_until): the same export again
-                settled(page, WAIT)
-                page.locator(FRESH).get_by_role("button", name="Export edited checkpoint (safetensors)").click()
-                exported.first.wait_for(timeout=WAIT)
+            until_shown(page, export[user].click, exported, WAIT, retry_after_ms=120_000, acted=True)
             settled(page, WAIT)
-            page.get_by_text(re.compile(r"Your exports: 1,")).click()
+            exported.first.click()
             mine, theirs = USERS[user], next(c for u, c in USERS.items() if u != user)
             page.get_by_text(re.compile(rf"erase-{mine}")).first.wait_for(timeout=WAIT)
             assert page.get_by_text(re.compile(rf"erase-{theirs}")).count() == 0

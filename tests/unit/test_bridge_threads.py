@@ -26,7 +26,7 @@ def test_a_flag_set_in_one_thread_is_not_seen_in_another(tiny_bundle) -> None:  
 
 def test_the_descriptor_keeps_one_value_per_instance_and_thread() -> None:
     class Holder:
-        flag = ThreadLocalAttr("flag", False)
+        flag = ThreadLocalAttr(False)
 
     a, b = Holder(), Holder()
     a.flag = True

@@ -26,8 +26,7 @@ _installed = threading.Lock()
 class ThreadLocalAttr:
     """A class attribute whose value is per (instance, thread), `default` until set."""
 
-    def __init__(self, name: str, default: Any) -> None:
-        self.name = name
+    def __init__(self, default: Any) -> None:
         self.default = default
         self.local = threading.local()
 
@@ -44,7 +43,7 @@ class ThreadLocalAttr:
 
     def __set__(self, obj: Any, value: Any) -> None:
         values = self._values()
-        if value is self.default or value == self.default and not hasattr(value, "shape"):
+        if value is self.default:  # the defaults are False and None: singletons
             values.pop(id(obj), None)  # back to the default: nothing kept for this thread
         else:
             values[id(obj)] = value
@@ -61,4 +60,4 @@ def make_call_state_thread_local() -> None:
     with _installed:
         for name, default in CALL_STATE.items():
             if not isinstance(GeneralizedComponent.__dict__.get(name), ThreadLocalAttr):
-                setattr(GeneralizedComponent, name, ThreadLocalAttr(name, default))
+                setattr(GeneralizedComponent, name, ThreadLocalAttr(default))
