@@ -190,6 +190,16 @@ def test_edit_page_imports_a_valid_spec(shared: dict) -> None:
     assert at.session_state["edit_draft"].name == "imported"
 
 
+def test_edit_page_import_without_a_spec_says_so(shared: dict) -> None:
+    """Import is always pressable (a press carries the uploader's file even when the server missed
+    the upload's own run); with nothing chosen it says what to do and leaves the draft alone."""
+    at = ok(app("pages/4_Edit_and_preview.py", EditDraft()))
+    assert not at.button(key="ed_import").disabled
+    at.button(key="ed_import").click().run()
+    assert [w.value for w in ok(at).warning if "Nothing to import yet" in w.value]
+    assert not at.error and draft_ops(at) == []
+
+
 @pytest.mark.parametrize("payload, message", [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "JSON object"),
