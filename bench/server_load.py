@@ -415,6 +415,12 @@ class User:
 
         navigate(self.page, label, heading, self.wait_ms)
 
+    def retrying(self, missing: str, since: str, doing: str) -> None:
+        """Count and log an idempotent step done again because nothing showed (`retried`)."""
+        detail = f"user {self.edit.user}: {missing} {UPLOAD_RETRY_S:.0f} s {since}; {self.page_state()}"
+        self.tally.add("retried", detail)
+        self.log(f"{detail}; {doing}")
+
     def import_edit(self) -> None:
         """Edit & preview: clear the edit, upload this user's spec and import it. An upload whose
         file never shows is set again once, and an Import press that imports nothing is pressed again
@@ -443,24 +449,16 @@ class User:
             ui.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
                 files=[{"name": file_name, "mimeType": "application/json", "buffer": self.edit.spec_json.encode()}])
 
-        def retried() -> None:
-            detail = f"user {self.edit.user}: no file chip {UPLOAD_RETRY_S:.0f} s after the upload; {self.page_state()}"
-            self.tally.add("retried", detail)
-            self.log(detail + "; setting the file again")
-
-        until_shown(p, upload, chips, self.wait_ms, retry_after_ms=UPLOAD_RETRY_S * 1000, on_retry=retried)
+        until_shown(p, upload, chips, self.wait_ms, retry_after_ms=UPLOAD_RETRY_S * 1000,
+                    on_retry=lambda: self.retrying("no file chip", "after the upload", "setting the file again"))
         settled(p, self.wait_ms)
         while chips.count() > 1:  # the first upload landed after all: one spec file only
             ui.get_by_test_id("stFileChipDeleteBtn").first.click()
             settled(p, self.wait_ms)
-        def pressed_again() -> None:
-            detail = f"user {self.edit.user}: Import imported nothing in {UPLOAD_RETRY_S:.0f} s; {self.page_state()}"
-            self.tally.add("retried", detail)
-            self.log(detail + "; pressing it again")
-
         until_shown(p, ui.get_by_role("button", name="Import", exact=True).click,
                     ui.get_by_role("heading", name="Operations (1)"), self.wait_ms,
-                    retry_after_ms=UPLOAD_RETRY_S * 1000, on_retry=pressed_again)
+                    retry_after_ms=UPLOAD_RETRY_S * 1000,
+                    on_retry=lambda: self.retrying("no operation", "after the Import press", "pressing it again"))
         settled(p, self.wait_ms)
         ui.get_by_text("Compiled adapter:").wait_for(timeout=self.wait_ms)
 
