@@ -68,6 +68,13 @@ def test_the_server_config_turns_the_file_watcher_off() -> None:
     assert {".venv", "cache"} <= set(server["folderWatchBlacklist"])
 
 
+def test_the_server_config_turns_the_per_run_full_collection_off() -> None:
+    # Streamlit's default gc.collect() after every script run held the GIL 0.3-0.45 s per run and
+    # stalled 8 sessions (docs/benchmarks.md)
+    runner = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())["runner"]
+    assert runner["postScriptGC"] is False
+
+
 def test_server_log_has_no_watcher_noise(server: str, browser, server_log: Path) -> None:  # type: ignore[no-untyped-def]
     page = browser.new_page()
     page.goto(server, wait_until="networkidle")

@@ -4,6 +4,7 @@ tokenizer as they were; `tune_process=True` applies each of them."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -83,7 +84,9 @@ def test_a_library_load_leaves_the_process_as_it_was(entry: str, session_setting
     monkeypatch.setattr(skinny, "measure_plan", lambda w: installs.append(w) or skinny.ALWAYS_SKINNY)
     monkeypatch.delenv(MKL_FAST_MM, raising=False)  # an earlier tuned load in this process set it
     environ = _environ()
+    gc.unfreeze()
     model = _load(session_settings) if entry == "wb.load" else load_bundle(parse_source("tiny"), session_settings)
+    assert gc.get_freeze_count() == 0  # the garbage collector sees everything, as in any process
     assert _environ() == environ and MKL_FAST_MM not in os.environ
     assert libc.calls == [] and installs == []  # no mallopt, no malloc_trim, no timing of the unembedding
     assert "forward" not in vars(_head(model)) and not hasattr(_head(model), "_workbench_skinny")
@@ -96,7 +99,13 @@ def test_tune_process_applies_every_setting(session_settings: Settings, libc: Fa
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.setattr(skinny, "measure_plan", lambda w: skinny.ALWAYS_SKINNY)  # as if it measured faster here
-    model = _load(session_settings, tune_process=True)
+    gc.unfreeze()
+    try:
+        model = _load(session_settings, tune_process=True)
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # this test process goes on collecting as before
+    assert frozen > sum(p.numel() > 0 for p in model.hf_model.parameters())  # the load's objects, out of the GC
     assert os.environ[MKL_FAST_MM] == "1"
     assert [c for c in libc.calls if c[0] == "mallopt"] == [
         ("mallopt", (memory.M_MMAP_THRESHOLD, memory.MMAP_THRESHOLD_BYTES)), ("mallopt", (memory.M_ARENA_MAX, memory.ARENA_MAX))]

@@ -248,7 +248,8 @@ def load_bundle(
     one model to many threads (the app and the CLI pass it): `MKL_DISABLE_FAST_MM=1` in
     `os.environ`, glibc's `mallopt` (a fixed mmap threshold, two arenas) and a `malloc_trim`
     after the load, the measured CPU unembedding put in place of this model's `lm_head.forward`,
-    and the tokenizer's unused Python vocabulary tables dropped. The first two affect the whole
+    the tokenizer's unused Python vocabulary tables dropped, and what the load left alive frozen
+    out of Python's garbage collector (`gc.freeze`). The first two affect the whole
     process for its life (mallopt cannot be undone), which is why the default leaves them off;
     none changes a result. What each does and why: `workbench/models/process.py`."""
     from transformer_lens.model_bridge import TransformerBridge

@@ -22,6 +22,13 @@ it comes with, which is why a notebook or a host application has to ask for them
 4. The tokenizer's private construction tables (`_vocab`, `_merges`: this tokenizer only) are
    set to None after its Rust backend is built: the Python copies of the vocabulary and merges
    that transformers keeps but no longer reads (`models/bundle.py`, `_drop_construction_tables`).
+5. Python's cyclic garbage collector (whole process): after the load, one collection and then
+   `gc.freeze()`, which moves every object alive at that point (the imported libraries, the model's
+   modules and parameters: about half a million objects with torch and transformers loaded) into
+   the collector's permanent generation. A full collection then scans only what the serving
+   threads made since, instead of 0.3-0.45 s of the GIL on this machine each time, during which
+   no session's page and no preview can run. Frozen objects are still freed by reference counting;
+   only cycles among them are never collected, and the load leaves none behind that matter.
 
 None of them is needed for a correct result; the tokenizer's `add_bos_token=True` and its
 file-backed load (bundle.py, `_load_tokenizer`) are not among them: they are public loading
@@ -30,6 +37,7 @@ options that decide the tokenizer the bridge uses, so every load applies them.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -46,6 +54,14 @@ def tune_process_before_load() -> None:
 
 
 def tune_process_after_load(hf_model: Any) -> None:
-    """Setting 3 on the loaded model, then the load's freed heap back to the OS."""
+    """Setting 3 on the loaded model, the load's freed heap back to the OS, then setting 5."""
     install_skinny_unembedding(hf_model)
+    freeze_loaded_objects()
     release_freed_heap()
+
+
+def freeze_loaded_objects() -> None:
+    """Setting 5: collect the load's garbage once, then keep everything alive now out of later
+    collections (`gc.freeze`). Idempotent in effect; a second load freezes its own objects."""
+    gc.collect()
+    gc.freeze()

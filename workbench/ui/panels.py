@@ -283,8 +283,15 @@ def first_start_panel(bundle: ModelBundle, store: Store) -> None:
     from workbench import first_start
 
     first_start.maybe_start(resources.jobs(), store, bundle, resources.settings())  # no-op when switched off
+    plan = first_start.steps(store, bundle, first_start.config_from_env())
+    if all(s.done for s in plan):
+        return
+    # Refresh only while a first start builds (here, or in another process on this cache: its job
+    # file): with nothing building, nothing can land, and a fragment run per session every few
+    # seconds is what a shared server cannot afford. A user's own build on Home reruns the page.
+    building = any(j.live for j in resources.jobs().jobs(kinds=(first_start.JOB_KIND,), limit=1))
 
-    @st.fragment(run_every=5.0)  # a store read per session every 5 s: cheap beside the builds
+    @st.fragment(run_every=5.0 if building else None)
     def _panel() -> None:
         plan = first_start.steps(store, bundle, first_start.config_from_env())
         done = sum(s.done for s in plan)
