@@ -230,6 +230,10 @@ def test_upload_checks_refuse_pickle_huge_and_binary(shared: dict) -> None:
         read_uploaded_spec(b" " * 1001, shared["bundle"], limits)
     with pytest.raises(SpecError, match="not UTF-8"):
         read_uploaded_spec(b"\xff\xfe\x00", shared["bundle"], limits)
+    with pytest.raises(SpecError, match="^The uploaded spec file is not valid JSON"):
+        read_uploaded_spec(b"{not json", shared["bundle"], limits)
+    with pytest.raises(SpecError, match="^The pasted spec JSON is not valid JSON"):
+        read_uploaded_spec(b"{not json", shared["bundle"], limits, what="pasted spec JSON")
     spec, payload = read_uploaded_spec(_spec_json(shared).encode(), shared["bundle"], Limits())
     assert spec.name == "imported" and payload == {}
 

@@ -184,14 +184,15 @@ def _check_upload_bytes(data: bytes, limits: Limits, what: str) -> None:
         )
 
 
-def read_uploaded_spec(data: bytes, bundle: Any, limits: Limits,
-                       payload_data: bytes | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
+def read_uploaded_spec(data: bytes, bundle: Any, limits: Limits, payload_data: bytes | None = None,
+                       what: str = "uploaded spec file") -> tuple[Any, dict[str, torch.Tensor]]:
     """Parse and check an uploaded spec (and its payload file's bytes when it names one);
-    returns (spec, payload). Raises SpecError with a sentence to act on."""
+    returns (spec, payload). Raises SpecError with a sentence to act on, naming the spec as
+    `what` ("uploaded spec file", or "pasted spec JSON" for the text box)."""
     from workbench.edits.spec import EditSpec, SpecError, unpack_payload
 
-    _check_upload_bytes(data, limits, "spec file")
-    spec = EditSpec.from_json(data, what="The uploaded spec file")
+    _check_upload_bytes(data, limits, what)
+    spec = EditSpec.from_json(data, what=f"The {what}")
     payload: dict[str, torch.Tensor] = {}
     if spec.payload is not None or spec.payload_names():
         if spec.payload is None:
