@@ -467,6 +467,9 @@ class User:
         from e2e_helpers import settled
 
         p, ui = self.page, self.ui
+        # the last run has ended before the caption is read: read while a run still draws, the last
+        # preview's caption can be missing, and the wait below would be for "Preview 1" forever
+        settled(p, self.wait_ms)
         prompt = ui.get_by_label("Prompt").input_value()
         tokens = ui.get_by_test_id("stSlider").filter(has_text="new tokens").locator('input[type="range"]').input_value()
         if prompt != PROMPT or str(tokens) != str(PREVIEW_TOKENS):
