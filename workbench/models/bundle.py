@@ -256,6 +256,7 @@ def load_bundle(
     from transformers import AutoModelForCausalLM
 
     from workbench.models.bridge_threads import make_call_state_thread_local
+    from workbench.models.tokenizer_threads import serialise_encoding
 
     make_call_state_thread_local()  # the shared model runs in many threads (models/bridge_threads.py)
     settings = settings or Settings.from_env()
@@ -281,6 +282,7 @@ def load_bundle(
     )
     bridge.eval()
     _check_shared(hf_model, bridge)
+    serialise_encoding(bridge.tokenizer)  # one tokenizer, many threads (models/tokenizer_threads.py)
     digest = cached_folder_hash(path, hf_model)
     if tune_process:
         tune_process_after_load(hf_model)  # the measured unembedding, the freed heap back (models/process.py)
