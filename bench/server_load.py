@@ -6,8 +6,11 @@
 The server runs on a working copy of a prepared cache (`--cache DIR`; by default cache/load-<model>,
 prepared there with `python -m workbench prepare` on first use: vocab, statistics on 3000 tokens,
 the 'Paris' concept), headless on a free port, with the background first start off
-(WORKBENCH_AUTOPREPARE=0: the cache is prepared). workbench/local_server.py starts it, the same
-way the end-to-end tests do.
+(WORKBENCH_AUTOPREPARE=0: the cache is prepared) and finished job results kept in the server's
+memory for `--result-ttl-s` (300) after they were first read instead of the default hour
+(WORKBENCH_JOB_RESULT_TTL_S), so that a 30-minute run's RSS growth measures what leaks rather
+than the hour of results the server keeps by design (bench/server_memory.py does the same).
+workbench/local_server.py starts it, the same way the end-to-end tests do.
 
 Each user has a browser context of their own (so a cookie, and an owner id, of their own) and,
 until time is up, loops through the real pages:
@@ -722,6 +725,7 @@ class LoadReport:
     disk_end: tuple[int, float]
     setup_s: float
     measured_s: float
+    result_ttl_s: float
 
     def last_line(self) -> str:
         p95 = "n/a" if self.first_token_p95_s is None else f"{self.first_token_p95_s:.2f}"
@@ -742,7 +746,8 @@ def working_cache(model: str, template: Path | None, into: Path) -> Path:
 
 
 def run_load(users: int = 2, minutes: float = 2.0, model: str = "tiny", *, cache: Path | None = None,
-             wait_s: float = 300.0, rss_every_s: float = 5.0, quiet: bool = False) -> LoadReport:
+             wait_s: float = 300.0, rss_every_s: float = 5.0, result_ttl_s: float = 300.0,
+             quiet: bool = False) -> LoadReport:
     """Serve `model` on a copy of the prepared cache `cache`, drive `users` browser users through
     the pages for `minutes`, and measure (see the module docstring)."""
     import workbench as wb
@@ -761,7 +766,8 @@ def run_load(users: int = 2, minutes: float = 2.0, model: str = "tiny", *, cache
         del bundle
         log(f"{users} users' edits: " + "; ".join(f"user {e.user}: {e.expected!r}" for e in edits))
         disk_start = disk_usage(work)
-        with serve(work, model, env={"WORKBENCH_AUTOPREPARE": "0"}, log_path=Path(tmp) / "server.log",
+        env = {"WORKBENCH_AUTOPREPARE": "0", "WORKBENCH_JOB_RESULT_TTL_S": f"{result_ttl_s:g}"}
+        with serve(work, model, env=env, log_path=Path(tmp) / "server.log",
                    start_timeout_s=180) as server:
             log(f"server {server.url}, pid {server.pid}, cache {work}")
             sampler = RssSampler(server.pid, rss_every_s)
@@ -808,7 +814,7 @@ def run_load(users: int = 2, minutes: float = 2.0, model: str = "tiny", *, cache
         retried=tally.retried,
         owners=[u.owner for u in crowd], rss_mb=sampler.samples, rss_after_first_previews_mb=baseline,
         rss_end_mb=rss_end, rss_growth_pct=None if baseline is None else (rss_end - baseline) / baseline * 100,
-        disk_start=disk_start, disk_end=disk_end, setup_s=setup_s, measured_s=measured_s,
+        disk_start=disk_start, disk_end=disk_end, setup_s=setup_s, measured_s=measured_s, result_ttl_s=result_ttl_s,
     )
 
 
@@ -854,10 +860,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, help="a prepared cache to copy (default: cache/load-<model>, prepared once)")
     ap.add_argument("--wait-s", type=float, default=300.0, help="how long a page action may take before it failed")
     ap.add_argument("--rss-every-s", type=float, default=5.0)
+    ap.add_argument("--result-ttl-s", type=float, default=300.0,
+                    help="how long the server keeps a finished job's result after its first read (its default: 3600)")
     ap.add_argument("--json", type=Path, help="where to write the figures (default: bench/results/)")
     args = ap.parse_args(argv)
     report = run_load(args.users, args.minutes, args.model, cache=args.cache, wait_s=args.wait_s,
-                      rss_every_s=args.rss_every_s)
+                      rss_every_s=args.rss_every_s, result_ttl_s=args.result_ttl_s)
     out = args.json or RESULTS / f"server-load-{args.model}-{args.users}u-{args.minutes:g}min-{time.strftime('%Y-%m-%d')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**asdict(report), "last_line": report.last_line(), "date": time.strftime("%Y-%m-%d %H:%M"),
