@@ -276,9 +276,9 @@ with i2:
         else:
             try:
                 spec_bytes, payload_data = drafts.split_uploads([(f.name, f.getvalue()) for f in uploads or []])
-                what = "uploaded spec file" if spec_bytes is not None else "pasted spec JSON"
+                what = "uploaded spec file"
                 if spec_bytes is None:
-                    spec_bytes = pasted.encode("utf-8")
+                    spec_bytes, what = pasted.encode("utf-8"), "pasted spec JSON"
                 loaded, loaded_payload = drafts.read_uploaded_spec(spec_bytes, bundle, limits, payload_data, what)
             except SpecError as err:
                 st.error(f"Not imported: {err}")
