@@ -129,6 +129,25 @@ def test_retain_batch_takes_its_share_of_colliding_texts_and_keeps_their_positio
     assert mask[0, 3] and mask.sum(1).tolist() == [2, 2]
 
 
+def test_retain_positions_are_cut_after_the_last_chosen_one_without_changing_their_logits(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    from workbench.methods.readout import selected_logits
+    from workbench.methods.retain import sample_retain_positions
+
+    enc = tiny_bundle.tokenizer(["The river runs past the old mill and on to the sea at last.", "A short one."],
+                                return_tensors="pt", padding=True, padding_side="right")
+    ids, mask = sample_retain_positions(enc, [0, 1], per_text=2, rng=random.Random(3))
+    last = int(mask.any(0).nonzero().max())
+    assert mask.shape[1] == last + 1 < enc["input_ids"].shape[1]  # cut, and the cut keeps every chosen position
+    full = torch.zeros_like(enc["input_ids"], dtype=torch.bool)
+    full[:, : mask.shape[1]] = mask
+    with torch.no_grad():
+        cut_logits = selected_logits(tiny_bundle, ids, mask)
+        full_logits = selected_logits(tiny_bundle, enc["input_ids"], full)
+    torch.testing.assert_close(cut_logits, full_logits, rtol=1e-4, atol=1e-4)
+
+
 def test_key_names_get_their_own_frames_and_round_trip(tiny_bundle, facts: FactSet) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 

@@ -101,7 +101,8 @@ def sample_retain_positions(
     always: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Retain texts of this step and their KL positions: every `always` position (collisions,
-    up to per_text) plus random real positions up to per_text. Returns ids, bool mask."""
+    up to per_text) plus random real positions up to per_text. Returns ids, bool mask
+    ([batch, pos], cut after the last chosen position)."""
     idx = list(pick)
     ids = enc["input_ids"][idx]
     am = enc["attention_mask"][idx]
@@ -116,4 +117,6 @@ def sample_retain_positions(
         free = [p for p in range(1, n) if p not in fixed]
         for p in rng.sample(free, min(per_text - len(fixed), len(free))) if free else []:
             mask[r, p] = True
-    return ids, mask
+    # causal model: nothing after the last chosen position changes a chosen position's logits
+    end = int(mask.any(0).nonzero().max()) + 1 if mask.any() else width
+    return ids[:, :end], mask[:, :end]
