@@ -54,7 +54,7 @@ def main() -> None:
     bundle = load(args.model, tune_process=True)
     corpus = load_wiki("en")
     facts = build_fact_set(bundle, corpus, args.concept)
-    recipes = {"previous (40 steps, 8 retain texts)": PREVIOUS_DEFAULT, "default": OptimiseConfig()}
+    recipes = {"previous (40 steps)": PREVIOUS_DEFAULT, "default": OptimiseConfig()}
     timings: list[RecipeTiming] = []
     for _ in range(args.repeat):
         for name, cfg in recipes.items():
