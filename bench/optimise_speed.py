@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from workbench.corpus import load_wiki  # noqa: E402
 from workbench.methods.facts import build_fact_set  # noqa: E402
 from workbench.methods.optimise import PREVIOUS_DEFAULT, OptimiseConfig, optimise_value_vectors  # noqa: E402
-from workbench.models import load  # noqa: E402
+from workbench.models import load_bundle, parse_source  # noqa: E402
 
 
 @dataclass
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default: bench/results/...)")
     args = parser.parse_args()
 
-    bundle = load(args.model, tune_process=True)
+    bundle = load_bundle(parse_source(args.model))
     corpus = load_wiki("en")
     facts = build_fact_set(bundle, corpus, args.concept)
     recipes = {"previous (40 steps)": PREVIOUS_DEFAULT, "default": OptimiseConfig()}
