@@ -82,7 +82,7 @@ from workbench.progress import NULL_PROGRESS, Progress
 # This module's names and, re-exported, those that lived here before the split into the modules
 # beside it (frames, retain, counterfactual, rows, losses, readout), so existing imports still work.
 __all__ = [
-    "DEFAULT_LAYERS", "DEFAULT_REPR_LAYERS", "FRAMES", "PREVIOUS_DEFAULT", "CounterfactualBatch", "DownProjEdit", "FrameBatch",
+    "DEFAULT_LAYERS", "DEFAULT_REPR_LAYERS", "FRAMES", "CounterfactualBatch", "DownProjEdit", "FrameBatch",
     "FramesConfig", "OptimiseConfig", "OptimiseProblem", "OptimiseResult", "RetainConfig", "Target", "bake",
     "build_counterfactual", "build_frames", "collision_documents", "collision_mask", "contrast_rows",
     "counterfactual_cross_entropy", "counterfactual_loss", "counterfactual_texts", "delta_hooks", "down_proj_edits",
@@ -108,9 +108,9 @@ class OptimiseConfig:
     # explicitly are taken as they are
     layers: tuple[int, ...] | None = None
     n_rows: int = 256
-    # 24 steps: the 40-step trajectory's held-out target probability is within 0.001 of its end by
-    # step 24 (bench/optimise_speed.py); PREVIOUS_DEFAULT is the 40-step recipe
-    steps: int = 24
+    # 40: 24 steps reach the same held-out target probability in 0.6x the time but lost a tier on
+    # 3 of the first 6 dev concepts (docs/methods/optimise.md, "Making it faster")
+    steps: int = 40
     lr_scale: float = 0.025  # lr = lr_scale * mean row norm / sqrt(d_model)
     fact_weight: float = 1.0
     repr_weight: float = 1.0
@@ -136,11 +136,6 @@ class OptimiseConfig:
         layers as they are (those past the model's last layer dropped)."""
         return replace(self, layers=fit_layers(self.layers, DEFAULT_LAYERS, n_layers),
                        repr_layers=fit_layers(self.repr_layers, DEFAULT_REPR_LAYERS, n_layers, clip=True))
-
-
-# The default until 2026-12-08: the same recipe with 40 steps. Kept so
-# bench/optimise_speed.py can time it beside the default and a researcher can ask for it back.
-PREVIOUS_DEFAULT = OptimiseConfig(steps=40)
 
 
 @dataclass
