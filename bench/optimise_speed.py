@@ -5,7 +5,7 @@
 
 Both recipes run on the same fact set, in turn (`--repeat` alternates them), so the ratio compares
 like with like on whatever the machine is doing; keep the load steady while it runs. It times `optimise_value_vectors` (targets, retain
-set, row selection and the steps) and prints, per recipe, seconds, steps run, seconds per step and
+set, row selection and the steps) and prints, per recipe, seconds, steps run and
 the held-out facts' target probability at the end (lower is more erased). Quality on the dev
 benchmark is measured by bench/erasure.py (`--methods optimise`), not here.
 """
@@ -41,7 +41,6 @@ class RecipeTiming:
     recipe: str
     seconds: float
     steps: int
-    seconds_per_step: float  # seconds / steps run, the preparation included
     val_target_prob: float | None
 
 
@@ -68,7 +67,6 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             vals = [h["val_target_prob"] for h in result.history if "val_target_prob" in h]
             timings.append(RecipeTiming(name, round(seconds, 1), len(result.history),
-                                        round(seconds / max(len(result.history), 1), 2),
                                         round(vals[-1], 4) if vals else None))
             print(f"{name:40s} {seconds:7.1f} s  {len(result.history):3d} steps  "
                   f"val target prob {timings[-1].val_target_prob}", flush=True)
