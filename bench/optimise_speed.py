@@ -4,10 +4,10 @@
     python bench/optimise_speed.py --concept "Eiffel Tower" --candidate retain_batch=4 --repeat 2
 
 Both recipes run on the same fact set, in turn (`--repeat` alternates them), so the ratio compares
-like with like on whatever the machine is doing; keep the load steady while it runs. It times `optimise_value_vectors` (targets, retain
-set, row selection and the steps) and prints, per recipe, seconds, steps run and
-the held-out facts' target probability at the end (lower is more erased). Quality on the dev
-benchmark is measured by bench/erasure.py (`--methods optimise`), not here.
+like with like on whatever the machine is doing; keep the load steady while it runs. It times
+`optimise_value_vectors` (targets, retain set, row selection and the steps) and prints, per recipe,
+seconds, steps run and the held-out facts' target probability at the end (lower is more erased).
+Quality on the dev benchmark is measured by bench/erasure.py (`--methods optimise`), not here.
 """
 
 from __future__ import annotations
