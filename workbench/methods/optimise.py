@@ -108,8 +108,8 @@ class OptimiseConfig:
     # explicitly are taken as they are
     layers: tuple[int, ...] | None = None
     n_rows: int = 256
-    # 40: 24 steps reach the same held-out target probability in 0.6x the time but lost a tier on
-    # 3 of the first 6 dev concepts (docs/methods/optimise.md, "Making it faster")
+    # 40: 24 steps reach the same held-out target probability in 0.67x the time, but lost a tier on
+    # 3 of 8 dev concepts (docs/methods/optimise.md, "Making it faster")
     steps: int = 40
     lr_scale: float = 0.025  # lr = lr_scale * mean row norm / sqrt(d_model)
     fact_weight: float = 1.0
