@@ -129,22 +129,22 @@ def test_retain_batch_takes_its_share_of_colliding_texts_and_keeps_their_positio
     assert mask[0, 3] and mask.sum(1).tolist() == [2, 2]
 
 
-def test_retain_positions_are_cut_after_the_last_chosen_one_without_changing_their_logits(tiny_bundle) -> None:  # type: ignore[no-untyped-def]
-    import random
-
-    from workbench.methods.readout import selected_logits
-    from workbench.methods.retain import sample_retain_positions
+def test_selected_logits_run_only_up_to_the_last_chosen_position_without_changing_them(tiny_bundle, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import workbench.methods.readout as readout
 
     enc = tiny_bundle.tokenizer(["The river runs past the old mill and on to the sea at last.", "A short one."],
                                 return_tensors="pt", padding=True, padding_side="right")
-    ids, mask = sample_retain_positions(enc, [0, 1], per_text=2, rng=random.Random(3))
-    last = int(mask.any(0).nonzero().max())
-    assert mask.shape[1] == last + 1 < enc["input_ids"].shape[1]  # cut, and the cut keeps every chosen position
-    full = torch.zeros_like(enc["input_ids"], dtype=torch.bool)
-    full[:, : mask.shape[1]] = mask
+    ids = enc["input_ids"]
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[0, [2, 5]] = True
+    mask[1, 3] = True
     with torch.no_grad():
-        cut_logits = selected_logits(tiny_bundle, ids, mask)
-        full_logits = selected_logits(tiny_bundle, enc["input_ids"], full)
+        full_logits = readout.logits_at(tiny_bundle, readout.final_hidden(tiny_bundle, ids)[mask])
+        widths: list[int] = []
+        run = readout.final_hidden
+        monkeypatch.setattr(readout, "final_hidden", lambda b, x: widths.append(x.shape[1]) or run(b, x))
+        cut_logits = readout.selected_logits(tiny_bundle, ids, mask)
+    assert widths == [6] < [ids.shape[1]]  # the decoder saw positions 0..5, the last chosen one included
     torch.testing.assert_close(cut_logits, full_logits, rtol=1e-4, atol=1e-4)
 
 

@@ -18,7 +18,7 @@ def unlikelihood(bundle: ModelBundle, targets: FactTargets, pick: Sequence[int])
     """-log(1 - p) of the concept-specific next tokens of the picked facts, averaged."""
     ids = targets.input_ids[list(pick)]
     tgt = targets.targets[list(pick)]
-    width = int((tgt >= 0).any(0).nonzero().max()) + 1  # causal: later tokens never reach a target's logits
+    width = int(targets.attention_mask[list(pick)].sum(1).max())
     ids, tgt = ids[:, :width], tgt[:, :width]
     mask = tgt >= 0
     logp = selected_logits(bundle, ids, mask).log_softmax(-1)

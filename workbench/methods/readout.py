@@ -29,9 +29,12 @@ def logits_at(bundle: ModelBundle, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def selected_logits(bundle: ModelBundle, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Logits at the positions where `mask` ([batch, pos] bool) is set: [n, vocab], row-major."""
-    hidden = final_hidden(bundle, ids)
-    return logits_at(bundle, hidden[mask])
+    """Logits at the positions where `mask` ([batch, pos] bool) is set: [n, vocab], row-major.
+    The decoder runs only up to the last set position: in a causal model nothing after it reaches
+    a selected position's logits, and the rows come out in the same order."""
+    end = int(mask.any(0).nonzero().max()) + 1 if mask.any() else mask.shape[1]
+    hidden = final_hidden(bundle, ids[:, :end])
+    return logits_at(bundle, hidden[mask[:, :end]])
 
 
 def residuals_after(bundle: ModelBundle, input_ids: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:

@@ -101,8 +101,7 @@ def sample_retain_positions(
     always: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Retain texts of this step and their KL positions: every `always` position (collisions,
-    up to per_text) plus random real positions up to per_text. Returns ids, bool mask
-    ([batch, pos], cut after the last chosen position)."""
+    up to per_text) plus random real positions up to per_text. Returns ids, bool mask."""
     idx = list(pick)
     ids = enc["input_ids"][idx]
     am = enc["attention_mask"][idx]
@@ -117,6 +116,4 @@ def sample_retain_positions(
         free = [p for p in range(1, n) if p not in fixed]
         for p in rng.sample(free, min(per_text - len(fixed), len(free))) if free else []:
             mask[r, p] = True
-    # causal model: nothing after the last chosen position changes a chosen position's logits
-    end = int(mask.any(0).nonzero().max()) + 1 if mask.any() else width
-    return ids[:, :end], mask[:, :end]
+    return ids, mask
